@@ -1,0 +1,1 @@
+"""The coordinator: fleet graph, planners, durable job engine, HTTP API and CLI."""

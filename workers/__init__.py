@@ -1,0 +1,1 @@
+"""The hands: Celery app and tasks, ZFS backends, data plane, object store."""

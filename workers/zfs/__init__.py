@@ -1,0 +1,1 @@
+"""ZFS backends behind one contract (see base.py): real OpenZFS and the userspace simulation."""

@@ -1,0 +1,273 @@
+"""The one ZFS contract every backend keeps (real OpenZFS and the userspace simulation).
+
+Names are full OpenZFS names: ``pool/a/b``, ``pool/a@snap``, ``pool/a#bookmark``. Every method
+raises a :class:`protocol.errors.ZfsError` subclass on failure, never a dependency's exception.
+Streams are never held whole in memory: ``send`` hands back a reader, ``receive`` a writer.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class ObjType(enum.StrEnum):
+    FILESYSTEM = "filesystem"
+    VOLUME = "volume"
+    SNAPSHOT = "snapshot"
+    BOOKMARK = "bookmark"
+
+
+ALL_TYPES: tuple[ObjType, ...] = tuple(ObjType)
+
+
+@dataclass(frozen=True)
+class ZfsObject:
+    """One row of ``zfs list -t all -Hp``: a dataset, snapshot or bookmark."""
+
+    name: str
+    type: ObjType
+    guid: int
+    createtxg: int
+    creation: int  # unix seconds
+    origin: str | None = None  # clones only: the origin snapshot's full name
+    used: int = 0
+    referenced: int = 0
+    written: int = 0
+    receive_resume_token: str | None = None
+    encryption: str | None = None  # None or "off" when not encrypted, else the cipher
+    keystatus: str | None = None  # "available" / "unavailable" for encrypted datasets
+    user_props: Mapping[str, str] = field(default_factory=dict)  # "zfleet:*" and other user:props
+
+    @property
+    def dataset(self) -> str:
+        """The dataset part of the name (``pool/a`` for ``pool/a@s1`` and ``pool/a#b``)."""
+        return self.name.split("@", 1)[0].split("#", 1)[0]
+
+    @property
+    def short(self) -> str:
+        """The snapshot or bookmark part (``s1``), or the name itself for datasets."""
+        for sep in ("@", "#"):
+            if sep in self.name:
+                return self.name.split(sep, 1)[1]
+        return self.name
+
+
+@dataclass(frozen=True)
+class PropertyValue:
+    value: str
+    source: str  # "local", "default", "inherited from X", "received", "-", "temporary"
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    size: int
+    allocated: int
+    free: int
+    health: str
+
+
+@dataclass(frozen=True)
+class SendSpec:
+    """What to send; the fields are ``zfs send``'s flags.
+
+    ``snapshot`` is the full snapshot name. ``from_snap`` is a snapshot (``@s1`` or ``pool/a@s1``)
+    or a bookmark (``pool/a#b``); with ``intermediates`` it is ``-I``, otherwise ``-i``. A
+    ``resume_token`` means ``zfs send -t TOKEN`` and the other fields (but ``snapshot``, kept for
+    logging) are ignored.
+    """
+
+    snapshot: str
+    from_snap: str | None = None
+    intermediates: bool = False  # -I
+    replicate: bool = False  # -R
+    raw: bool = False  # -w
+    compressed: bool = False  # -c
+    large_blocks: bool = False  # -L
+    embedded: bool = False  # -e
+    props: bool = False  # -p
+    resume_token: str | None = None  # -t
+
+
+@dataclass(frozen=True)
+class ReceiveSpec:
+    """Where and how to receive; the fields are ``zfs receive``'s flags."""
+
+    target: str
+    resumable: bool = True  # -s
+    force: bool = False  # -F
+    no_mount: bool = False  # -u
+    set_props: Mapping[str, str] = field(default_factory=dict)  # -o prop=value
+    exclude_props: tuple[str, ...] = ()  # -x prop
+    origin: str | None = None  # -o origin=pool/base@s2
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    target: str
+    snapshot: str | None  # the snapshot that now exists, if known
+    bytes_received: int
+
+
+class DiffChange(enum.StrEnum):
+    ADDED = "+"
+    REMOVED = "-"
+    MODIFIED = "M"
+    RENAMED = "R"
+
+
+@dataclass(frozen=True)
+class DiffEntry:
+    change: DiffChange
+    path: str
+    new_path: str | None = None  # renames only
+
+
+class SendStream(Protocol):
+    """A running ``zfs send``: read its bytes, then ``close`` (raises on a failed send)."""
+
+    def read(self, n: int = -1) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+class ReceiveSink(Protocol):
+    """A running ``zfs receive``: write the stream, then ``finish`` (raises typed errors)."""
+
+    def write(self, data: bytes) -> int: ...
+
+    def finish(self) -> ReceiveResult: ...
+
+    def abort(self) -> None:
+        """Stop now; with ``-s`` the partial state stays on the target for a resume."""
+        ...
+
+
+class ZfsBackend(abc.ABC):
+    """The operations zfleet's workers need from ZFS on one host."""
+
+    name: str = "abstract"
+
+    # -- inventory -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def list(
+        self,
+        root: str | None = None,
+        *,
+        recursive: bool = True,
+        types: Sequence[ObjType] = ALL_TYPES,
+    ) -> list[ZfsObject]:
+        """Datasets, snapshots and bookmarks under ``root`` (all pools when None)."""
+
+    @abc.abstractmethod
+    def pools(self) -> list[PoolInfo]: ...
+
+    # -- datasets --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create(
+        self,
+        name: str,
+        *,
+        props: Mapping[str, str] | None = None,
+        volsize: int | None = None,
+        parents: bool = False,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def destroy(self, name: str, *, recursive: bool = False, defer: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    def snapshot(
+        self,
+        names: Sequence[str],
+        *,
+        recursive: bool = False,
+        props: Mapping[str, str] | None = None,
+    ) -> None:
+        """Take all the snapshots in ``names`` atomically (one txg)."""
+
+    @abc.abstractmethod
+    def clone(self, snapshot: str, target: str, *, props: Mapping[str, str] | None = None) -> None:
+        ...
+
+    @abc.abstractmethod
+    def promote(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def rename(self, old: str, new: str) -> None: ...
+
+    @abc.abstractmethod
+    def rollback(self, snapshot: str, *, destroy_newer: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    def bookmark(self, snapshot: str, bookmark: str) -> None: ...
+
+    # -- holds -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def hold(self, tag: str, snapshots: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    def release(self, tag: str, snapshots: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    def holds(self, snapshot: str) -> list[str]: ...
+
+    # -- properties -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, name: str, props: Sequence[str] | None = None) -> dict[str, PropertyValue]:
+        """Properties of ``name`` (all of them when ``props`` is None)."""
+
+    @abc.abstractmethod
+    def set(self, name: str, props: Mapping[str, str]) -> None: ...
+
+    @abc.abstractmethod
+    def inherit(self, name: str, prop: str) -> None: ...
+
+    # -- streams ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def send(self, spec: SendSpec) -> SendStream: ...
+
+    @abc.abstractmethod
+    def estimate(self, spec: SendSpec) -> int:
+        """``zfs send -nP``: the stream's size in bytes."""
+
+    @abc.abstractmethod
+    def receive(self, spec: ReceiveSpec) -> ReceiveSink: ...
+
+    @abc.abstractmethod
+    def abort_receive(self, target: str) -> None:
+        """``zfs receive -A``: discard a partial receive's saved state."""
+
+    @abc.abstractmethod
+    def diff(self, snapshot: str, other: str) -> list[DiffEntry]:
+        """``zfs diff``: files changed between a snapshot and a later snapshot or the dataset."""
+
+    # -- encryption -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_key(self, name: str, *, key: bytes | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def unload_key(self, name: str) -> None: ...
+
+    # -- helpers every backend gets -------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        from protocol.errors import DatasetNotFound
+
+        try:
+            self.get(name, ["guid"])
+        except DatasetNotFound:
+            return False
+        return True
+
+    def mountpoint(self, name: str) -> str | None:
+        """Where a filesystem is mounted, or None (volumes, unmounted or locked datasets)."""
+        value = self.get(name, ["mountpoint"]).get("mountpoint")
+        if value is None or value.value in ("-", "none", "legacy"):
+            return None
+        return value.value
