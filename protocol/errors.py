@@ -57,7 +57,7 @@ class ConfigError(ZfleetError):
     """A config file, setting or argument is invalid."""
 
 
-class NameError_(ZfleetError):  # noqa: N801  (trailing underscore: do not shadow the builtin)
+class NameError_(ZfleetError):
     """A ZFS name breaks an OpenZFS naming rule; the message says which one."""
 
     def __init__(self, name: str, rule: str) -> None:

@@ -8,6 +8,7 @@ Streams are never held whole in memory: ``send`` hands back a reader, ``receive`
 from __future__ import annotations
 
 import abc
+import builtins
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,7 +151,11 @@ class ReceiveSink(Protocol):
 
 
 class ZfsBackend(abc.ABC):
-    """The operations zfleet's workers need from ZFS on one host."""
+    """The operations zfleet's workers need from ZFS on one host.
+
+    Annotations below say ``builtins.list`` because the method ``list`` shadows the builtin
+    inside the class body.
+    """
 
     name: str = "abstract"
 
@@ -166,7 +171,7 @@ class ZfsBackend(abc.ABC):
         """Datasets, snapshots and bookmarks under ``root`` (all pools when None)."""
 
     @abc.abstractmethod
-    def pools(self) -> list[PoolInfo]: ...
+    def pools(self) -> builtins.list[PoolInfo]: ...
 
     # -- datasets --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -216,7 +221,7 @@ class ZfsBackend(abc.ABC):
     def release(self, tag: str, snapshots: Sequence[str]) -> None: ...
 
     @abc.abstractmethod
-    def holds(self, snapshot: str) -> list[str]: ...
+    def holds(self, snapshot: str) -> builtins.list[str]: ...
 
     # -- properties -----------------------------------------------------------------------
     @abc.abstractmethod
@@ -245,7 +250,7 @@ class ZfsBackend(abc.ABC):
         """``zfs receive -A``: discard a partial receive's saved state."""
 
     @abc.abstractmethod
-    def diff(self, snapshot: str, other: str) -> list[DiffEntry]:
+    def diff(self, snapshot: str, other: str) -> builtins.list[DiffEntry]:
         """``zfs diff``: files changed between a snapshot and a later snapshot or the dataset."""
 
     # -- encryption -------------------------------------------------------------------------
