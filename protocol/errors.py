@@ -36,6 +36,7 @@ never crosses a public API without being wrapped in one of these.
     ├── JobError                     job engine / planner refusals
     │   ├── PlanRefused              e.g. a diverged target without force_rollback
     │   └── LeaseLost                another coordinator holds the leader lease
+    ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
     └── RetryableError               mixin-style branch: safe to retry with backoff
 
 ``RetryableError`` is also used as a second base (``class X(TransferError, RetryableError)``) so
@@ -227,3 +228,7 @@ class PlanRefused(JobError):
 
 class LeaseLost(JobError):
     """Another coordinator holds the leader lease."""
+
+
+class LabError(ZfleetError):
+    """The lab failed: its image is missing or did not build, or a VM did not boot or answer."""
