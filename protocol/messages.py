@@ -1,0 +1,582 @@
+"""Typed, versioned task and event messages, encoded with msgpack.
+
+A message is a frozen dataclass registered under a *kind* string and a *version*::
+
+    @message("step.event", version=1)
+    @dataclass(frozen=True)
+    class StepEvent:
+        job_id: str
+        ...
+
+``encode(msg)`` gives a msgpack map ``{"kind": ..., "v": ..., <field>: <value>, ...}``;
+``decode(data, expect=StepEvent)`` gives the dataclass back. ``to_dict``/``from_dict`` do the same
+with plain JSON-safe data (bytes become base64 text) so Celery's serializers can carry a message
+as an ordinary task argument.
+
+Field types the codec understands: ``str``, ``int`` (``bool`` is never taken for an ``int``;
+ints from -2**63 to 2**64-1, so unsigned 64-bit guids fit), ``float``, ``bool``, ``bytes``,
+``None``, enums (sent by value), ``X | None`` and other unions, ``tuple[X, ...]``,
+``tuple[X, Y]``, ``list[X]``, ``dict[str, X]``/``Mapping[str, X]``, ``Literal[...]`` and nested
+frozen dataclasses (sent as maps of their fields, registered or not).
+
+Compatibility rules, so that hosts running different releases can talk:
+
+- a field missing from the data takes its default; a missing field *without* a default is a
+  :class:`MessageError` naming the kind and the field;
+- keys the receiver does not know are **ignored**, so a newer sender may add optional fields
+  without a version bump; ``kind`` and ``v`` are reserved and cannot be field names;
+- an incompatible change (a renamed, removed or retyped field, a new field without a default) gets
+  a new version: register the new class under the same kind with ``version=2`` and keep the old
+  class registered as long as old peers exist. An unknown kind or version is a MessageError.
+
+Adding a message elsewhere: import :func:`message` in your own module and decorate your frozen
+dataclass; the module must be imported before ``decode`` meets that kind (import it from the
+package that handles it). Every failure to read or write a message is a
+:class:`protocol.errors.MessageError`; no msgpack exception ever leaks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeVar, cast
+
+import msgpack
+
+from protocol.errors import MessageError
+
+KIND_KEY: Final = "kind"
+VERSION_KEY: Final = "v"
+# Messages carry references, never bulk bytes; a large host's inventory still fits easily.
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+_Convert = Callable[[Any, str], Any]  # (value, field path) -> converted value
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type[Any]
+    kind: str
+    version: int
+
+
+_BY_KEY: dict[tuple[str, int], _Entry] = {}
+_BY_CLASS: dict[type[Any], _Entry] = {}
+# Converters compiled once per (class, direction); the value is a field name -> converter table.
+_FIELDS_CACHE: dict[tuple[type[Any], str], tuple[tuple[str, _Convert, bool], ...]] = {}
+
+
+def message(kind: str, *, version: int = 1) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as message ``kind`` at ``version`` (a class decorator)."""
+    if not kind or not isinstance(kind, str):
+        raise TypeError("a message kind must be a non-empty string")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise TypeError("a message version must be a positive int")
+
+    def register(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise TypeError(f"message {kind!r}: {cls.__name__} must be a frozen dataclass")
+        for f in dataclasses.fields(cls):
+            if f.name in (KIND_KEY, VERSION_KEY):
+                raise TypeError(f"message {kind!r}: field name {f.name!r} is reserved")
+        key = (kind, version)
+        if key in _BY_KEY and _BY_KEY[key].cls is not cls:
+            raise TypeError(f"message {kind!r} v{version} is already registered")
+        entry = _Entry(cls, kind, version)
+        _BY_KEY[key] = entry
+        _BY_CLASS[cls] = entry
+        return cls
+
+    return register
+
+
+def kind_of(cls_or_msg: object) -> tuple[str, int]:
+    """The (kind, version) a message class or instance is registered under."""
+    cls = cls_or_msg if isinstance(cls_or_msg, type) else type(cls_or_msg)
+    entry = _BY_CLASS.get(cls)
+    if entry is None:
+        raise MessageError(f"{cls.__name__} is not a registered message")
+    return entry.kind, entry.version
+
+
+def registered() -> dict[tuple[str, int], type[Any]]:
+    """Every registered message class by (kind, version)."""
+    return {key: entry.cls for key, entry in _BY_KEY.items()}
+
+
+# -- public codec -----------------------------------------------------------------------------
+
+
+def encode(msg: object) -> bytes:
+    """A registered message as msgpack bytes; MessageError if a field has the wrong type."""
+    plain = _to_plain(msg, binary=True)
+    try:
+        return cast(bytes, msgpack.packb(plain, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError) as exc:  # unreachable after validation
+        kind, _ = kind_of(msg)
+        raise MessageError(f"message {kind!r} cannot be packed: {exc}") from exc
+
+
+def decode(data: bytes, expect: type[M] | None = None) -> M:
+    """The message in ``data``; with ``expect``, MessageError unless it is that class."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MessageError(f"message data must be bytes, not {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message is too large ({len(data)} > {MAX_MESSAGE_BYTES} bytes)")
+    try:
+        plain = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
+    except (ValueError, TypeError, UnicodeDecodeError, msgpack.UnpackException) as exc:
+        raise MessageError(f"message is not valid msgpack: {exc}") from exc
+    except RecursionError as exc:  # deeply nested garbage
+        raise MessageError("message is nested too deeply") from exc
+    return from_dict(plain, expect)
+
+
+def to_dict(msg: object, *, binary: bool = False) -> dict[str, Any]:
+    """A message as plain data with ``kind`` and ``v``; bytes as base64 text unless ``binary``."""
+    return _to_plain(msg, binary=binary)
+
+
+def from_dict(data: object, expect: type[M] | None = None) -> M:
+    """The message in plain data (as from :func:`to_dict` or msgpack); MessageError if invalid."""
+    if not isinstance(data, Mapping):
+        raise MessageError(f"a message must be a map, not {type(data).__name__}")
+    kind = data.get(KIND_KEY)
+    version = data.get(VERSION_KEY)
+    if not isinstance(kind, str):
+        raise MessageError("message has no 'kind' string")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MessageError(f"message {kind!r} has no integer version 'v'")
+    entry = _BY_KEY.get((kind, version))
+    if entry is None:
+        known = sorted(v for (k, v) in _BY_KEY if k == kind)
+        if not known:
+            raise MessageError(f"unknown message kind {kind!r}")
+        raise MessageError(
+            f"message {kind!r} has unknown version {version} (known: {', '.join(map(str, known))})"
+        )
+    if expect is not None and entry.cls is not expect:
+        want = _BY_CLASS.get(expect)
+        want_name = want.kind if want else expect.__name__
+        raise MessageError(f"expected message {want_name!r}, got {kind!r} v{version}")
+    try:
+        return cast(M, _dataclass_from(entry.cls, data, kind, ""))
+    except RecursionError as exc:
+        raise MessageError(f"message {kind!r} is nested too deeply") from exc
+
+
+# -- plain-data conversion --------------------------------------------------------------------
+
+
+def _to_plain(msg: object, *, binary: bool) -> dict[str, Any]:
+    entry = _BY_CLASS.get(type(msg))
+    if entry is None:
+        raise MessageError(f"{type(msg).__name__} is not a registered message")
+    out: dict[str, Any] = {KIND_KEY: entry.kind, VERSION_KEY: entry.version}
+    out.update(_dataclass_to(msg, entry.kind, "", binary))
+    return out
+
+
+def _dataclass_to(obj: object, kind: str, path: str, binary: bool) -> dict[str, Any]:
+    mode = "out-bin" if binary else "out-text"
+    out: dict[str, Any] = {}
+    for name, convert, _required in _fields(type(obj), mode, kind):
+        out[name] = convert(getattr(obj, name), _join(path, name))
+    return out
+
+
+def _dataclass_from(cls: type[Any], data: Mapping[Any, Any], kind: str, path: str) -> Any:
+    values: dict[str, Any] = {}
+    for name, convert, required in _fields(cls, "in", kind):
+        if name in data:
+            values[name] = convert(data[name], _join(path, name))
+        elif required:
+            raise MessageError(f"message {kind!r}: missing field '{_join(path, name)}'")
+    # Unknown keys are ignored on purpose: newer senders may add optional fields.
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:  # a __post_init__ refusing the values
+        raise MessageError(f"message {kind!r}: {path or cls.__name__}: {exc}") from exc
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _fields(cls: type[Any], mode: str, kind: str) -> tuple[tuple[str, _Convert, bool], ...]:
+    cached = _FIELDS_CACHE.get((cls, mode))
+    if cached is not None:
+        return cached
+    hints = typing.get_type_hints(cls)
+    table = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        table.append((f.name, _converter(hints[f.name], mode, kind), required))
+    result = tuple(table)
+    _FIELDS_CACHE[(cls, mode)] = result
+    return result
+
+
+def _wrong(kind: str, path: str, want: str, value: object) -> MessageError:
+    return MessageError(
+        f"message {kind!r}: field '{path}' must be {want}, not {type(value).__name__}"
+    )
+
+
+def _converter(tp: Any, mode: str, kind: str) -> _Convert:
+    """A function checking (and converting) one value of type ``tp`` in direction ``mode``.
+
+    ``mode`` is "in" (plain data -> Python), "out-bin" (Python -> msgpack-ready) or "out-text"
+    (Python -> JSON-ready: bytes as base64 text).
+    """
+    inbound = mode == "in"
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    if tp is Any or tp is object:
+        raise TypeError(f"message {kind!r}: fields typed Any cannot be checked; name a type")
+    if tp is type(None) or tp is None:
+
+        def none(v: Any, path: str) -> Any:
+            if v is not None:
+                raise _wrong(kind, path, "null", v)
+            return None
+
+        return none
+    if tp is bool:
+
+        def boolean(v: Any, path: str) -> Any:
+            if not isinstance(v, bool):
+                raise _wrong(kind, path, "a bool", v)
+            return v
+
+        return boolean
+    if tp is int:
+
+        def integer(v: Any, path: str) -> Any:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise _wrong(kind, path, "an int", v)
+            if not INT_MIN <= v <= INT_MAX:
+                raise MessageError(f"message {kind!r}: field '{path}' is out of range ({v})")
+            return int(v)
+
+        return integer
+    if tp is float:
+
+        def real(v: Any, path: str) -> Any:
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                raise _wrong(kind, path, "a number", v)
+            if isinstance(v, int) and not INT_MIN <= v <= INT_MAX:
+                raise MessageError(f"message {kind!r}: field '{path}' is out of range ({v})")
+            return float(v)
+
+        return real
+    if tp is str:
+
+        def text(v: Any, path: str) -> Any:
+            if not isinstance(v, str):
+                raise _wrong(kind, path, "a string", v)
+            return v
+
+        return text
+    if tp is bytes:
+
+        def blob(v: Any, path: str) -> Any:
+            if inbound and isinstance(v, str):
+                try:
+                    return base64.b64decode(v.encode("ascii"), validate=True)
+                except (binascii.Error, UnicodeEncodeError) as exc:
+                    raise MessageError(
+                        f"message {kind!r}: field '{path}' is not valid base64"
+                    ) from exc
+            if not isinstance(v, bytes | bytearray):
+                raise _wrong(kind, path, "bytes", v)
+            if mode == "out-text":
+                return base64.b64encode(bytes(v)).decode("ascii")
+            return bytes(v)
+
+        return blob
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        members = {m.value: m for m in tp}
+        value_conv = _converter(type(next(iter(tp)).value), mode, kind) if members else None
+
+        def enumeration(v: Any, path: str) -> Any:
+            if inbound:
+                raw = value_conv(v, path) if value_conv else v
+                member = members.get(raw)
+                if member is None:
+                    allowed = ", ".join(repr(x) for x in members)
+                    raise MessageError(
+                        f"message {kind!r}: field '{path}' must be one of {allowed}, got {v!r}"
+                    )
+                return member
+            if not isinstance(v, tp):
+                raise _wrong(kind, path, tp.__name__, v)
+            return value_conv(v.value, path) if value_conv else v.value
+
+        return enumeration
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        cls = tp
+
+        def nested(v: Any, path: str) -> Any:
+            if inbound:
+                if not isinstance(v, Mapping):
+                    raise _wrong(kind, path, f"a map ({cls.__name__})", v)
+                return _dataclass_from(cls, v, kind, path)
+            if not isinstance(v, cls):
+                raise _wrong(kind, path, cls.__name__, v)
+            return _dataclass_to(v, kind, path, mode == "out-bin")
+
+        return nested
+    if origin is Literal:
+        allowed = args
+
+        def literal(v: Any, path: str) -> Any:
+            # Compare types too: True == 1, but a bool is not the literal 1.
+            if not any(type(a) is type(v) and a == v for a in allowed):
+                raise MessageError(
+                    f"message {kind!r}: field '{path}' must be one of "
+                    f"{', '.join(map(repr, allowed))}, got {v!r}"
+                )
+            return v
+
+        return literal
+    if origin is typing.Union or origin is types.UnionType:
+        branches = [_converter(a, mode, kind) for a in args]
+        names = " | ".join(_type_name(a) for a in args)
+
+        def union(v: Any, path: str) -> Any:
+            for branch in branches:
+                try:
+                    return branch(v, path)
+                except MessageError:
+                    continue
+            raise _wrong(kind, path, names, v)
+
+        return union
+    if origin is tuple or origin is list:
+        is_tuple = origin is tuple
+        if is_tuple and len(args) == 2 and args[1] is Ellipsis:
+            item = _converter(args[0], mode, kind)
+            fixed: list[_Convert] | None = None
+        elif is_tuple:
+            item = None
+            fixed = [_converter(a, mode, kind) for a in args if a is not Ellipsis]
+        else:
+            item = _converter(args[0] if args else str, mode, kind)
+            fixed = None
+
+        def sequence(v: Any, path: str) -> Any:
+            if not isinstance(v, list | tuple):
+                raise _wrong(kind, path, "a list", v)
+            if fixed is not None:
+                if len(v) != len(fixed):
+                    raise MessageError(
+                        f"message {kind!r}: field '{path}' must have {len(fixed)} items, "
+                        f"not {len(v)}"
+                    )
+                out = [c(x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(fixed, v, strict=True))]
+            else:
+                assert item is not None
+                out = [item(x, f"{path}[{i}]") for i, x in enumerate(v)]
+            if inbound:
+                return tuple(out) if is_tuple else out
+            return out
+
+        return sequence
+    if origin in (dict, Mapping, typing.Mapping) or (
+        origin is not None and isinstance(origin, type) and issubclass(origin, Mapping)
+    ):
+        key_conv = _converter(args[0] if args else str, mode, kind)
+        val_conv = _converter(args[1] if args else str, mode, kind)
+
+        def mapping(v: Any, path: str) -> Any:
+            if not isinstance(v, Mapping):
+                raise _wrong(kind, path, "a map", v)
+            return {key_conv(k, f"{path} key"): val_conv(x, f"{path}[{k!r}]") for k, x in v.items()}
+
+        return mapping
+    raise TypeError(f"message {kind!r}: field type {tp!r} is not supported")
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", repr(tp))
+
+
+# -- the first set of messages ----------------------------------------------------------------
+
+
+class StepState(enum.StrEnum):
+    """Where a step's attempt is."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ResultValue = str | int | bool | None
+
+
+@message("step.event", version=1)
+@dataclass(frozen=True)
+class StepEvent:
+    """A worker's report on one attempt of one step, read by the coordinator's job engine.
+
+    ``error_type`` is the error tree's class name (``"DestinationModified"``); ``retryable`` says
+    whether the engine may run another attempt. ``result`` carries small typed facts (guids,
+    byte counts, the snapshot created), never bulk data.
+    """
+
+    job_id: str
+    step_id: str
+    attempt: int
+    host: str
+    state: StepState
+    error_type: str | None = None
+    error_message: str | None = None
+    retryable: bool = False
+    result: Mapping[str, ResultValue] = field(default_factory=dict)
+    at: float | None = None  # unix seconds when the worker emitted it
+
+
+@message("transfer.progress", version=1)
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Bytes moved so far by one transfer to one target; ``bytes_total`` is ``send -nP``'s guess."""
+
+    job_id: str
+    step_id: str
+    transfer_id: str
+    bytes_done: int
+    bytes_total: int | None
+    target: str
+
+
+class ObjectType(enum.StrEnum):
+    """The kinds of ZFS objects; the same values as ``workers.zfs.base.ObjType``."""
+
+    FILESYSTEM = "filesystem"
+    VOLUME = "volume"
+    SNAPSHOT = "snapshot"
+    BOOKMARK = "bookmark"
+
+
+@dataclass(frozen=True)
+class ZfsObjectRecord:
+    """``workers.zfs.base.ZfsObject`` as plain data: same field names, same meaning.
+
+    Convert with ``ZfsObjectRecord.from_object(obj)`` on the sending side and
+    ``ZfsObject(**record.as_kwargs())`` (with ``type=ObjType(record.type)``) on the other.
+    """
+
+    name: str
+    type: ObjectType
+    guid: int
+    createtxg: int
+    creation: int
+    origin: str | None = None
+    used: int = 0
+    referenced: int = 0
+    written: int = 0
+    receive_resume_token: str | None = None
+    encryption: str | None = None
+    keystatus: str | None = None
+    user_props: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_object(cls, obj: object) -> ZfsObjectRecord:
+        """A record from anything with the same attribute names (a backend's ZfsObject)."""
+        return _record_from(cls, obj)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments (shallow; ``type`` stays this module's enum)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@message("inventory.report", version=1)
+@dataclass(frozen=True)
+class InventoryReport:
+    """Everything ``zfs list -t all`` showed on ``host`` at ``taken_at`` (unix seconds)."""
+
+    host: str
+    taken_at: float
+    objects: tuple[ZfsObjectRecord, ...]
+    root: str | None = None  # the listed subtree; None means all pools
+
+
+@message("zfs.send_spec", version=1)
+@dataclass(frozen=True)
+class SendSpecMsg:
+    """``workers.zfs.base.SendSpec`` as plain data (``zfs send``'s flags)."""
+
+    snapshot: str
+    from_snap: str | None = None
+    intermediates: bool = False
+    replicate: bool = False
+    raw: bool = False
+    compressed: bool = False
+    large_blocks: bool = False
+    embedded: bool = False
+    props: bool = False
+    resume_token: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: object) -> SendSpecMsg:
+        """A message from a backend's SendSpec (or anything with the same attributes)."""
+        return _record_from(cls, spec)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments for ``SendSpec(**msg.as_kwargs())``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@message("zfs.receive_spec", version=1)
+@dataclass(frozen=True)
+class ReceiveSpecMsg:
+    """``workers.zfs.base.ReceiveSpec`` as plain data (``zfs receive``'s flags)."""
+
+    target: str
+    resumable: bool = True
+    force: bool = False
+    no_mount: bool = False
+    set_props: Mapping[str, str] = field(default_factory=dict)
+    exclude_props: tuple[str, ...] = ()
+    origin: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: object) -> ReceiveSpecMsg:
+        """A message from a backend's ReceiveSpec (or anything with the same attributes)."""
+        return _record_from(cls, spec)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments for ``ReceiveSpec(**msg.as_kwargs())``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _record_from(cls: type[T], obj: object) -> T:
+    """Build ``cls`` from ``obj``'s same-named attributes, checked like decoded data."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if hasattr(obj, f.name):
+            value = getattr(obj, f.name)
+            # Enums of another module (ObjType) travel by value, as they would on the wire.
+            data[f.name] = value.value if isinstance(value, enum.Enum) else value
+    entry = _BY_CLASS.get(cls)
+    kind = entry.kind if entry else cls.__name__
+    return cast(T, _dataclass_from(cls, data, kind, ""))
