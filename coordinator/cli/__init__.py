@@ -14,6 +14,7 @@ import click
 
 # name -> "module:attribute" of a click.Command; kept sorted.
 SUBCOMMANDS: Final[dict[str, str]] = {
+    "ca": "coordinator.cli.ca:ca",
     "stream": "coordinator.cli.stream:stream",
 }
 
