@@ -128,7 +128,13 @@ def encode(msg: object) -> bytes:
         raise MessageError(f"message {kind!r} cannot be packed: {exc}") from exc
 
 
-def decode(data: bytes, expect: type[M] | None = None) -> M:
+@typing.overload
+def decode(data: bytes, expect: None = None) -> object: ...
+@typing.overload
+def decode(data: bytes, expect: type[M]) -> M: ...
+
+
+def decode(data: bytes, expect: type[M] | None = None) -> M | object:
     """The message in ``data``; with ``expect``, MessageError unless it is that class."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MessageError(f"message data must be bytes, not {type(data).__name__}")
@@ -148,7 +154,13 @@ def to_dict(msg: object, *, binary: bool = False) -> dict[str, Any]:
     return _to_plain(msg, binary=binary)
 
 
-def from_dict(data: object, expect: type[M] | None = None) -> M:
+@typing.overload
+def from_dict(data: object, expect: None = None) -> object: ...
+@typing.overload
+def from_dict(data: object, expect: type[M]) -> M: ...
+
+
+def from_dict(data: object, expect: type[M] | None = None) -> M | object:
     """The message in plain data (as from :func:`to_dict` or msgpack); MessageError if invalid."""
     if not isinstance(data, Mapping):
         raise MessageError(f"a message must be a map, not {type(data).__name__}")
