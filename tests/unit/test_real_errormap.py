@@ -1,0 +1,150 @@
+"""Every OpenZFS failure recorded in the fixtures maps to its typed error.
+
+The messages are read from tests/fixtures/zfs-streams (real OpenZFS 2.3.2 output); this file only
+says which error each recorded case must become.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from protocol.errors import (
+    DatasetBusy,
+    DatasetExists,
+    DestinationHasSnapshots,
+    DestinationModified,
+    HasDependentClones,
+    InvalidOperation,
+    NameError_,
+    NoCommonSnapshot,
+    OriginMissing,
+    StreamChecksumError,
+    StreamFormatError,
+    StreamIncomplete,
+    TokenError,
+    ZfleetError,
+)
+from tests.conftest import ZFS_STREAMS
+from workers.zfs.errormap import error_from_stderr
+
+
+@dataclass(frozen=True)
+class Case:
+    title: str
+    stderr: str
+    exit_code: int
+
+
+def recorded_failures() -> dict[str, Case]:
+    """The cases of cli-errors.txt (``## title``, message lines, ``exit=N``) that printed."""
+    cases: dict[str, Case] = {}
+    title, lines = "", []
+    for line in (ZFS_STREAMS / "cli-errors.txt").read_text().splitlines():
+        if line.startswith("## "):
+            title, lines = line[3:], []
+        elif line.startswith("exit="):
+            # a Python traceback in the fixture is the recording script's own pipe, not zfs
+            recorder = ("Traceback", "  File", "BrokenPipeError")
+            message = "\n".join(x for x in lines if not x.startswith(recorder))
+            if message.strip():
+                cases[title] = Case(title, message + "\n", int(line[5:]))
+        else:
+            lines.append(line)
+    return cases
+
+
+def recorded_samples() -> dict[str, str]:
+    """The two destroy refusals recorded in cli-samples.txt, keyed by their reason."""
+    text = (ZFS_STREAMS / "cli-samples.txt").read_text()
+    start = text.index("cannot destroy 'fx/base@s2'")
+    held = text.index("cannot destroy snapshot fx/base@s1")
+    return {"dependent clones": text[start:held], "held": text[held:]}
+
+
+EXPECTED: dict[str, type[ZfleetError]] = {
+    "receive incremental onto dataset lacking the from-snapshot": NoCommonSnapshot,
+    "receive full into existing dataset without -F": DatasetExists,
+    "modify target then receive incremental": DestinationModified,
+    "clone stream where origin missing": OriginMissing,
+    "truncated stream without -s": StreamIncomplete,
+    "corrupted byte": StreamChecksumError,
+    "garbage": StreamFormatError,
+    "resume with stale token": TokenError,
+    "abort partial": StreamIncomplete,
+    "rollback needing -r": DestinationHasSnapshots,
+}
+
+
+def test_every_recorded_failure_has_an_expectation() -> None:
+    assert set(recorded_failures()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("title", sorted(EXPECTED))
+def test_recorded_failure_maps_to_its_typed_error(title: str) -> None:
+    case = recorded_failures()[title]
+    error = error_from_stderr(case.stderr, case.exit_code)
+    assert type(error) is EXPECTED[title]
+    # OpenZFS's words stay available to the user
+    assert str(error).split(" (")[0] in " ".join(case.stderr.split())
+
+
+def test_saved_partial_receive_carries_the_token_openzfs_printed() -> None:
+    case = recorded_failures()["abort partial"]
+    error = error_from_stderr(case.stderr, case.exit_code)
+    assert isinstance(error, StreamIncomplete)
+    token_line = next(x for x in case.stderr.splitlines() if "zfs send -t" in x)
+    assert error.token == token_line.split()[-1]
+    assert error.token is not None and error.token.startswith("1-")
+
+
+def test_truncated_stream_without_resume_has_no_token() -> None:
+    case = recorded_failures()["truncated stream without -s"]
+    error = error_from_stderr(case.stderr, case.exit_code)
+    assert isinstance(error, StreamIncomplete)
+    assert error.token is None
+
+
+def test_rollback_refusal_names_the_snapshots_that_would_go() -> None:
+    case = recorded_failures()["rollback needing -r"]
+    error = error_from_stderr(case.stderr, case.exit_code)
+    listed = case.stderr.split("snapshots and bookmarks:\n", 1)[1].split("\n")
+    for name in filter(None, listed):
+        assert name in str(error)
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"), [("dependent clones", HasDependentClones), ("held", DatasetBusy)]
+)
+def test_destroy_refusals_map(reason: str, expected: type[ZfleetError]) -> None:
+    error = error_from_stderr(recorded_samples()[reason], 1)
+    assert type(error) is expected
+
+
+def test_dependent_clone_refusal_names_the_clones() -> None:
+    stderr = recorded_samples()["dependent clones"]
+    error = error_from_stderr(stderr, 1)
+    for clone in stderr.split("datasets:\n", 1)[1].split():
+        assert clone in str(error)
+
+
+def test_zfs_errors_keep_stderr_and_exit_code() -> None:
+    case = recorded_failures()["modify target then receive incremental"]
+    error = error_from_stderr(case.stderr, case.exit_code)
+    assert isinstance(error, DestinationModified)
+    assert error.stderr == case.stderr
+    assert error.exit_code == case.exit_code
+
+
+def test_name_refusal_says_which_rule() -> None:
+    error = error_from_stderr("cannot create 'tank/a b!': invalid character '!' in name\n", 2)
+    assert isinstance(error, NameError_)
+    assert error.name == "tank/a b!"
+    assert "invalid character" in error.rule
+
+
+def test_unknown_message_keeps_openzfs_words() -> None:
+    error = error_from_stderr("cannot frobnicate 'tank/a': the moon is full\n", 1)
+    assert isinstance(error, InvalidOperation)
+    assert "the moon is full" in str(error)
