@@ -1,0 +1,409 @@
+"""The fleet config: one TOML file naming hosts, object stores and replication jobs.
+
+Validated whole at load time, so a typo fails at start with the file, line and key named, never
+half-way through a job. A minimal file::
+
+    [hosts.alpha]
+    backend = "sim"
+    sim_root = "/var/lib/zfleet/alpha"
+    stream_address = "127.0.0.1:7001"
+
+    [jobs.images]
+    source = "alpha:tank/images"
+    targets = ["beta:backup/images", "store:bucket"]
+    schedule = "15m"
+    snapshot = "zfleet-%Y%m%dT%H%M%SZ"
+    retention = { "zfleet-*" = 24 }
+
+With one source, a target names the exact dataset the source lands in; with several sources each
+lands under the target as ``<target>/<last component of the source>``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from coordinator.schedule import Schedule, parse_schedule
+from protocol.errors import ConfigError
+
+BACKENDS: Final = ("sim", "real")
+STORE_KINDS: Final = ("s3", "dir")
+INCREMENTAL_POLICIES: Final = ("I", "i")
+_HOST_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_DATASET: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$")
+STORE_PREFIX: Final = "store:"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """One host of the fleet and how its worker reaches ZFS."""
+
+    name: str
+    backend: Literal["sim", "real"]
+    exec_prefix: tuple[str, ...] = ()
+    stream_address: str | None = None
+    sim_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """An object store a job can replicate into."""
+
+    name: str
+    kind: Literal["s3", "dir"]
+    endpoint: str | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset on a host (``alpha:tank/images``)."""
+
+    host: str
+    dataset: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.dataset}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a job replicates to: a dataset root on a host, or an object store."""
+
+    host: str | None = None
+    dataset: str | None = None
+    store: str | None = None
+
+    def __str__(self) -> str:
+        return f"{STORE_PREFIX}{self.store}" if self.store else f"{self.host}:{self.dataset}"
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """Keep the newest ``keep`` snapshots whose short name matches the glob ``pattern``."""
+
+    pattern: str
+    keep: int
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A replication job: what to copy where, how often, and how long to keep it."""
+
+    name: str
+    sources: tuple[DatasetRef, ...]
+    targets: tuple[Target, ...]
+    recursive: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    schedule: Schedule | None = None
+    snapshot_pattern: str | None = None
+    retention: tuple[RetentionRule, ...] = ()
+    force_rollback: bool = False
+    incremental: Literal["I", "i"] = "I"
+
+    def target_dataset(self, source: DatasetRef, target: Target, dataset: str) -> str:
+        """The dataset on ``target`` that ``dataset`` (at or under ``source``) lands in."""
+        assert target.dataset is not None
+        root = target.dataset
+        if len(self.sources) > 1:
+            root = f"{root}/{source.dataset.rsplit('/', 1)[-1]}"
+        return root + dataset[len(source.dataset) :]
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """The whole fleet: hosts, stores and jobs by name."""
+
+    hosts: Mapping[str, HostConfig]
+    stores: Mapping[str, StoreConfig]
+    jobs: Mapping[str, JobConfig]
+    source: str = "<string>"
+
+    def job(self, name: str) -> JobConfig:
+        """The job called ``name``, or a ConfigError listing the known ones."""
+        try:
+            return self.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise ConfigError(f"{self.source}: no job named {name!r} (jobs: {known})") from None
+
+
+class _Where:
+    """Builds error messages that name the file, the key path and (when found) the line."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.lines = text.splitlines()
+        self.source = source
+
+    def line_of(self, path: tuple[str, ...]) -> int | None:
+        # tomllib keeps no positions: find the table header, then the key inside it.
+        table_at = 0
+        for depth in range(len(path), 0, -1):
+            header = re.compile(r"^\s*\[+\s*" + r"\s*\.\s*".join(map(re.escape, path[:depth])))
+            for i, line in enumerate(self.lines):
+                if header.match(line):
+                    table_at = i
+                    if depth == len(path):
+                        return i + 1
+                    key = re.compile(r"^\s*\"?" + re.escape(path[depth]) + r"\"?\s*=")
+                    for j in range(i + 1, len(self.lines)):
+                        if self.lines[j].lstrip().startswith("["):
+                            break
+                        if key.match(self.lines[j]):
+                            return j + 1
+                    return i + 1
+        return table_at + 1 if table_at else None
+
+    def error(self, path: tuple[str, ...], message: str) -> ConfigError:
+        line = self.line_of(path)
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {'.'.join(path)}: {message}")
+
+
+def load_config(path: Path | str) -> FleetConfig:
+    """Read and validate the fleet config at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the fleet config: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text: {exc}") from exc
+    return parse_config(text, source=str(p))
+
+
+def parse_config(text: str, *, source: str = "<string>") -> FleetConfig:
+    """Validate fleet config TOML ``text``; ``source`` names it in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    w = _Where(text, source)
+    _only(w, (), data, {"hosts", "stores", "jobs"})
+    hosts = {n: _host(w, n, v) for n, v in _table(w, ("hosts",), data.get("hosts", {})).items()}
+    stores = {n: _store(w, n, v) for n, v in _table(w, ("stores",), data.get("stores", {})).items()}
+    jobs = {
+        n: _job(w, n, v, hosts, stores)
+        for n, v in _table(w, ("jobs",), data.get("jobs", {})).items()
+    }
+    return FleetConfig(hosts=hosts, stores=stores, jobs=jobs, source=source)
+
+
+# -- sections -------------------------------------------------------------------------------
+
+
+def _host(w: _Where, name: str, raw: Any) -> HostConfig:
+    path = ("hosts", name)
+    t = _table(w, path, raw)
+    _only(w, path, t, {"backend", "exec_prefix", "stream_address", "sim_root"})
+    if not _HOST_NAME.match(name):
+        raise w.error(path, "a host name is letters, digits, '_', '.', '-' (up to 63)")
+    backend = _str(w, (*path, "backend"), t.get("backend", "real"))
+    if backend not in BACKENDS:
+        raise w.error((*path, "backend"), f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    prefix_raw = t.get("exec_prefix", [])
+    if isinstance(prefix_raw, str):
+        prefix = tuple(shlex.split(prefix_raw))
+    else:
+        prefix = tuple(_str_list(w, (*path, "exec_prefix"), prefix_raw))
+    address = t.get("stream_address")
+    if address is not None:
+        address = _address(w, (*path, "stream_address"), address)
+    sim_root = t.get("sim_root")
+    if backend == "sim" and sim_root is None:
+        raise w.error(path, "a sim host needs sim_root (the directory its pools live in)")
+    return HostConfig(
+        name=name,
+        backend="sim" if backend == "sim" else "real",
+        exec_prefix=prefix,
+        stream_address=address,
+        sim_root=Path(_str(w, (*path, "sim_root"), sim_root)) if sim_root is not None else None,
+    )
+
+
+def _store(w: _Where, name: str, raw: Any) -> StoreConfig:
+    path = ("stores", name)
+    t = _table(w, path, raw)
+    _only(w, path, t, {"kind", "endpoint", "bucket", "prefix", "path"})
+    kind = _str(w, (*path, "kind"), t.get("kind", "s3"))
+    if kind not in STORE_KINDS:
+        raise w.error((*path, "kind"), f"must be one of {', '.join(STORE_KINDS)}, not {kind!r}")
+    if kind == "s3" and "bucket" not in t:
+        raise w.error(path, "an s3 store needs a bucket")
+    if kind == "dir" and "path" not in t:
+        raise w.error(path, "a dir store needs a path")
+    return StoreConfig(
+        name=name,
+        kind="s3" if kind == "s3" else "dir",
+        endpoint=_opt_str(w, (*path, "endpoint"), t.get("endpoint")),
+        bucket=_opt_str(w, (*path, "bucket"), t.get("bucket")),
+        prefix=_str(w, (*path, "prefix"), t.get("prefix", "")),
+        path=Path(_str(w, (*path, "path"), t["path"])) if "path" in t else None,
+    )
+
+
+_JOB_KEYS: Final = {
+    "source", "sources", "targets", "recursive", "include", "exclude", "schedule", "snapshot",
+    "retention", "force_rollback", "incremental",
+}  # fmt: skip
+
+
+def _job(
+    w: _Where,
+    name: str,
+    raw: Any,
+    hosts: Mapping[str, HostConfig],
+    stores: Mapping[str, StoreConfig],
+) -> JobConfig:
+    path = ("jobs", name)
+    t = _table(w, path, raw)
+    _only(w, path, t, _JOB_KEYS)
+    if "source" in t and "sources" in t:
+        raise w.error(path, "give either source or sources, not both")
+    if "source" in t:
+        src_raw = [_str(w, (*path, "source"), t["source"])]
+        src_key = "source"
+    else:
+        src_raw = _str_list(w, (*path, "sources"), t.get("sources", []))
+        src_key = "sources"
+    if not src_raw:
+        raise w.error(path, "a job needs a source (\"host:dataset\")")
+    sources = tuple(_ref(w, (*path, src_key), s, hosts) for s in src_raw)
+    tgt_raw = _str_list(w, (*path, "targets"), t.get("targets", []))
+    if not tgt_raw:
+        raise w.error(path, "a job needs at least one target (\"host:dataset\" or \"store:NAME\")")
+    targets = tuple(_target(w, (*path, "targets"), s, hosts, stores) for s in tgt_raw)
+    for tgt in targets:
+        for src in sources:
+            if tgt.host == src.host and tgt.dataset is not None and (
+                tgt.dataset == src.dataset or tgt.dataset.startswith(src.dataset + "/")
+            ):
+                raise w.error((*path, "targets"), f"target {tgt} lies inside source {src}")
+    schedule = None
+    if "schedule" in t:
+        try:
+            schedule = parse_schedule(_str(w, (*path, "schedule"), t["schedule"]))
+        except ConfigError as exc:
+            raise w.error((*path, "schedule"), str(exc)) from None
+    pattern = _opt_str(w, (*path, "snapshot"), t.get("snapshot"))
+    if pattern is not None:
+        _check_pattern(w, (*path, "snapshot"), pattern)
+    retention = []
+    for pat, keep in _table(w, (*path, "retention"), t.get("retention", {})).items():
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+            raise w.error((*path, "retention", pat), f"keep must be an integer >= 1: {keep!r}")
+        retention.append(RetentionRule(pattern=pat, keep=keep))
+    incremental = _str(w, (*path, "incremental"), t.get("incremental", "I"))
+    if incremental not in INCREMENTAL_POLICIES:
+        raise w.error((*path, "incremental"), "must be \"I\" (one -I send) or \"i\" (chain of -i)")
+    return JobConfig(
+        name=name,
+        sources=sources,
+        targets=targets,
+        recursive=_bool(w, (*path, "recursive"), t.get("recursive", True)),
+        include=tuple(_str_list(w, (*path, "include"), t.get("include", []))),
+        exclude=tuple(_str_list(w, (*path, "exclude"), t.get("exclude", []))),
+        schedule=schedule,
+        snapshot_pattern=pattern,
+        retention=tuple(retention),
+        force_rollback=_bool(w, (*path, "force_rollback"), t.get("force_rollback", False)),
+        incremental="I" if incremental == "I" else "i",
+    )
+
+
+# -- value checks ---------------------------------------------------------------------------
+
+
+def _check_pattern(w: _Where, path: tuple[str, ...], pattern: str) -> None:
+    import time
+
+    try:
+        sample = time.strftime(pattern, time.gmtime(0))
+    except ValueError as exc:
+        raise w.error(path, f"bad strftime pattern: {exc}") from None
+    if not sample or not re.fullmatch(r"[A-Za-z0-9_.:-]+", sample) or sample == pattern:
+        raise w.error(
+            path,
+            f"pattern must give a snapshot name of letters, digits, '_.:-' and contain a time "
+            f"field such as %Y%m%dT%H%M%SZ (gives {sample!r})",
+        )
+
+
+def _ref(
+    w: _Where, path: tuple[str, ...], text: str, hosts: Mapping[str, HostConfig]
+) -> DatasetRef:
+    host, sep, dataset = text.partition(":")
+    if not sep or not dataset:
+        raise w.error(path, f"{text!r} is not \"host:dataset\"")
+    if host not in hosts:
+        raise w.error(path, f"unknown host {host!r} in {text!r} (hosts: {', '.join(hosts)})")
+    if not _DATASET.match(dataset) or "@" in dataset:
+        raise w.error(path, f"{dataset!r} is not a dataset name")
+    return DatasetRef(host=host, dataset=dataset)
+
+
+def _target(
+    w: _Where,
+    path: tuple[str, ...],
+    text: str,
+    hosts: Mapping[str, HostConfig],
+    stores: Mapping[str, StoreConfig],
+) -> Target:
+    if text.startswith(STORE_PREFIX):
+        name = text[len(STORE_PREFIX) :]
+        if name not in stores:
+            raise w.error(path, f"unknown store {name!r} (stores: {', '.join(stores) or 'none'})")
+        return Target(store=name)
+    ref = _ref(w, path, text, hosts)
+    return Target(host=ref.host, dataset=ref.dataset)
+
+
+def _address(w: _Where, path: tuple[str, ...], raw: Any) -> str:
+    text = _str(w, path, raw)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise w.error(path, f"{text!r} is not \"host:port\"")
+    return text
+
+
+def _table(w: _Where, path: tuple[str, ...], raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise w.error(path, f"must be a table, not {type(raw).__name__}")
+    return raw
+
+
+def _only(w: _Where, path: tuple[str, ...], t: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in t:
+        if key not in allowed:
+            raise w.error((*path, key), f"unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def _str(w: _Where, path: tuple[str, ...], raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise w.error(path, f"must be a string, not {type(raw).__name__}")
+    return raw
+
+
+def _opt_str(w: _Where, path: tuple[str, ...], raw: Any) -> str | None:
+    return None if raw is None else _str(w, path, raw)
+
+
+def _bool(w: _Where, path: tuple[str, ...], raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise w.error(path, f"must be true or false, not {raw!r}")
+    return raw
+
+
+def _str_list(w: _Where, path: tuple[str, ...], raw: Any) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise w.error(path, "must be a list of strings")
+    return raw

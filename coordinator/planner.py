@@ -1,0 +1,524 @@
+"""The sync planner: the least data to move, in the right order, as a DAG of steps.
+
+Pure: it reads a :class:`FleetGraph` and a :class:`JobConfig` and returns a :class:`Plan`.
+
+Per dataset and target the newest snapshot both sides hold (same guid; a source bookmark counts)
+is the incremental base; without one the dataset goes over whole, oldest snapshot first, so the
+target gets the history. A clone whose origin is replicated by the same job goes as an incremental
+from its origin snapshot and so arrives as a clone. Parents come before children and origins before
+clones. A target that changed since its newest common snapshot (``written`` > 0, or snapshots the
+source lacks) is refused and named in the report, unless the job allows ``force_rollback``.
+Transfers with the same stream to several targets become one fan-out step. Bases are held on both
+sides while transfers depend on them, and released afterwards whatever happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Final
+
+from coordinator.config import DatasetRef, JobConfig, Target
+from coordinator.graph import Dataset, FleetGraph, Snap
+from coordinator.retention import select_prune
+
+# Step kinds; the worker side (workers/steps.py) has one function per kind.
+INVENTORY: Final = "inventory"
+SNAPSHOT: Final = "snapshot"
+HOLD: Final = "hold"
+TRANSFER: Final = "transfer"
+RELEASE: Final = "release"
+PRUNE: Final = "prune"
+ROLLBACK: Final = "rollback"
+PLAN: Final = "plan"  # runs inside the coordinator, not on a host
+
+
+def hold_tag(job_id: str) -> str:
+    """The user-hold tag a job puts on the snapshots its transfers depend on."""
+    return f"zfleet-{job_id}"
+
+
+def store_host(store: str) -> str:
+    """The graph key under which an object store's inventory is kept."""
+    return f"store:{store}"
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One node of the DAG. ``host`` None means the coordinator runs it itself.
+
+    ``always`` steps run once their dependencies are finished whatever the outcome (releasing
+    holds); ``writes`` names the ``host:dataset`` pairs the step may change (for locks).
+    """
+
+    id: str
+    kind: str
+    host: str | None
+    args: Mapping[str, Any]
+    deps: tuple[str, ...] = ()
+    always: bool = False
+    estimate: int = 0
+    writes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A dataset the plan will not touch on a target, and why."""
+
+    source: str
+    target: str
+    reason: str
+    snapshots: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        snaps = f" ({', '.join(self.snapshots)})" if self.snapshots else ""
+        return f"{self.source} -> {self.target}: {self.reason}{snaps}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Steps in dependency order, plus what was refused, what is already in sync, and notes."""
+
+    job: str
+    steps: tuple[StepPlan, ...]
+    refusals: tuple[Refusal, ...] = ()
+    up_to_date: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def estimate(self) -> int:
+        return sum(s.estimate for s in self.steps)
+
+    def transfers(self) -> list[StepPlan]:
+        return [s for s in self.steps if s.kind == TRANSFER]
+
+
+@dataclass
+class _Leg:
+    host: str
+    source: str
+    send: dict[str, Any]
+    to_guid: int
+    from_guid: int
+    estimate: int
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    deps: set[tuple[Any, ...]] = field(default_factory=set)
+    holds: set[str] = field(default_factory=set)  # hosts whose hold step must come first
+
+
+@dataclass
+class _PairState:
+    legs: list[tuple[Any, ...]]  # leg keys delivering this dataset to this target, in order
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One source dataset and the dataset it lands in on one target."""
+
+    src: DatasetRef
+    ds: Dataset
+    tkey: str
+    tname: str
+    state: _PairState
+
+
+class _Builder:
+    def __init__(self, graph: FleetGraph, job: JobConfig, job_id: str) -> None:
+        self.graph = graph
+        self.job = job
+        self.job_id = job_id
+        self.legs: dict[tuple[Any, ...], _Leg] = {}
+        self.pairs: dict[tuple[str, str], _PairState] = {}  # (target key, source dataset)
+        self.holds: dict[str, dict[str, int]] = {}  # host -> snapshot name -> guid
+        self.refusals: list[Refusal] = []
+        self.up_to_date: list[str] = []
+        self.notes: list[str] = []
+        self.rollbacks: list[StepPlan] = []
+        # guids each (host, dataset) must keep for retention: bases now and after the transfers
+        self.protect: dict[tuple[str, str], set[int]] = {}
+        self.arriving: dict[tuple[str, str], list[Snap]] = {}
+        self.no_prune: set[tuple[str, str]] = set()  # refused targets: leave them as they are
+
+    # -- per dataset and target ----------------------------------------------------------------
+    def pair(
+        self, src: DatasetRef, selected: Mapping[str, Dataset], ds: Dataset, tgt: Target
+    ) -> None:
+        tkey = tgt.host if tgt.host else store_host(tgt.store or "")
+        tname = self.job.target_dataset(src, tgt, ds.name) if tgt.host else ds.name
+        where = f"{tkey}:{tname}"
+        state = _PairState(legs=[])
+        self.pairs[(tkey, ds.name)] = state
+        pr = _Pair(src, ds, tkey, tname, state)
+        if len(ds) == 0:
+            self.notes.append(f"{src.host}:{ds.name} has no snapshots yet: nothing to send")
+            return
+        tds = self.graph.dataset(tkey, tname)
+        if tds is not None and len(tds) == 0 and tds.resume_token:
+            tds = None  # a first receive that was cut off: it resumes as a full send
+        newest = ds.snap(-1)
+        protect = self.protect.setdefault((src.host, ds.name), set())
+        protect.add(newest.guid)
+        if tds is None:
+            self._new_on_target(pr, selected)
+        else:
+            self._existing_on_target(pr, tds)
+        if not state.refused:
+            tprotect = self.protect.setdefault((tkey, tname), set())
+            tprotect.add(newest.guid)
+            if state.legs:
+                self.arriving[(tkey, tname)] = [
+                    s for s in ds.snapshots() if tds is None or tds.index_of_guid(s.guid) < 0
+                ]
+        else:
+            self.notes.append(f"{where} skipped: refused")
+
+    def _new_on_target(self, pr: _Pair, selected: Mapping[str, Dataset]) -> None:
+        src, ds, tkey, state = pr.src, pr.ds, pr.tkey, pr.state
+        deps: set[tuple[Any, ...]] = set()
+        parent = ds.name.rsplit("/", 1)[0] if "/" in ds.name else None
+        parent_state = self.pairs.get((tkey, parent)) if parent else None
+        if parent_state is not None:
+            if parent_state.refused:
+                return self._refuse(pr, "parent dataset was refused")
+            if parent_state.legs:
+                deps.add(parent_state.legs[0])
+        origin_ds = ds.origin_dataset
+        origin_src = selected.get(origin_ds) if origin_ds else None
+        first = ds.snap(0)
+        if origin_src is not None and ds.origin_short is not None:
+            ostate = self.pairs.get((tkey, origin_src.name))
+            if ostate is None or ostate.refused:
+                return self._refuse(pr, "its origin was refused")
+            deps.update(ostate.legs)
+            oi = origin_src.index_of_short(ds.origin_short)
+            if oi < 0:
+                return self._refuse(
+                    pr, "origin snapshot missing on the source",
+                    (ds.origin or "",),
+                )  # fmt: skip
+            otarget = self.job.target_dataset(src, self._target(tkey), origin_src.name)
+            send = {"snapshot": first.name, "from_snap": ds.origin, "intermediates": False}
+            key = self._leg(
+                pr, send, guids=(first.guid, origin_src.snap_guids[oi]), estimate=first.written,
+                origin=f"{otarget}@{ds.origin_short}", deps=deps,
+            )  # fmt: skip
+            self._hold(src.host, ds.origin or "", origin_src.snap_guids[oi], key)
+            self.protect.setdefault((src.host, origin_src.name), set()).add(
+                origin_src.snap_guids[oi]
+            )
+        else:
+            if ds.origin:
+                self.notes.append(
+                    f"{src.host}:{ds.name} is a clone of {ds.origin}, which this job does not "
+                    "replicate: it is sent as a full copy"
+                )
+            send = {"snapshot": first.name, "from_snap": None, "intermediates": False}
+            key = self._leg(
+                pr, send, guids=(first.guid, 0), estimate=first.referenced, deps=deps
+            )
+        state.legs.append(key)
+        self._hold(src.host, first.name, first.guid, key)
+        self._chain(pr, 0, force=False)
+
+    def _existing_on_target(self, pr: _Pair, tds: Dataset) -> None:
+        src, ds, tkey, tname = pr.src, pr.ds, pr.tkey, pr.tname
+        si = ti = -1
+        bookmark: Snap | None = None
+        for t in range(len(tds) - 1, -1, -1):
+            si = ds.index_of_guid(tds.snap_guids[t])
+            if si >= 0:
+                ti = t
+                break
+            bookmark = ds.bookmark_with_guid(tds.snap_guids[t])
+            if bookmark is not None:
+                ti = t
+                break
+        if ti < 0:
+            tsnaps = tuple(s.name for s in tds.snapshots()[-5:])
+            if len(tds) == 0 and self.job.force_rollback:
+                self.notes.append(f"{tkey}:{tname} has no snapshots: overwritten (force_rollback)")
+                return self._full_over(pr)
+            reason = (
+                "target exists without snapshots (force_rollback overwrites it)"
+                if len(tds) == 0
+                else "no common snapshot with the source: resolve by hand"
+            )
+            return self._refuse(pr, reason, tsnaps)
+        extra = tuple(s.name for s in tds.snapshots()[ti + 1 :])
+        modified = tds.written > 0
+        diverged = bool(extra) or modified
+        common = tds.snap(ti)
+        self.protect.setdefault((tkey, tname), set()).add(common.guid)
+        if bookmark is None:
+            self.protect.setdefault((src.host, ds.name), set()).add(ds.snap_guids[si])
+        why = []
+        if extra:
+            why.append("has snapshots the source lacks")
+        if modified:
+            why.append(f"was modified since {common.name} ({tds.written} bytes written)")
+        if diverged and not self.job.force_rollback:
+            return self._refuse(
+                pr,
+                "target diverged: " + " and ".join(why) + "; force_rollback allows a rollback",
+                (common.name, *extra),
+            )  # fmt: skip
+        at_newest = bookmark is None and si == len(ds) - 1
+        if at_newest:
+            if diverged:
+                self.rollbacks.append(
+                    StepPlan(
+                        id=f"rollback{len(self.rollbacks):04d}", kind=ROLLBACK, host=tkey,
+                        args={"snapshot": common.name, "guid": common.guid},
+                        writes=(f"{tkey}:{tname}",),
+                    )
+                )  # fmt: skip
+                self.notes.append(f"{tkey}:{tname} rolled back to {common.name} (force_rollback)")
+            else:
+                self.up_to_date.append(f"{tkey}:{tname}")
+            return None
+        self._hold(tkey, common.name, common.guid, None)
+        if bookmark is not None:
+            # A bookmark can only be an -i base: go to the first snapshot after it, then chain.
+            nxt = next((i for i in range(len(ds)) if ds.snap_txgs[i] > bookmark.createtxg), -1)
+            if nxt < 0:
+                self.up_to_date.append(f"{tkey}:{tname}")
+                return None
+            snap = ds.snap(nxt)
+            send = {"snapshot": snap.name, "from_snap": bookmark.name, "intermediates": False}
+            key = self._leg(
+                pr, send, guids=(snap.guid, bookmark.guid), estimate=snap.written, force=diverged
+            )
+            self._hold(tkey, common.name, common.guid, key)
+            pr.state.legs.append(key)
+            self._chain(pr, nxt, force=False)
+            return None
+        self._hold(src.host, ds.snap(si).name, ds.snap_guids[si], None)
+        self._chain(pr, si, force=diverged, hold_target=common)
+        return None
+
+    def _full_over(self, pr: _Pair) -> None:
+        first = pr.ds.snap(0)
+        send = {"snapshot": first.name, "from_snap": None, "intermediates": False}
+        key = self._leg(pr, send, guids=(first.guid, 0), estimate=first.referenced, force=True)
+        pr.state.legs.append(key)
+        self._chain(pr, 0, force=False)
+
+    def _chain(
+        self, pr: _Pair, start: int, *, force: bool, hold_target: Snap | None = None
+    ) -> None:
+        src, ds, tkey, state = pr.src, pr.ds, pr.tkey, pr.state
+        end = len(ds) - 1
+        if start >= end:
+            return
+        if self.job.incremental == "I":
+            hops = [(start, end)]
+        else:
+            hops = [(k, k + 1) for k in range(start, end)]
+        for a, b in hops:
+            base, top = ds.snap(a), ds.snap(b)
+            send = {"snapshot": top.name, "from_snap": base.name, "intermediates": b - a > 1}
+            estimate = sum(ds.snap_written[a + 1 : b + 1])
+            deps = {state.legs[-1]} if state.legs else set()
+            key = self._leg(
+                pr, send, guids=(top.guid, base.guid), estimate=estimate, force=force, deps=deps
+            )
+            self._hold(src.host, base.name, base.guid, key)
+            self._hold(src.host, top.name, top.guid, key)
+            if hold_target is not None:
+                self._hold(tkey, hold_target.name, hold_target.guid, key)
+                hold_target = None
+            force = False
+            state.legs.append(key)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _target(self, tkey: str) -> Target:
+        for t in self.job.targets:
+            if t.host == tkey or (t.store and store_host(t.store) == tkey):
+                return t
+        raise AssertionError(tkey)
+
+    def _refuse(self, pr: _Pair, reason: str, snapshots: Sequence[str] = ()) -> None:
+        pr.state.refused = True
+        self.no_prune.add((pr.tkey, pr.tname))
+        self.refusals.append(
+            Refusal(f"{pr.src.host}:{pr.ds.name}", f"{pr.tkey}:{pr.tname}", reason,
+                    tuple(snapshots))
+        )  # fmt: skip
+
+    def _leg(
+        self,
+        pr: _Pair,
+        send: dict[str, Any],
+        *,
+        guids: tuple[int, int],
+        estimate: int,
+        force: bool = False,
+        origin: str | None = None,
+        deps: set[tuple[Any, ...]] | None = None,
+    ) -> tuple[Any, ...]:
+        """The (possibly shared) send ``send`` from the source, with ``pr``'s target added."""
+        key = (pr.src.host, send["snapshot"], send["from_snap"], send["intermediates"])
+        leg = self.legs.get(key)
+        if leg is None:
+            leg = _Leg(pr.src.host, pr.ds.name, send, guids[0], guids[1], estimate)
+            self.legs[key] = leg
+        leg.targets.append({"host": pr.tkey, "dataset": pr.tname, "force": force, "origin": origin})
+        deps = deps or set()
+        leg.deps.update(deps)
+        return key
+
+    def _hold(self, host: str, snapshot: str, guid: int, leg: tuple[Any, ...] | None) -> None:
+        self.holds.setdefault(host, {})[snapshot] = guid
+        if leg is not None:
+            self.legs[leg].holds.add(host)
+
+    # -- assembling the DAG --------------------------------------------------------------------
+    def build(self) -> Plan:
+        tag = hold_tag(self.job_id)
+        steps: list[StepPlan] = []
+        hold_ids: dict[str, str] = {}
+        # Only hold what exists now: snapshots still to arrive cannot be held yet.
+        for host, snaps in sorted(self.holds.items()):
+            existing = {n: g for n, g in snaps.items() if self._exists(host, n, g)}
+            if not existing:
+                continue
+            sid = f"hold-{host}"
+            hold_ids[host] = sid
+            steps.append(
+                StepPlan(
+                    id=sid, kind=HOLD, host=host,
+                    args={"tag": tag, "snapshots": sorted(existing.items())},
+                )
+            )  # fmt: skip
+        steps.extend(self.rollbacks)
+        ids = {key: f"xfer{i:04d}" for i, key in enumerate(self.legs)}
+        touching: dict[str, list[str]] = {}
+        for key, leg in self.legs.items():
+            sid = ids[key]
+            deps = sorted({ids[d] for d in leg.deps if d != key})
+            deps += sorted(hold_ids[h] for h in leg.holds if h in hold_ids)
+            hosts = {leg.host, *(t["host"] for t in leg.targets)}
+            for h in hosts:
+                touching.setdefault(h, []).append(sid)
+            steps.append(
+                StepPlan(
+                    id=sid, kind=TRANSFER, host=leg.host,
+                    args={"source": leg.source, "send": leg.send, "to_guid": leg.to_guid,
+                          "from_guid": leg.from_guid, "targets": leg.targets},
+                    deps=tuple(dict.fromkeys(deps)), estimate=leg.estimate,
+                    writes=tuple(f"{t['host']}:{t['dataset']}" for t in leg.targets),
+                )
+            )  # fmt: skip
+        release_ids: dict[str, str] = {}
+        for host, sid in hold_ids.items():
+            rid = f"release-{host}"
+            release_ids[host] = rid
+            steps.append(
+                StepPlan(
+                    id=rid, kind=RELEASE, host=host,
+                    args={"tag": tag, "snapshots": sorted(self.holds[host].items())},
+                    deps=(sid, *touching.get(host, [])), always=True,
+                )
+            )  # fmt: skip
+        steps.extend(self._prunes(touching, release_ids))
+        return Plan(
+            job=self.job.name,
+            steps=tuple(steps),
+            refusals=tuple(self.refusals),
+            up_to_date=tuple(self.up_to_date),
+            notes=tuple(self.notes),
+        )
+
+    def _exists(self, host: str, name: str, guid: int) -> bool:
+        ds = self.graph.dataset(host, name.split("@", 1)[0])
+        return ds is not None and ds.index_of_guid(guid) >= 0
+
+    def _prunes(
+        self, touching: Mapping[str, list[str]], release_ids: Mapping[str, str]
+    ) -> list[StepPlan]:
+        if not self.job.retention:
+            return []
+        origins: set[str] = {d.origin for d in self.graph if d.origin}
+        per_host: dict[str, list[list[Any]]] = {}
+        for (host, name), protected in sorted(self.protect.items()):
+            if (host, name) in self.no_prune:
+                continue
+            ds = self.graph.dataset(host, name)
+            snaps = (ds.snapshots() if ds else []) + self.arriving.get((host, name), [])
+            keep = set(protected) | {s.guid for s in snaps if s.name in origins}
+            doomed = select_prune(snaps, self.job.retention, keep)
+            # names on the target are the target's, with the source's short names
+            per_host.setdefault(host, []).extend([f"{name}@{s.short}", s.guid] for s in doomed)
+        out = []
+        for host, destroy in sorted(per_host.items()):
+            if not destroy:
+                continue
+            deps = [release_ids[host]] if host in release_ids else list(touching.get(host, []))
+            out.append(
+                StepPlan(
+                    id=f"prune-{host}", kind=PRUNE, host=host, args={"destroy": destroy},
+                    deps=tuple(deps), writes=tuple(sorted({f"{host}:{d[0].split('@')[0]}"
+                                                           for d in destroy})),
+                )
+            )  # fmt: skip
+        return out
+
+
+def select_datasets(graph: FleetGraph, src: DatasetRef, job: JobConfig) -> list[Dataset]:
+    """The source's datasets the job covers (recursion, include and exclude applied)."""
+    found = graph.subtree(src.host, src.dataset, recursive=job.recursive)
+    out = []
+    excluded: list[str] = []
+    for ds in found:
+        rel = ds.name[len(src.dataset) :].lstrip("/")
+        if any(ds.name.startswith(e + "/") for e in excluded):
+            continue
+        if any(fnmatchcase(ds.name, p) or fnmatchcase(rel, p) for p in job.exclude):
+            excluded.append(ds.name)
+            continue
+        if job.include and not any(fnmatchcase(ds.name, p) or fnmatchcase(rel, p)
+                                   for p in job.include):  # fmt: skip
+            continue
+        out.append(ds)
+    return out
+
+
+def order_datasets(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Parents before children and origins before clones (a stable topological order)."""
+    by_name = {d.name: d for d in datasets}
+    done: set[str] = set()
+    out: list[Dataset] = []
+
+    def visit(ds: Dataset, path: frozenset[str]) -> None:
+        if ds.name in done or ds.name in path:
+            return  # already placed, or a cycle (cannot happen in ZFS; do not loop on it)
+        inner = path | {ds.name}
+        parent = ds.name.rsplit("/", 1)[0] if "/" in ds.name else None
+        for dep in (parent, ds.origin_dataset):
+            if dep and dep in by_name:
+                visit(by_name[dep], inner)
+        done.add(ds.name)
+        out.append(ds)
+
+    for ds in sorted(datasets, key=lambda d: d.name):
+        visit(ds, frozenset())
+    return out
+
+
+def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
+    """Plan one run of ``job`` against the fleet as ``graph`` shows it."""
+    b = _Builder(graph, job, job_id)
+    for src in job.sources:
+        if src.host not in graph.hosts:
+            b.notes.append(f"no inventory from {src.host}: nothing planned for {src}")
+            continue
+        selected = order_datasets(select_datasets(graph, src, job))
+        if not selected:
+            b.notes.append(f"{src} matched no dataset")
+        by_name = {d.name: d for d in selected}
+        for tgt in job.targets:
+            for ds in selected:
+                b.pair(src, by_name, ds, tgt)
+    return b.build()
