@@ -9,6 +9,7 @@ never held in memory.
 from __future__ import annotations
 
 import builtins
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,8 @@ from typing import IO, Final
 
 import structlog
 
-from protocol.errors import InvalidOperation, StreamIncomplete, ZfleetError
+from protocol import names as rules
+from protocol.errors import ConfigError, InvalidOperation, NameError_, StreamIncomplete, ZfleetError
 from workers.zfs import parse
 from workers.zfs.base import (
     ALL_TYPES,
@@ -39,10 +41,46 @@ log = structlog.get_logger(__name__)
 RESUME_TOKEN_PROP: Final = "receive_resume_token"  # noqa: S105  (a property name)
 
 
+_PROPERTY_NAME: Final = re.compile(r"[a-z][a-z0-9:+._-]*\Z")
+
+
+def check_property(prop: str) -> str:
+    """Refuse a property name that OpenZFS would not take (or would read as an option)."""
+    if not _PROPERTY_NAME.match(prop):
+        raise ConfigError(
+            f"invalid property name {prop!r}: lowercase letters, digits and ':+._-' only,"
+            " starting with a letter"
+        )
+    return prop
+
+
+def check_tag(tag: str) -> str:
+    """Refuse a hold tag that is empty or would be read as an option."""
+    if not tag or tag.startswith("-") or len(tag) > rules.MAX_NAME_LEN:
+        raise NameError_(tag, "a hold tag must be 1-255 characters and not start with '-'")
+    return tag
+
+
+def check_existing(name: str) -> str:
+    """Refuse a dataset, snapshot or bookmark name that breaks OpenZFS's rules."""
+    rules.validate_any(name, existing=True)
+    return name
+
+
+def check_from(from_snap: str) -> str:
+    """An incremental source: a full snapshot or bookmark name, or ``@snap`` / ``#mark``."""
+    if from_snap[:1] in ("@", "#"):
+        rules.validate_component(
+            from_snap[1:], what="snapshot" if from_snap[0] == "@" else "bookmark"
+        )
+        return from_snap
+    return check_existing(from_snap)
+
+
 def _props_args(flag: str, props: Mapping[str, str] | None) -> list[str]:
     args: list[str] = []
     for key, value in (props or {}).items():
-        args += [flag, f"{key}={value}"]
+        args += [flag, f"{check_property(key)}={value}"]
     return args
 
 
@@ -52,6 +90,8 @@ def send_args(spec: SendSpec, *, dry_run: bool = False) -> list[str]:
     if dry_run:
         args.append("-nP")
     if spec.resume_token is not None:
+        if not spec.resume_token or spec.resume_token.startswith("-"):
+            raise ConfigError(f"not a resume token: {spec.resume_token!r}")
         return [*args, "-t", spec.resume_token]
     for enabled, flag in (
         (spec.replicate, "-R"),
@@ -64,8 +104,8 @@ def send_args(spec: SendSpec, *, dry_run: bool = False) -> list[str]:
         if enabled:
             args.append(flag)
     if spec.from_snap is not None:
-        args += ["-I" if spec.intermediates else "-i", spec.from_snap]
-    return [*args, spec.snapshot]
+        args += ["-I" if spec.intermediates else "-i", check_from(spec.from_snap)]
+    return [*args, rules.validate_snapshot(spec.snapshot, existing=True)]
 
 
 def receive_args(spec: ReceiveSpec) -> list[str]:
@@ -76,10 +116,10 @@ def receive_args(spec: ReceiveSpec) -> list[str]:
             args.append(flag)
     args += _props_args("-o", spec.set_props)
     if spec.origin is not None:
-        args += ["-o", f"origin={spec.origin}"]
+        args += ["-o", f"origin={rules.validate_snapshot(spec.origin, existing=True)}"]
     for prop in spec.exclude_props:
-        args += ["-x", prop]
-    return [*args, spec.target]
+        args += ["-x", check_property(prop)]
+    return [*args, check_existing(spec.target)]
 
 
 class RealSendStream:
@@ -247,6 +287,7 @@ class RealBackend(ZfsBackend):
         volsize: int | None = None,
         parents: bool = False,
     ) -> None:
+        rules.validate_dataset(name)
         args = ["create", *(["-p"] if parents else []), *_props_args("-o", props)]
         if volsize is not None:
             args += ["-V", str(volsize)]
@@ -254,7 +295,7 @@ class RealBackend(ZfsBackend):
 
     def destroy(self, name: str, *, recursive: bool = False, defer: bool = False) -> None:
         flags = [flag for on, flag in ((recursive, "-r"), (defer, "-d")) if on]
-        self._run(["destroy", *flags, name])
+        self._run(["destroy", *flags, check_existing(name)])
 
     def snapshot(
         self,
@@ -265,37 +306,47 @@ class RealBackend(ZfsBackend):
     ) -> None:
         if not names:
             raise InvalidOperation("snapshot needs at least one name")
+        for name in names:
+            rules.validate_snapshot(name)
         flags = ["-r"] if recursive else []
         self._run(["snapshot", *flags, *_props_args("-o", props), *names])
 
     def clone(self, snapshot: str, target: str, *, props: Mapping[str, str] | None = None) -> None:
+        rules.validate_snapshot(snapshot, existing=True)
+        rules.validate_dataset(target)
         self._run(["clone", *_props_args("-o", props), snapshot, target])
 
     def promote(self, name: str) -> None:
-        self._run(["promote", name])
+        self._run(["promote", rules.validate_dataset(name, existing=True)])
 
     def rename(self, old: str, new: str) -> None:
-        self._run(["rename", old, new])
+        rules.validate_any(new)
+        self._run(["rename", check_existing(old), new])
 
     def rollback(self, snapshot: str, *, destroy_newer: bool = False) -> None:
+        rules.validate_snapshot(snapshot, existing=True)
         self._run(["rollback", *(["-r"] if destroy_newer else []), snapshot])
 
     def bookmark(self, snapshot: str, bookmark: str) -> None:
+        rules.validate_snapshot(snapshot, existing=True)
+        rules.validate_bookmark(bookmark)
         self._run(["bookmark", snapshot, bookmark])
 
     # -- holds ----------------------------------------------------------------------------
     def hold(self, tag: str, snapshots: Sequence[str]) -> None:
-        self._run(["hold", tag, *snapshots])
+        self._run(["hold", check_tag(tag), *map(check_existing, snapshots)])
 
     def release(self, tag: str, snapshots: Sequence[str]) -> None:
-        self._run(["release", tag, *snapshots])
+        self._run(["release", check_tag(tag), *map(check_existing, snapshots)])
 
     def holds(self, snapshot: str) -> builtins.list[str]:
+        rules.validate_snapshot(snapshot, existing=True)
         return parse.parse_holds(self._run(["holds", "-H", snapshot]).stdout)
 
     # -- properties -----------------------------------------------------------------------
     def get(self, name: str, props: Sequence[str] | None = None) -> dict[str, PropertyValue]:
-        wanted = ",".join(props) if props else "all"
+        check_existing(name)
+        wanted = ",".join(map(check_property, props)) if props else "all"
         out = self._run(["get", "-Hp", "-o", ",".join(parse.GET_FIELDS), wanted, name]).stdout
         found = parse.parse_get(out).get(name, {})
         # zfs get prints "-" for a property that does not apply; a user property never set
@@ -305,10 +356,11 @@ class RealBackend(ZfsBackend):
     def set(self, name: str, props: Mapping[str, str]) -> None:
         if not props:
             return
-        self._run(["set", *(f"{k}={v}" for k, v in props.items()), name])
+        check_existing(name)
+        self._run(["set", *(f"{check_property(k)}={v}" for k, v in props.items()), name])
 
     def inherit(self, name: str, prop: str) -> None:
-        self._run(["inherit", prop, name])
+        self._run(["inherit", check_property(prop), check_existing(name)])
 
     # -- streams --------------------------------------------------------------------------
     def send(self, spec: SendSpec) -> RealSendStream:
@@ -331,13 +383,15 @@ class RealBackend(ZfsBackend):
         return RealReceiveSink(child, out, spec, self)
 
     def abort_receive(self, target: str) -> None:
-        self._run(["receive", "-A", target])
+        self._run(["receive", "-A", check_existing(target)])
 
     def diff(self, snapshot: str, other: str) -> builtins.list[DiffEntry]:
-        return parse.parse_diff(self._run(["diff", "-H", snapshot, other]).stdout)
+        rules.validate_snapshot(snapshot, existing=True)
+        return parse.parse_diff(self._run(["diff", "-H", snapshot, check_existing(other)]).stdout)
 
     # -- encryption -----------------------------------------------------------------------
     def load_key(self, name: str, *, key: bytes | None = None) -> None:
+        check_existing(name)
         if key is None:
             self._run(["load-key", name])
         else:
@@ -345,7 +399,7 @@ class RealBackend(ZfsBackend):
             self._run(["load-key", "-L", "prompt", name], input_bytes=key)
 
     def unload_key(self, name: str) -> None:
-        self._run(["unload-key", name])
+        self._run(["unload-key", check_existing(name)])
 
 
 def _with_user_props(obj: ZfsObject, props: Mapping[str, str]) -> ZfsObject:
