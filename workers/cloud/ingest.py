@@ -1,0 +1,262 @@
+"""The store's sink: a send stream is pushed in, record by record, and leaves as packs.
+
+``StoreSink.write(bytes)`` is what the data plane's fan-out sender calls next to its peer sinks;
+memory stays bounded (one incomplete record, one open pack, ``max_inflight`` packs uploading on a
+small thread pool, one manifest segment). ``finish()`` commits: packs, then an index segment,
+then the manifest; only the manifest makes the stream visible, so an aborted or crashed upload
+leaves orphan packs (removed by prune after its lease expires) and never a half stream.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from protocol.errors import StoreConflict, StoreError, StreamFormatError, StreamTruncated
+from workers.cloud import manifest as mf
+from workers.cloud.leases import LEASE_TTL, Lease, check_no_prune
+from workers.cloud.packs import BlobEntry, BlobKind, PackWriter, pack_key, write_segment
+from workers.cloud.records import (
+    CKSUM_OFFSET,
+    ZERO,
+    Begin,
+    Drr,
+    Fletcher,
+    Framer,
+    fletcher4,
+    pack_cksum,
+    parse_begin,
+)
+from workers.cloud.repo import Repository, now
+
+log = structlog.get_logger(__name__)
+
+MAX_INFLIGHT: Final = 2
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    """What an upload produced: the manifest naming the stream, and what it cost."""
+
+    manifest: str
+    snapshot: str
+    toguid: int
+    fromguid: int
+    size: int
+    new_blobs: int
+    new_bytes: int  # bytes of packs this upload wrote
+    records: int
+
+
+class StoreSink:
+    """Stores one send stream in a repository. Use from one thread (the sender's)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        host: str = "",
+        lease_ttl: float = LEASE_TTL,
+        upload_threads: int = 2,
+        max_inflight: int = MAX_INFLIGHT,
+    ) -> None:
+        self._repo = repo
+        self._crypto = repo.crypto
+        self._host = host
+        # The lease comes before any look at the index (see leases.py for why).
+        self._lease = Lease(repo.target, ttl=lease_ttl, host=host or None)
+        try:
+            check_no_prune(repo.target)
+            self._index = repo.index
+        except BaseException:
+            self._lease.release()
+            raise
+        self._log = log.bind(upload=self._lease.upload, repo=repo.config.id)
+        self._framer = Framer()
+        self._digest = repo.crypto.stream_digest()
+        self._state: Fletcher = ZERO
+        self._begins: list[Begin] = []
+        self._last_kind: int | None = None
+        self._entries: list[mf.Entry] = []
+        self._entry_bytes = 0
+        self._segments: list[bytes] = []
+        self._writer = PackWriter(self._crypto)
+        self._pending: set[bytes] = set()  # blob ids written by this upload
+        self._new_packs: dict[str, list[BlobEntry]] = {}
+        self._used_packs: set[str] = set()
+        self._new_bytes = 0
+        self._pool = cf.ThreadPoolExecutor(max_workers=upload_threads, thread_name_prefix="pack-up")
+        self._inflight: deque[cf.Future[None]] = deque()
+        self._max_inflight = max_inflight
+        self._closed = False
+
+    # -- records ------------------------------------------------------------------------------
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Consume the next bytes of the stream (any split, any size)."""
+        if self._closed:
+            raise StoreError("write after finish() or abort()")
+        self._digest.update(data)
+        for kind, header, payload in self._framer.feed(data):
+            self._record(kind, header, payload)
+        self._lease.renew_if_due()
+
+    def _record(self, kind: int, header: bytes, payload: bytes) -> None:
+        if kind == Drr.BEGIN:
+            self._begins.append(parse_begin(header, self._framer.offset))
+            self._state = ZERO  # every (sub)stream restarts its running checksum
+            state = fletcher4(header, self._state)
+            norm, literal = header, None
+        else:
+            state = fletcher4(header[:CKSUM_OFFSET], self._state)
+            stored = header[CKSUM_OFFSET:]
+            literal = None if stored == pack_cksum(state) else stored
+            state = fletcher4(stored, state)
+            norm = header[:CKSUM_OFFSET]
+        blob = None
+        if payload:
+            if len(payload) % 4:
+                raise StreamFormatError(
+                    "payload length is not a multiple of 4", offset=self._framer.offset
+                )
+            state = fletcher4(payload, state)
+            blob = self._blob(payload, BlobKind.DATA)
+        self._state = state
+        self._last_kind = kind
+        self._entries.append((norm, blob, literal))
+        self._entry_bytes += len(norm) + 40
+        if self._entry_bytes >= mf.SEGMENT_BYTES:
+            self._flush_segment()
+
+    def _blob(self, data: bytes, kind: BlobKind) -> bytes:
+        blob_id = self._crypto.content_id(data)
+        if blob_id in self._pending:
+            return blob_id
+        loc = self._index.get(blob_id)
+        if loc is not None:
+            self._used_packs.add(loc.pack)
+            return blob_id
+        self._writer.add(blob_id, kind, data)
+        self._pending.add(blob_id)
+        if self._writer.size >= self._repo.config.pack_size:
+            self._flush_pack()
+        return blob_id
+
+    def _flush_segment(self) -> None:
+        if self._entries:
+            self._segments.append(self._blob(mf.encode_segment(self._entries), BlobKind.META))
+            self._entries = []
+            self._entry_bytes = 0
+
+    # -- packs --------------------------------------------------------------------------------
+
+    def _flush_pack(self) -> None:
+        if not len(self._writer):
+            return
+        entries = self._writer.entries
+        pack_id, data = self._writer.finish()
+        self._new_packs[pack_id] = entries
+        self._new_bytes += len(data)
+        self._lease.add(pack_id)  # listed before it exists, so prune never misses it
+        while len(self._inflight) >= self._max_inflight:
+            self._inflight.popleft().result()
+        self._inflight.append(self._pool.submit(self._upload, pack_id, data))
+        self._log.debug("pack.queued", pack=pack_id[:16], bytes=len(data), blobs=len(entries))
+
+    def _upload(self, pack_id: str, data: bytes) -> None:
+        # A conflict means same name, same bytes: another upload stored this very pack.
+        with contextlib.suppress(StoreConflict):
+            self._repo.target.put_if_absent(pack_key(pack_id), data)
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._inflight.popleft().result()
+
+    # -- end ----------------------------------------------------------------------------------
+
+    def finish(self) -> StreamRef:
+        """Commit the stream: upload what is left, write index and manifest, drop the lease."""
+        if self._closed:
+            raise StoreError("finish() called twice")
+        try:
+            self._framer.close()
+            if not self._begins:
+                raise StreamTruncated("empty stream", offset=0)
+            if self._last_kind != Drr.END:
+                raise StreamTruncated(
+                    "stream ends without an END record", offset=self._framer.offset
+                )
+            self._flush_segment()
+            self._flush_pack()
+            self._drain()
+            if self._new_packs:
+                write_segment(self._repo.target, self._crypto, self._new_packs)
+                for pack_id, entries in self._new_packs.items():
+                    self._index.add(pack_id, entries)
+            ref = self._commit_manifest()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._pool.shutdown()
+        self._lease.release()
+        self._log.info(
+            "upload.finished",
+            snapshot=ref.snapshot,
+            bytes=ref.size,
+            new_bytes=ref.new_bytes,
+            manifest=ref.manifest[:16],
+        )
+        return ref
+
+    def _commit_manifest(self) -> StreamRef:
+        first = self._begins[0]
+        subs = [b for b in self._begins if not b.compound] or [first]
+        packs = sorted(self._used_packs | set(self._new_packs))
+        m = mf.Manifest(
+            dataset=first.toname.split("@", 1)[0],
+            snapshot=first.toname,
+            toguid=subs[-1].toguid,
+            fromguid=subs[0].fromguid,
+            flags=first.flags,
+            features=first.features,
+            compound=first.compound,
+            resuming=any(b.resuming for b in subs),
+            substreams=tuple(mf.Substream(b.toname, b.toguid, b.fromguid) for b in subs),
+            size=self._framer.offset,
+            digest=self._digest.digest(),
+            segments=tuple(self._segments),
+            packs=tuple(packs),
+            created=now(),
+            host=self._host,
+        )
+        manifest_id = mf.store(self._repo.target, self._crypto, m)
+        return StreamRef(
+            manifest=manifest_id,
+            snapshot=m.snapshot,
+            toguid=m.toguid,
+            fromguid=m.fromguid,
+            size=m.size,
+            new_blobs=sum(len(e) for e in self._new_packs.values()),
+            new_bytes=self._new_bytes,
+            records=self._framer.records,
+        )
+
+    def abort(self) -> None:
+        """Give up: nothing becomes visible; uploaded packs are left for prune."""
+        if self._closed:
+            return
+        self._closed = True
+        for fut in self._inflight:
+            fut.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self._lease.release()
+        except StoreError as e:
+            self._log.warning("lease.release_failed", error=str(e))
+        self._log.info("upload.aborted", bytes=self._framer.offset)
