@@ -11,10 +11,18 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from protocol.errors import DatasetNotFound, DestinationModified, InvalidOperation, StreamIncomplete
+from protocol.errors import (
+    ConfigError,
+    DatasetNotFound,
+    DestinationModified,
+    InvalidOperation,
+    NameError_,
+    StreamIncomplete,
+)
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.proc import Runner
 from workers.zfs.real import RealBackend
@@ -168,3 +176,29 @@ def test_local_and_sudo_prefixes_are_not_quoted() -> None:
         "'a b'",
     ]
     assert Runner(["mywrapper"], quote=True).argv(["zfs", "a b"]) == ["mywrapper", "zfs", "'a b'"]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda b: b.create("tank/bad name!"),
+        lambda b: b.create("-rf"),
+        lambda b: b.snapshot(["tank/a@"]),
+        lambda b: b.destroy("tank//a"),
+        lambda b: b.hold("-r", ["tank/a@s1"]),
+        lambda b: b.set("tank/a", {"-o x": "1"}),
+        lambda b: b.send(SendSpec("tank/a")),
+        lambda b: b.send(SendSpec("tank/a@s2", from_snap="@bad!")),
+        lambda b: b.receive(ReceiveSpec("tank/a", origin="tank/b")),
+    ],
+    ids=[
+        "create-char", "create-option", "empty-snap", "empty-component", "option-tag",
+        "bad-prop", "send-dataset", "bad-from", "origin-not-snapshot",
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_before_zfs_runs(tmp_path: Path, call: Any) -> None:
+    backend = backend_with(tmp_path, 'echo ran >> "$T/ran"\n')
+    with pytest.raises((NameError_, ConfigError)) as info:
+        call(backend)
+    assert str(info.value)
+    assert not (tmp_path / "ran").exists()

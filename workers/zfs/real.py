@@ -375,10 +375,13 @@ class RealBackend(ZfsBackend):
 
     def receive(self, spec: ReceiveSpec) -> RealReceiveSink:
         # stdout (the -v report) goes to a file: a pipe nobody reads could fill and stall us
+        command = [self.zfs, *receive_args(spec)]
         out = tempfile.TemporaryFile()  # noqa: SIM115  (closed by the sink)
-        child = self.runner.spawn(
-            [self.zfs, *receive_args(spec)], stdin=subprocess.PIPE, stdout=out
-        )
+        try:
+            child = self.runner.spawn(command, stdin=subprocess.PIPE, stdout=out)
+        except BaseException:
+            out.close()
+            raise
         log.info("zfs.receive_started", target=spec.target)
         return RealReceiveSink(child, out, spec, self)
 
