@@ -1,0 +1,197 @@
+"""push_transfer: one `zfs send`, compressed on several threads, fanned out to many targets.
+
+Every target is opened first (a peer answers HELLO with its resume token, if it holds a partial
+receive of this stream). Targets without a token share one full send; each target with a token
+gets its own `zfs send -t` for the rest. A target that fails drops out and the others go on; the
+report says per target what happened, and the caller retries the failed ones later on their own.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final, Protocol
+
+import structlog
+
+from protocol.errors import TransferCancelled, TransferError, ZfleetError
+from protocol.frames import Prepared, compress_payload
+from workers.dataplane.compress import ParallelCompressor, default_threads
+from workers.dataplane.progress import ProgressCallback, ProgressMeter
+from workers.dataplane.sinks import Chunk, LinkOptions, Sink, make_sink
+from workers.dataplane.targets import Target, TransferReport
+from workers.zfs.base import SendSpec, SendStream
+
+log = structlog.get_logger(__name__)
+
+CHUNK_SIZE: Final = 1 << 20  # 1 MiB: big enough for zstd to shine, small enough to bound memory
+
+
+class SendSource(Protocol):
+    """What the sender needs from a ZFS backend (every ZfsBackend has these)."""
+
+    def send(self, spec: SendSpec) -> SendStream: ...
+
+    def estimate(self, spec: SendSpec) -> int: ...
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """Tuning of one push; the defaults suit a LAN."""
+
+    chunk_size: int = CHUNK_SIZE
+    threads: int | None = None  # compression threads; None: one per core
+    link: LinkOptions = field(default_factory=LinkOptions)
+    tls: ssl.SSLContext | None = None
+
+
+def read_chunks(stream: SendStream, size: int, cancel: threading.Event) -> Iterator[bytes]:
+    """The send stream in chunks of ``size`` bytes (the last may be shorter)."""
+    pending = bytearray()
+    while not cancel.is_set():
+        data = stream.read(size - len(pending))
+        if not data:
+            break
+        if not pending and len(data) == size:
+            yield data
+            continue
+        pending += data
+        if len(pending) >= size:
+            yield bytes(pending)
+            pending.clear()
+    if pending and not cancel.is_set():
+        yield bytes(pending)
+
+
+def push_transfer(
+    backend: SendSource,
+    send_spec: SendSpec,
+    targets: Sequence[Target],
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    compression_level: int = 1,
+    bwlimit: int | None = None,
+    options: SendOptions | None = None,
+) -> TransferReport:
+    """Send ``send_spec`` to every target at once; a report per target, never an exception
+    for one target's failure. ``bwlimit`` (bytes/s) applies to each peer link on its own."""
+    opts = options or SendOptions()
+    stop = cancel or threading.Event()
+    started = time.monotonic()
+    bound = log.bind(snapshot=send_spec.snapshot, targets=len(targets))
+    sinks = [
+        make_sink(t, send_spec, opts.link, stop, tls=opts.tls, throttle_rate=bwlimit)
+        for t in targets
+    ]
+    groups: dict[str | None, list[Sink]] = {}
+    for sink in sinks:
+        try:
+            sink.open()
+        except ZfleetError as exc:
+            sink.fail(exc)
+            continue
+        groups.setdefault(sink.resume_token, []).append(sink)
+    bound.info("transfer.started", resumes=sum(1 for token in groups if token))
+
+    estimate: list[int | None] = [None]
+
+    def run(token: str | None, members: list[Sink]) -> None:
+        spec = send_spec if token is None else replace(send_spec, resume_token=token)
+        meter = ProgressMeter(send_spec.snapshot, progress if token is None else None)
+        if token is None and progress is not None:
+            estimate[0] = meter.estimate = _estimate(backend, spec)
+        _fan_out(
+            backend, spec, members, cancel=stop, meter=meter, level=compression_level, opts=opts
+        )
+
+    work = list(groups.items())
+    threads = [threading.Thread(target=run, args=item, name="zfleet-send") for item in work[1:]]
+    for thread in threads:
+        thread.start()
+    if work:
+        run(*work[0])
+    for thread in threads:
+        thread.join()
+    report = TransferReport(
+        snapshot=send_spec.snapshot,
+        targets=tuple(sink.report() for sink in sinks),
+        elapsed=time.monotonic() - started,
+        estimate=estimate[0],
+    )
+    bound.info(
+        "transfer.finished",
+        ok=report.ok,
+        failed=[t.target for t in report.failed()],
+        elapsed=round(report.elapsed, 3),
+    )
+    return report
+
+
+def _estimate(backend: SendSource, spec: SendSpec) -> int | None:
+    try:
+        return backend.estimate(spec)
+    except ZfleetError as exc:  # progress without a total is still progress
+        log.warning("transfer.estimate_failed", snapshot=spec.snapshot, error=str(exc))
+        return None
+
+
+def _compressor(level: int) -> Callable[[bytes], Prepared]:
+    def compress(data: bytes) -> Prepared:
+        return compress_payload(data, level)
+
+    return compress
+
+
+def _fan_out(
+    backend: SendSource,
+    spec: SendSpec,
+    sinks: list[Sink],
+    *,
+    cancel: threading.Event,
+    meter: ProgressMeter,
+    level: int,
+    opts: SendOptions,
+) -> None:
+    """One send into ``sinks``; every sink ends finished or failed (with its error)."""
+    for sink in sinks:
+        sink.start()
+    live = list(sinks)
+    try:
+        stream = backend.send(spec)
+    except ZfleetError as exc:
+        for sink in live:
+            sink.fail(exc)
+        return
+    pool = ParallelCompressor(_compressor(level), threads=opts.threads or default_threads())
+    try:
+        chunks = read_chunks(stream, opts.chunk_size, cancel)
+        for seq, (raw, prepared) in enumerate(pool.map(chunks)):
+            chunk = Chunk(seq, raw, prepared)
+            live = [sink for sink in live if sink.put(chunk)]
+            meter.add(len(raw), len(prepared.data))
+            if not live or cancel.is_set():
+                break
+        if cancel.is_set():
+            raise TransferCancelled(f"transfer of {spec.snapshot} cancelled")
+        if not live:
+            stream.cancel()
+            return
+        stream.close()  # raises if `zfs send` failed: then no target may see an END
+    except ZfleetError as exc:
+        stream.cancel()
+        for sink in live:
+            sink.fail(exc)
+        return
+    except Exception as exc:  # a backend bug must not leave sinks and children behind
+        stream.cancel()
+        wrapped = TransferError(f"send of {spec.snapshot} failed: {type(exc).__name__}: {exc}")
+        for sink in live:
+            sink.fail(wrapped)
+        raise
+    for sink in live:
+        sink.finish()
+    meter.finish()

@@ -1,0 +1,153 @@
+"""The per-host stream server: accepts framed streams from peers and applies granted ones.
+
+One thread per connection (streams are few and long; each spends its time in zfs receive and
+zstd, both of which release the GIL). ``stop`` closes the listener and every connection; each
+receive in progress is aborted with its partial state kept for a resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+import structlog
+
+from protocol.errors import ConfigError, ZfleetError
+from workers.dataplane.session import (
+    HANDSHAKE_TIMEOUT,
+    GrantLedger,
+    ReceiveBackend,
+    ServerContext,
+    serve_stream,
+)
+from workers.dataplane.wire import Wire
+from workers.tls import TlsConfig, server_context
+
+log = structlog.get_logger(__name__)
+
+_BACKLOG: Final = 64
+_ACCEPT_POLL: Final = 0.5  # the accept loop wakes this often to notice stop()
+
+
+class StreamServer:
+    """Listens on ``bind`` and applies streams granted (by ``secret``) to ``host``."""
+
+    def __init__(
+        self,
+        backend: ReceiveBackend,
+        *,
+        host: str,
+        bind: tuple[str, int],
+        secret: bytes,
+        tls: TlsConfig | None = None,
+        stall_timeout: float = 30.0,
+        heartbeat_interval: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if heartbeat_interval >= stall_timeout:
+            raise ConfigError("heartbeat interval must be shorter than the stall timeout")
+        self._ctx = ServerContext(
+            backend=backend,
+            host=host,
+            secret=secret,
+            ledger=GrantLedger(clock),
+            heartbeat_interval=heartbeat_interval,
+            clock=clock,
+        )
+        self._bind = bind
+        self._tls = server_context(tls) if tls is not None else None
+        self._stall_timeout = stall_timeout
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._connections: dict[threading.Thread, socket.socket] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the server listens (the real port when bound to port 0)."""
+        if self._listener is None:
+            raise ConfigError("stream server not started")
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Bind and start accepting; returns at once."""
+        try:
+            listener = socket.create_server(self._bind, backlog=_BACKLOG)
+        except OSError as exc:
+            raise ConfigError(f"stream server cannot listen on {self._bind}: {exc}") from exc
+        listener.settimeout(_ACCEPT_POLL)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._accept_loop, name="zfleet-stream-server")
+        self._thread.start()
+        log.info("stream_server.started", host=self._ctx.host, address=self.address)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, cut every connection (partial receives stay resumable), join."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            connections = list(self._connections.items())
+        for _, sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread, _ in connections:
+            thread.join(timeout)
+        log.info("stream_server.stopped", host=self._ctx.host)
+
+    def __enter__(self) -> StreamServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, peer = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if not self._stopping.is_set():
+                    log.error("stream_server.accept_failed", error=str(exc))
+                return
+            thread = threading.Thread(
+                target=self._serve, args=(sock, f"{peer[0]}:{peer[1]}"), name="zfleet-stream"
+            )
+            with self._lock:
+                self._connections[thread] = sock
+            thread.start()
+
+    def _serve(self, sock: socket.socket, peer: str) -> None:
+        try:
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            if self._tls is not None:
+                try:
+                    sock = self._tls.wrap_socket(sock, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    log.warning("stream.tls_refused", peer=peer, error=str(exc))
+                    return
+                with self._lock:
+                    self._connections[threading.current_thread()] = sock
+            wire = Wire(sock, peer=peer, timeout=self._stall_timeout)
+            try:
+                serve_stream(wire, self._ctx)
+            except ZfleetError as exc:  # only when even the ERROR frame could not go out
+                log.warning("stream.dropped", peer=peer, error=str(exc))
+        finally:
+            try:
+                sock.close()
+            finally:
+                with self._lock:
+                    self._connections.pop(threading.current_thread(), None)

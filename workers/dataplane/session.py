@@ -1,0 +1,287 @@
+"""One incoming stream on a stream server: check the grant, check BEGIN, then `zfs receive -s`.
+
+Order matters for safety: nothing reaches ``zfs receive`` until the grant verifies, its transfer id
+is not replayed, and the stream's first BEGIN record (read and checksummed here) carries the
+granted from/to guids. A stream cut short leaves the receive's partial state for a resume.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import structlog
+
+from protocol.errors import (
+    DatasetNotFound,
+    FrameError,
+    GrantError,
+    ResumeTokenStale,
+    StreamTruncated,
+    ZfleetError,
+)
+from protocol.frames import FrameKind
+from protocol.grants import Grant, verify_grant
+from protocol.stream import decode_resume_token, parse_begin, read_records
+from workers.dataplane.wire import Wire, expect
+from workers.zfs.base import ObjType, ReceiveResult, ReceiveSink, ReceiveSpec, ZfsObject
+
+log = structlog.get_logger(__name__)
+
+HANDSHAKE_TIMEOUT: Final = 10.0
+
+
+class ReceiveBackend(Protocol):
+    """What the stream server needs from a ZFS backend (every ZfsBackend has these)."""
+
+    def receive(self, spec: ReceiveSpec) -> ReceiveSink: ...
+
+    def list(
+        self, root: str | None = None, *, recursive: bool = True, types: Any = ...
+    ) -> list[ZfsObject]: ...
+
+
+class GrantLedger:
+    """Transfer ids in use or used: a grant applies one stream once, however many connections
+    (resumes) that takes. Entries are forgotten when their grant expires."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._active: set[str] = set()
+        self._done: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, grant: Grant) -> None:
+        """Claim the grant's transfer id for this connection, or raise GrantError."""
+        with self._lock:
+            now = self._clock()
+            self._done = {tid: exp for tid, exp in self._done.items() if exp > now}
+            if grant.transfer_id in self._done:
+                raise GrantError(f"grant for transfer {grant.transfer_id!r} replayed: already used")
+            if grant.transfer_id in self._active:
+                raise GrantError(f"transfer {grant.transfer_id!r} is already streaming here")
+            self._active.add(grant.transfer_id)
+
+    def end(self, grant: Grant, *, applied: bool) -> None:
+        """Release the transfer id; once applied, it can never be used again before expiry."""
+        with self._lock:
+            self._active.discard(grant.transfer_id)
+            if applied:
+                self._done[grant.transfer_id] = grant.expires
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What every session of one server shares."""
+
+    backend: ReceiveBackend
+    host: str
+    secret: bytes
+    ledger: GrantLedger
+    heartbeat_interval: float
+    clock: Callable[[], float] = time.time
+
+
+class _StreamReader:
+    """The stream bytes carried by DATA frames, as a file for the record reader.
+
+    Every byte handed out is also kept until ``take_prefix``, so the bytes read to check BEGIN are
+    passed on to ``zfs receive`` unchanged.
+    """
+
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._buffer = bytearray()
+        self._prefix = bytearray()
+        self.ended: dict[str, Any] | None = None
+        self.stream_bytes = 0
+        self.frames = 0
+
+    def next_payload(self) -> bytes | None:
+        """The next DATA payload, or None at END; heartbeats are skipped."""
+        if self.ended is not None:
+            return None
+        while True:
+            frame = expect(
+                self._wire.recv(), FrameKind.DATA, FrameKind.HEARTBEAT, FrameKind.END
+            )
+            if frame.kind == FrameKind.HEARTBEAT:
+                continue
+            if frame.kind == FrameKind.END:
+                self.ended = dict(frame.header)
+                return None
+            self.frames += 1
+            self.stream_bytes += len(frame.payload)
+            return bytes(frame.payload)
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            payload = self.next_payload()
+            if payload is None:
+                break
+            self._buffer += payload
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self._prefix += data
+        return data
+
+    def take_prefix(self) -> bytes:
+        """Everything received so far, in order (read or still buffered), once."""
+        data = bytes(self._prefix + self._buffer)
+        self._prefix.clear()
+        self._buffer.clear()
+        return data
+
+
+def serve_stream(wire: Wire, ctx: ServerContext) -> None:
+    """Handle one connection to the end; refusals go back to the sender as ERROR frames."""
+    bound = log.bind(host=ctx.host, peer=wire.peer)
+    try:
+        hello = expect(wire.recv(timeout=HANDSHAKE_TIMEOUT), FrameKind.HELLO)
+        grant = _check_hello(hello.header, ctx)
+    except ZfleetError as exc:
+        bound.warning("stream.refused", error=str(exc), error_type=type(exc).__name__)
+        wire.send_error(exc)
+        return
+    bound = bound.bind(transfer=grant.transfer_id, dataset=grant.dataset)
+    applied = False
+    try:
+        result = _receive(wire, ctx, grant, hello.header)
+        applied = True
+        wire.send(
+            FrameKind.RESULT, {"snapshot": result.snapshot, "bytes": result.bytes_received}
+        )
+        bound.info("stream.applied", snapshot=result.snapshot, bytes=result.bytes_received)
+    except ZfleetError as exc:
+        bound.warning("stream.failed", error=str(exc), error_type=type(exc).__name__)
+        wire.send_error(exc)
+    finally:
+        ctx.ledger.end(grant, applied=applied)
+
+
+def _check_hello(header: Mapping[str, Any], ctx: ServerContext) -> Grant:
+    token = header.get("grant")
+    if not isinstance(token, str):
+        raise GrantError("HELLO carries no grant")
+    grant = verify_grant(ctx.secret, token, now=ctx.clock())
+    if grant.host != ctx.host:
+        raise GrantError(f"grant is for host {grant.host!r}, this is {ctx.host!r}")
+    if header.get("target") != grant.dataset:
+        raise GrantError(
+            f"grant is for dataset {grant.dataset!r}, not {header.get('target')!r}"
+        )
+    ctx.ledger.begin(grant)
+    return grant
+
+
+def _resume_token(backend: ReceiveBackend, dataset: str) -> str | None:
+    try:
+        rows = backend.list(dataset, recursive=False, types=(ObjType.FILESYSTEM, ObjType.VOLUME))
+    except DatasetNotFound:
+        return None
+    for row in rows:
+        if row.name == dataset and row.receive_resume_token not in (None, "", "-"):
+            return row.receive_resume_token
+    return None
+
+
+def _receive_spec(grant: Grant, header: Mapping[str, Any]) -> ReceiveSpec:
+    props = header.get("set_props") or {}
+    excluded = header.get("exclude_props") or []
+    origin = header.get("origin")
+    if not (
+        isinstance(props, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in props.items())
+        and isinstance(excluded, list)
+        and all(isinstance(p, str) for p in excluded)
+        and (origin is None or isinstance(origin, str))
+    ):
+        raise FrameError("HELLO receive options are malformed")
+    return ReceiveSpec(
+        target=grant.dataset,
+        resumable=True,
+        force=grant.force,
+        no_mount=bool(header.get("no_mount", False)),
+        set_props=props,
+        exclude_props=tuple(excluded),
+        origin=origin,
+    )
+
+
+def _receive(
+    wire: Wire, ctx: ServerContext, grant: Grant, header: Mapping[str, Any]
+) -> ReceiveResult:
+    spec = _receive_spec(grant, header)
+    token = _resume_token(ctx.backend, grant.dataset)
+    offset = None
+    if token is not None:
+        state = decode_resume_token(token)
+        if state.toguid != grant.toguid:
+            raise ResumeTokenStale(
+                f"{grant.dataset} holds a partial receive of another stream "
+                f"(toguid {state.toguid:#x}); discard it with `zfs receive -A {grant.dataset}`"
+            )
+        offset = state.bytes
+    wire.send(FrameKind.ACCEPT, {"resume_token": token, "resume_offset": offset})
+
+    reader = _StreamReader(wire)
+    records = read_records(reader, verify=True)
+    try:
+        first = next(records)
+    except StopIteration:
+        raise StreamTruncated("the stream ended before its BEGIN record", offset=0) from None
+    begin = parse_begin(first)
+    if (begin.toguid, begin.fromguid) != (grant.toguid, grant.fromguid):
+        raise GrantError(
+            f"stream does not match its grant: BEGIN is {begin.fromguid:#x} -> {begin.toguid:#x}, "
+            f"grant allows {grant.fromguid:#x} -> {grant.toguid:#x}"
+        )
+    sink = ctx.backend.receive(spec)
+    try:
+        sink.write(reader.take_prefix())
+        for payload in _payloads(reader):
+            sink.write(payload)
+        _check_end(reader)
+        return _finish(sink, wire, ctx.heartbeat_interval)
+    except BaseException:
+        sink.abort()  # with -s the partial state stays for the sender's next attempt
+        raise
+
+
+def _payloads(reader: _StreamReader) -> Iterator[bytes]:
+    while (payload := reader.next_payload()) is not None:
+        yield payload
+
+
+def _check_end(reader: _StreamReader) -> None:
+    end = reader.ended or {}
+    if end.get("stream_bytes") != reader.stream_bytes or end.get("frames") != reader.frames:
+        raise FrameError(
+            f"END says {end.get('stream_bytes')} bytes in {end.get('frames')} frames, "
+            f"received {reader.stream_bytes} in {reader.frames}"
+        )
+
+
+def _finish(sink: ReceiveSink, wire: Wire, interval: float) -> ReceiveResult:
+    """Finish the receive while heartbeats tell the sender we are alive (finishing can take a
+    while on a real pool)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(interval):
+            try:
+                wire.send(FrameKind.HEARTBEAT)
+            except ZfleetError:
+                return
+
+    beater = threading.Thread(target=beat, name="zfleet-heartbeat", daemon=True)
+    beater.start()
+    try:
+        return sink.finish()
+    finally:
+        done.set()
+        beater.join()
