@@ -138,6 +138,7 @@ class Lab:
                     "ssh_port": vm.spec.ssh_port,
                     "pid": vm.pid,
                     "key": str(vm.key),
+                    "directory": str(vm.directory),
                     "zfs_version": version,
                     "spec": {k: str(v) for k, v in vm.spec.__dict__.items()},
                 }
@@ -157,7 +158,7 @@ class Lab:
             return None
         except (OSError, ValueError) as exc:
             raise LabError(f"unreadable lab record {directory / STATE_FILE}: {exc}") from exc
-        vms = [_vm_from_record(directory, host) for host in state["hosts"]]
+        vms = [_vm_from_record(host) for host in state["hosts"]]
         versions = [str(h.get("zfs_version", "")) for h in state["hosts"]]
         return cls(directory, vms, str(state["pool"]), versions, int(state["owner_pid"]))
 
@@ -180,7 +181,7 @@ class Lab:
         return [vm.alive() for vm in self.vms]
 
 
-def _vm_from_record(directory: Path, host: dict[str, Any]) -> Vm:
+def _vm_from_record(host: dict[str, Any]) -> Vm:
     raw = host["spec"]
     spec = VmSpec(
         name=raw["name"],
@@ -198,7 +199,7 @@ def _vm_from_record(directory: Path, host: dict[str, Any]) -> Vm:
     return Vm(
         spec=spec,
         key=Path(host["key"]),
-        directory=directory / spec.name,
+        directory=Path(host["directory"]),
         pid=int(pid) if pid is not None else None,
     )
 
