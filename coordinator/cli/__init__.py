@@ -15,6 +15,7 @@ import click
 # name -> "module:attribute" of a click.Command; kept sorted.
 SUBCOMMANDS: Final[dict[str, str]] = {
     "ca": "coordinator.cli.ca:ca",
+    "cloud": "coordinator.cli.cloud:cloud",
     "lab": "coordinator.cli.lab:lab",
     "stream": "coordinator.cli.stream:stream",
 }

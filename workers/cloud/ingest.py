@@ -72,7 +72,7 @@ class StoreSink:
         self._lease = Lease(repo.target, ttl=lease_ttl, host=host or None)
         try:
             check_no_prune(repo.target)
-            self._index = repo.index
+            self._index = repo.fresh_index()
         except BaseException:
             self._lease.release()
             raise
@@ -195,9 +195,10 @@ class StoreSink:
             self._flush_pack()
             self._drain()
             if self._new_packs:
-                write_segment(self._repo.target, self._crypto, self._new_packs)
+                seg = write_segment(self._repo.target, self._crypto, self._new_packs)
                 for pack_id, entries in self._new_packs.items():
                     self._index.add(pack_id, entries)
+                self._index.segments.add(seg)
             ref = self._commit_manifest()
         except BaseException:
             self.abort()

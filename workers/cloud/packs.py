@@ -238,15 +238,18 @@ class Index:
     def items(self) -> Iterator[tuple[bytes, Location]]:
         return iter(list(self._blobs.items()))
 
+    def add_segment(self, seg: str, sealed: bytes, crypto: Crypto) -> None:
+        """Add the entries of one stored index segment."""
+        for pack, entries in read_segment(crypto, seg, sealed):
+            self.add(pack, entries)
+        self.segments.add(seg)
+
     @classmethod
     def load(cls, target: Target, crypto: Crypto) -> Index:
         """Read every index segment of the repository."""
         index = cls()
         for info in target.list("index/"):
-            seg = info.key.rsplit("/", 1)[-1]
-            for pack, entries in read_segment(crypto, seg, target.get(info.key)):
-                index.add(pack, entries)
-            index.segments.add(seg)
+            index.add_segment(info.key.rsplit("/", 1)[-1], target.get(info.key), crypto)
         log.debug("index.loaded", segments=len(index.segments), blobs=len(index))
         return index
 

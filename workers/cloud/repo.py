@@ -121,6 +121,21 @@ class Repository:
             self._index = Index.load(self.target, self.crypto)
         return self._index
 
+    def fresh_index(self) -> Index:
+        """The index brought up to date with the bucket (one listing).
+
+        New segments (other writers) are added; if a segment vanished (a prune rewrote the
+        index) the whole index is read again, so no upload deduplicates against a deleted pack.
+        """
+        if self._index is None:
+            return self.index
+        keys = {i.key.rsplit("/", 1)[-1] for i in self.target.list("index/")}
+        if not self._index.segments <= keys:
+            return self.reload_index()
+        for seg in sorted(keys - self._index.segments):
+            self._index.add_segment(seg, self.target.get(f"index/{seg}"), self.crypto)
+        return self._index
+
     def reload_index(self) -> Index:
         """Forget the cached index and read it again (after another writer or a prune)."""
         self._index = None
