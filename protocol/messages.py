@@ -581,6 +581,23 @@ class ReceiveSpecMsg:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+@message("step.call", version=1)
+@dataclass(frozen=True)
+class StepCall:
+    """The coordinator asks a host's worker to run one attempt of one step.
+
+    ``args_json`` is the step's arguments as canonical JSON; each step kind reads them into its
+    own typed record (workers/steps.py) and refuses anything malformed with a MessageError.
+    """
+
+    job_id: str
+    step_id: str
+    attempt: int
+    kind: str
+    host: str
+    args_json: str = "{}"
+
+
 def _record_from(cls: type[T], obj: object) -> T:
     """Build ``cls`` from ``obj``'s same-named attributes, checked like decoded data."""
     data: dict[str, Any] = {}
