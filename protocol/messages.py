@@ -593,7 +593,7 @@ class StepCall:
     job_id: str
     step_id: str
     attempt: int
-    kind: str
+    step_kind: str  # "kind" is the codec's own key
     host: str
     args_json: str = "{}"
 
