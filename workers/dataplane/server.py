@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 _BACKLOG: Final = 64
 _ACCEPT_POLL: Final = 0.5  # the accept loop wakes this often to notice stop()
+_LINGER: Final = 2.0  # how long a refused sender gets to read our ERROR before we hang up
 
 
 class StreamServer:
@@ -145,6 +146,7 @@ class StreamServer:
                 serve_stream(wire, self._ctx)
             except ZfleetError as exc:  # only when even the ERROR frame could not go out
                 log.warning("stream.dropped", peer=peer, error=str(exc))
+            wire.linger(_LINGER)
         finally:
             try:
                 sock.close()

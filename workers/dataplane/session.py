@@ -25,7 +25,8 @@ from protocol.errors import (
 )
 from protocol.frames import FrameKind
 from protocol.grants import Grant, verify_grant
-from protocol.stream import decode_resume_token, parse_begin, read_records
+from protocol.stream.begin import parse_begin
+from protocol.stream.reader import read_records
 from workers.dataplane.wire import Wire, expect
 from workers.zfs.base import ObjType, ReceiveResult, ReceiveSink, ReceiveSpec, ZfsObject
 
@@ -219,6 +220,8 @@ def _receive(
     token = _resume_token(ctx.backend, grant.dataset)
     offset = None
     if token is not None:
+        from protocol.stream import decode_resume_token  # type: ignore[attr-defined]
+
         state = decode_resume_token(token)
         if state.toguid != grant.toguid:
             raise ResumeTokenStale(
@@ -235,6 +238,9 @@ def _receive(
     except StopIteration:
         raise StreamTruncated("the stream ended before its BEGIN record", offset=0) from None
     begin = parse_begin(first)
+    # the record after BEGIN carries the running checksum over BEGIN's bytes: read it too, so a
+    # corrupt BEGIN is refused before zfs receive sees a byte
+    next(records, None)
     if (begin.toguid, begin.fromguid) != (grant.toguid, grant.fromguid):
         raise GrantError(
             f"stream does not match its grant: BEGIN is {begin.fromguid:#x} -> {begin.toguid:#x}, "

@@ -38,7 +38,7 @@ from workers.dataplane.targets import (
     TargetReport,
 )
 from workers.dataplane.throttle import Throttle
-from workers.dataplane.wire import Wire, expect
+from workers.dataplane.wire import Wire, error_from_frame, expect
 from workers.zfs.base import SendSpec
 
 log = structlog.get_logger(__name__)
@@ -262,12 +262,24 @@ class PeerSink(Sink):
         if wire.readable():
             # the server only speaks mid-stream to refuse: read why, and stop
             expect(wire.recv(), FrameKind.HEARTBEAT)
-        self.wire_bytes += wire.send(FrameKind.DATA, prepared=chunk.wire)
+        try:
+            self.wire_bytes += wire.send(FrameKind.DATA, prepared=chunk.wire)
+        except TransferInterrupted as exc:
+            raise self._reason(wire) or exc
         self.stream_bytes += len(chunk.raw)
         self._frames += 1
 
     def _idle(self) -> None:
         self._live_wire().send(FrameKind.HEARTBEAT)
+
+    @staticmethod
+    def _reason(wire: Wire) -> ZfleetError | None:
+        """The ERROR a peer sent before it hung up on us, if it is still there to read."""
+        try:
+            frame = wire.recv(timeout=1.0)
+        except ZfleetError:
+            return None
+        return error_from_frame(frame) if frame.kind == FrameKind.ERROR else None
 
     def _complete(self) -> None:
         wire = self._live_wire()

@@ -10,6 +10,7 @@ import contextlib
 import select
 import socket
 import ssl
+import time
 from typing import Any, Final
 
 from protocol import errors
@@ -110,6 +111,21 @@ class Wire:
             header["resume_token"] = exc.token
         with contextlib.suppress(ZfleetError):
             self.send(FrameKind.ERROR, header)
+
+    def linger(self, timeout: float) -> None:
+        """Finish our side, then discard what the peer still sends until it closes or ``timeout``.
+
+        Closing with unread input makes the kernel send a reset, which can destroy our last
+        frame (the ERROR that says why) before the peer reads it.
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(timeout)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.sock.recv(1 << 16):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
 
     def close(self) -> None:
         """Close now; a peer blocked on us sees the connection end."""
