@@ -17,8 +17,7 @@ import pytest
 
 from coordinator.cli.ca import init_ca, issue_host
 from protocol.grants import new_grant, sign_grant
-from protocol.stream.begin import parse_begin
-from protocol.stream.reader import read_records
+from protocol.stream import parse_begin, read_records
 from tests.conftest import ZFS_STREAMS
 from tests.services.dataplane import RecordingBackend, faulty_proxy
 from workers.dataplane.progress import ProgressEvent
@@ -209,7 +208,8 @@ def test_fan_out_a_failing_target_drops_out_and_the_others_finish(
     assert good.outcome is Outcome.OK and file.outcome is Outcome.OK
     assert target.applied == {"tank/dst": FULL}
     assert (tmp_path / "copy.zstream").read_bytes() == FULL
-    assert _eventually(lambda: "tank/cut" in target.aborted)  # partial state kept on the target for a resume
+    # the target keeps the partial state for a resume
+    assert _eventually(lambda: "tank/cut" in target.aborted)
     assert [t.target for t in report.failed()] == ["beta:tank/cut"]
 
 

@@ -25,8 +25,7 @@ from protocol.errors import (
 )
 from protocol.frames import FrameKind
 from protocol.grants import Grant, verify_grant
-from protocol.stream.begin import parse_begin
-from protocol.stream.reader import read_records
+from protocol.stream import decode_resume_token, parse_begin, read_records
 from workers.dataplane.wire import Wire, expect
 from workers.zfs.base import ObjType, ReceiveResult, ReceiveSink, ReceiveSpec, ZfsObject
 
@@ -220,8 +219,6 @@ def _receive(
     token = _resume_token(ctx.backend, grant.dataset)
     offset = None
     if token is not None:
-        from protocol.stream import decode_resume_token  # type: ignore[attr-defined]
-
         state = decode_resume_token(token)
         if state.toguid != grant.toguid:
             raise ResumeTokenStale(

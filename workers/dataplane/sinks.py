@@ -265,7 +265,7 @@ class PeerSink(Sink):
         try:
             self.wire_bytes += wire.send(FrameKind.DATA, prepared=chunk.wire)
         except TransferInterrupted as exc:
-            raise self._reason(wire) or exc
+            raise (self._reason(wire) or exc) from exc
         self.stream_bytes += len(chunk.raw)
         self._frames += 1
 
