@@ -197,6 +197,7 @@ class LocalTarget:
         path = self._path(key)
         try:
             path.unlink(missing_ok=True)
+            (path.parent / f".lock-{path.name}").unlink(missing_ok=True)
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise StoreError(f"cannot delete {key}: {e.strerror}") from e
@@ -275,10 +276,10 @@ class S3Target:
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
             if code in _CONFLICT_CODES or status in (409, 412):
                 return StoreConflict(f"{action} {key}: lost a conditional write ({code})")
-            if code in _MISSING_CODES or status == 404:
-                return StoreCorrupt(f"object {key} is missing")
             if code == "NoSuchBucket":
                 return StoreError(f"bucket {self.settings.bucket!r} does not exist")
+            if code in _MISSING_CODES or status == 404:
+                return StoreCorrupt(f"object {key} is missing")
             if status >= 500 or code in ("SlowDown", "RequestTimeout"):
                 return StoreUnavailable(f"{action} {key}: server error {code or status}")
             return StoreError(f"{action} {key}: {code or status} {err.get('Message', '')}".strip())
