@@ -1,0 +1,116 @@
+"""Server-side pieces without sockets: replay ledger, error round trip, chunking of a send."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+
+from protocol import errors
+from protocol.errors import GrantError
+from protocol.frames import Frame, FrameKind
+from protocol.grants import new_grant
+from workers.dataplane.sender import read_chunks
+from workers.dataplane.session import GrantLedger
+from workers.dataplane.wire import error_from_frame, expect
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _grant(tid: str, clock: Clock, ttl: float = 60):
+    return new_grant(
+        transfer_id=tid, host="b", dataset="p/d", fromguid=0, toguid=1, ttl=ttl, now=clock.now
+    )
+
+
+def test_ledger_refuses_a_transfer_id_that_was_applied_until_it_expires() -> None:
+    clock = Clock()
+    ledger = GrantLedger(clock)
+    grant = _grant("t1", clock)
+    ledger.begin(grant)
+    with pytest.raises(GrantError, match="already streaming"):
+        ledger.begin(grant)
+    ledger.end(grant, applied=True)
+    with pytest.raises(GrantError, match="replayed"):
+        ledger.begin(grant)
+    clock.now += 61  # expired: the grant itself is refused by then, the ledger may forget it
+    ledger.begin(grant)
+
+
+def test_ledger_allows_a_resume_after_an_interrupted_attempt() -> None:
+    clock = Clock()
+    ledger = GrantLedger(clock)
+    grant = _grant("t2", clock)
+    ledger.begin(grant)
+    ledger.end(grant, applied=False)
+    ledger.begin(grant)  # the same grant may reconnect to finish its stream
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("GrantError", errors.GrantError),
+        ("DestinationModified", errors.DestinationModified),
+        ("StreamChecksumError", errors.StreamChecksumError),
+        ("NameError_", errors.TransferError),  # needs more than a message: wrapped
+        ("SomethingElse", errors.TransferError),
+        ("ValueError", errors.TransferError),  # never rebuild a non-zfleet class
+    ],
+)
+def test_peer_errors_come_back_as_the_same_class(name: str, cls: type) -> None:
+    frame = Frame(FrameKind.ERROR, 3, {"error": name, "message": "why"})
+    rebuilt = error_from_frame(frame)
+    assert type(rebuilt) is cls
+    assert "why" in str(rebuilt)
+    with pytest.raises(cls):
+        expect(frame, FrameKind.ACCEPT)
+
+
+def test_stream_incomplete_keeps_its_token() -> None:
+    frame = Frame(
+        FrameKind.ERROR, 1, {"error": "StreamIncomplete", "message": "cut", "resume_token": "1-ab"}
+    )
+    rebuilt = error_from_frame(frame)
+    assert isinstance(rebuilt, errors.StreamIncomplete) and rebuilt.token == "1-ab"
+
+
+def test_an_unexpected_frame_is_a_frame_error() -> None:
+    with pytest.raises(errors.FrameError, match="expected a ACCEPT"):
+        expect(Frame(FrameKind.DATA, 0, {}, b"x"), FrameKind.ACCEPT)
+
+
+class _Trickle:
+    """A send that hands out odd-sized pieces, as a pipe does."""
+
+    def __init__(self, data: bytes) -> None:
+        self._fh = io.BytesIO(data)
+        self._sizes = [7, 1000, 3, 50000]
+        self._i = 0
+
+    def read(self, n: int = -1) -> bytes:
+        self._i += 1
+        return self._fh.read(min(n, self._sizes[self._i % 4]))
+
+    def close(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+def test_read_chunks_gives_full_chunks_in_order() -> None:
+    data = bytes(range(256)) * 1000
+    chunks = list(read_chunks(_Trickle(data), 4096, threading.Event()))  # type: ignore[arg-type]
+    assert b"".join(chunks) == data
+    assert all(len(c) == 4096 for c in chunks[:-1]) and 0 < len(chunks[-1]) <= 4096
+
+
+def test_read_chunks_stops_on_cancel() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    assert list(read_chunks(_Trickle(b"x" * 100), 10, cancel)) == []  # type: ignore[arg-type]
