@@ -97,23 +97,27 @@ def push_transfer(
         groups.setdefault(sink.resume_token, []).append(sink)
     bound.info("transfer.started", resumes=sum(1 for token in groups if token))
 
+    # the full send (if any) goes first and reports progress; resumed sends run beside it
+    work = sorted(groups.items(), key=lambda item: item[0] is not None)
     estimate: list[int | None] = [None]
 
-    def run(token: str | None, members: list[Sink]) -> None:
+    def run(token: str | None, members: list[Sink], report_progress: bool) -> None:
         spec = send_spec if token is None else replace(send_spec, resume_token=token)
-        meter = ProgressMeter(send_spec.snapshot, progress if token is None else None)
-        if token is None and progress is not None:
+        meter = ProgressMeter(send_spec.snapshot, progress if report_progress else None)
+        if report_progress and progress is not None:
             estimate[0] = meter.estimate = _estimate(backend, spec)
         _fan_out(
             backend, spec, members, cancel=stop, meter=meter, level=compression_level, opts=opts
         )
 
-    work = list(groups.items())
-    threads = [threading.Thread(target=run, args=item, name="zfleet-send") for item in work[1:]]
+    threads = [
+        threading.Thread(target=run, args=(token, members, False), name="zfleet-send")
+        for token, members in work[1:]
+    ]
     for thread in threads:
         thread.start()
     if work:
-        run(*work[0])
+        run(*work[0], True)
     for thread in threads:
         thread.join()
     report = TransferReport(

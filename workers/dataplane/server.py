@@ -48,6 +48,7 @@ class StreamServer:
         tls: TlsConfig | None = None,
         stall_timeout: float = 30.0,
         heartbeat_interval: float = 2.0,
+        max_connections: int = 64,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if heartbeat_interval >= stall_timeout:
@@ -63,6 +64,7 @@ class StreamServer:
         self._bind = bind
         self._tls = server_context(tls) if tls is not None else None
         self._stall_timeout = stall_timeout
+        self._max_connections = max_connections
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -127,6 +129,13 @@ class StreamServer:
                 if not self._stopping.is_set():
                     log.error("stream_server.accept_failed", error=str(exc))
                 return
+            with self._lock:
+                busy = len(self._connections) >= self._max_connections
+            if busy:
+                # refuse at once rather than pile up threads; the sender retries later
+                log.warning("stream_server.busy", peer=f"{peer[0]}:{peer[1]}")
+                sock.close()
+                continue
             thread = threading.Thread(
                 target=self._serve, args=(sock, f"{peer[0]}:{peer[1]}"), name="zfleet-stream"
             )

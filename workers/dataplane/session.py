@@ -21,6 +21,7 @@ from protocol.errors import (
     GrantError,
     ResumeTokenStale,
     StreamTruncated,
+    TransferError,
     ZfleetError,
 )
 from protocol.frames import FrameKind
@@ -159,6 +160,9 @@ def serve_stream(wire: Wire, ctx: ServerContext) -> None:
     except ZfleetError as exc:
         bound.warning("stream.failed", error=str(exc), error_type=type(exc).__name__)
         wire.send_error(exc)
+    except Exception as exc:  # a backend bug: the sender still deserves an answer
+        bound.exception("stream.crashed")
+        wire.send_error(TransferError(f"receiver failed: {type(exc).__name__}: {exc}"))
     finally:
         ctx.ledger.end(grant, applied=applied)
 
