@@ -109,8 +109,8 @@ class Target:
 
     def obj(self, name: str) -> ZfsObject:
         """The inventory row for a full name (dataset, snapshot or bookmark)."""
-        dataset = name.split("@", 1)[0].split("#", 1)[0]
-        for found in self.backend.list(dataset, recursive=False):
+        # as `zfs list NAME`: a dataset, snapshot or bookmark named alone lists just itself
+        for found in self.backend.list(name, recursive=False):
             if found.name == name:
                 return found
         raise AssertionError(f"{name} is not in the inventory")

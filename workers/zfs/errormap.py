@@ -157,7 +157,9 @@ RULES: Final[tuple[_Rule, ...]] = (
     ),
     _rule(
         r"invalid character|in name|name is too long|leading slash|trailing slash"
-        r"|empty component|missing '[@#]' delimiter|reserved name|multiple '@'",
+        r"|empty component|missing '[@#]' delimiter|reserved name|multiple '[@#]'"
+        r"|both '@' and '#'|self reference|parent reference|must begin with a letter"
+        r"|pool name is reserved|empty (snapshot |bookmark )?name|is not allowed after the",
         _bad_name,
     ),
     _rule(

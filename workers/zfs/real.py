@@ -38,6 +38,7 @@ from workers.zfs.proc import Child, Finished, Runner, read_all
 
 log = structlog.get_logger(__name__)
 
+MAX_NAMED_GET: Final = 256  # beyond this many names one `zfs get -r` of everything is cheaper
 RESUME_TOKEN_PROP: Final = "receive_resume_token"  # noqa: S105  (a property name)
 
 
@@ -246,21 +247,26 @@ class RealBackend(ZfsBackend):
         columns = [*parse.LIST_COLUMNS, *self.user_props]
         args = ["list", "-Hp", "-t", ",".join(t.value for t in types), "-o", ",".join(columns)]
         if root is not None:
-            # -d 1 lists root's own snapshots and bookmarks (and its children, dropped below)
-            args += ["-r", root] if recursive else ["-d", "1", root]
+            # as `zfs list`: without -r only root itself, or (for -t snapshot/bookmark alone)
+            # root's own snapshots/bookmarks; a snapshot or bookmark may be named directly
+            args += ["-r", root] if recursive else [root]
         objects = parse.parse_list(self._run(args).stdout, parse.LIST_COLUMNS, self.user_props)
-        if root is not None and not recursive:
-            objects = [o for o in objects if o.dataset == root]
         if self.user_props or not objects:
             return objects
-        found = self._all_user_props(root, recursive)
+        found = self._all_user_props(root if recursive else None, [o.name for o in objects])
         return [_with_user_props(o, found.get(o.name, {})) for o in objects]
 
-    def _all_user_props(self, root: str | None, recursive: bool) -> dict[str, dict[str, str]]:
+    def _all_user_props(
+        self, root: str | None, names: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        """User properties of everything under ``root`` (or of ``names``), in one call."""
         args = ["get", "-Hp", "-o", "name,property,value,source", "-s", "local,received,inherited"]
         args += ["-t", "filesystem,volume,snapshot", "all"]
+        wanted = [n for n in names if "#" not in n]  # bookmarks carry no user properties
         if root is not None:
-            args += ["-r", root] if recursive else ["-d", "1", root]
+            args += ["-r", root]
+        elif wanted and len(wanted) <= MAX_NAMED_GET:
+            args += wanted
         return parse.parse_user_props(self._run(args).stdout)
 
     def pools(self) -> builtins.list[PoolInfo]:

@@ -1,0 +1,517 @@
+"""A `zfs`/`zpool`-compatible command line over any ZfsBackend (the simulation by default).
+
+``python -m workers.zfs.front zfs list -t all`` (or ``zfleet sim zfs ...``) takes OpenZFS's
+arguments for the subset zfleet uses, prints OpenZFS's formats, fails with OpenZFS's messages and
+exit codes, streams ``send`` to stdout and ``receive`` from stdin. Scripts written for real ZFS,
+and zfleet's own real backend, can therefore drive the simulation unchanged.
+
+Arguments and names are checked before the backend is touched: a bad one is refused with the
+rule it broke (exit 2 for usage, 1 for a bad name, as OpenZFS does).
+"""
+
+from __future__ import annotations
+
+import getopt
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO, Final, TextIO
+
+from protocol import names as rules
+from protocol.errors import ConfigError, ZfleetError
+from workers.zfs.base import ObjType, ZfsBackend
+from workers.zfs.front_errors import EXIT_FAILURE, EXIT_USAGE, Context, render
+from workers.zfs.front_table import table
+
+SIM_ROOT_ENV: Final = "ZFLEET_SIM_ROOT"
+CHUNK: Final = 1 << 20
+
+DEFAULT_LIST: Final = ("name", "used", "available", "referenced", "mountpoint")
+GET_FIELDS: Final = ("name", "property", "value", "source")
+TYPE_NAMES: Final[dict[str, tuple[ObjType, ...]]] = {
+    "all": tuple(ObjType),
+    "filesystem": (ObjType.FILESYSTEM,),
+    "fs": (ObjType.FILESYSTEM,),
+    "volume": (ObjType.VOLUME,),
+    "vol": (ObjType.VOLUME,),
+    "snapshot": (ObjType.SNAPSHOT,),
+    "snap": (ObjType.SNAPSHOT,),
+    "bookmark": (ObjType.BOOKMARK,),
+}
+
+USAGE: Final[dict[str, str]] = {
+    "list": "list [-Hp] [-r|-d max] [-o property[,property]...] [-s property]...\n"
+    "\t    [-S property]... [-t type[,type]...] [filesystem|volume|snapshot] ...",
+    "get": 'get [-rHp] [-d max] [-o "all" | field[,...]]\n'
+    "\t    [-t type[,type]...] [-s source[,source]...]\n"
+    '\t    <"all" | property[,...]> [filesystem|volume|snapshot|bookmark] ...',
+    "set": "set <property=value> ... <filesystem|volume|snapshot> ...",
+    "inherit": "inherit [-rS] <property> <filesystem|volume|snapshot> ...",
+    "create": "create [-Pnpuv] [-o property=value] ... <filesystem>\n"
+    "\tcreate [-Pnpsv] [-b blocksize] [-o property=value] ... -V <size> <volume>",
+    "destroy": "destroy [-fnpRrv] <filesystem|volume>\n"
+    "\tdestroy [-dnpRrv] <filesystem|volume>@<snap>[%<snap>][,...]",
+    "snapshot": "snapshot [-r] [-o property=value] ... <filesystem|volume>@<snap> ...",
+    "hold": "hold [-r] <tag> <snapshot> ...",
+    "release": "release [-r] <tag> <snapshot> ...",
+    "holds": "holds [-rHp] <snapshot> ...",
+    "bookmark": "bookmark <snapshot|bookmark> <newbookmark>",
+    "clone": "clone [-p] [-o property=value] ... <snapshot> <filesystem|volume>",
+    "promote": "promote <clone-filesystem>",
+    "rename": "rename [-f] <filesystem|volume|snapshot> <filesystem|volume|snapshot>",
+    "rollback": "rollback [-rRf] <snapshot>",
+    "send": "send [-DLPbcehnpsVvw] [-i|-I snapshot] [-R [-X dataset[,dataset]...]] <snapshot>\n"
+    "\tsend [-DnVvPLecw] [-i snapshot|bookmark] <filesystem|volume|snapshot>\n"
+    "\tsend [-PnVv] -t <receive_resume_token>",
+    "receive": "receive [-vMnsFhu] [-o <property=value>] ... [-x <property>] ...\n"
+    "\t    <filesystem|volume|snapshot>\n"
+    "\treceive [-vMnsFhu] [-o <property=value>] ... [-x <property>] ... \n"
+    "\t    [-d | -e] <filesystem>\n"
+    "\treceive -A <filesystem|volume>",
+    "diff": "diff [-FHth] <snapshot> [snapshot|filesystem]",
+    "load-key": "load-key [-rn] [-L <keylocation>] <-a | filesystem|volume>",
+    "unload-key": "unload-key [-r] <-a | filesystem|volume>",
+}
+ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot"}
+
+
+class Usage(Exception):
+    """A command line OpenZFS would refuse with its usage text (exit 2)."""
+
+    def __init__(self, message: str, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+def sim_root(env: dict[str, str] | None = None) -> Path:
+    """Where simulated pools live: ``$ZFLEET_SIM_ROOT``, else zfleet's settings (data dir)."""
+    env = dict(os.environ) if env is None else env
+    if env.get(SIM_ROOT_ENV):
+        return Path(env[SIM_ROOT_ENV])
+    from protocol.settings import load_settings
+
+    return Path(load_settings(env=env).sim_root)
+
+
+def open_sim(root: Path) -> ZfsBackend:
+    """The simulated backend over ``root`` (imported here: the front end needs no sim to load)."""
+    from workers.zfs.sim import SimBackend
+
+    root.mkdir(parents=True, exist_ok=True)
+    return SimBackend(root)
+
+
+def opts(command: str, args: Sequence[str], spec: str) -> tuple[dict[str, list[str]], list[str]]:
+    """getopt as zfs uses it; options gathered as {"-o": [values...]} and the operands."""
+    try:
+        pairs, operands = getopt.gnu_getopt(list(args), spec)
+    except getopt.GetoptError as exc:
+        if "requires argument" in exc.msg:
+            raise Usage(f"missing argument for '{exc.opt}' option", command) from None
+        raise Usage(f"invalid option '{exc.opt}'", command) from None
+    found: dict[str, list[str]] = {}
+    for flag, value in pairs:
+        found.setdefault(flag, []).append(value)
+    return found, operands
+
+
+def prop_pairs(values: Sequence[str], command: str) -> dict[str, str]:
+    """``-o prop=value`` arguments as a mapping; a missing ``=`` is a usage error."""
+    props = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Usage(f"missing '=' for property=value argument '{item}'", command)
+        props[key] = value
+    return props
+
+
+def escape_path(path: str) -> str:
+    """``zfs diff`` escapes spaces, backslashes and unprintables as ``\\0ooo``."""
+    return "".join(
+        c if c.isprintable() and c not in " \\" else "".join(f"\\{b:04o}" for b in c.encode())
+        for c in path
+    )
+
+
+class Front:
+    """One invocation of the front end: a backend and the three standard streams."""
+
+    def __init__(
+        self,
+        backend: ZfsBackend,
+        *,
+        stdin: BinaryIO,
+        stdout: BinaryIO,
+        stderr: TextIO,
+        stdout_is_tty: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdout_is_tty = stdout_is_tty
+        self.ctx = Context("open", "")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def out(self, text: str) -> None:
+        self.stdout.write(text.encode())
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text if text.endswith("\n") else text + "\n")
+
+    def doing(self, verb: str, subject: str, *, new_stream: bool = True) -> None:
+        """Say what is being done, for the failure message if it fails."""
+        self.ctx = Context(verb, subject, new_stream)
+
+    def run(self, program: str, args: Sequence[str]) -> int:
+        """Run ``zfs ARGS`` or ``zpool ARGS``; the exit code."""
+        from workers.zfs import front_list, front_pool, front_send
+
+        commands: dict[str, Callable[[Sequence[str]], int]]
+        if program == "zpool":
+            commands = front_pool.commands(self)
+        elif program == "zfs":
+            commands = {
+                **self.zfs_commands(),
+                **front_list.commands(self),
+                **front_send.commands(self),
+            }
+        else:
+            self.err(f"unknown program '{program}': expected zfs or zpool")
+            return EXIT_USAGE
+        if not args:
+            self.err(f"usage: {program} command args ...")
+            return EXIT_USAGE
+        name = ALIASES_CMD.get(args[0], args[0])
+        command = commands.get(name)
+        if command is None:
+            self.err(f"unrecognized command '{args[0]}'\nusage: {program} command args ...")
+            return EXIT_USAGE
+        try:
+            return command(args[1:])
+        except Usage as exc:
+            usage = USAGE.get(exc.command or name, f"{name} ...")
+            self.err(f"{exc}\nusage:\n\t{usage}")
+            return EXIT_USAGE
+        except ZfleetError as exc:
+            message, code = render(exc, self.ctx, self.backend)
+            self.err(message)
+            return code
+
+    def zfs_commands(self) -> dict[str, Callable[[Sequence[str]], int]]:
+        return {
+            "set": self.set,
+            "inherit": self.inherit,
+            "create": self.create,
+            "destroy": self.destroy,
+            "snapshot": self.snapshot,
+            "hold": self.hold,
+            "release": self.release,
+            "holds": self.holds,
+            "bookmark": self.bookmark,
+            "clone": self.clone,
+            "promote": self.promote,
+            "rename": self.rename,
+            "rollback": self.rollback,
+            "diff": self.diff,
+            "load-key": self.load_key,
+            "unload-key": self.unload_key,
+        }
+
+    # -- properties ---------------------------------------------------------------------------
+    def set(self, args: Sequence[str]) -> int:
+        _, operands = opts("set", args, "u")
+        assignments = [a for a in operands if "=" in a and "@" not in a.partition("=")[0]]
+        targets = operands[len(assignments) :]
+        if not assignments:
+            raise Usage("missing property=value argument(s)")
+        if not targets:
+            raise Usage("missing dataset name(s)")
+        props = prop_pairs(assignments, "set")
+        for name in targets:
+            rules.validate_any(name, existing=True)
+        for name in targets:
+            self.doing("set property for", name)
+            self.backend.set(name, props)
+        return 0
+
+    def inherit(self, args: Sequence[str]) -> int:
+        found, operands = opts("inherit", args, "rS")
+        if len(operands) < 2:
+            raise Usage("missing property argument" if not operands else "missing dataset argument")
+        prop, targets = operands[0], operands[1:]
+        for name in targets:
+            rules.validate_any(name, existing=True)
+        for name in targets:
+            self.doing("inherit property for", name)
+            from workers.zfs.front_list import collect
+
+            recursive = "-r" in found
+            kinds = {ObjType.FILESYSTEM, ObjType.VOLUME}
+            subjects = [o.name for o in collect(self, [name], kinds, None if recursive else 0)]
+            for subject in subjects or [name]:
+                self.backend.inherit(subject, prop)
+        return 0
+
+    # -- datasets -----------------------------------------------------------------------------
+    def create(self, args: Sequence[str]) -> int:
+        found, operands = opts("create", args, "pusPnvo:V:b:")
+        if len(operands) != 1:
+            raise Usage("missing filesystem argument" if not operands else "too many arguments")
+        name = operands[0]
+        props = prop_pairs(found.get("-o", []), "create")
+        volsize = None
+        if "-V" in found:
+            from workers.zfs.front_table import parse_size
+
+            try:
+                volsize = parse_size(found["-V"][-1])
+            except ConfigError as exc:
+                raise Usage(str(exc)) from None
+        if "-b" in found:
+            props["volblocksize"] = found["-b"][-1]
+        self.doing("create", name)
+        rules.validate_dataset(name)
+        if "-n" in found:
+            return 0
+        self.backend.create(name, props=props or None, volsize=volsize, parents="-p" in found)
+        return 0
+
+    def destroy(self, args: Sequence[str]) -> int:
+        found, operands = opts("destroy", args, "dfnprRv")
+        if len(operands) != 1:
+            raise Usage("missing dataset argument" if not operands else "too many arguments")
+        target = operands[0]
+        dataset, sep, shorts = target.partition("@")
+        victims = [f"{dataset}@{s}" for s in shorts.split(",")] if sep else [target]
+        for name in victims:
+            self.doing("destroy", name)
+            rules.validate_any(name, existing=True)
+        if "-n" in found:
+            for name in victims:
+                self.out(f"would destroy {name}\n")
+            return 0
+        for name in victims:
+            self.doing("destroy", name)
+            if "-R" in found:
+                self._destroy_dependents(name)
+            recursive = "-r" in found or "-R" in found
+            self.backend.destroy(name, recursive=recursive, defer="-d" in found)
+        return 0
+
+    def _destroy_dependents(self, name: str) -> None:
+        """``-R``: first destroy the clones of every snapshot being destroyed, recursively."""
+        doomed = {o.name for o in self.backend.list(name.split("@", maxsplit=1)[0])}
+        if "@" in name:
+            short = name.split("@", 1)[1]
+            doomed = {n for n in doomed if n.endswith(f"@{short}")}
+        everything = self.backend.list(None)
+        for clone in (o for o in everything if o.origin in doomed):
+            if any(o.name == clone.name for o in self.backend.list(None)):
+                self._destroy_dependents(clone.name)
+                self.backend.destroy(clone.name, recursive=True)
+
+    def snapshot(self, args: Sequence[str]) -> int:
+        found, operands = opts("snapshot", args, "ro:")
+        if not operands:
+            raise Usage("missing snapshot argument")
+        for name in operands:
+            self.doing("create snapshot", name)
+            rules.validate_snapshot(name)
+        self.doing("create snapshot", operands[0])
+        props = prop_pairs(found.get("-o", []), "snapshot")
+        self.backend.snapshot(operands, recursive="-r" in found, props=props or None)
+        return 0
+
+    def clone(self, args: Sequence[str]) -> int:
+        found, operands = opts("clone", args, "po:")
+        if len(operands) != 2:
+            raise Usage("missing source dataset argument" if not operands else "wrong arguments")
+        snapshot, target = operands
+        self.doing("create", target)
+        rules.validate_snapshot(snapshot, existing=True)
+        rules.validate_dataset(target)
+        props = prop_pairs(found.get("-o", []), "clone")
+        if "-p" in found and "/" in target:
+            parent = target.rsplit("/", 1)[0]
+            if not self.backend.exists(parent):
+                self.backend.create(parent, parents=True)
+        self.backend.clone(snapshot, target, props=props or None)
+        return 0
+
+    def promote(self, args: Sequence[str]) -> int:
+        _, operands = opts("promote", args, "")
+        if len(operands) != 1:
+            raise Usage("missing clone filesystem argument")
+        self.doing("promote", operands[0])
+        rules.validate_dataset(operands[0], existing=True)
+        self.backend.promote(operands[0])
+        return 0
+
+    def rename(self, args: Sequence[str]) -> int:
+        _, operands = opts("rename", args, "fpru")
+        if len(operands) != 2:
+            raise Usage("missing source dataset argument" if not operands else "wrong arguments")
+        old, new = operands
+        if new.startswith("@"):
+            new = old.split("@", 1)[0] + new
+        self.doing("rename to", new)
+        rules.validate_any(old, existing=True)
+        rules.validate_any(new)
+        self.backend.rename(old, new)
+        return 0
+
+    def rollback(self, args: Sequence[str]) -> int:
+        found, operands = opts("rollback", args, "rRf")
+        if len(operands) != 1:
+            raise Usage("missing dataset argument" if not operands else "too many arguments")
+        self.doing("rollback", operands[0])
+        rules.validate_snapshot(operands[0], existing=True)
+        newer = "-r" in found or "-R" in found
+        self.backend.rollback(operands[0], destroy_newer=newer)
+        return 0
+
+    def bookmark(self, args: Sequence[str]) -> int:
+        _, operands = opts("bookmark", args, "")
+        if len(operands) != 2:
+            raise Usage("wrong number of arguments")
+        source, mark = operands
+        if mark.startswith("#"):
+            mark = source.split("@", 1)[0].split("#", 1)[0] + mark
+        self.doing("create bookmark", mark)
+        rules.validate_snapshot(source, existing=True)
+        rules.validate_bookmark(mark)
+        self.backend.bookmark(source, mark)
+        return 0
+
+    # -- holds --------------------------------------------------------------------------------
+    def _snapshots(self, names: Sequence[str], recursive: bool) -> list[str]:
+        for name in names:
+            rules.validate_snapshot(name, existing=True)
+        if not recursive:
+            return list(names)
+        result = []
+        for name in names:
+            dataset, short = name.split("@", 1)
+            result += [o.name for o in self.backend.list(dataset) if o.name.endswith(f"@{short}")]
+        return result
+
+    def hold(self, args: Sequence[str]) -> int:
+        found, operands = opts("hold", args, "r")
+        if len(operands) < 2:
+            raise Usage("too few arguments")
+        tag, snaps = operands[0], self._snapshots(operands[1:], "-r" in found)
+        self.doing("hold snapshot", snaps[0] if snaps else "")
+        self.backend.hold(tag, snaps)
+        return 0
+
+    def release(self, args: Sequence[str]) -> int:
+        found, operands = opts("release", args, "r")
+        if len(operands) < 2:
+            raise Usage("too few arguments")
+        tag, snaps = operands[0], self._snapshots(operands[1:], "-r" in found)
+        self.doing("release hold from snapshot", snaps[0] if snaps else "")
+        self.backend.release(tag, snaps)
+        return 0
+
+    def holds(self, args: Sequence[str]) -> int:
+        found, operands = opts("holds", args, "rHp")
+        if not operands:
+            raise Usage("missing snapshot argument")
+        rows = []
+        for snap in self._snapshots(operands, "-r" in found):
+            self.doing("open", snap)
+            # the backend contract keeps tags only; the hold's time is not known here
+            rows += [[snap, tag, "-"] for tag in self.backend.holds(snap)]
+        self.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted="-H" in found))
+        return 0
+
+    # -- diff and keys --------------------------------------------------------------------------
+    def diff(self, args: Sequence[str]) -> int:
+        found, operands = opts("diff", args, "FHth")
+        if len(operands) not in (1, 2):
+            raise Usage("must provide at least one snapshot name")
+        snapshot = operands[0]
+        other = operands[1] if len(operands) == 2 else snapshot.split("@", 1)[0]
+        if other.startswith("@"):
+            other = snapshot.split("@", 1)[0] + other
+        self.doing("diff", snapshot)
+        rules.validate_snapshot(snapshot, existing=True)
+        rules.validate_any(other, existing=True)
+        for entry in self.backend.diff(snapshot, other):
+            path = escape_path(entry.path)
+            if entry.new_path is not None:
+                sep = "\t" if "-H" in found else " -> "
+                path += sep + escape_path(entry.new_path)
+            self.out(f"{entry.change.value}\t{path}\n")
+        return 0
+
+    def _key_targets(self, found: dict[str, list[str]], operands: Sequence[str]) -> list[str]:
+        if "-a" in found:
+            return [o.name for o in self.backend.list(None) if o.encryption not in (None, "off")
+                    and o.type in (ObjType.FILESYSTEM, ObjType.VOLUME)]  # fmt: skip
+        if len(operands) != 1:
+            raise Usage("missing dataset argument")
+        rules.validate_dataset(operands[0], existing=True)
+        return [operands[0]]
+
+    def load_key(self, args: Sequence[str]) -> int:
+        found, operands = opts("load-key", args, "rnaL:")
+        location = found.get("-L", [None])[-1]
+        key: bytes | None = None
+        if location == "prompt":
+            key = self.stdin.read()
+        elif location is not None and location.startswith("file://"):
+            try:
+                key = Path(location[len("file://") :]).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"Failed to open key material file: {exc.strerror}") from None
+        elif location is not None:
+            raise Usage(f"invalid keylocation '{location}'")
+        for name in self._key_targets(found, operands):
+            self.doing("load key for", name)
+            if "-n" not in found:
+                self.backend.load_key(name, key=key)
+        return 0
+
+    def unload_key(self, args: Sequence[str]) -> int:
+        found, operands = opts("unload-key", args, "ra")
+        for name in self._key_targets(found, operands):
+            self.doing("unload key for", name)
+            self.backend.unload_key(name)
+        return 0
+
+
+def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None) -> int:
+    """``main(["zfs", "list"])``: run one command on the standard streams; the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.stderr.write("usage: python -m workers.zfs.front zfs|zpool command args ...\n")
+        return EXIT_USAGE
+    try:
+        chosen = backend if backend is not None else open_sim(sim_root())
+    except ZfleetError as exc:
+        sys.stderr.write(f"cannot open the simulated pools: {exc}\n")
+        return EXIT_FAILURE
+    front = Front(
+        chosen,
+        stdin=sys.stdin.buffer,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr,
+        stdout_is_tty=sys.stdout.isatty(),
+    )
+    try:
+        return front.run(args[0], args[1:])
+    finally:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader went away (`zfs list | head`); say nothing more, as zfs does
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

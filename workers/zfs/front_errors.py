@@ -1,0 +1,175 @@
+"""Typed errors -> the words and exit codes OpenZFS uses for the same failures.
+
+The front end speaks like `zfs` so that scripts, people and zfleet's own real backend (whose
+workers.zfs.errormap reads these words back) cannot tell it from the real command. The messages
+are OpenZFS 2.3.2's, as recorded in tests/fixtures/zfs-streams/cli-errors.txt and
+cli-samples.txt; the line breaks are libzfs's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from protocol.errors import (
+    ConfigError,
+    DatasetBusy,
+    DatasetExists,
+    DatasetNotFound,
+    DestinationHasSnapshots,
+    DestinationModified,
+    HasDependentClones,
+    KeyNotLoaded,
+    NameError_,
+    NoCommonSnapshot,
+    OriginMissing,
+    ResumeTokenStale,
+    StreamChecksumError,
+    StreamFormatError,
+    StreamIncomplete,
+    StreamTruncated,
+    TokenError,
+    ZfleetError,
+)
+from workers.zfs.base import ObjType, ZfsBackend
+
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_SEND_RESUME: Final = 255  # zfs send -t exits with libzfs's -1
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the command was doing when it failed: ``cannot <verb> '<subject>'``."""
+
+    verb: str
+    subject: str
+    new_stream: bool = True  # receive only: a full stream (vs. an incremental one)
+
+
+def _receive_message(error: ZfleetError, ctx: Context) -> str | None:
+    kind = "new filesystem" if ctx.new_stream else "incremental"
+    target = ctx.subject
+    if isinstance(error, NoCommonSnapshot):
+        return (
+            f"cannot receive incremental stream: most recent snapshot of {target} does not\n"
+            "match incremental source"
+        )
+    if isinstance(error, DatasetExists):
+        return (
+            f"cannot receive new filesystem stream: destination '{target}' exists\n"
+            "must specify -F to overwrite it"
+        )
+    if isinstance(error, DestinationModified):
+        return (
+            f"cannot receive incremental stream: destination {target} has been modified\n"
+            "since most recent snapshot"
+        )
+    if isinstance(error, DestinationHasSnapshots):
+        return (
+            f"cannot receive {kind} stream: destination has snapshots\n"
+            "must destroy them to overwrite it"
+        )
+    if isinstance(error, OriginMissing):
+        return f"cannot receive {kind} stream: local origin for clone {target} does not exist"
+    if isinstance(error, StreamIncomplete) and error.token:
+        return (
+            f"cannot receive {kind} stream: checksum mismatch or incomplete stream.\n"
+            "Partially received snapshot is saved.\n"
+            "A resuming stream can be generated on the sending system by running:\n"
+            f"    zfs send -t {error.token}"
+        )
+    if isinstance(error, StreamIncomplete | StreamTruncated):
+        return f"cannot receive {kind} stream: incomplete stream"
+    if isinstance(error, StreamChecksumError):
+        return f"cannot receive {kind} stream: checksum mismatch"
+    if isinstance(error, StreamFormatError):
+        return "cannot receive: invalid stream (bad magic number)"
+    return None
+
+
+def _dependents(backend: ZfsBackend, snapshot: str) -> list[str]:
+    """The clones of ``snapshot`` (or of any snapshot of a dataset) and their snapshots."""
+    found: list[str] = []
+    try:
+        objects = backend.list()
+    except ZfleetError:
+        return found
+    clones = {
+        o.name
+        for o in objects
+        if o.origin is not None and snapshot in (o.origin, o.origin.split("@", 1)[0])
+    }
+    for obj in objects:
+        if obj.dataset in clones:
+            found.append(obj.name)
+    return found
+
+
+def _newer(backend: ZfsBackend, snapshot: str) -> list[str]:
+    """Snapshots and bookmarks of the dataset taken after ``snapshot``."""
+    dataset = snapshot.split("@", 1)[0]
+    try:
+        objects = backend.list(dataset, recursive=False)
+    except ZfleetError:
+        return []
+    mine = next((o for o in objects if o.name == snapshot), None)
+    if mine is None:
+        return []
+    return [
+        o.name
+        for o in sorted(objects, key=lambda o: o.createtxg)
+        if o.type in (ObjType.SNAPSHOT, ObjType.BOOKMARK) and o.createtxg > mine.createtxg
+    ]
+
+
+def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, int]:
+    """OpenZFS's message (without the final newline) and exit code for ``error``."""
+    subject = ctx.subject
+    if isinstance(error, ConfigError):
+        return str(error), EXIT_USAGE
+    if isinstance(error, NameError_):
+        return f"cannot {ctx.verb} '{error.name}': {error.rule}", EXIT_FAILURE
+    if isinstance(error, TokenError):
+        return f"cannot resume send: resume token is corrupt ({error})", EXIT_SEND_RESUME
+    if isinstance(error, ResumeTokenStale):
+        return (
+            f"cannot resume send: '{subject}' used in the initial send no longer exists",
+            EXIT_SEND_RESUME,
+        )
+    if ctx.verb == "receive":
+        message = _receive_message(error, ctx)
+        if message is not None:
+            return message, EXIT_FAILURE
+    if isinstance(error, HasDependentClones):
+        listed = "".join(f"\n{name}" for name in _dependents(backend, subject))
+        kind = "snapshot" if "@" in subject else "filesystem"
+        return (
+            f"cannot destroy '{subject}': {kind} has dependent clones\n"
+            f"use '-R' to destroy the following datasets:{listed}",
+            EXIT_FAILURE,
+        )
+    if isinstance(error, DestinationHasSnapshots) and ctx.verb == "rollback":
+        listed = "".join(f"\n{name}" for name in _newer(backend, subject))
+        return (
+            f"cannot rollback to '{subject}': more recent snapshots or bookmarks exist\n"
+            f"use '-r' to force deletion of the following snapshots and bookmarks:{listed}",
+            EXIT_FAILURE,
+        )
+    if isinstance(error, DatasetBusy) and ctx.verb == "destroy" and "@" in subject:
+        return (
+            f"cannot destroy snapshot {subject}: it's being held. "
+            f"Run 'zfs holds -r {subject}' to see holders.",
+            EXIT_FAILURE,
+        )
+    if isinstance(error, DatasetNotFound) and "no such pool" in str(error):
+        return f"cannot open '{subject}': no such pool", EXIT_FAILURE
+    if isinstance(error, DatasetNotFound):
+        return f"cannot open '{subject}': dataset does not exist", EXIT_FAILURE
+    if isinstance(error, DatasetExists):
+        return f"cannot {ctx.verb} '{subject}': dataset already exists", EXIT_FAILURE
+    if isinstance(error, DatasetBusy):
+        return f"cannot {ctx.verb} '{subject}': dataset is busy", EXIT_FAILURE
+    if isinstance(error, KeyNotLoaded):
+        return f"cannot {ctx.verb} '{subject}': encryption key not loaded", EXIT_FAILURE
+    return f"cannot {ctx.verb} '{subject}': {error}", EXIT_FAILURE
