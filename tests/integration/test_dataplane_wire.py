@@ -24,7 +24,7 @@ from workers.dataplane.progress import ProgressEvent
 from workers.dataplane.sender import SendOptions, push_transfer
 from workers.dataplane.server import StreamServer
 from workers.dataplane.sinks import LinkOptions
-from workers.dataplane.targets import FileTarget, Outcome, PeerTarget
+from workers.dataplane.targets import FileTarget, Outcome, PeerTarget, StoreTarget
 from workers.tls import TlsConfig, client_context
 from workers.zfs.base import ReceiveSpec, SendSpec
 
@@ -307,3 +307,42 @@ def test_tls_transfer_and_a_client_from_another_ca_is_refused(source, tmp_path: 
         )
         assert report.targets[0].outcome is Outcome.FAILED
         assert "tank/x" not in target.applied and len(target.receives) == 1
+
+
+def test_fan_out_to_a_peer_and_the_object_store_in_one_send(
+    receiver, source, tmp_path: Path
+) -> None:
+    from workers.cloud import manifest as mf
+    from workers.cloud.ingest import StoreSink
+    from workers.cloud.repo import Repository, Secret
+    from workers.cloud.restore import restore_stream
+    from workers.cloud.targets import LocalTarget
+
+    server, target = receiver
+    repo = Repository.init(
+        LocalTarget(tmp_path / "store"),
+        Secret(passphrase="pw"),
+        pack_size=256 * 1024,
+        scrypt_n=2**10,
+    )
+
+    def broken(spec: SendSpec) -> StoreSink:
+        raise RuntimeError("bucket went away")
+
+    report = push_transfer(
+        source,
+        SendSpec(SNAP),
+        [
+            _peer(server, _grant()),
+            StoreTarget("local", lambda spec: StoreSink(repo)),
+            StoreTarget("broken", broken),
+        ],
+        options=FAST,
+    )
+    peer, store, failed = report.targets
+    assert peer.outcome is Outcome.OK and store.outcome is Outcome.OK
+    assert failed.outcome is Outcome.FAILED and "bucket went away" in (failed.error or "")
+    assert failed.error_type == "TransferError"
+    assert target.applied["tank/dst"] == FULL
+    [manifest] = mf.load_all(repo.target, repo.crypto)[0]
+    assert b"".join(restore_stream(repo, manifest)) == FULL
