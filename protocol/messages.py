@@ -61,7 +61,7 @@ INT_MAX: Final = 2**64 - 1
 M = TypeVar("M")
 T = TypeVar("T")
 
-_Convert = Callable[[Any, str], Any]  # (value, field path) -> converted value
+_Convert = Callable[[Any], Any]  # checks and converts one value; raises _Bad
 
 
 @dataclass(frozen=True)
@@ -183,12 +183,36 @@ def from_dict(data: object, expect: type[M] | None = None) -> M | object:
         want_name = want.kind if want else expect.__name__
         raise MessageError(f"expected message {want_name!r}, got {kind!r} v{version}")
     try:
-        return cast(M, _dataclass_from(entry.cls, data, kind, ""))
+        return cast(M, _dataclass_from(entry.cls, data))
+    except _Bad as bad:
+        raise bad.error(kind) from None
     except RecursionError as exc:
         raise MessageError(f"message {kind!r} is nested too deeply") from exc
 
 
 # -- plain-data conversion --------------------------------------------------------------------
+#
+# Converters raise the internal _Bad without building any text; each container on the way up
+# adds its step of the field path, and the public entry points turn it into a MessageError. So
+# a valid message costs no string formatting, and an invalid one is named precisely.
+
+
+class _Bad(Exception):
+    """A value that does not fit its field; ``template`` is formatted only when reported."""
+
+    def __init__(self, template: str, **values: object) -> None:
+        super().__init__(template)
+        self.template = template
+        self.values = values
+        self.steps: list[str] = []  # innermost first
+
+    def at(self, step: str) -> _Bad:
+        self.steps.append(step)
+        return self
+
+    def error(self, kind: str) -> MessageError:
+        path = "".join(reversed(self.steps)).lstrip(".")
+        return MessageError(f"message {kind!r}: " + self.template.format(path=path, **self.values))
 
 
 def _to_plain(msg: object, *, binary: bool) -> dict[str, Any]:
@@ -196,37 +220,41 @@ def _to_plain(msg: object, *, binary: bool) -> dict[str, Any]:
     if entry is None:
         raise MessageError(f"{type(msg).__name__} is not a registered message")
     out: dict[str, Any] = {KIND_KEY: entry.kind, VERSION_KEY: entry.version}
-    out.update(_dataclass_to(msg, entry.kind, "", binary))
+    try:
+        out.update(_dataclass_to(msg, "out-bin" if binary else "out-text"))
+    except _Bad as bad:
+        raise bad.error(entry.kind) from None
     return out
 
 
-def _dataclass_to(obj: object, kind: str, path: str, binary: bool) -> dict[str, Any]:
-    mode = "out-bin" if binary else "out-text"
+def _dataclass_to(obj: object, mode: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, convert, _required in _fields(type(obj), mode, kind):
-        out[name] = convert(getattr(obj, name), _join(path, name))
+    for name, convert, _required in _fields(type(obj), mode):
+        try:
+            out[name] = convert(getattr(obj, name))
+        except _Bad as bad:
+            raise bad.at("." + name) from None
     return out
 
 
-def _dataclass_from(cls: type[Any], data: Mapping[Any, Any], kind: str, path: str) -> Any:
+def _dataclass_from(cls: type[Any], data: Mapping[Any, Any]) -> Any:
     values: dict[str, Any] = {}
-    for name, convert, required in _fields(cls, "in", kind):
+    for name, convert, required in _fields(cls, "in"):
         if name in data:
-            values[name] = convert(data[name], _join(path, name))
+            try:
+                values[name] = convert(data[name])
+            except _Bad as bad:
+                raise bad.at("." + name) from None
         elif required:
-            raise MessageError(f"message {kind!r}: missing field '{_join(path, name)}'")
+            raise _Bad("missing field '{path}'").at("." + name)
     # Unknown keys are ignored on purpose: newer senders may add optional fields.
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:  # a __post_init__ refusing the values
-        raise MessageError(f"message {kind!r}: {path or cls.__name__}: {exc}") from exc
+        raise _Bad("{cls}: {exc}", cls=cls.__name__, exc=exc) from None
 
 
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _fields(cls: type[Any], mode: str, kind: str) -> tuple[tuple[str, _Convert, bool], ...]:
+def _fields(cls: type[Any], mode: str) -> tuple[tuple[str, _Convert, bool], ...]:
     cached = _FIELDS_CACHE.get((cls, mode))
     if cached is not None:
         return cached
@@ -236,86 +264,85 @@ def _fields(cls: type[Any], mode: str, kind: str) -> tuple[tuple[str, _Convert, 
         if not f.init:
             continue
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        table.append((f.name, _converter(hints[f.name], mode, kind), required))
+        table.append((f.name, _converter(hints[f.name], mode, cls.__name__), required))
     result = tuple(table)
     _FIELDS_CACHE[(cls, mode)] = result
     return result
 
 
-def _wrong(kind: str, path: str, want: str, value: object) -> MessageError:
-    return MessageError(
-        f"message {kind!r}: field '{path}' must be {want}, not {type(value).__name__}"
-    )
+_MUST_BE: Final = "field '{path}' must be {want}, not {got}"
 
 
-def _converter(tp: Any, mode: str, kind: str) -> _Convert:
+def _converter(tp: Any, mode: str, owner: str) -> _Convert:
     """A function checking (and converting) one value of type ``tp`` in direction ``mode``.
 
     ``mode`` is "in" (plain data -> Python), "out-bin" (Python -> msgpack-ready) or "out-text"
-    (Python -> JSON-ready: bytes as base64 text).
+    (Python -> JSON-ready: bytes as base64 text). ``owner`` names the class for setup errors.
     """
     inbound = mode == "in"
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
 
     if tp is Any or tp is object:
-        raise TypeError(f"message {kind!r}: fields typed Any cannot be checked; name a type")
+        raise TypeError(f"{owner}: fields typed Any cannot be checked; name a type")
     if tp is type(None) or tp is None:
 
-        def none(v: Any, path: str) -> Any:
+        def none(v: Any) -> Any:
             if v is not None:
-                raise _wrong(kind, path, "null", v)
+                raise _Bad(_MUST_BE, want="null", got=type(v).__name__)
             return None
 
         return none
     if tp is bool:
 
-        def boolean(v: Any, path: str) -> Any:
-            if not isinstance(v, bool):
-                raise _wrong(kind, path, "a bool", v)
+        def boolean(v: Any) -> Any:
+            if v is not True and v is not False:
+                raise _Bad(_MUST_BE, want="a bool", got=type(v).__name__)
             return v
 
         return boolean
     if tp is int:
 
-        def integer(v: Any, path: str) -> Any:
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise _wrong(kind, path, "an int", v)
+        def integer(v: Any) -> Any:
+            if type(v) is not int:
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise _Bad(_MUST_BE, want="an int", got=type(v).__name__)
+                v = int(v)
             if not INT_MIN <= v <= INT_MAX:
-                raise MessageError(f"message {kind!r}: field '{path}' is out of range ({v})")
-            return int(v)
+                raise _Bad("field '{path}' is out of range ({v})", v=_short(v))
+            return v
 
         return integer
     if tp is float:
 
-        def real(v: Any, path: str) -> Any:
+        def real(v: Any) -> Any:
             if not isinstance(v, int | float) or isinstance(v, bool):
-                raise _wrong(kind, path, "a number", v)
+                raise _Bad(_MUST_BE, want="a number", got=type(v).__name__)
             if isinstance(v, int) and not INT_MIN <= v <= INT_MAX:
-                raise MessageError(f"message {kind!r}: field '{path}' is out of range ({v})")
+                raise _Bad("field '{path}' is out of range ({v})", v=_short(v))
             return float(v)
 
         return real
     if tp is str:
 
-        def text(v: Any, path: str) -> Any:
-            if not isinstance(v, str):
-                raise _wrong(kind, path, "a string", v)
+        def text(v: Any) -> Any:
+            if type(v) is not str:
+                if not isinstance(v, str):
+                    raise _Bad(_MUST_BE, want="a string", got=type(v).__name__)
+                v = str(v)
             return v
 
         return text
     if tp is bytes:
 
-        def blob(v: Any, path: str) -> Any:
+        def blob(v: Any) -> Any:
             if inbound and isinstance(v, str):
                 try:
                     return base64.b64decode(v.encode("ascii"), validate=True)
-                except (binascii.Error, UnicodeEncodeError) as exc:
-                    raise MessageError(
-                        f"message {kind!r}: field '{path}' is not valid base64"
-                    ) from exc
+                except (binascii.Error, UnicodeEncodeError):
+                    raise _Bad("field '{path}' is not valid base64") from None
             if not isinstance(v, bytes | bytearray):
-                raise _wrong(kind, path, "bytes", v)
+                raise _Bad(_MUST_BE, want="bytes", got=type(v).__name__)
             if mode == "out-text":
                 return base64.b64encode(bytes(v)).decode("ascii")
             return bytes(v)
@@ -323,105 +350,129 @@ def _converter(tp: Any, mode: str, kind: str) -> _Convert:
         return blob
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         members = {m.value: m for m in tp}
-        value_conv = _converter(type(next(iter(tp)).value), mode, kind) if members else None
+        allowed = ", ".join(repr(x) for x in members)
+        value_conv = _converter(type(next(iter(tp)).value), mode, owner) if members else None
 
-        def enumeration(v: Any, path: str) -> Any:
+        def enumeration(v: Any) -> Any:
             if inbound:
-                raw = value_conv(v, path) if value_conv else v
+                raw = value_conv(v) if value_conv else v
                 member = members.get(raw)
                 if member is None:
-                    allowed = ", ".join(repr(x) for x in members)
-                    raise MessageError(
-                        f"message {kind!r}: field '{path}' must be one of {allowed}, got {v!r}"
+                    raise _Bad(
+                        "field '{path}' must be one of {allowed}, got {v}",
+                        allowed=allowed,
+                        v=_short(v),
                     )
                 return member
             if not isinstance(v, tp):
-                raise _wrong(kind, path, tp.__name__, v)
-            return value_conv(v.value, path) if value_conv else v.value
+                raise _Bad(_MUST_BE, want=tp.__name__, got=type(v).__name__)
+            return value_conv(v.value) if value_conv else v.value
 
         return enumeration
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         cls = tp
 
-        def nested(v: Any, path: str) -> Any:
+        def nested(v: Any) -> Any:
             if inbound:
                 if not isinstance(v, Mapping):
-                    raise _wrong(kind, path, f"a map ({cls.__name__})", v)
-                return _dataclass_from(cls, v, kind, path)
+                    raise _Bad(_MUST_BE, want=f"a map ({cls.__name__})", got=type(v).__name__)
+                return _dataclass_from(cls, v)
             if not isinstance(v, cls):
-                raise _wrong(kind, path, cls.__name__, v)
-            return _dataclass_to(v, kind, path, mode == "out-bin")
+                raise _Bad(_MUST_BE, want=cls.__name__, got=type(v).__name__)
+            return _dataclass_to(v, mode)
 
         return nested
     if origin is Literal:
-        allowed = args
+        choices = args
+        shown = ", ".join(map(repr, choices))
 
-        def literal(v: Any, path: str) -> Any:
+        def literal(v: Any) -> Any:
             # Compare types too: True == 1, but a bool is not the literal 1.
-            if not any(type(a) is type(v) and a == v for a in allowed):
-                raise MessageError(
-                    f"message {kind!r}: field '{path}' must be one of "
-                    f"{', '.join(map(repr, allowed))}, got {v!r}"
+            if not any(type(a) is type(v) and a == v for a in choices):
+                raise _Bad(
+                    "field '{path}' must be one of {shown}, got {v}", shown=shown, v=_short(v)
                 )
             return v
 
         return literal
     if origin is typing.Union or origin is types.UnionType:
-        branches = [_converter(a, mode, kind) for a in args]
         names = " | ".join(_type_name(a) for a in args)
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and len(args) == 2:
+            inner = _converter(others[0], mode, owner)
 
-        def union(v: Any, path: str) -> Any:
+            def optional(v: Any) -> Any:
+                if v is None:
+                    return None
+                try:
+                    return inner(v)
+                except _Bad as bad:
+                    if bad.steps:  # the right type, wrong inside: keep the precise error
+                        raise
+                    raise _Bad(_MUST_BE, want=names, got=type(v).__name__) from None
+
+            return optional
+        branches = [_converter(a, mode, owner) for a in args]
+
+        def union(v: Any) -> Any:
+            deep: _Bad | None = None
             for branch in branches:
                 try:
-                    return branch(v, path)
-                except MessageError:
-                    continue
-            raise _wrong(kind, path, names, v)
+                    return branch(v)
+                except _Bad as bad:
+                    if bad.steps and deep is None:
+                        deep = bad
+            if deep is not None:
+                raise deep
+            raise _Bad(_MUST_BE, want=names, got=type(v).__name__)
 
         return union
     if origin is tuple or origin is list:
         is_tuple = origin is tuple
-        if is_tuple and len(args) == 2 and args[1] is Ellipsis:
-            item = _converter(args[0], mode, kind)
-            fixed: list[_Convert] | None = None
-        elif is_tuple:
-            item = None
-            fixed = [_converter(a, mode, kind) for a in args if a is not Ellipsis]
-        else:
-            item = _converter(args[0] if args else str, mode, kind)
-            fixed = None
+        fixed: list[_Convert] | None = None
+        each: _Convert = _converter(args[0] if args else str, mode, owner)
+        if is_tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            fixed = [_converter(a, mode, owner) for a in args]
 
-        def sequence(v: Any, path: str) -> Any:
+        def sequence(v: Any) -> Any:
             if not isinstance(v, list | tuple):
-                raise _wrong(kind, path, "a list", v)
-            if fixed is not None:
-                if len(v) != len(fixed):
-                    raise MessageError(
-                        f"message {kind!r}: field '{path}' must have {len(fixed)} items, "
-                        f"not {len(v)}"
-                    )
-                out = [c(x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(fixed, v, strict=True))]
-            else:
-                assert item is not None
-                out = [item(x, f"{path}[{i}]") for i, x in enumerate(v)]
+                raise _Bad(_MUST_BE, want="a list", got=type(v).__name__)
+            convs = fixed
+            if convs is not None and len(v) != len(convs):
+                raise _Bad("field '{path}' must have {n} items, not {m}", n=len(convs), m=len(v))
+            out = []
+            for i, x in enumerate(v):
+                try:
+                    out.append(convs[i](x) if convs is not None else each(x))
+                except _Bad as bad:
+                    raise bad.at(f"[{i}]") from None
             if inbound:
                 return tuple(out) if is_tuple else out
             return out
 
         return sequence
-    if origin in (dict, Mapping, typing.Mapping) or (
-        origin is not None and isinstance(origin, type) and issubclass(origin, Mapping)
-    ):
-        key_conv = _converter(args[0] if args else str, mode, kind)
-        val_conv = _converter(args[1] if args else str, mode, kind)
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
+        key_conv = _converter(args[0] if args else str, mode, owner)
+        val_conv = _converter(args[1] if args else str, mode, owner)
 
-        def mapping(v: Any, path: str) -> Any:
+        def mapping(v: Any) -> Any:
             if not isinstance(v, Mapping):
-                raise _wrong(kind, path, "a map", v)
-            return {key_conv(k, f"{path} key"): val_conv(x, f"{path}[{k!r}]") for k, x in v.items()}
+                raise _Bad(_MUST_BE, want="a map", got=type(v).__name__)
+            out = {}
+            for k, x in v.items():
+                try:
+                    out[key_conv(k)] = val_conv(x)
+                except _Bad as bad:
+                    raise bad.at(f"[{k!r}]") from None
+            return out
 
         return mapping
-    raise TypeError(f"message {kind!r}: field type {tp!r} is not supported")
+    raise TypeError(f"{owner}: field type {tp!r} is not supported")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _type_name(tp: Any) -> str:
@@ -607,5 +658,7 @@ def _record_from(cls: type[T], obj: object) -> T:
             # Enums of another module (ObjType) travel by value, as they would on the wire.
             data[f.name] = value.value if isinstance(value, enum.Enum) else value
     entry = _BY_CLASS.get(cls)
-    kind = entry.kind if entry else cls.__name__
-    return cast(T, _dataclass_from(cls, data, kind, ""))
+    try:
+        return cast(T, _dataclass_from(cls, data))
+    except _Bad as bad:
+        raise bad.error(entry.kind if entry else cls.__name__) from None

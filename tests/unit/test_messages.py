@@ -270,3 +270,60 @@ def test_mapping_field_values_are_plain_dicts() -> None:
     assert isinstance(event, StepEvent)
     assert isinstance(event.result, Mapping)
     assert event.result["a"] == 1
+
+
+guids = st.integers(0, GUID_MAX)
+short_text = st.text(max_size=20)
+records = st.builds(
+    ZfsObjectRecord,
+    name=short_text,
+    type=st.sampled_from(ObjectType),
+    guid=guids,
+    createtxg=guids,
+    creation=st.integers(0, 2**40),
+    origin=st.none() | short_text,
+    used=guids,
+    receive_resume_token=st.none() | short_text,
+    user_props=st.dictionaries(short_text, short_text, max_size=3),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.builds(
+        InventoryReport,
+        host=short_text,
+        taken_at=st.floats(allow_nan=False, allow_infinity=False),
+        objects=st.lists(records, max_size=5).map(tuple),
+        root=st.none() | short_text,
+    ),
+    st.builds(
+        StepEvent,
+        job_id=short_text,
+        step_id=short_text,
+        attempt=st.integers(0, 1000),
+        host=short_text,
+        state=st.sampled_from(StepState),
+        error_message=st.none() | st.text(),
+        retryable=st.booleans(),
+        result=st.dictionaries(
+            short_text, st.none() | st.booleans() | guids | st.integers(-(2**63), 0) | short_text
+        ),
+    ),
+)
+def test_any_valid_message_round_trips(report: InventoryReport, event: StepEvent) -> None:
+    for msg in (report, event):
+        assert decode(encode(msg)) == msg
+        assert from_dict(json.loads(json.dumps(to_dict(msg)))) == msg
+
+
+def test_optional_nested_errors_keep_their_path_and_long_values_are_cut() -> None:
+    plain = to_dict(_inventory())
+    plain["objects"][0]["origin"] = 5
+    with pytest.raises(MessageError, match=r"'objects\[0\]\.origin' must be str \| null, not int"):
+        from_dict(plain)
+    plain = to_dict(StepEvent("j", "s", 1, "h", StepState.STARTED))
+    plain["state"] = "x" * 10_000
+    with pytest.raises(MessageError) as caught:
+        from_dict(plain)
+    assert len(str(caught.value)) < 300
