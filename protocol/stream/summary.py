@@ -30,6 +30,7 @@ class StreamSummary:
     total_length: int = 0
     begins: list[BeginInfo] = field(default_factory=list)
     end_checksums: list[tuple[int, int, int, int]] = field(default_factory=list)
+    end_indices: list[int] = field(default_factory=list)  # record numbers of the ENDs
     checksums_verified: bool = False
 
     @property
@@ -68,4 +69,5 @@ def summarize(fp: Readable, *, verify: bool = True) -> StreamSummary:
             summary.begins.append(parse_begin(record))
         elif record.type == DrrType.END:
             summary.end_checksums.append(record.fields["checksum"])
+            summary.end_indices.append(record.index)
     return summary
