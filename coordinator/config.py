@@ -188,7 +188,8 @@ def parse_config(text: str, *, source: str = "<string>") -> FleetConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     w = _Where(text, source)
-    _only(w, (), data, {"hosts", "stores", "jobs"})
+    # [settings] belongs to protocol/settings.py when both live in one file.
+    _only(w, (), data, {"hosts", "stores", "jobs", "settings"})
     hosts = {n: _host(w, n, v) for n, v in _table(w, ("hosts",), data.get("hosts", {})).items()}
     stores = {n: _store(w, n, v) for n, v in _table(w, ("stores",), data.get("stores", {})).items()}
     jobs = {

@@ -71,6 +71,7 @@ class Step:
     error_type: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    sent_at: float | None = None  # None while submitted but not yet handed to the broker
 
     @classmethod
     def from_plan(cls, plan: StepPlan) -> Step:
@@ -137,6 +138,7 @@ def add_steps(job: Job, plans: Iterable[StepPlan], *, after: str | None = None) 
             raise JobError(f"job {job.id}: step {p.id} depends on unknown steps {unknown}")
         job.steps[step.id] = step
         added.append(step)
+    job.options["order"] = list(job.steps)  # the store keeps no order of its own
     return added
 
 
@@ -161,6 +163,7 @@ def mark_submitted(step: Step, now: float) -> None:
     """The step is about to be sent as its next attempt."""
     step.attempt += 1
     step.status = SUBMITTED
+    step.sent_at = None
     step.started_at = step.started_at or now
 
 

@@ -1,0 +1,340 @@
+"""The coordinator loop: hold the lease, apply step events, submit ready steps, start schedules.
+
+One tick: renew the leader lease; read step events (claiming what a dead coordinator left
+pending) and store their effect together with the XACK; then for every active job apply cancel
+requests, notice steps whose worker went away, run coordinator-side steps (``plan``), take the
+job's dataset locks, and submit ready steps to their host's queue. Each submission is stored
+before it is sent and marked sent after, so a coordinator killed in between re-sends it (the
+worker recognises a step it already did) instead of losing it.
+
+Usable in-process: ``Coordinator(...).run(stop_event)`` in a thread, or ``tick()`` by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis
+import structlog
+
+from coordinator import engine, keys, scheduler
+from coordinator.config import FleetConfig, parse_config
+from coordinator.engine import Job, RetryPolicy, Step
+from coordinator.events import EventConsumer
+from coordinator.jobstore import JobStore
+from coordinator.lease import LeaderLease
+from coordinator.locks import DatasetLocks
+from coordinator.planner import PLAN, TRANSFER
+from coordinator.syncjob import expand, new_sync_job, plan_job
+from protocol.errors import JobError, LeaseLost, ZfleetError
+from protocol.grants import new_grant, sign_grant
+from protocol.messages import StepCall, to_dict
+
+log = structlog.get_logger(__name__)
+
+Submit = Callable[[str, StepCall], None]
+# A restarted worker gets this long to pick up messages queued before it came back.
+LOST_GRACE: Final = 10.0
+# A grant must outlive the queue wait and the stream's start, not the whole stream.
+GRANT_TTL: Final = 6 * 3600.0
+
+
+def celery_submitter(app: Any) -> Submit:
+    """Send step calls as ``zfleet.step`` tasks to the host's queue."""
+    from workers.celery_app import STEP_TASK, queue_for
+
+    def submit(host: str, call: StepCall) -> None:
+        app.send_task(STEP_TASK, args=[to_dict(call)], queue=queue_for(host))
+
+    return submit
+
+
+@dataclass
+class _Config:
+    text: str
+    parsed: FleetConfig
+
+
+class Coordinator:
+    """Drives every active job; only the holder of the leader lease acts."""
+
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        submit: Submit,
+        *,
+        config_path: str | None = None,
+        owner: str | None = None,
+        lease_ttl_ms: int = 10_000,
+        policy: RetryPolicy | None = None,
+        block_ms: int = 500,
+        grant_secret: bytes | None = None,
+        grant_ttl: float = GRANT_TTL,
+    ) -> None:
+        self.r = client
+        self.submit = submit
+        self.owner = owner or f"coordinator-{uuid.uuid4().hex[:8]}"
+        self.store = JobStore(client)
+        self.events = EventConsumer(client, self.owner)
+        self.lease = LeaderLease(client, self.owner, lease_ttl_ms)
+        self.locks = DatasetLocks(client)
+        self.policy = policy or RetryPolicy()
+        self.block_ms = block_ms
+        self.grant_secret = grant_secret
+        self.grant_ttl = grant_ttl
+        self.config: _Config | None = None
+        if config_path is not None:
+            with open(config_path, encoding="utf-8") as fh:
+                text = fh.read()
+            self.config = _Config(text, parse_config(text, source=config_path))
+        self._renewed = 0.0
+        self._waiting_logged: set[str] = set()
+        self.log = log.bind(coordinator=self.owner)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop`` is set; stand by while another coordinator holds the lease."""
+        self.log.info("coordinator.started")
+        try:
+            while not stop.is_set():
+                if not self.lease.held:
+                    if not self.lease.acquire():
+                        stop.wait(min(1.0, self.lease.ttl_ms / 3000))
+                        continue
+                    self.log.info("coordinator.leader")
+                    self._renewed = time.monotonic()
+                    self.resend_unsent()
+                try:
+                    self.tick()
+                except LeaseLost as exc:
+                    self.log.warning("coordinator.lease_lost", error=str(exc))
+                except redis.RedisError as exc:
+                    self.log.warning("coordinator.redis_error", error=str(exc))
+                    stop.wait(1.0)
+        finally:
+            self.lease.release()
+            self.log.info("coordinator.stopped")
+
+    def tick(self, now: float | None = None) -> None:
+        """One round of work (the caller must hold the lease)."""
+        if time.monotonic() - self._renewed > self.lease.ttl_ms / 3000:
+            self.lease.renew()
+            self._renewed = time.monotonic()
+        self.apply_events()
+        t = time.time() if now is None else now
+        for job_id in self.store.active_ids():
+            try:
+                self.advance(job_id, t)
+            except JobError as exc:
+                self.log.warning("job.unloadable", job_id=job_id, error=str(exc))
+                self.r.srem(keys.JOBS_ACTIVE, job_id)
+        self.start_scheduled(t)
+
+    # -- events ----------------------------------------------------------------------------
+    def apply_events(self) -> None:
+        deliveries = self.events.read(block_ms=self.block_ms)
+        if not deliveries:
+            return
+        by_job: dict[str, list[Any]] = {}
+        junk: list[bytes] = []
+        for d in deliveries:
+            if d.event is None:
+                junk.append(d.entry_id)
+            else:
+                by_job.setdefault(d.event.job_id, []).append(d)
+        self.events.ack(junk)
+        for job_id, items in by_job.items():
+            ids = [d.entry_id for d in items]
+            try:
+                job = self.store.load(job_id)
+            except JobError:
+                self.events.ack(ids)
+                continue
+            changed: dict[str, Step] = {}
+            now = time.time()
+            for d in items:
+                if engine.apply_event(job, d.event, self.policy, now):
+                    step = job.steps[d.event.step_id]
+                    changed[step.id] = step
+                    self.log.info("step.event", job_id=job.id, step_id=step.id,
+                                  state=d.event.state.value, attempt=d.event.attempt,
+                                  error=d.event.error_message)  # fmt: skip
+            # blocking may have changed other steps: write them all when anything changed
+            pipe = self.r.pipeline(transaction=True)
+            if changed:
+                self.store.save(job, None, pipe)
+            self.events.ack(ids, pipe)
+            pipe.execute()
+            if job.done:
+                self._finish(job)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def advance(self, job_id: str, now: float) -> None:
+        """Move one job forward: cancel, lost workers, coordinator steps, locks, submissions."""
+        job = self.store.load(job_id)
+        if job.done:
+            self._finish(job)
+            return
+        if not job.cancel_requested and self.store.cancel_requested(job.id):
+            engine.cancel(job, now)
+            self.log.info("job.cancelling", job_id=job.id)
+            self.store.save(job)
+        self._check_lost(job, now)
+        for step in engine.ready_steps(job, now):
+            if job.done:
+                break
+            if step.host is None:
+                self._run_local(job, step, now)
+                continue
+            if step.writes and not self._locked(job):
+                continue
+            engine.mark_submitted(step, now)
+            self.store.save(job, [step])
+            self._send(job, step)
+        if job.done:
+            self.store.save(job)
+            self._finish(job)
+
+    def _send(self, job: Job, step: Step) -> None:
+        assert step.host is not None
+        args = self._with_grants(job, step) if step.kind == TRANSFER else step.args
+        call = StepCall(
+            job_id=job.id, step_id=step.id, attempt=step.attempt, step_kind=step.kind,
+            host=step.host, args_json=json.dumps(args, sort_keys=True),
+        )  # fmt: skip
+        self.submit(step.host, call)
+        step.sent_at = time.time()
+        self.store.save(job, [step])
+        self.log.info("step.submitted", job_id=job.id, step_id=step.id, host=step.host,
+                      kind=step.kind, attempt=step.attempt)  # fmt: skip
+
+    def _with_grants(self, job: Job, step: Step) -> dict[str, Any]:
+        """The transfer's arguments with a grant per target, signed for this attempt only."""
+        if self.grant_secret is None:
+            return step.args
+        targets = []
+        for t in step.args.get("targets", []):
+            grant = new_grant(
+                transfer_id=f"{job.id}/{step.id}/{step.attempt}/{t['host']}",
+                host=t["host"], dataset=t["dataset"], fromguid=int(step.args["from_guid"]),
+                toguid=int(step.args["to_guid"]), ttl=self.grant_ttl, force=bool(t["force"]),
+            )  # fmt: skip
+            targets.append({**t, "grant": sign_grant(self.grant_secret, grant)})
+        return {**step.args, "targets": targets}
+
+    def resend_unsent(self) -> None:
+        """After taking the lease: send what a dead coordinator stored but never sent."""
+        for job_id in self.store.active_ids():
+            try:
+                job = self.store.load(job_id)
+            except JobError:
+                continue
+            for step in job.steps.values():
+                if step.status == engine.SUBMITTED and step.sent_at is None and step.host:
+                    self.log.info("step.resend", job_id=job.id, step_id=step.id)
+                    self._send(job, step)
+
+    def _run_local(self, job: Job, step: Step, now: float) -> None:
+        engine.mark_submitted(step, now)
+        if step.kind != PLAN:
+            engine.finish_step(step, engine.FAILED, now, error=f"unknown local step {step.kind}")
+        else:
+            try:
+                plan = plan_job(self.store, job)
+                expand(job, plan)
+                engine.finish_step(step, engine.SUCCEEDED, time.time(),
+                                   result={"steps": len(plan.steps), "estimate": plan.estimate,
+                                           "refusals": len(plan.refusals)})  # fmt: skip
+                self.log.info("plan.done", job_id=job.id, steps=len(plan.steps),
+                              refusals=len(plan.refusals), estimate=plan.estimate)  # fmt: skip
+            except ZfleetError as exc:
+                engine.finish_step(step, engine.FAILED, time.time(), error=str(exc),
+                                   error_type=type(exc).__name__)  # fmt: skip
+        engine.settle(job, time.time())
+        self.store.save(job)
+
+    def _locked(self, job: Job) -> bool:
+        if job.options.get("locked"):
+            return True
+        resources = sorted({w for s in job.steps.values() for w in s.writes})
+        active = set(self.store.active_ids())
+        conflicts = self.locks.acquire_all(job.id, resources, alive=lambda j: j in active)
+        if conflicts:
+            if job.id not in self._waiting_logged:
+                self._waiting_logged.add(job.id)
+                self.log.info("job.waiting_for_lock", job_id=job.id, held_by=conflicts)
+            return False
+        job.options["locked"] = True
+        job.options["locks"] = resources
+        self.store.save(job, [])
+        return True
+
+    def _check_lost(self, job: Job, now: float) -> None:
+        """Give a new attempt to steps whose worker died or restarted while it held them."""
+        for step in job.steps.values():
+            if step.host is None or step.status not in (engine.SUBMITTED, engine.RUNNING):
+                continue
+            beat: dict[bytes, bytes] = self.r.hgetall(keys.worker(step.host))
+            instance = beat.get(b"instance", b"").decode()
+            started = float(beat.get(b"started", b"0"))
+            reason = None
+            if step.status == engine.RUNNING:
+                ran_on = str(step.result.get("worker", ""))
+                if not beat:
+                    reason = f"worker {step.host} stopped heartbeating"
+                elif ran_on and instance != ran_on:
+                    reason = f"worker {step.host} restarted during the step"
+            elif (beat and step.sent_at is not None and started > step.sent_at
+                  and now - started > LOST_GRACE):  # fmt: skip
+                reason = f"worker {step.host} restarted and never picked the step up"
+            if reason:
+                self.log.warning("step.lost", job_id=job.id, step_id=step.id, reason=reason)
+                engine.retry_lost(job, step.id, reason, self.policy, now)
+                self.store.save(job)
+
+    def _finish(self, job: Job) -> None:
+        if job.options.get("locks"):
+            self.locks.release_all(job.id, job.options["locks"])
+        self.r.srem(keys.JOBS_ACTIVE, job.id)
+        self.log.info("job.finished", job_id=job.id, status=job.status, error=job.error)
+
+    # -- schedules -------------------------------------------------------------------------
+    def start_scheduled(self, now: float) -> None:
+        if self.config is None:
+            return
+        names = [n for n, j in self.config.parsed.jobs.items() if j.schedule is not None]
+        if not names:
+            return
+        running = {j.name for j in (self._load_quiet(i) for i in self.store.active_ids()) if j}
+        last = scheduler.last_runs(self.r, names)
+        for name in scheduler.due(self.config.parsed, last, running, now):
+            job = new_sync_job(self.config.text, self.config.parsed, name, now=now,
+                               trigger="schedule")  # fmt: skip
+            self.store.create(job)
+            scheduler.record_run(self.r, name, now)
+            self.log.info("job.scheduled", job_id=job.id, job=name)
+
+    def _load_quiet(self, job_id: str) -> Job | None:
+        try:
+            return self.store.load(job_id)
+        except JobError:
+            return None
+
+
+def wait_job(store: JobStore, job_id: str, *, timeout: float, poll: float = 0.2,
+             on_poll: Callable[[Job], None] | None = None) -> Job:  # fmt: skip
+    """Wait until the job is finished (or ``timeout`` seconds); returns its last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.load(job_id)
+        if on_poll is not None:
+            on_poll(job)
+        if job.done or time.monotonic() >= deadline:
+            return job
+        time.sleep(poll)

@@ -1,0 +1,149 @@
+"""A sync job's life as a DAG: snapshot, inventory, plan, then the planned steps.
+
+The first steps are known up front (one atomic snapshot per source host, one inventory per host
+involved, then ``plan``); the ``plan`` step runs in the coordinator on the fresh inventories and
+appends the planner's DAG behind itself. The job stores the config text it was started with, so a
+restarted coordinator plans exactly what was asked.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from coordinator.config import FleetConfig, JobConfig, parse_config
+from coordinator.engine import Job, add_steps
+from coordinator.graph import FleetGraph
+from coordinator.jobstore import JobStore
+from coordinator.planner import INVENTORY, PLAN, SNAPSHOT, Plan, StepPlan, plan_sync
+from protocol.errors import ConfigError
+from protocol.messages import InventoryReport
+from workers.zfs.base import ObjType, ZfsObject
+
+
+def new_job_id() -> str:
+    """Sortable by time, unique without coordination: ``20261128T075812-1a2b3c``."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def snapshot_name(job: JobConfig, now: float) -> str | None:
+    """The snapshot this run takes, from the job's pattern (UTC), if it has one."""
+    if job.snapshot_pattern is None:
+        return None
+    return time.strftime(job.snapshot_pattern, time.gmtime(now))
+
+
+def host_roots(job: JobConfig) -> dict[str, list[str]]:
+    """For each host the job touches, the dataset roots its inventory must cover."""
+    roots: dict[str, list[str]] = {}
+    for src in job.sources:
+        roots.setdefault(src.host, []).append(src.dataset)
+        for tgt in job.targets:
+            if tgt.host and tgt.dataset:
+                roots.setdefault(tgt.host, []).append(job.target_dataset(src, tgt, src.dataset))
+    return {h: sorted(set(r)) for h, r in roots.items()}
+
+
+def new_sync_job(
+    config_text: str,
+    config: FleetConfig,
+    name: str,
+    *,
+    dry_run: bool = False,
+    now: float | None = None,
+    job_id: str | None = None,
+    trigger: str = "cli",
+) -> Job:
+    """The DAG's first steps for one run of the job ``name``."""
+    when = time.time() if now is None else now
+    jc = config.job(name)
+    stores = [t.store for t in jc.targets if t.store]
+    job = Job(
+        id=job_id or new_job_id(),
+        name=name,
+        kind="sync",
+        created=when,
+        options={"config": config_text, "source": config.source, "dry_run": dry_run,
+                 "trigger": trigger, "stores": stores},
+    )  # fmt: skip
+    steps: list[StepPlan] = []
+    snap_ids: dict[str, str] = {}
+    snap = None if dry_run else snapshot_name(jc, when)
+    if snap:
+        by_host: dict[str, list[str]] = {}
+        for src in jc.sources:
+            by_host.setdefault(src.host, []).append(f"{src.dataset}@{snap}")
+        for host, names in sorted(by_host.items()):
+            sid = f"snapshot-{host}"
+            snap_ids[host] = sid
+            steps.append(
+                StepPlan(id=sid, kind=SNAPSHOT, host=host,
+                         args={"names": names, "recursive": jc.recursive})
+            )  # fmt: skip
+    inv_ids = []
+    for host, roots in sorted(host_roots(jc).items()):
+        sid = f"inventory-{host}"
+        inv_ids.append(sid)
+        deps = (snap_ids[host],) if host in snap_ids else ()
+        steps.append(StepPlan(id=sid, kind=INVENTORY, host=host, args={"roots": roots}, deps=deps))
+    steps.append(StepPlan(id="plan", kind=PLAN, host=None, args={}, deps=tuple(inv_ids)))
+    add_steps(job, steps)
+    return job
+
+
+def submit_sync(
+    store: JobStore, config_path: str, name: str, *, dry_run: bool = False, trigger: str = "cli"
+) -> Job:
+    """Read the config, build the job and hand it to the coordinator; returns the stored job."""
+    with open(config_path, encoding="utf-8") as fh:
+        text = fh.read()
+    config = parse_config(text, source=config_path)
+    job = new_sync_job(text, config, name, dry_run=dry_run, trigger=trigger)
+    store.create(job)
+    return job
+
+
+def plan_job(store: JobStore, job: Job) -> Plan:
+    """Run the planner for ``job`` on the inventories its own inventory steps took."""
+    text = job.options.get("config")
+    if not isinstance(text, str):
+        raise ConfigError(f"job {job.id} carries no config")
+    config = parse_config(text, source=str(job.options.get("source", "<job>")))
+    graph = FleetGraph()
+    for step in job.steps.values():
+        if step.kind != INVENTORY or step.host is None:
+            continue
+        report = store.inventory(step.host, job.id)
+        if report is not None:
+            graph.add_inventory(step.host, report_objects(report), report.taken_at)
+    return plan_sync(graph, config.job(job.name), job_id=job.id)
+
+
+def report_objects(report: InventoryReport) -> list[ZfsObject]:
+    """An inventory report's rows as the backend's ZfsObject."""
+    return [
+        ZfsObject(**{**r.as_kwargs(), "type": ObjType(r.type.value)}) for r in report.objects
+    ]
+
+
+def expand(job: Job, plan: Plan) -> None:
+    """Record the plan in the job and (unless a dry run) append its steps after ``plan``."""
+    job.report = {
+        "refusals": [asdict(r) for r in plan.refusals],
+        "up_to_date": list(plan.up_to_date),
+        "notes": list(plan.notes),
+        "estimate": plan.estimate,
+        "plan": [plan_row(s) for s in plan.steps],
+    }
+    if plan.refusals:
+        job.error = "; ".join(str(r) for r in plan.refusals)
+    if not job.options.get("dry_run"):
+        add_steps(job, plan.steps, after=PLAN)
+
+
+def plan_row(step: StepPlan) -> dict[str, Any]:
+    """A plan step as plain data for ``--dry-run`` output and the job report."""
+    return {"id": step.id, "kind": step.kind, "host": step.host, "deps": list(step.deps),
+            "estimate": step.estimate, "args": dict(step.args)}  # fmt: skip

