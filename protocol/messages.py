@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import enum
 import types
@@ -93,6 +94,10 @@ def message(kind: str, *, version: int = 1) -> Callable[[type[T]], type[T]]:
         key = (kind, version)
         if key in _BY_KEY and _BY_KEY[key].cls is not cls:
             raise TypeError(f"message {kind!r} v{version} is already registered")
+        # Refuse unsupported field types at import, not at first use; a forward reference to
+        # a class defined later is left to be checked at first use.
+        with contextlib.suppress(NameError):
+            _fields(cls, "in")
         entry = _Entry(cls, kind, version)
         _BY_KEY[key] = entry
         _BY_CLASS[cls] = entry

@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 import pytest
@@ -201,6 +202,13 @@ def test_registration_refuses_mutable_or_reserved() -> None:
         @dataclass
         class Mutable:
             x: int
+
+    with pytest.raises(TypeError, match="fields typed Any cannot be checked"):
+
+        @message("test.untyped")
+        @dataclass(frozen=True)
+        class Untyped:
+            x: Any
 
     with pytest.raises(TypeError, match="reserved"):
 
