@@ -276,6 +276,11 @@ class S3Target:
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
             if code in _CONFLICT_CODES or status in (409, 412):
                 return StoreConflict(f"{action} {key}: lost a conditional write ({code})")
+            if status == 403 or code in ("AccessDenied", "SignatureDoesNotMatch"):
+                detail = code if code and code != "403" else "Forbidden"
+                return StoreError(
+                    f"{action} {key}: access denied ({detail}): check the credentials"
+                )
             if code == "NoSuchBucket":
                 return StoreError(f"bucket {self.settings.bucket!r} does not exist")
             if code in _MISSING_CODES or status == 404:
