@@ -62,24 +62,25 @@ class Wire:
 
     # -- in ----------------------------------------------------------------------------------
     def _read_exact(self, n: int) -> bytes:
-        parts = bytearray()
-        while len(parts) < n:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
             try:
-                chunk = self.sock.recv(min(n - len(parts), 1 << 20))
+                size = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
             except TimeoutError as exc:
                 raise TransferInterrupted(
                     f"peer {self.peer} stalled: nothing received for {self.timeout:g}s"
                 ) from exc
             except (OSError, ssl.SSLError) as exc:
                 raise TransferInterrupted(f"connection to {self.peer} lost: {exc}") from exc
-            if not chunk:
+            if not size:
                 raise TransferInterrupted(
-                    f"connection to {self.peer} closed after {self.received_bytes + len(parts)} "
-                    "bytes"
+                    f"connection to {self.peer} closed after {self.received_bytes + got} bytes"
                 )
-            parts += chunk
+            got += size
         self.received_bytes += n
-        return bytes(parts)
+        return bytes(buf)
 
     def recv(self, timeout: float | None = None) -> Frame:
         """The next frame; raises TransferInterrupted on a drop or stall, FrameError if corrupt."""
