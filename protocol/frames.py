@@ -262,23 +262,29 @@ class FrameDecoder:
         self._check_usable()
         self._buf += data
         out: list[Frame] = []
+        pos = 0  # consumed bytes; removed from the buffer once, so big feeds stay linear
+        view = memoryview(self._buf)
         try:
             while True:
                 if self._pending is None:
-                    if len(self._buf) < PREAMBLE_SIZE:
+                    if len(view) - pos < PREAMBLE_SIZE:
                         break
-                    self._pending = self._parse_preamble(bytes(self._buf[:PREAMBLE_SIZE]))
-                    del self._buf[:PREAMBLE_SIZE]
+                    self._pending = self._parse_preamble(bytes(view[pos : pos + PREAMBLE_SIZE]))
+                    pos += PREAMBLE_SIZE
                 pre = self._pending
-                if len(self._buf) < pre.body_len:
+                if len(view) - pos < pre.body_len:
                     break
-                body = bytes(self._buf[: pre.body_len])
-                del self._buf[: pre.body_len]
+                with view[pos : pos + pre.body_len] as body:
+                    frame = self._finish(pre, body)
+                pos += pre.body_len
                 self._pending = None
-                out.append(self._finish(pre, body))
+                out.append(frame)
         except FrameError as exc:
             self._failed = exc
             raise
+        finally:
+            view.release()  # the buffer cannot shrink while a view of it exists
+            del self._buf[:pos]
         return out
 
     def close(self) -> None:
@@ -308,7 +314,7 @@ class FrameDecoder:
             body = _read(read_exact, pre.body_len)
             if len(body) < pre.body_len:
                 raise self._truncated(PREAMBLE_SIZE + len(body), PREAMBLE_SIZE + pre.body_len)
-            return self._finish(pre, body)
+            return self._finish(pre, memoryview(body))
         except FrameError as exc:
             self._failed = exc
             raise
@@ -351,22 +357,22 @@ class FrameDecoder:
             raise FrameError(f"{where}: raw payload lengths disagree ({wire_len} != {plain_len})")
         return _Preamble(frame_kind, flags, seq, header_len, wire_len, plain_len, raw)
 
-    def _finish(self, pre: _Preamble, body: bytes) -> Frame:
+    def _finish(self, pre: _Preamble, body: memoryview) -> Frame:
         where = f"frame {self.frames} at offset {self._offset}"
         header_end = pre.header_len
         payload_end = header_end + pre.wire_len
         hasher = _hasher(self._key)
         hasher.update(pre.raw)
-        hasher.update(memoryview(body)[:payload_end])
-        if not hmac.compare_digest(hasher.digest(length=DIGEST_SIZE), body[payload_end:]):
+        hasher.update(body[:payload_end])
+        if not hmac.compare_digest(hasher.digest(length=DIGEST_SIZE), bytes(body[payload_end:])):
             raise FrameError(f"{where}: digest mismatch (corrupt or forged frame)")
         if self._check_seq and pre.seq != self._next_seq:
             raise FrameError(
                 f"{where}: sequence number {pre.seq}, expected {self._next_seq} "
                 "(a frame was lost, repeated or reordered)"
             )
-        header = _decode_header(body[:header_end], where)
-        wire = body[header_end:payload_end]
+        header = _decode_header(bytes(body[:header_end]), where)
+        wire = bytes(body[header_end:payload_end])  # the one copy out of the receive buffer
         payload = _decompress(wire, pre.plain_len, where) if pre.flags & FLAG_ZSTD else wire
         self._next_seq = pre.seq + 1
         self._offset += PREAMBLE_SIZE + pre.body_len
