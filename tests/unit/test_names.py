@@ -224,3 +224,23 @@ def test_any_string_validates_or_raises_name_error(name: str) -> None:
     if sep:
         assert short
         assert parent(name) == dataset
+
+
+def test_every_name_listed_by_openzfs_2_3_2_validates_as_its_type() -> None:
+    from tests.conftest import ZFS_STREAMS
+
+    kinds = {
+        "filesystem": NameKind.DATASET,
+        "volume": NameKind.DATASET,
+        "snapshot": NameKind.SNAPSHOT,
+        "bookmark": NameKind.BOOKMARK,
+    }
+    rows = (ZFS_STREAMS / "zfs-list.tsv").read_text().splitlines()
+    assert len(rows) > 10
+    for row in rows:
+        cols = row.split("\t")
+        name, origin, objtype = cols[0], cols[4], cols[5]
+        assert validate_any(name, existing=True) is kinds[objtype]
+        if origin != "-":
+            assert validate_snapshot(origin, existing=True) == origin
+            assert pool_of(origin) == pool_of(name)
