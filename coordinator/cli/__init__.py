@@ -17,6 +17,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "ca": "coordinator.cli.ca:ca",
     "cloud": "coordinator.cli.cloud:cloud",
     "lab": "coordinator.cli.lab:lab",
+    "sim": "coordinator.cli.sim:sim",
     "stream": "coordinator.cli.stream:stream",
 }
 

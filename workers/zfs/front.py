@@ -18,13 +18,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
+import structlog
+
 from protocol import names as rules
 from protocol.errors import ConfigError, ZfleetError
+from protocol.log import configure_logging
 from workers.zfs.base import ObjType, ZfsBackend
 from workers.zfs.front_errors import EXIT_FAILURE, EXIT_USAGE, Context, render
 from workers.zfs.front_table import table
 
+log = structlog.get_logger(__name__)
+
 SIM_ROOT_ENV: Final = "ZFLEET_SIM_ROOT"
+LOG_LEVEL_ENV: Final = "ZFLEET_LOG_LEVEL"
 CHUNK: Final = 1 << 20
 
 DEFAULT_LIST: Final = ("name", "used", "available", "referenced", "mountpoint")
@@ -199,6 +205,13 @@ class Front:
             message, code = render(exc, self.ctx, self.backend)
             self.err(message)
             return code
+        except (OSError, ValueError, RuntimeError, LookupError, ImportError) as exc:
+            # a fault below the contract (a full disk, a bug): say so in one line, keep the
+            # details in the log, and fail like zfs does rather than dumping a traceback
+            log.error("front.internal_error", command=name, error=repr(exc))
+            log.debug("front.internal_error_trace", command=name, exc_info=True)
+            self.err(f"internal error: {type(exc).__name__}: {exc}")
+            return EXIT_FAILURE
 
     def zfs_commands(self) -> dict[str, Callable[[Sequence[str]], int]]:
         return {
@@ -490,6 +503,8 @@ def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None
     if not args:
         sys.stderr.write("usage: python -m workers.zfs.front zfs|zpool command args ...\n")
         return EXIT_USAGE
+    # zfs prints no chatter, and stdout may carry a send stream: logs go to stderr, warnings up
+    configure_logging(level=os.environ.get(LOG_LEVEL_ENV, "WARNING"), stream=sys.stderr)
     try:
         chosen = backend if backend is not None else open_sim(sim_root())
     except ZfleetError as exc:

@@ -110,7 +110,9 @@ def _newer(backend: ZfsBackend, snapshot: str) -> list[str]:
     """Snapshots and bookmarks of the dataset taken after ``snapshot``."""
     dataset = snapshot.split("@", 1)[0]
     try:
-        objects = backend.list(dataset, recursive=False)
+        # as `zfs list -t snapshot,bookmark DATASET`: the dataset's own snapshots and bookmarks
+        kinds = [ObjType.SNAPSHOT, ObjType.BOOKMARK]
+        objects = backend.list(dataset, recursive=False, types=kinds)
     except ZfleetError:
         return []
     mine = next((o for o in objects if o.name == snapshot), None)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Final
 
 from protocol import names as rules
 from protocol.errors import StreamFormatError, ZfleetError
-from protocol.stream.types import DMU_BACKUP_MAGIC
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.front_errors import EXIT_FAILURE
 from workers.zfs.front_table import nicenum
@@ -24,6 +23,9 @@ if TYPE_CHECKING:
     from workers.zfs.front import Front
 
 CHUNK: Final = 1 << 20
+# OpenZFS's stream magic (protocol.stream has it too, but importing that package loads numpy,
+# which would add a third of a second to every `zfs` call the front end serves)
+DMU_BACKUP_MAGIC: Final = 0x2F5BACBAC
 BEGIN_SIZE: Final = 312  # one dmu_replay_record
 _BEGIN: Final = struct.Struct("<II Q Q Q I I Q Q 256s")
 

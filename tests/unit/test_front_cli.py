@@ -1,0 +1,229 @@
+"""The zfs/zpool front end over the simulated backend: arguments, formats, failures, codes.
+
+Commands run in-process through workers.zfs.front.Front with byte streams standing in for the
+terminal; test_front_pipe.py runs the real command line in processes joined by a pipe.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from protocol import names
+from protocol.errors import DatasetBusy, HasDependentClones, NameError_
+from workers.zfs.errormap import error_from_stderr
+from workers.zfs.front import Front
+from workers.zfs.front_table import nicenum
+from workers.zfs.parse import parse_get, parse_holds, parse_list, parse_pools
+from workers.zfs.sim import SimBackend
+
+
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+class Shell:
+    """Runs front-end commands against one simulated pool set."""
+
+    def __init__(self, root: Path) -> None:
+        self.backend = SimBackend(root)
+
+    def __call__(self, *argv: str, stdin: bytes = b"") -> Ran:
+        out, err = io.BytesIO(), io.StringIO()
+        front = Front(self.backend, stdin=io.BytesIO(stdin), stdout=out, stderr=err)
+        code = front.run(argv[0], argv[1:])
+        return Ran(code, out.getvalue().decode(), err.getvalue())
+
+    def ok(self, *argv: str) -> str:
+        ran = self(*argv)
+        assert ran.code == 0, ran.err
+        return ran.out
+
+
+@pytest.fixture
+def sh(tmp_path: Path) -> Shell:
+    shell = Shell(tmp_path / "pools")
+    shell.ok("zpool", "create", "tank")
+    shell.ok("zfs", "create", "tank/a")
+    shell.ok("zfs", "snapshot", "tank/a@s1")
+    return shell
+
+
+def test_list_scripted_parsable_matches_the_inventory(sh: Shell) -> None:
+    out = sh.ok("zfs", "list", "-Hp", "-t", "all", "-o", "name,type,guid,createtxg")
+    listed = parse_list(out, ("name", "type", "guid", "createtxg"))
+    expected = sorted(sh.backend.list(None), key=lambda o: o.name)
+    assert sorted((o.name, o.guid, o.createtxg) for o in listed) == [
+        (o.name, o.guid, o.createtxg) for o in expected
+    ]
+
+
+def test_list_hides_snapshots_unless_asked(sh: Shell) -> None:
+    names_shown = sh.ok("zfs", "list", "-H", "-o", "name").split()
+    assert names_shown == ["tank", "tank/a"]
+    snaps = sh.ok("zfs", "list", "-H", "-o", "name", "-t", "snapshot").split()
+    assert snaps == ["tank/a@s1"]
+    named = sh.ok("zfs", "list", "-H", "-o", "name", "tank/a@s1").split()
+    assert named == ["tank/a@s1"]
+
+
+def test_list_depth_and_recursion(sh: Shell) -> None:
+    sh.ok("zfs", "create", "tank/a/b")
+    sh.ok("zfs", "create", "tank/a/b/c")
+    assert sh.ok("zfs", "list", "-H", "-o", "name", "tank/a").split() == ["tank/a"]
+    assert sh.ok("zfs", "list", "-H", "-o", "name", "-d", "1", "tank/a").split() == [
+        "tank/a", "tank/a/b",
+    ]  # fmt: skip
+    assert sh.ok("zfs", "list", "-H", "-o", "name", "-r", "tank/a").split() == [
+        "tank/a", "tank/a/b", "tank/a/b/c",
+    ]  # fmt: skip
+
+
+def test_list_human_table_aligns_columns_and_uses_units(sh: Shell) -> None:
+    out = sh.ok("zfs", "list", "-o", "name,used,referenced")
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "USED", "REFER"]
+    # every row as wide as the header: numbers right-aligned under their titles
+    assert len({len(line) for line in lines}) == 1
+    used = {o.name: o.used for o in sh.backend.list(None)}
+    for line in lines[1:]:
+        name, shown_used, _ = line.split()
+        assert shown_used == nicenum(used[name])
+
+
+def test_list_sorts_by_a_property(sh: Shell) -> None:
+    sh.ok("zfs", "snapshot", "tank/a@s2")
+    sh.ok("zfs", "snapshot", "tank/a@s3")
+    args = ("zfs", "list", "-H", "-o", "name", "-t", "snapshot")
+    assert sh.ok(*args, "-S", "createtxg").split() == ["tank/a@s3", "tank/a@s2", "tank/a@s1"]
+    assert sh.ok(*args, "-s", "createtxg").split() == ["tank/a@s1", "tank/a@s2", "tank/a@s3"]
+
+
+def test_set_get_inherit_user_properties(sh: Shell) -> None:
+    sh.ok("zfs", "create", "tank/a/child")
+    sh.ok("zfs", "set", "zfleet:role=primary", "tank/a")
+    got = parse_get(sh.ok("zfs", "get", "-Hp", "-r", "zfleet:role", "tank/a"))
+    assert got["tank/a"]["zfleet:role"].source == "local"
+    assert got["tank/a/child"]["zfleet:role"].source == "inherited from tank/a"
+    sh.ok("zfs", "inherit", "zfleet:role", "tank/a")
+    after = parse_get(sh.ok("zfs", "get", "-Hp", "zfleet:role", "tank/a"))
+    assert after["tank/a"]["zfleet:role"].value == "-"
+
+
+def test_get_default_columns(sh: Shell) -> None:
+    lines = sh.ok("zfs", "get", "guid", "tank/a").splitlines()
+    assert lines[0].split() == ["NAME", "PROPERTY", "VALUE", "SOURCE"]
+    assert lines[1].split()[:3] == ["tank/a", "guid", str(sh.backend.list("tank/a")[0].guid)]
+
+
+def test_holds_block_destroy_with_openzfs_words(sh: Shell) -> None:
+    sh.ok("zfs", "hold", "keep", "tank/a@s1")
+    assert parse_holds(sh.ok("zfs", "holds", "-H", "tank/a@s1")) == ["keep"]
+    ran = sh("zfs", "destroy", "tank/a@s1")
+    assert ran.code == 1
+    assert isinstance(error_from_stderr(ran.err, ran.code), DatasetBusy)
+    sh.ok("zfs", "release", "keep", "tank/a@s1")
+    sh.ok("zfs", "destroy", "tank/a@s1")
+    assert "tank/a@s1" not in sh.ok("zfs", "list", "-H", "-o", "name", "-t", "all")
+
+
+def test_destroy_with_clones_refused_then_R_destroys_them(sh: Shell) -> None:
+    sh.ok("zfs", "clone", "tank/a@s1", "tank/c")
+    ran = sh("zfs", "destroy", "tank/a@s1")
+    assert ran.code == 1
+    assert isinstance(error_from_stderr(ran.err, ran.code), HasDependentClones)
+    assert "tank/c" in ran.err.splitlines()
+    sh.ok("zfs", "destroy", "-R", "tank/a@s1")
+    assert sh.ok("zfs", "list", "-H", "-o", "name", "-t", "all").split() == ["tank", "tank/a"]
+
+
+def test_rollback_needs_r(sh: Shell) -> None:
+    sh.ok("zfs", "snapshot", "tank/a@s2")
+    ran = sh("zfs", "rollback", "tank/a@s1")
+    assert ran.code == 1
+    assert ran.err.splitlines()[-1] == "tank/a@s2"
+    sh.ok("zfs", "rollback", "-r", "tank/a@s1")
+    assert "tank/a@s2" not in sh.ok("zfs", "list", "-H", "-o", "name", "-t", "snapshot")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("zfs", "create", "tank/bad!"),
+        ("zfs", "create", "tank//a"),
+        ("zfs", "snapshot", "tank/a@"),
+        ("zfs", "snapshot", "tank/a@x@y"),
+        ("zfs", "bookmark", "tank/a@s1", "tank/a#bad!"),
+        ("zfs", "clone", "tank/a@s1", "tank/" + "x" * 300),
+        ("zpool", "create", "1tank"),
+    ],
+)
+def test_bad_names_refused_with_the_rule_and_nothing_changes(
+    sh: Shell, argv: tuple[str, ...]
+) -> None:
+    before = sh.ok("zfs", "list", "-H", "-o", "name", "-t", "all")
+    ran = sh(*argv)
+    assert ran.code == 1
+    error = error_from_stderr(ran.err, ran.code)
+    assert isinstance(error, NameError_), ran.err
+    bad = next(a for a in argv[2:] if not names.is_valid(a) or a == "1tank")
+    assert f"'{bad}'" in ran.err
+    assert sh.ok("zfs", "list", "-H", "-o", "name", "-t", "all") == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("zfs", "list", "-q"), "invalid option 'q'"),
+        (("zfs", "list", "-o"), "missing argument for 'o' option"),
+        (("zfs", "create"), "missing filesystem argument"),
+        (("zfs", "create", "-V", "lots", "tank/v"), "bad numeric value"),
+        (("zfs", "set", "tank/a"), "missing property=value"),
+        (("zfs", "frobnicate"), "unrecognized command 'frobnicate'"),
+        (("zfs", "send", "-i", "@s1", "-I", "@s1", "tank/a@s1"), "mutually exclusive"),
+        (("zpool", "get"), "missing property argument"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(sh: Shell, argv: tuple[str, ...], says: str) -> None:
+    before = sh.ok("zfs", "list", "-H", "-o", "name", "-t", "all")
+    ran = sh(*argv)
+    assert ran.code == 2
+    assert says in ran.err
+    assert "usage:" in ran.err
+    assert sh.ok("zfs", "list", "-H", "-o", "name", "-t", "all") == before
+
+
+def test_missing_dataset(sh: Shell) -> None:
+    ran = sh("zfs", "list", "tank/nope")
+    assert (ran.code, ran.err) == (1, "cannot open 'tank/nope': dataset does not exist\n")
+
+
+def test_zpool_list_and_get(sh: Shell) -> None:
+    (pool,) = parse_pools(sh.ok("zpool", "list", "-Hp", "-o", "name,size,allocated,free,health"))
+    (info,) = sh.backend.pools()
+    assert pool == info
+    got = parse_get(sh.ok("zpool", "get", "-Hp", "size,health", "tank"))
+    assert got["tank"]["size"].value == str(info.size)
+    assert sh.ok("zpool", "list").splitlines()[0].split()[:4] == ["NAME", "SIZE", "ALLOC", "FREE"]
+    ran = sh("zpool", "list", "nopool")
+    assert (ran.code, ran.err) == (1, "cannot open 'nopool': no such pool\n")
+
+
+def test_send_refuses_a_terminal(sh: Shell) -> None:
+    out, err = io.BytesIO(), io.StringIO()
+    front = Front(sh.backend, stdin=io.BytesIO(), stdout=out, stderr=err, stdout_is_tty=True)
+    assert front.run("zfs", ["send", "tank/a@s1"]) == 1
+    assert "can not be written to a terminal" in err.getvalue()
+    assert out.getvalue() == b""
+
+
+def test_receive_refuses_garbage_before_touching_the_target(sh: Shell) -> None:
+    ran = sh("zfs", "receive", "tank/new", stdin=b"this is not a zfs stream" * 20)
+    assert (ran.code, ran.err) == (1, "cannot receive: invalid stream (bad magic number)\n")
+    assert "tank/new" not in sh.ok("zfs", "list", "-H", "-o", "name")
