@@ -173,13 +173,15 @@ def from_dict(data: object, expect: type[M] | None = None) -> M | object:
     version = data.get(VERSION_KEY)
     if not isinstance(kind, str):
         raise MessageError("message has no 'kind' string")
+    if len(kind) > 200:
+        raise MessageError(f"message kind is too long: {_short(kind)}")
     if not isinstance(version, int) or isinstance(version, bool):
         raise MessageError(f"message {kind!r} has no integer version 'v'")
     entry = _BY_KEY.get((kind, version))
     if entry is None:
         known = sorted(v for (k, v) in _BY_KEY if k == kind)
         if not known:
-            raise MessageError(f"unknown message kind {kind!r}")
+            raise MessageError(f"unknown message kind {_short(kind)}")
         raise MessageError(
             f"message {kind!r} has unknown version {version} (known: {', '.join(map(str, known))})"
         )
