@@ -1,0 +1,79 @@
+"""``zfs diff``: what changed between a snapshot and a later snapshot or the live dataset.
+
+Objects are matched by object id, as OpenZFS does: an object whose path changed is a rename (R),
+one whose content or metadata changed is modified (M); directories whose entries changed are
+reported M like files. Paths are absolute, under the dataset's mountpoint.
+"""
+
+from __future__ import annotations
+
+from protocol.errors import InvalidOperation
+from workers.zfs.base import DiffChange, DiffEntry
+
+from . import db
+from .nodes import Manifest
+from .pool import Pool
+from .tree import resolve_paths
+
+
+def diff(pool: Pool, snapshot: str, other: str) -> list[DiffEntry]:
+    """Changes from ``snapshot`` to ``other`` (a later snapshot of the same dataset, or it)."""
+    old = pool.snapshot(snapshot)
+    if "@" in other:
+        new_snap = pool.snapshot(other)
+        if new_snap.dataset != old.dataset:
+            raise InvalidOperation(
+                f"Unable to obtain diffs: {other} is not a snapshot of {old.dataset_name}"
+            )
+        new_manifest: Manifest = new_snap.manifest
+        ds = pool.dataset_by_id(new_snap.dataset)
+    else:
+        ds = pool.dataset(other)
+        if ds.id != old.dataset:
+            raise InvalidOperation(
+                f"Unable to obtain diffs: {snapshot} is not a snapshot of {other}"
+            )
+        with db.txg(pool.conn):
+            new_manifest, _cache, _next = pool.capture(ds)
+    base = str(pool.mountpoint(ds) or f"/{ds.name}")
+    old_paths, old_nodes = resolve_paths(old.manifest, pool.objects)
+    new_paths, new_nodes = resolve_paths(new_manifest, pool.objects)
+    old_by_obj = _by_obj(old_paths)
+    new_by_obj = _by_obj(new_paths)
+    entries: list[DiffEntry] = []
+    old_manifest = old.manifest
+    for obj, paths in old_by_obj.items():
+        if obj not in new_by_obj:
+            entries += [DiffEntry(DiffChange.REMOVED, _abs(base, p)) for p in paths]
+    for obj, paths in new_by_obj.items():
+        if obj not in old_by_obj:
+            entries += [DiffEntry(DiffChange.ADDED, _abs(base, p)) for p in paths]
+            continue
+        before = old_by_obj[obj]
+        if set(before) != set(paths):
+            kept = set(before) & set(paths)
+            gone = sorted(set(before) - kept)
+            came = sorted(set(paths) - kept)
+            for a, b in zip(gone, came, strict=False):
+                entries.append(DiffEntry(DiffChange.RENAMED, _abs(base, a), _abs(base, b)))
+            entries += [DiffEntry(DiffChange.REMOVED, _abs(base, p)) for p in gone[len(came) :]]
+            entries += [DiffEntry(DiffChange.ADDED, _abs(base, p)) for p in came[len(gone) :]]
+        elif old_manifest[obj] != new_manifest[obj]:
+            same_kind = old_nodes[obj].meta.kind == new_nodes[obj].meta.kind
+            if not same_kind:
+                entries.append(DiffEntry(DiffChange.REMOVED, _abs(base, paths[0])))
+                entries.append(DiffEntry(DiffChange.ADDED, _abs(base, paths[0])))
+            else:
+                entries += [DiffEntry(DiffChange.MODIFIED, _abs(base, p)) for p in paths]
+    return sorted(entries, key=lambda e: (e.path, e.change))
+
+
+def _by_obj(paths: dict[str, int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for path, obj in sorted(paths.items()):
+        out.setdefault(obj, []).append(path)
+    return out
+
+
+def _abs(base: str, rel: str) -> str:
+    return base.rstrip("/") + "/" + rel if rel else base

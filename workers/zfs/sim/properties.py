@@ -1,0 +1,373 @@
+"""``zfs get`` / ``set`` / ``inherit`` over a pool: stored values plus computed statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping, Sequence
+
+from protocol.errors import InvalidOperation
+from workers.zfs.base import PropertyValue
+
+from . import db
+from .nodes import Manifest
+from .pool import Dataset, Pool, Snapshot, not_found
+from .props import READONLY, SETTABLE, is_user_prop, normalize
+from .space import referenced, unique_bytes
+from .tree import decode_cache, walk
+
+NONE = "-"
+
+
+# -- space -------------------------------------------------------------------------------------
+def live_view(pool: Pool, ds: Dataset) -> tuple[Manifest, int]:
+    """The live data as far as it is known unchanged (a manifest) plus bytes of changed files."""
+    if ds.head is not None or not ds.mounted:
+        from .nodes import decode_manifest
+
+        return (decode_manifest(ds.head) if ds.head else {}), 0
+    cache = decode_cache(ds.scan)
+    if ds.kind == "volume":
+        path = pool.volume_path(ds)
+        entry = cache.get("")
+        if not path.exists():
+            return {}, 0
+        st = os.stat(path)
+        if entry and entry[:4] == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            return {entry[4]: entry[5]}, 0
+        return {}, min(st.st_size, st.st_blocks * 512)
+    mnt = pool.mountpoint(ds)
+    if mnt is None:
+        return {}, 0
+    known: Manifest = {}
+    extra = 0
+    for rel, st in walk(mnt, pool.exclude(ds, mnt)):
+        entry = cache.get(rel)
+        if entry and entry[:4] == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            known[entry[4]] = entry[5]
+        elif not stat.S_ISDIR(st.st_mode):
+            extra += min(st.st_size, st.st_blocks * 512)
+    return known, extra
+
+
+def snapshot_used(pool: Pool, snap: Snapshot, ds: Dataset | None = None) -> int:
+    ds = ds or pool.dataset_by_id(snap.dataset)
+    snaps = pool.snapshots(ds.id)
+    index = next(i for i, s in enumerate(snaps) if s.id == snap.id)
+    neighbours: list[Manifest] = []
+    if index > 0:
+        neighbours.append(snaps[index - 1].manifest)
+    elif ds.origin is not None:
+        neighbours.append(pool.snapshot_by_id(ds.origin).manifest)
+    if index + 1 < len(snaps):
+        neighbours.append(snaps[index + 1].manifest)
+    else:
+        neighbours.append(live_view(pool, ds)[0])
+    neighbours += [_clone_head(pool, c) for c in pool.clones_of(snap.id)]
+    return unique_bytes(pool.objects, snap.manifest, neighbours)
+
+
+def _clone_head(pool: Pool, clone: Dataset) -> Manifest:
+    snaps = pool.snapshots(clone.id)
+    return snaps[0].manifest if snaps else live_view(pool, clone)[0]
+
+
+def dataset_space(pool: Pool, ds: Dataset) -> dict[str, int]:
+    """referenced, written, usedby* and used of a dataset."""
+    known, extra = live_view(pool, ds)
+    store = pool.objects
+    snaps = pool.snapshots(ds.id)
+    ref = referenced(store, known) + extra
+    base = (
+        snaps[-1].manifest
+        if snaps
+        else (pool.snapshot_by_id(ds.origin).manifest if ds.origin is not None else None)
+    )
+    written = (unique_bytes(store, known, [base]) if base is not None else ref - extra) + extra
+    if ds.origin is not None:
+        by_dataset = unique_bytes(store, known, [pool.snapshot_by_id(ds.origin).manifest]) + extra
+    else:
+        by_dataset = ref
+    by_snaps = sum(snapshot_used(pool, s, ds) for s in snaps)
+    by_children = sum(
+        dataset_space(pool, child)["used"]
+        for child in pool.descendants(ds.name)
+        if child.name.count("/") == ds.name.count("/") + 1
+    )
+    return {
+        "referenced": ref,
+        "written": written,
+        "usedbydataset": by_dataset,
+        "usedbysnapshots": by_snaps,
+        "usedbychildren": by_children,
+        "usedbyrefreservation": 0,
+        "used": by_dataset + by_snaps + by_children,
+    }
+
+
+# -- resolution --------------------------------------------------------------------------------
+def resolve(pool: Pool, ds: Dataset, name: str) -> PropertyValue | None:
+    """A stored property's value and source, following inheritance."""
+    for holder in _lineage(pool, ds):
+        if name in holder.props:
+            value, source = holder.props[name], "local"
+        elif name in holder.received:
+            value, source = holder.received[name], "received"
+        else:
+            continue
+        if holder.id == ds.id:
+            return PropertyValue(_mount_suffix(pool, ds, holder, value, name), source)
+        inherits = is_user_prop(name) or (name in SETTABLE and SETTABLE[name].inherit)
+        if not inherits:
+            break
+        return PropertyValue(
+            _mount_suffix(pool, ds, holder, value, name), f"inherited from {holder.name}"
+        )
+    if name == "mountpoint":
+        mnt = pool.mountpoint(ds)
+        return PropertyValue(str(mnt) if mnt else "none", "default")
+    if name in SETTABLE:
+        if name == "encryption" and ds.crypt:
+            return PropertyValue(
+                str(ds.crypt.get("cipher", "aes-256-gcm")), f"inherited from {ds.crypt.get('root')}"
+            )
+        return PropertyValue(SETTABLE[name].default, "default")
+    return None
+
+
+def _mount_suffix(pool: Pool, ds: Dataset, holder: Dataset, value: str, name: str) -> str:
+    if name != "mountpoint" or holder.id == ds.id or value in ("none", "legacy"):
+        return value
+    return os.path.join(value, ds.name[len(holder.name) + 1 :])
+
+
+def _lineage(pool: Pool, ds: Dataset) -> list[Dataset]:
+    chain = [ds]
+    name = ds.name
+    while "/" in name:
+        name = name.rpartition("/")[0]
+        parent = pool.find(name)
+        if parent is not None:
+            chain.append(parent)
+    return chain
+
+
+def user_props(pool: Pool, ds: Dataset) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for holder in reversed(_lineage(pool, ds)):
+        out.update({k: v for k, v in holder.received.items() if is_user_prop(k)})
+        out.update({k: v for k, v in holder.props.items() if is_user_prop(k)})
+    return out
+
+
+def dataset_props(
+    pool: Pool, ds: Dataset, wanted: Sequence[str] | None
+) -> dict[str, PropertyValue]:
+    stats = (
+        dataset_space(pool, ds)
+        if wanted is None
+        or any(
+            w
+            in (
+                "used",
+                "referenced",
+                "written",
+                "usedbydataset",
+                "usedbysnapshots",
+                "usedbychildren",
+                "usedbyrefreservation",
+                "available",
+                "logicalused",
+                "logicalreferenced",
+            )
+            for w in wanted
+        )
+        else {}
+    )
+    size = int(str(db.get_meta(pool.conn, "size", 0)))
+    origin = pool.snapshot_by_id(ds.origin).name if ds.origin is not None else NONE
+    token = NONE
+    row = pool.conn.execute("SELECT state FROM partial WHERE dataset=?", (ds.id,)).fetchone()
+    if row:
+        from .receive import token_for
+
+        token = token_for(row[0])
+    computed: dict[str, str] = {
+        "type": ds.kind,
+        "creation": str(ds.creation),
+        "used": str(stats.get("used", 0)),
+        "available": str(max(0, size - stats.get("used", 0))),
+        "referenced": str(stats.get("referenced", 0)),
+        "compressratio": "1.00x",
+        "mounted": "yes" if ds.mounted and ds.head is None else "no",
+        "origin": origin,
+        "createtxg": str(ds.createtxg),
+        "guid": str(ds.guid),
+        "usedbysnapshots": str(stats.get("usedbysnapshots", 0)),
+        "usedbydataset": str(stats.get("usedbydataset", 0)),
+        "usedbychildren": str(stats.get("usedbychildren", 0)),
+        "usedbyrefreservation": "0",
+        "written": str(stats.get("written", 0)),
+        "logicalused": str(stats.get("used", 0)),
+        "logicalreferenced": str(stats.get("referenced", 0)),
+        "receive_resume_token": token,
+        "keystatus": (
+            ("available" if ds.crypt.get("loaded") else "unavailable") if ds.crypt else NONE
+        ),
+        "encryptionroot": str(ds.crypt.get("root")) if ds.crypt else NONE,
+        "version": "5",
+        "objsetid": str(ds.id + 64),
+        "refcompressratio": "1.00x",
+    }
+    if ds.kind == "volume":
+        computed.pop("mounted")
+    return _assemble(pool, ds, computed, wanted, ds.kind)
+
+
+def _assemble(
+    pool: Pool, ds: Dataset, computed: Mapping[str, str], wanted: Sequence[str] | None, kind: str
+) -> dict[str, PropertyValue]:
+    out: dict[str, PropertyValue] = {}
+    names = (
+        list(wanted)
+        if wanted is not None
+        else [*computed, *(n for n in SETTABLE if _applies(n, kind)), *user_props(pool, ds)]
+    )
+    for name in names:
+        if name in computed:
+            out[name] = PropertyValue(computed[name], NONE)
+            continue
+        if name in SETTABLE and not _applies(name, kind):
+            continue
+        value = resolve(pool, ds, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _applies(name: str, kind: str) -> bool:
+    prop = SETTABLE[name]
+    if kind == "snapshot":
+        return prop.inherit and name not in ("mountpoint", "readonly", "quota")
+    if prop.volume_only:
+        return kind == "volume"
+    return not (prop.filesystem_only and kind == "volume")
+
+
+def snapshot_props(
+    pool: Pool, snap: Snapshot, wanted: Sequence[str] | None
+) -> dict[str, PropertyValue]:
+    ds = pool.dataset_by_id(snap.dataset)
+    stats = wanted is None or any(w == "used" for w in wanted)
+    clones = ",".join(c.name for c in pool.clones_of(snap.id))
+    computed = {
+        "type": "snapshot",
+        "creation": str(snap.creation),
+        "used": str(snapshot_used(pool, snap, ds) if stats else 0),
+        "referenced": str(snap.referenced),
+        "compressratio": "1.00x",
+        "createtxg": str(snap.createtxg),
+        "guid": str(snap.guid),
+        "defer_destroy": "on" if snap.defer else "off",
+        "userrefs": str(len(pool.holds(snap.id))),
+        "written": str(snap.written),
+        "logicalreferenced": str(snap.referenced),
+        "clones": clones or "",
+        "keystatus": (
+            ("available" if ds.crypt.get("loaded") else "unavailable") if ds.crypt else NONE
+        ),
+        "version": "5",
+        "refcompressratio": "1.00x",
+    }
+    out = _assemble(pool, ds, computed, wanted, "snapshot")
+    for key, value in snap.props.items():
+        if wanted is None or key in wanted:
+            out[key] = PropertyValue(value, "local")
+    return out
+
+
+def bookmark_props(pool: Pool, full: str, wanted: Sequence[str] | None) -> dict[str, PropertyValue]:
+    mark = pool.bookmark(full)
+    computed = {
+        "type": "bookmark",
+        "creation": str(mark.creation),
+        "createtxg": str(mark.createtxg),
+        "guid": str(mark.guid),
+        "referenced": "0",
+    }
+    return {k: PropertyValue(v, NONE) for k, v in computed.items() if wanted is None or k in wanted}
+
+
+# -- changes -----------------------------------------------------------------------------------
+def set_props(pool: Pool, name: str, props: Mapping[str, str]) -> None:
+    """``zfs set``; moving the live data when the mountpoint changes."""
+    with db.txg(pool.conn):
+        if "@" in name:
+            snap = pool.snapshot(name)
+            for key in props:
+                if not is_user_prop(key):
+                    raise InvalidOperation(
+                        f"cannot set property for '{name}': "
+                        "this property can not be modified for snapshots"
+                    )
+            merged = {**snap.props, **props}
+            pool.conn.execute(
+                "UPDATE snapshots SET props=? WHERE id=?", (json.dumps(merged), snap.id)
+            )
+            return
+        ds = pool.dataset(name)
+        clean = {k: normalize(name, k, v, kind=ds.kind) for k, v in props.items()}
+        _apply(pool, ds, lambda p: p.update(clean))
+
+
+def inherit(pool: Pool, name: str, prop: str) -> None:
+    """``zfs inherit``: drop the local value."""
+    with db.txg(pool.conn):
+        if "@" in name:
+            snap = pool.snapshot(name)
+            merged = {k: v for k, v in snap.props.items() if k != prop}
+            pool.conn.execute(
+                "UPDATE snapshots SET props=? WHERE id=?", (json.dumps(merged), snap.id)
+            )
+            return
+        ds = pool.dataset(name)
+        if not is_user_prop(prop):
+            if prop in READONLY:
+                raise InvalidOperation(f"'{prop}' property is read-only")
+            if prop not in SETTABLE:
+                raise InvalidOperation(f"invalid property '{prop}'")
+            if not SETTABLE[prop].inherit and prop != "mountpoint":
+                raise InvalidOperation(f"'{prop}' property cannot be inherited")
+        _apply(pool, ds, lambda p: p.pop(prop, None))
+
+
+def _apply(pool: Pool, ds: Dataset, change: object) -> None:
+    family = [ds, *pool.descendants(ds.name)]
+    before = {d.id: pool.mountpoint(d) for d in family}
+    props = dict(ds.props)
+    assert callable(change)
+    change(props)
+    pool.conn.execute("UPDATE datasets SET props=? WHERE id=?", (json.dumps(props), ds.id))
+    for d in family:
+        fresh = pool.dataset_by_id(d.id)
+        old, new = before[d.id], pool.mountpoint(fresh)
+        if old == new or not fresh.mounted or fresh.head is not None:
+            continue
+        if old is not None and new is not None and old.exists():
+            new.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old, new) if not new.exists() else None
+        elif new is None:
+            pool.unmount(d)
+
+
+def lookup_kind(pool: Pool, name: str) -> str:
+    if "@" in name:
+        pool.snapshot(name)
+        return "snapshot"
+    if "#" in name:
+        pool.bookmark(name)
+        return "bookmark"
+    if pool.find(name) is None:
+        raise not_found(name)
+    return "dataset"
