@@ -130,7 +130,10 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     if xdg:
         return Path(xdg) / "zfleet"
     home = env.get("HOME")
-    base = Path(home) if home else Path.home()
+    try:
+        base = Path(home) if home else Path.home()
+    except RuntimeError:
+        raise ConfigError("no home directory to put data in: set ZFLEET_DATA_DIR") from None
     return base / ".local" / "share" / "zfleet"
 
 
@@ -293,7 +296,13 @@ def _check_path(value: object, where: str) -> None:
 
 def _check_existing_file(value: object, where: str) -> None:
     _check_path(value, where)
-    if value is not None and not Path(str(value)).is_file():
+    if value is None:
+        return
+    try:
+        exists = Path(str(value)).is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        raise ConfigError(f"{where}: cannot use {str(value)!r}: {exc}") from None
+    if not exists:
         raise ConfigError(f"{where}: file {str(value)!r} does not exist")
 
 
@@ -351,7 +360,10 @@ def _path(value: object, where: str) -> Path:
     text = _text(value, where)
     if not text or "\0" in text:
         raise ConfigError(f"{where}: expected a path, got {text!r}")
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~user" for a user this machine does not know
+        raise ConfigError(f"{where}: cannot expand the home directory in {text!r}") from None
 
 
 def _opt_path(value: object, where: str) -> Path | None:
@@ -425,6 +437,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # a NUL byte in the path
+        raise ConfigError(f"{str(path)!r}: not a usable path: {exc}") from None
     section = data.get("settings", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [settings] must be a table")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.errors import ConfigError
 from protocol.settings import (
@@ -238,3 +242,85 @@ def test_hostport_parsing() -> None:
         parse_hostport("h:0")
     with pytest.raises(ConfigError, match="is not 'host:port'"):
         parse_hostport("h:\u0661")  # a non-ASCII digit
+
+
+setting_names = st.sampled_from(
+    [
+        "redis_url",
+        "fleet_secret",
+        "fleet_secret_file",
+        "data_dir",
+        "sim_root",
+        "log_format",
+        "log_level",
+        "stream_bind",
+        "stream_advertise",
+        "tls_ca",
+        "tls_cert",
+        "tls_key",
+        "compression_level",
+        "bwlimit",
+        "metrics_port",
+        "store_endpoint",
+        "store_region",
+        "store_access_key",
+        "store_secret_key",
+        "redis_ulr",
+        "unrelated_thing",
+    ]
+)
+env_text = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40
+) | st.sampled_from(
+    ["~nosuchuser/x", "x" * 5000, "redis://:p@h:1/0", "[::1]:7", "0", "-1", "1.5G", "~"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(setting_names, env_text, max_size=5))
+def test_any_environment_loads_or_raises_config_error(values: dict[str, str]) -> None:
+    env = {"HOME": "/nonexistent-home"}
+    env.update({f"ZFLEET_{k.upper()}": v.replace("\0", "") for k, v in values.items()})
+    try:
+        load_settings(env=env)
+    except ConfigError as exc:
+        assert str(exc)
+
+
+toml_values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value).replace("inf", "inf")
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(setting_names, toml_values, max_size=4), st.booleans())
+def test_any_toml_values_load_or_raise_config_error(
+    values: dict[str, object], in_table: bool
+) -> None:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    text = ("[settings]\n" if in_table else "") + "\n".join(lines) + "\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "zfleet.toml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            load_settings(path, env={"HOME": tmp})
+        except ConfigError as exc:
+            assert str(exc)
