@@ -52,7 +52,8 @@ class ScriptedWorker:
 
 def pending_events(client: redis.Redis[bytes]) -> int:
     """Entries read by some coordinator and not yet acknowledged."""
-    return int(client.execute_command("XPENDING", keys.EVENTS, keys.EVENTS_GROUP)[0])
+    reply = client.execute_command("XPENDING", keys.EVENTS, keys.EVENTS_GROUP)
+    return int(reply["pending"] if isinstance(reply, dict) else reply[0])
 
 
 @pytest.fixture
