@@ -346,3 +346,21 @@ def test_fan_out_to_a_peer_and_the_object_store_in_one_send(
     assert target.applied["tank/dst"] == FULL
     [manifest] = mf.load_all(repo.target, repo.crypto)[0]
     assert b"".join(restore_stream(repo, manifest)) == FULL
+
+
+def test_a_send_that_fails_midway_applies_nowhere(receiver, source, tmp_path: Path) -> None:
+    server, target = receiver
+    source.fail_send_after = 300_000
+    report = push_transfer(
+        source,
+        SendSpec(SNAP),
+        [_peer(server, _grant()), FileTarget(tmp_path / "copy.zstream")],
+        options=FAST,
+    )
+    assert [t.outcome for t in report.targets] == [Outcome.FAILED, Outcome.FAILED]
+    assert all(t.error_type == "ZfsError" for t in report.targets)
+    assert source.sent[0].cancelled
+    assert _eventually(lambda: "tank/dst" in target.aborted)
+    assert target.applied == {}
+    assert not (tmp_path / "copy.zstream").exists()
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind

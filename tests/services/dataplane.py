@@ -130,11 +130,14 @@ class FaultyProxy:
 
 
 class _Stream:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, fail_after: int | None = None) -> None:
         self._fh = io.BytesIO(data)
+        self._fail_after = fail_after
         self.cancelled = False
 
     def read(self, n: int = -1) -> bytes:
+        if self._fail_after is not None and self._fh.tell() >= self._fail_after:
+            raise ZfsError("send failed: I/O error", stderr="warning: cannot send: I/O error")
         return self._fh.read(n)
 
     def close(self) -> None:
@@ -175,11 +178,12 @@ class RecordingBackend:
         self.receives: list[ReceiveSpec] = []
         self.sent: list[_Stream] = []
         self.fail_receive: str | None = None
+        self.fail_send_after: int | None = None
 
     def send(self, spec: SendSpec) -> _Stream:
         if spec.snapshot not in self.streams:
             raise DatasetNotFound(f"cannot open '{spec.snapshot}': dataset does not exist")
-        stream = _Stream(self.streams[spec.snapshot])
+        stream = _Stream(self.streams[spec.snapshot], self.fail_send_after)
         self.sent.append(stream)
         return stream
 
