@@ -15,6 +15,7 @@ fewer than four bytes.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 import numpy as np
@@ -23,12 +24,14 @@ import numpy.typing as npt
 MASK: Final = (1 << 64) - 1
 # Words per vectorised step: small enough for the coefficient rows to stay in cache.
 BLOCK_WORDS: Final = 1 << 14
+# Below this many words a Python loop beats numpy's per-call overhead (record headers' tails).
+SMALL_WORDS: Final = 48
 
 _m = np.arange(BLOCK_WORDS, 0, -1, dtype=np.uint64)
-# Row k of _COEF holds the multipliers of b, c and d for the word at position i of a block;
-# a block of n < BLOCK_WORDS words uses the last n columns (m_i runs n..1).
+# Row i of _COEF holds the multipliers of a, b, c and d for the word at position i of a block;
+# a block of n < BLOCK_WORDS words uses the last n rows (m_i runs n..1).
 _COEF: Final[npt.NDArray[np.uint64]] = np.ascontiguousarray(
-    np.stack([_m, _m * (_m + 1) // 2, _m * (_m + 1) * (_m + 2) // 6], axis=1)
+    np.stack([np.ones_like(_m), _m, _m * (_m + 1) // 2, _m * (_m + 1) * (_m + 2) // 6], axis=1)
 )
 
 Checksum = tuple[int, int, int, int]
@@ -61,13 +64,23 @@ class Fletcher4:
         words = len(data) // 4
         if words == 0:
             return
-        w = np.frombuffer(data, dtype=self._dtype, count=words)
         a, b, c, d = self.a, self.b, self.c, self.d
+        if words <= SMALL_WORDS:
+            code = ">" if self._dtype.byteorder == ">" else "<"
+            for word in struct.unpack_from(f"{code}{words}I", data):
+                a += word
+                b += a
+                c += b
+                d += c
+            self.a, self.b, self.c, self.d = a & MASK, b & MASK, c & MASK, d & MASK
+            return
+        w = np.frombuffer(data, dtype=self._dtype, count=words)
         for start in range(0, words, BLOCK_WORDS):
             block = w[start : start + BLOCK_WORDS]
             n = block.shape[0]
-            s_a = int(block.sum(dtype=np.uint64))
-            s_b, s_c, s_d = (int(x) for x in block.astype(np.uint64) @ _COEF[BLOCK_WORDS - n :])
+            s_a, s_b, s_c, s_d = (
+                int(x) for x in block.astype(np.uint64) @ _COEF[BLOCK_WORDS - n :]
+            )
             t = n * (n + 1) // 2
             p = t * (n + 2) // 3
             d = (d + n * c + t * b + p * a + s_d) & MASK
