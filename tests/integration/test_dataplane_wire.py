@@ -364,3 +364,59 @@ def test_a_send_that_fails_midway_applies_nowhere(receiver, source, tmp_path: Pa
     assert target.applied == {}
     assert not (tmp_path / "copy.zstream").exists()
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_a_quiet_send_is_kept_alive_by_heartbeats(receiver, source) -> None:
+    server, target = receiver
+    source.pause_send = (200_000, 3.0)  # longer than the 2 s stall timeout on both ends
+    report = push_transfer(source, SendSpec(SNAP), [_peer(server, _grant())], options=FAST)
+    assert report.ok, report
+    assert target.applied["tank/dst"] == FULL
+
+
+class _SlowWriter:
+    """A store upload that takes its time, and remembers how much it got."""
+
+    def __init__(self, source: RecordingBackend) -> None:
+        self.source = source
+        self.got = 0
+        self.max_lead = 0
+
+    def write(self, data: bytes) -> int:
+        time.sleep(0.01)
+        self.got += len(data)
+        self.max_lead = max(self.max_lead, self.source.sent[0].read_upto - self.got)
+        return len(data)
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def test_the_slowest_sink_sets_the_pace_and_memory_stays_bounded(receiver, tmp_path: Path) -> None:
+    server, target = receiver
+    source = RecordingBackend({SNAP: FULL})
+    slow = _SlowWriter(source)
+    chunk, depth, threads = 16 * 1024, 4, 2
+    options = SendOptions(
+        chunk_size=chunk,
+        threads=threads,
+        link=LinkOptions(heartbeat_interval=0.2, stall_timeout=5.0, queue_depth=depth),
+    )
+    report = push_transfer(
+        source,
+        SendSpec(SNAP),
+        [
+            _peer(server, _grant()),
+            StoreTarget("slow", lambda spec: slow),
+            FileTarget(tmp_path / "f"),
+        ],
+        options=options,
+    )
+    assert report.ok, report
+    assert slow.got == len(FULL) and target.applied["tank/dst"] == FULL
+    # the reader never ran further ahead of the slowest sink than the queues allow: its queue,
+    # the compressor's chunks in flight, the chunk in hand and the one being written
+    assert slow.max_lead <= (depth + 2 * threads + 2) * chunk

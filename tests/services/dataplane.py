@@ -12,6 +12,7 @@ import contextlib
 import io
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,15 +131,24 @@ class FaultyProxy:
 
 
 class _Stream:
-    def __init__(self, data: bytes, fail_after: int | None = None) -> None:
+    def __init__(
+        self, data: bytes, fail_after: int | None = None, pause: tuple[int, float] | None = None
+    ) -> None:
         self._fh = io.BytesIO(data)
         self._fail_after = fail_after
+        self._pause = pause
         self.cancelled = False
+        self.read_upto = 0  # how far the sender has read
 
     def read(self, n: int = -1) -> bytes:
         if self._fail_after is not None and self._fh.tell() >= self._fail_after:
             raise ZfsError("send failed: I/O error", stderr="warning: cannot send: I/O error")
-        return self._fh.read(n)
+        if self._pause is not None and self._fh.tell() >= self._pause[0]:
+            time.sleep(self._pause[1])  # a send that goes quiet (a slow disk, a busy pool)
+            self._pause = None
+        data = self._fh.read(n)
+        self.read_upto += len(data)
+        return data
 
     def close(self) -> None:
         self._fh.close()
@@ -179,11 +189,12 @@ class RecordingBackend:
         self.sent: list[_Stream] = []
         self.fail_receive: str | None = None
         self.fail_send_after: int | None = None
+        self.pause_send: tuple[int, float] | None = None
 
     def send(self, spec: SendSpec) -> _Stream:
         if spec.snapshot not in self.streams:
             raise DatasetNotFound(f"cannot open '{spec.snapshot}': dataset does not exist")
-        stream = _Stream(self.streams[spec.snapshot], self.fail_send_after)
+        stream = _Stream(self.streams[spec.snapshot], self.fail_send_after, self.pause_send)
         self.sent.append(stream)
         return stream
 
