@@ -22,7 +22,6 @@ from protocol.stream.types import (
     DMU_OST_ZFS,
     DMU_OT_PLAIN_FILE_CONTENTS,
     DMU_OT_SA,
-    DRR_FLAG_FREERECORDS,
     FEATURE_MASK,
     FEATURE_SHIFT,
     LAYOUTS,
@@ -92,6 +91,8 @@ class StreamWriter:
             if value is None:
                 value = default
             if width == 4:
+                if not isinstance(value, tuple | list) or len(value) != 4:
+                    raise StreamFormatError(f"{drr_type.wire_name} {name} must be four integers")
                 values.extend(value)
             else:
                 values.append(value)
@@ -165,7 +166,7 @@ class StreamWriter:
         toname: str,
         *,
         features: int = 0,
-        flags: int = DRR_FLAG_FREERECORDS,
+        flags: int = 0,
         creation_time: int = 0,
         type: int = DMU_OST_ZFS,
         compound: bool = False,
