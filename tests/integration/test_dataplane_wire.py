@@ -420,3 +420,42 @@ def test_the_slowest_sink_sets_the_pace_and_memory_stays_bounded(receiver, tmp_p
     # the reader never ran further ahead of the slowest sink than the queues allow: its queue,
     # the compressor's chunks in flight, the chunk in hand and the one being written
     assert slow.max_lead <= (depth + 2 * threads + 2) * chunk
+
+
+S1, S2, S3 = 0x5EC22A1DF8E9C54B, 0x9DB4A8F3DB3410A, 0x6B471A10ECF3BBB1  # fx/base, fixtures
+
+
+@pytest.mark.parametrize(
+    ("fixture", "fromguid", "toguid", "accepted"),
+    [
+        ("replicate-R-base-s3", 0, S3, True),
+        ("replicate-R-base-s3", 0, 0x1234, False),  # not among the stream's snapshots
+        ("full-s1-props", 0, S1, True),
+        ("incr-I-s1-s3", S1, S3, True),
+        ("incr-I-s1-s3", S2, S3, False),  # the chain starts elsewhere
+    ],
+)
+def test_compound_streams_are_checked_against_the_grant(
+    receiver, fixture, fromguid, toguid, accepted
+) -> None:
+    server, target = receiver
+    data = (ZFS_STREAMS / f"{fixture}.zstream").read_bytes()
+    grant = sign_grant(
+        SECRET,
+        new_grant(
+            transfer_id=uuid.uuid4().hex,
+            host="beta",
+            dataset="tank/dst",
+            fromguid=fromguid,
+            toguid=toguid,
+            ttl=60,
+        ),
+    )
+    source = RecordingBackend({SNAP: data})
+    report = push_transfer(source, SendSpec(SNAP), [_peer(server, grant)], options=FAST)
+    if accepted:
+        assert report.ok, report
+        assert target.applied["tank/dst"] == data
+    else:
+        assert report.targets[0].error_type == "GrantError"
+        assert target.receives == []

@@ -20,19 +20,21 @@ from protocol.errors import (
     FrameError,
     GrantError,
     ResumeTokenStale,
+    StreamFormatError,
     StreamTruncated,
     TransferError,
     ZfleetError,
 )
 from protocol.frames import FrameKind
 from protocol.grants import Grant, verify_grant
-from protocol.stream import decode_resume_token, parse_begin, read_records
+from protocol.stream import DrrType, Record, decode_resume_token, parse_begin, read_records
 from workers.dataplane.wire import Wire, expect
 from workers.zfs.base import ObjType, ReceiveResult, ReceiveSink, ReceiveSpec, ZfsObject
 
 log = structlog.get_logger(__name__)
 
 HANDSHAKE_TIMEOUT: Final = 10.0
+_MAX_HEADER_RECORDS: Final = 4  # a compound header is BEGIN, END, then the first sub-BEGIN
 
 
 class ReceiveBackend(Protocol):
@@ -233,20 +235,7 @@ def _receive(
     wire.send(FrameKind.ACCEPT, {"resume_token": token, "resume_offset": offset})
 
     reader = _StreamReader(wire)
-    records = read_records(reader, verify=True)
-    try:
-        first = next(records)
-    except StopIteration:
-        raise StreamTruncated("the stream ended before its BEGIN record", offset=0) from None
-    begin = parse_begin(first)
-    # the record after BEGIN carries the running checksum over BEGIN's bytes: read it too, so a
-    # corrupt BEGIN is refused before zfs receive sees a byte
-    next(records, None)
-    if (begin.toguid, begin.fromguid) != (grant.toguid, grant.fromguid):
-        raise GrantError(
-            f"stream does not match its grant: BEGIN is {begin.fromguid:#x} -> {begin.toguid:#x}, "
-            f"grant allows {grant.fromguid:#x} -> {grant.toguid:#x}"
-        )
+    _check_begin(read_records(reader, verify=True), grant)
     sink = ctx.backend.receive(spec)
     try:
         sink.write(reader.take_prefix())
@@ -257,6 +246,65 @@ def _receive(
     except BaseException:
         sink.abort()  # with -s the partial state stays for the sender's next attempt
         raise
+
+
+def _check_begin(records: Iterator[Record], grant: Grant) -> None:
+    """Refuse a stream whose BEGIN does not carry the granted guids, before it is applied.
+
+    A plain stream's BEGIN names its from/to guids. A compound stream (-R, -I, -p) opens with a
+    header BEGIN whose guids are zero: then the first sub-stream must start from the granted
+    fromguid, and the header's snapshot list (when it has one, as -R and -p do) must hold the
+    granted guids. An -I header has no list and its last guid shows only at the stream's end;
+    the grant still pins where the chain starts.
+    The record after a BEGIN is read too: its checksum covers the BEGIN's bytes.
+    """
+    try:
+        first = next(records)
+    except StopIteration:
+        raise StreamTruncated("the stream ended before its BEGIN record", offset=0) from None
+    begin = parse_begin(first)
+    if not begin.compound:
+        next(records, None)
+        _match(grant, begin.fromguid, begin.toguid)
+        return
+    listed = _listed_guids(begin.nvlist.to_python() if begin.nvlist is not None else {})
+    wanted = {grant.toguid} | ({grant.fromguid} if grant.fromguid else set())
+    if listed and not wanted <= listed:
+        raise GrantError(
+            f"compound stream {begin.toname!r} does not hold the granted snapshots "
+            f"({grant.fromguid:#x} -> {grant.toguid:#x})"
+        )
+    for _, record in zip(range(_MAX_HEADER_RECORDS), records, strict=False):
+        if record.type == DrrType.BEGIN:
+            sub = parse_begin(record)
+            next(records, None)
+            if sub.fromguid != grant.fromguid:
+                raise GrantError(
+                    f"stream does not match its grant: its first sub-stream starts from "
+                    f"{sub.fromguid:#x}, grant allows {grant.fromguid:#x}"
+                )
+            return
+    raise StreamFormatError("compound stream without a sub-stream BEGIN", offset=0)
+
+
+def _match(grant: Grant, fromguid: int, toguid: int) -> None:
+    if (fromguid, toguid) != (grant.fromguid, grant.toguid):
+        raise GrantError(
+            f"stream does not match its grant: BEGIN is {fromguid:#x} -> {toguid:#x}, "
+            f"grant allows {grant.fromguid:#x} -> {grant.toguid:#x}"
+        )
+
+
+def _listed_guids(nvlist: Mapping[str, Any]) -> set[int]:
+    """Every snapshot guid a compound header's ``fss`` lists."""
+    guids: set[int] = set()
+    fss = nvlist.get("fss")
+    if isinstance(fss, dict):
+        for fs in fss.values():
+            snaps = fs.get("snaps") if isinstance(fs, dict) else None
+            if isinstance(snaps, dict):
+                guids.update(v for v in snaps.values() if isinstance(v, int))
+    return guids
 
 
 def _payloads(reader: _StreamReader) -> Iterator[bytes]:
