@@ -16,9 +16,15 @@ import click
 SUBCOMMANDS: Final[dict[str, str]] = {
     "ca": "coordinator.cli.ca:ca",
     "cloud": "coordinator.cli.cloud:cloud",
+    "coordinator": "coordinator.cli.coordinator:coordinator",
+    "job": "coordinator.cli.jobs:job",
+    "jobs": "coordinator.cli.jobs:jobs",
     "lab": "coordinator.cli.lab:lab",
     "sim": "coordinator.cli.sim:sim",
+    "status": "coordinator.cli.status:status",
     "stream": "coordinator.cli.stream:stream",
+    "sync": "coordinator.cli.sync:sync",
+    "worker": "coordinator.cli.worker:worker",
 }
 
 

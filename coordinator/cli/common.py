@@ -1,0 +1,107 @@
+"""What the coordinator's subcommands share: options, settings, Redis, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+import redis
+
+from protocol.errors import ConfigError, JobError, ZfleetError
+from protocol.settings import Settings, load_settings
+
+# Exit codes scripts can rely on.
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1  # the job (or a step of it) failed
+EXIT_CONFIG: Final = 2  # bad config, settings or arguments (click uses 2 for usage errors too)
+EXIT_REFUSED: Final = 3  # the plan refused some datasets (diverged targets...)
+EXIT_UNAVAILABLE: Final = 4  # Redis (or the coordinator) cannot be reached
+EXIT_TIMEOUT: Final = 5  # --wait gave up before the job finished
+EXIT_CANCELLED: Final = 6  # the job was cancelled
+FLEET_CONFIG_ENV: Final = "ZFLEET_FLEET_CONFIG"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(required: bool = True) -> Callable[[F], F]:
+    """``--config PATH``: the fleet config (TOML); also from $ZFLEET_FLEET_CONFIG."""
+    return click.option(
+        "--config", "-c", "config_path", envvar=FLEET_CONFIG_ENV, required=required,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Fleet config file (TOML). Default: ${FLEET_CONFIG_ENV}.",
+    )  # fmt: skip
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def settings_for(config_path: Path | None) -> Settings:
+    """Process settings: the fleet file's [settings] table when it has one, and ZFLEET_* vars."""
+    if config_path is not None:
+        try:
+            has_table = "settings" in tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            has_table = False  # load_config reports the file's problem with line numbers
+        if has_table:
+            return load_settings(config_path)
+    # $ZFLEET_CONFIG may name a fleet file without [settings]: the fleet config is ours to read
+    return load_settings(None, env={k: v for k, v in os.environ.items() if k != "ZFLEET_CONFIG"})
+
+
+def redis_client(settings: Settings) -> redis.Redis[bytes]:
+    """A client for the settings' Redis that has answered a PING."""
+    client: redis.Redis[bytes] = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        where = settings.redacted()["redis_url"]
+        raise Unavailable(f"cannot reach Redis at {where}: {exc}") from exc
+    return client
+
+
+class Unavailable(ZfleetError):
+    """A service zfleet needs is not there (exit code 4)."""
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn zfleet's errors into a one-line message and a meaningful exit code."""
+    try:
+        yield
+    except Unavailable as exc:
+        _die(str(exc), EXIT_UNAVAILABLE)
+    except redis.RedisError as exc:
+        _die(f"Redis failed: {exc}", EXIT_UNAVAILABLE)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_CONFIG)
+    except JobError as exc:
+        _die(str(exc), EXIT_FAILED)
+    except ZfleetError as exc:
+        _die(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _die(message: str, code: int) -> None:
+    click.echo(f"zfleet: {message}", err=True)
+    sys.exit(code)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
