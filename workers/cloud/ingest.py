@@ -63,6 +63,7 @@ class StoreSink:
         host: str = "",
         lease_ttl: float = LEASE_TTL,
         upload_threads: int = 2,
+        seal_threads: int = 2,
         max_inflight: int = MAX_INFLIGHT,
     ) -> None:
         self._repo = repo
@@ -85,7 +86,9 @@ class StoreSink:
         self._entries: list[mf.Entry] = []
         self._entry_bytes = 0
         self._segments: list[bytes] = []
-        self._writer = PackWriter(self._crypto)
+        # zstd and AEAD release the GIL: groups are sealed on these threads while we parse.
+        self._sealers = cf.ThreadPoolExecutor(max_workers=seal_threads, thread_name_prefix="seal")
+        self._writer = PackWriter(self._crypto, self._sealers)
         self._pending: set[bytes] = set()  # blob ids written by this upload
         self._new_packs: dict[str, list[BlobEntry]] = {}
         self._used_packs: set[str] = set()
@@ -158,8 +161,7 @@ class StoreSink:
     def _flush_pack(self) -> None:
         if not len(self._writer):
             return
-        entries = self._writer.entries
-        pack_id, data = self._writer.finish()
+        pack_id, data, entries = self._writer.finish()
         self._new_packs[pack_id] = entries
         self._new_bytes += len(data)
         self._lease.add(pack_id)  # listed before it exists, so prune never misses it
@@ -205,6 +207,7 @@ class StoreSink:
             raise
         self._closed = True
         self._pool.shutdown()
+        self._sealers.shutdown()
         self._lease.release()
         self._log.info(
             "upload.finished",
@@ -256,6 +259,7 @@ class StoreSink:
         for fut in self._inflight:
             fut.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._sealers.shutdown(wait=True, cancel_futures=True)
         try:
             self._lease.release()
         except StoreError as e:

@@ -1,7 +1,8 @@
 """Restore: regenerate a stored stream byte for byte, running checksums included.
 
 ``restore_stream`` yields bytes chunks the data plane pipes into ``zfs receive``; memory stays
-bounded by one batch of records (their blobs are fetched with one ranged GET per pack and batch).
+bounded by one batch of records and a few cached compression groups (blobs are fetched with
+one ranged GET per pack and batch).
 The whole stream's keyed digest is checked at the end: a restore never ends "successfully" with
 bytes that differ from what was uploaded. ``restore_chain`` lists the streams, full first, that
 rebuild a snapshot.
@@ -9,7 +10,7 @@ rebuild a snapshot.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Final
 
@@ -17,7 +18,7 @@ import structlog
 
 from protocol.errors import StoreCorrupt
 from workers.cloud import manifest as mf
-from workers.cloud.packs import Location, open_blob, pack_key
+from workers.cloud.packs import BlobEntry, Location, blob_from_group, open_group, pack_key
 from workers.cloud.records import ZERO, Drr, fletcher4, pack_cksum
 from workers.cloud.repo import Repository
 
@@ -25,32 +26,58 @@ log = structlog.get_logger(__name__)
 
 BATCH_RECORDS: Final = 256
 CHUNK_BYTES: Final = 1024 * 1024
+CACHED_GROUPS: Final = 16  # about 16 MiB of decompressed groups
 
 
-def fetch_blobs(repo: Repository, ids: Sequence[bytes]) -> dict[bytes, bytes]:
-    """The plaintext of ``ids``, one ranged read per pack."""
-    by_pack: dict[str, list[Location]] = defaultdict(list)
-    for blob_id in set(ids):
-        loc = repo.index.get(blob_id)
-        if loc is None:
-            raise StoreCorrupt(f"blob {blob_id.hex()[:16]} is not in the index (pack lost?)")
-        by_pack[loc.pack].append(loc)
-    out: dict[bytes, bytes] = {}
-    for pack, locs in by_pack.items():
-        start = min(loc.entry.offset for loc in locs)
-        end = max(loc.entry.offset + loc.entry.length for loc in locs)
-        data = repo.target.get(pack_key(pack), start, end - start)
-        if len(data) != end - start:
-            raise StoreCorrupt(f"pack {pack[:16]} is shorter than its index says")
+class BlobReader:
+    """Reads blobs by id: one ranged GET per pack and batch, groups decrypted once and cached."""
+
+    def __init__(self, repo: Repository, cached_groups: int = CACHED_GROUPS) -> None:
+        self._repo = repo
+        self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._max = cached_groups
+
+    def _remember(self, key: tuple[str, int], group: bytes) -> None:
+        self._cache[key] = group
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+
+    def fetch(self, ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The plaintext of every blob in ``ids``."""
+        repo = self._repo
+        locs: list[Location] = []
+        missing: dict[str, dict[int, BlobEntry]] = defaultdict(dict)  # pack -> group offset
+        for blob_id in set(ids):
+            loc = repo.index.get(blob_id)
+            if loc is None:
+                raise StoreCorrupt(f"blob {blob_id.hex()[:16]} is not in the index (pack lost?)")
+            locs.append(loc)
+            if (loc.pack, loc.entry.offset) not in self._cache:
+                missing[loc.pack][loc.entry.offset] = loc.entry
+        for pack, groups in missing.items():
+            start = min(groups)
+            end = max(e.offset + e.length for e in groups.values())
+            data = repo.target.get(pack_key(pack), start, end - start)
+            if len(data) != end - start:
+                raise StoreCorrupt(f"pack {pack[:16]} is shorter than its index says")
+            for offset, e in groups.items():
+                sealed = data[offset - start : offset - start + e.length]
+                group = open_group(repo.crypto, e, sealed, f"pack {pack[:16]}")
+                self._remember((pack, offset), group)
+        out: dict[bytes, bytes] = {}
         for loc in locs:
-            e = loc.entry
-            sealed = data[e.offset - start : e.offset - start + e.length]
-            out[e.id] = open_blob(repo.crypto, e, sealed, f"pack {pack[:16]}")
-    return out
+            group = self._cache[(loc.pack, loc.entry.offset)]
+            self._cache.move_to_end((loc.pack, loc.entry.offset))
+            out[loc.entry.id] = blob_from_group(
+                repo.crypto, loc.entry, group, f"pack {loc.pack[:16]}"
+            )
+        return out
 
 
 def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
     """The original stream of manifest ``m``, as chunks of about 1 MiB."""
+    reader = BlobReader(repo)
     state = ZERO
     digest = repo.crypto.stream_digest()
     out = bytearray()
@@ -58,10 +85,10 @@ def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
     size = 0
     for seg_id in m.segments:
         what = f"segment of {m.snapshot}"
-        entries = mf.decode_segment(fetch_blobs(repo, [seg_id])[seg_id], what)
+        entries = mf.decode_segment(reader.fetch([seg_id])[seg_id], what)
         for i in range(0, len(entries), BATCH_RECORDS):
             batch = entries[i : i + BATCH_RECORDS]
-            blobs = fetch_blobs(repo, [b for _h, b, _c in batch if b is not None])
+            blobs = reader.fetch([b for _h, b, _c in batch if b is not None])
             for header, blob, literal in batch:
                 if int.from_bytes(header[:4], "little") == Drr.BEGIN:
                     state = fletcher4(header, ZERO)

@@ -21,9 +21,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import urlparse
 
 import blake3
-import boto3
-import botocore.config
-import botocore.exceptions
 import structlog
 
 from protocol.errors import ConfigError, StoreConflict, StoreCorrupt, StoreError, StoreUnavailable
@@ -241,6 +238,11 @@ class S3Target:
 
     @staticmethod
     def _make_client(s: S3Settings) -> S3Client:
+        # boto3 takes most of a second to import: only repositories on S3 pay for it.
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
         config = botocore.config.Config(
             request_checksum_calculation=s.request_checksum,
             response_checksum_validation=s.response_checksum,
@@ -270,6 +272,8 @@ class S3Target:
         return self._prefix + key
 
     def _wrap(self, e: Exception, key: str, action: str) -> StoreError:
+        import botocore.exceptions
+
         if isinstance(e, botocore.exceptions.ClientError):
             err: dict[str, Any] = dict(e.response.get("Error", {}))
             code = str(err.get("Code", ""))
@@ -296,6 +300,8 @@ class S3Target:
 
     @contextlib.contextmanager
     def _errors(self, key: str, action: str) -> Iterator[None]:
+        import botocore.exceptions
+
         try:
             yield
         except StoreError:

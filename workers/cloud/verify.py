@@ -1,8 +1,8 @@
 """Verify: read back every pack the manifests refer to, and say which snapshots a bad one hurts.
 
 Each referenced pack is read whole: its name must match its bytes, its header must authenticate,
-and every blob in it must decrypt, decompress and hash to its id. Manifests that cannot be read
-are reported too. Nothing is modified.
+every compression group must decrypt and decompress, and every blob must hash to its id.
+Manifests that cannot be read are reported too. Nothing is modified.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import structlog
 
 from protocol.errors import StoreError
 from workers.cloud import manifest as mf
-from workers.cloud.packs import open_blob, pack_id_of, pack_key, read_pack_header
+from workers.cloud.packs import (
+    blob_from_group,
+    open_group,
+    pack_id_of,
+    pack_key,
+    read_pack_header,
+)
 from workers.cloud.repo import Repository
 
 log = structlog.get_logger(__name__)
@@ -60,9 +66,13 @@ def verify(repo: Repository, *, read_data: bool = True) -> VerifyReport:
             try:
                 data = repo.target.get(pack_key(pack))
                 read += len(data)
+                groups: dict[int, bytes] = {}
+                where = f"pack {pack[:16]}"
                 for e in read_pack_header(repo.crypto, pack, data):
-                    sealed = data[e.offset : e.offset + e.length]
-                    open_blob(repo.crypto, e, sealed, f"pack {pack[:16]}")
+                    if e.offset not in groups:
+                        sealed = data[e.offset : e.offset + e.length]
+                        groups = {e.offset: open_group(repo.crypto, e, sealed, where)}
+                    blob_from_group(repo.crypto, e, groups[e.offset], where)
             except StoreError as err:
                 corrupt[pack] = str(err)
                 log.warning("verify.pack_bad", pack=pack[:16], error=str(err))

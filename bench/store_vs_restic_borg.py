@@ -1,0 +1,254 @@
+"""zfleet's object store against restic and borg on the same ZFS send streams.
+
+A realistic dataset (real text and binary files copied from this machine's /usr, about
+``--size-mib`` MiB) lives in a simulated ZFS pool (workers/zfs/sim); between ten snapshots a
+small share of files is edited, appended to, created or deleted. Each tool then ingests, into
+its own fresh repository (all encrypted, default compression):
+
+  fulls: the ten successive full streams (`zfs send pool/fs@sN`)
+  chain: the full stream of s0 and the nine incrementals s0->s1->...->s9
+
+Every tool runs as a CLI subprocess reading the stream file (`zfleet cloud put FILE`,
+`restic backup --stdin`, `borg create ... -`), so start-up and key derivation count alike.
+Printed: stored bytes and median ingest MB/s per tool and scenario, and zfleet's ratios against
+restic and borg measured in the same run. Also printed: the in-process StoreSink rate (what the
+data plane's fan-out sender sees, no process start). Bounded: one pass, temporary directories.
+
+    .venv/bin/python bench/store_vs_restic_borg.py [--size-mib 48] [--snapshots 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from workers.cloud.ingest import StoreSink  # noqa: E402
+from workers.cloud.repo import Repository, Secret  # noqa: E402
+from workers.cloud.targets import LocalTarget  # noqa: E402
+from workers.zfs.base import SendSpec  # noqa: E402
+from workers.zfs.sim import SimBackend  # noqa: E402
+
+SOURCES = ("/usr/lib/python3.11", "/usr/share/doc", "/usr/bin", "/usr/lib/x86_64-linux-gnu")
+PASSWORD = "bench-passphrase"
+VENV_BIN = Path(sys.executable).parent
+
+
+def copy_tree(dest: Path, budget: int) -> int:
+    """Copy regular files from SOURCES into ``dest`` until ``budget`` bytes; returns bytes."""
+    total = 0
+    for src in SOURCES:
+        for dirpath, dirs, files in os.walk(src):
+            dirs.sort()
+            for name in sorted(files):
+                path = Path(dirpath) / name
+                if path.is_symlink() or not path.is_file():
+                    continue
+                size = path.stat().st_size
+                if size == 0 or size > 8 << 20 or total + size > budget:
+                    continue
+                target = dest / path.relative_to("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    shutil.copyfile(path, target)
+                except OSError:
+                    continue
+                total += size
+            if total >= budget * 0.98:
+                return total
+    return total
+
+
+def mutate(root: Path, rng: random.Random, step: int) -> None:
+    """Edit about 1 % of the files the way a system changes between snapshots."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for path in rng.sample(files, max(1, len(files) // 100)):
+        data = path.read_bytes()
+        action = rng.random()
+        if action < 0.4 and len(data) > 8192:  # rewrite a stretch in the middle (a patch)
+            at = rng.randrange(0, len(data) - 4096)
+            path.write_bytes(data[:at] + rng.randbytes(4096) + data[at + 4096 :])
+        elif action < 0.8:  # a log or config line appended
+            path.write_bytes(data + f"# change {step} {rng.random()}\n".encode())
+        else:
+            path.unlink()
+    new_dir = root / "var" / f"step{step}"
+    new_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        (new_dir / f"new{i}.txt").write_text(
+            f"new file {i} at step {step}\n" * rng.randint(10, 400)
+        )
+
+
+def make_streams(work: Path, size_mib: int, snapshots: int) -> tuple[list[Path], list[Path]]:
+    """The full streams of every snapshot and the incremental chain (full s0 first)."""
+    backend = SimBackend(work / "pools")
+    backend.create_pool("tank")
+    backend.create("tank/os")
+    mnt = Path(backend.mountpoint("tank/os") or "")
+    copied = copy_tree(mnt, size_mib << 20)
+    print(f"dataset: {copied / 2**20:.1f} MiB of files from {', '.join(SOURCES)}")
+    rng = random.Random(7)
+    for n in range(snapshots):
+        if n:
+            mutate(mnt, rng, n)
+        backend.snapshot([f"tank/os@s{n}"])
+    streams = work / "streams"
+    streams.mkdir()
+
+    def save(spec: SendSpec, name: str) -> Path:
+        out = streams / name
+        stream = backend.send(spec)
+        with open(out, "wb") as f:
+            while chunk := stream.read(1 << 20):
+                f.write(chunk)
+        stream.close()
+        return out
+
+    fulls = [save(SendSpec(f"tank/os@s{n}"), f"full-s{n}") for n in range(snapshots)]
+    chain = [fulls[0]] + [
+        save(SendSpec(f"tank/os@s{n}", from_snap=f"tank/os@s{n - 1}"), f"incr-s{n}")
+        for n in range(1, snapshots)
+    ]
+    shutil.rmtree(work / "pools")
+    return fulls, chain
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run(args: list[str], env: dict[str, str], stdin: Path | None = None) -> None:
+    with open(stdin or os.devnull, "rb") as f:
+        r = subprocess.run(args, env=env, stdin=f, capture_output=True, check=False)
+    if r.returncode:
+        raise SystemExit(f"{args[0]} failed: {r.stderr.decode(errors='replace')[-500:]}")
+
+
+class Tool:
+    def __init__(
+        self, name: str, init: Callable[[Path], None], put: Callable[[Path, Path, int], None]
+    ):
+        self.name, self.init, self.put = name, init, put
+
+
+def tools(env: dict[str, str]) -> list[Tool]:
+    zfleet = str(VENV_BIN / "zfleet")
+    return [
+        Tool(
+            "zfleet",
+            lambda repo: run([zfleet, "cloud", "--repo", str(repo), "init"], env),
+            lambda repo, f, n: run([zfleet, "cloud", "--repo", str(repo), "put", str(f)], env),
+        ),
+        Tool(
+            "restic",
+            lambda repo: run(["restic", "-q", "-r", str(repo), "init"], env),
+            lambda repo, f, n: run(
+                [
+                    "restic",
+                    "-q",
+                    "-r",
+                    str(repo),
+                    "backup",
+                    "--stdin",
+                    "--stdin-filename",
+                    "stream",
+                ],
+                env,
+                stdin=f,
+            ),
+        ),
+        Tool(
+            "borg",
+            lambda repo: run(["borg", "init", "-e", "repokey", str(repo)], env),
+            lambda repo, f, n: run(["borg", "create", f"{repo}::s{n}", "-"], env, stdin=f),
+        ),
+    ]
+
+
+def measure(tool: Tool, streams: list[Path], repo: Path) -> tuple[int, float, float]:
+    """(stored bytes, median MB/s per stream, total seconds) for one tool and scenario."""
+    tool.init(repo)
+    rates = []
+    started = time.perf_counter()
+    for n, stream in enumerate(streams):
+        t0 = time.perf_counter()
+        tool.put(repo, stream, n)
+        rates.append(stream.stat().st_size / 1e6 / (time.perf_counter() - t0))
+    return du(repo), statistics.median(rates), time.perf_counter() - started
+
+
+def in_process_rate(streams: list[Path], repo: Path) -> float:
+    """Median MB/s of StoreSink fed 1 MiB chunks (the data plane's view)."""
+    r = Repository.init(LocalTarget(repo), Secret(passphrase=PASSWORD))
+    rates = []
+    for stream in streams:
+        t0 = time.perf_counter()
+        sink = StoreSink(r)
+        with open(stream, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sink.write(chunk)
+        sink.finish()
+        rates.append(stream.stat().st_size / 1e6 / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mib", type=int, default=48)
+    ap.add_argument("--snapshots", type=int, default=10)
+    opts = ap.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    with tempfile.TemporaryDirectory(prefix="zfleet-bench-") as tmp:
+        work = Path(tmp)
+        env = {
+            **os.environ,
+            "ZFLEET_PASSPHRASE": PASSWORD,
+            "RESTIC_PASSWORD": PASSWORD,
+            "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+            "BORG_PASSPHRASE": PASSWORD,
+            "BORG_BASE_DIR": str(work / "borg-base"),
+        }
+        fulls, chain = make_streams(work, opts.size_mib, opts.snapshots)
+        for label, streams in (("fulls", fulls), ("chain", chain)):
+            total = sum(s.stat().st_size for s in streams)
+            print(f"\n== {label}: {len(streams)} streams, {total / 1e6:.1f} MB")
+            print(
+                f"{'tool':<8} {'stored bytes':>14} {'stored %':>9} {'median MB/s':>12} {'total s':>8}"
+            )
+            results = {}
+            for tool in tools(env):
+                repo = work / f"{tool.name}-{label}"
+                stored, rate, secs = measure(tool, streams, repo)
+                results[tool.name] = (stored, rate)
+                print(
+                    f"{tool.name:<8} {stored:>14,} {stored / total:>9.2%} {rate:>12.1f} {secs:>8.1f}"
+                )
+                shutil.rmtree(repo)
+            z_stored, z_rate = results["zfleet"]
+            for base in ("restic", "borg"):
+                b_stored, b_rate = results[base]
+                print(
+                    f"zfleet vs {base}: stores {z_stored / b_stored:.3f}x the bytes "
+                    f"({b_stored / z_stored:.2f}x less), ingests {z_rate / b_rate:.2f}x as fast"
+                )
+            rate = in_process_rate(streams, work / f"inproc-{label}")
+            print(f"zfleet StoreSink in process (no CLI start-up): median {rate:.1f} MB/s")
+            shutil.rmtree(work / f"inproc-{label}")
+
+
+if __name__ == "__main__":
+    main()
