@@ -18,14 +18,13 @@ reads it. A BEGIN has no checksum of its own, so damage in it shows at the next 
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from protocol.errors import StreamChecksumError, StreamFormatError, StreamTruncated
 from protocol.stream.fletcher4 import Fletcher4
+from protocol.stream.grammar import Grammar, Position
 from protocol.stream.record import Record, payload_size
 from protocol.stream.types import (
     CHECKSUM_BE,
@@ -37,7 +36,6 @@ from protocol.stream.types import (
     MAX_BLOCK_PAYLOAD,
     RECORD_SIZE,
     DrrType,
-    HeaderType,
 )
 
 _MAGIC_LE: Final = struct.pack("<Q", DMU_BACKUP_MAGIC)
@@ -52,72 +50,25 @@ class Readable(Protocol):
     def read(self, n: int, /) -> bytes: ...
 
 
-class _State(enum.Enum):
-    TOP = "expecting a BEGIN record"
-    OUTER = "expecting the END that follows a compound stream's BEGIN"
-    BETWEEN = "expecting a sub-stream's BEGIN or the compound stream's final END"
-    SUB = "inside a stream"
-
-
 def _read_exact(fp: Readable, n: int) -> bytes:
     """Up to ``n`` bytes: fewer only at end of input (pipes may return short reads)."""
     data = fp.read(n)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        # a text-mode file or a wrong object: say so instead of failing deep inside
+        raise StreamFormatError(f"stream input must give bytes, not {type(data).__name__}")
     if len(data) == n or not data:
-        return data
+        return bytes(data)
     parts = [data]
     got = len(data)
     while got < n:
         more = fp.read(n - got)
         if not more:
             break
+        if not isinstance(more, bytes | bytearray | memoryview):
+            raise StreamFormatError(f"stream input must give bytes, not {type(more).__name__}")
         parts.append(more)
         got += len(more)
     return b"".join(parts)
-
-
-@dataclass
-class Grammar:
-    """Where a reader or writer stands in the stream grammar; refuses records out of place."""
-
-    state: _State = _State.TOP
-    compound: bool = False  # inside a compound stream (between its BEGIN and final END)
-    stream_toguid: int = 0  # toguid of the BEGIN whose END is due
-    outer_toguid: int = 0  # toguid of the compound BEGIN (its ENDs repeat it)
-
-    def expected_end_toguid(self) -> int:
-        return self.stream_toguid if self.state is _State.SUB else self.outer_toguid
-
-    def advance(self, drr: DrrType, header: bytes, *, order: str, offset: int, index: int) -> None:
-        """Move past a record of type ``drr``, or raise a format error."""
-
-        def bad(why: str) -> StreamFormatError:
-            return StreamFormatError(f"{why} ({self.state.value})", offset=offset, record=index)
-
-        if drr == DrrType.BEGIN:
-            if self.state not in (_State.TOP, _State.BETWEEN):
-                raise bad("unexpected BEGIN record")
-            magic, versioninfo = struct.unpack_from(order + "QQ", header, 8)
-            if magic != DMU_BACKUP_MAGIC:
-                raise bad(f"bad BEGIN magic 0x{magic:x}")
-            (toguid,) = struct.unpack_from(order + "Q", header, 40)
-            hdrtype = versioninfo & 3
-            if self.state is _State.TOP and hdrtype == HeaderType.COMPOUNDSTREAM:
-                self.state, self.compound, self.outer_toguid = _State.OUTER, True, toguid
-            elif hdrtype == HeaderType.SUBSTREAM:
-                self.state, self.stream_toguid = _State.SUB, toguid
-            else:
-                raise bad(f"BEGIN has header type {hdrtype}")
-        elif drr == DrrType.END:
-            if self.state is _State.SUB:
-                self.state = _State.BETWEEN if self.compound else _State.TOP
-            elif self.state is _State.OUTER:
-                self.state = _State.BETWEEN
-            elif self.state is _State.BETWEEN:
-                self.state, self.compound = _State.TOP, False
-            else:
-                raise bad("unexpected END record")
-        elif self.state is not _State.SUB:
-            raise bad(f"unexpected {drr.wire_name} record")
 
 
 def read_records(fp: Readable, *, verify: bool = True) -> Iterator[Record]:
@@ -138,13 +89,13 @@ def read_records(fp: Readable, *, verify: bool = True) -> Iterator[Record]:
     while True:
         header = _read_exact(fp, RECORD_SIZE)
         if not header:
-            if cursor.state is _State.TOP and index > 0:
+            if cursor.state is Position.TOP and index > 0:
                 return
             what = {
-                _State.TOP: "stream is empty",
-                _State.OUTER: "compound stream ends after its BEGIN",
-                _State.BETWEEN: "compound stream ends before its final END record",
-                _State.SUB: "stream ends before its END record",
+                Position.TOP: "stream is empty",
+                Position.OUTER: "compound stream ends after its BEGIN",
+                Position.BETWEEN: "compound stream ends before its final END record",
+                Position.SUB: "stream ends before its END record",
             }[cursor.state]
             raise StreamTruncated(what, offset=offset, record=index)
         if len(header) < RECORD_SIZE:
@@ -154,7 +105,7 @@ def read_records(fp: Readable, *, verify: bool = True) -> Iterator[Record]:
                 record=index,
             )
 
-        if cursor.state is _State.TOP:
+        if cursor.state is Position.TOP:
             magic = header[8:16]
             if magic == _MAGIC_LE:
                 swapped = False

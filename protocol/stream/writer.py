@@ -12,8 +12,8 @@ from typing import Any, Final, Protocol
 
 from protocol.errors import StreamFormatError
 from protocol.stream.fletcher4 import Fletcher4
+from protocol.stream.grammar import Grammar, Position
 from protocol.stream.nvlist import NV_ENCODE_NATIVE, NV_ENCODE_XDR, nvlist_encode
-from protocol.stream.reader import Grammar, _State
 from protocol.stream.record import payload_size
 from protocol.stream.types import (
     CHECKSUM_LE,
@@ -132,8 +132,8 @@ class StreamWriter:
                 record=self.records,
             )
         wrapper_end = drr_type == DrrType.END and self._grammar.state in (
-            _State.OUTER,
-            _State.BETWEEN,
+            Position.OUTER,
+            Position.BETWEEN,
         )
         self._grammar.advance(drr_type, header, order="<", offset=self.offset, index=self.records)
         if drr_type == DrrType.END:
@@ -292,6 +292,6 @@ class StreamWriter:
         """Close the current stream; ``toguid`` defaults to its BEGIN's."""
         if toguid is None:
             toguid = (
-                self._toguid if self._grammar.state is _State.SUB else self._grammar.outer_toguid
+                self._toguid if self._grammar.state is Position.SUB else self._grammar.outer_toguid
             )
         self.write_record(DrrType.END, {"toguid": toguid})

@@ -207,3 +207,10 @@ def test_corrupt_payload_is_caught_at_the_next_checksum() -> None:
     assert info.value.record == write.index + 1
     # without verification the same bytes read through
     assert len(list(read_records(io.BytesIO(bytes(data)), verify=False))) == len(records)
+
+
+def test_text_mode_input_is_a_clear_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    path.write_text("not binary")
+    with path.open() as fp, pytest.raises(StreamFormatError, match="must give bytes"):
+        list(read_records(fp))  # type: ignore[arg-type]
