@@ -65,11 +65,8 @@ def create(
         parent_ds = pool.dataset(parent_name(name) or name) if parent_name(name) else None
         crypt = _crypt_for_create(pool, name, local, parent_ds, key)
         ds = _insert(pool, name, kind, txg, local, None, crypt)
-        pool.install(ds, {} if kind == "volume" else _empty_root(pool), mount=True)
-        if kind == "volume":
-            path = pool.volume_path(ds)
-            with open(path, "wb") as fp:
-                fp.truncate(volsize or 0)
+        root = _empty_volume(pool, volsize) if volsize is not None else _empty_root(pool)
+        pool.install(ds, root, mount=True)
 
 
 def _empty_root(pool: Pool) -> Manifest:
@@ -78,6 +75,16 @@ def _empty_root(pool: Pool) -> Manifest:
     now = time.time_ns()
     node = Node(Meta(Kind.DIR, 0o755, _uid(), _gid(), now, 0).encode(), ())
     return {ROOT_OBJECT: pool.objects.put(node, 0)}
+
+
+def _empty_volume(pool: Pool, volsize: int) -> Manifest:
+    """A volume of ``volsize`` bytes that are all holes (a sparse file once installed)."""
+    from .blocks import HOLE
+    from .nodes import RECORD, VOLUME_OBJECT, Kind, Meta, Node
+
+    holes = (HOLE,) * -(-volsize // RECORD)
+    node = Node(Meta(Kind.FILE, 0o600, _uid(), _gid(), time.time_ns(), volsize).encode(), holes)
+    return {VOLUME_OBJECT: pool.objects.put(node, 0)}
 
 
 def _uid() -> int:

@@ -61,8 +61,8 @@ def diff(pool: Pool, snapshot: str, other: str) -> list[DiffEntry]:
         elif old_manifest[obj] != new_manifest[obj]:
             same_kind = old_nodes[obj].meta.kind == new_nodes[obj].meta.kind
             if not same_kind:
-                entries.append(DiffEntry(DiffChange.REMOVED, _abs(base, paths[0])))
-                entries.append(DiffEntry(DiffChange.ADDED, _abs(base, paths[0])))
+                entries += [DiffEntry(DiffChange.REMOVED, _abs(base, p)) for p in before]
+                entries += [DiffEntry(DiffChange.ADDED, _abs(base, p)) for p in paths]
             else:
                 entries += [DiffEntry(DiffChange.MODIFIED, _abs(base, p)) for p in paths]
     return sorted(entries, key=lambda e: (e.path, e.change))

@@ -121,7 +121,7 @@ class _Scanner:
     ) -> None:
         self.root = root
         self.old = old
-        self.by_ino = {v[0]: v[4] for v in old.values()}
+        self.by_ino = {v[0]: (path, v) for path, v in old.items()}
         self.next_obj = next_obj
         self.store = store
         self.exclude = exclude
@@ -132,11 +132,29 @@ class _Scanner:
 
     def _obj_for(self, rel: str, st: os.stat_result) -> int:
         cached = self.old.get(rel)
-        candidate = cached[4] if cached and cached[0] == st.st_ino else self.by_ino.get(st.st_ino)
+        candidate = cached[4] if cached and cached[0] == st.st_ino else self._renamed(st)
         if candidate is None or candidate in self.manifest or candidate == ROOT_OBJECT:
             candidate = self.next_obj
             self.next_obj += 1
         return candidate
+
+    def _renamed(self, st: os.stat_result) -> int | None:
+        """The object of a file or directory that moved here, or None for a new one.
+
+        An inode number alone is not enough: the file system recycles them. A rename leaves
+        the old path gone and mtime unchanged (and size, for files).
+        """
+        prior = self.by_ino.get(st.st_ino)
+        if prior is None:
+            return None
+        path, entry = prior
+        if os.path.lexists(self.root / path):
+            return None
+        if entry[2] != st.st_mtime_ns:
+            return None
+        if not stat.S_ISDIR(st.st_mode) and entry[1] != st.st_size:
+            return None
+        return entry[4]
 
     def _put(self, node: Node) -> bytes:
         size = node.allocated()

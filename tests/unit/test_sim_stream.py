@@ -1,0 +1,405 @@
+"""Send and receive between simulated pools: OpenZFS streams, faithful data, receive rules."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import (
+    DatasetExists,
+    DestinationModified,
+    InvalidOperation,
+    NoCommonSnapshot,
+    OriginMissing,
+    ResumeTokenStale,
+    StreamIncomplete,
+)
+from protocol.stream import DrrType, decode_resume_token, parse_begin, read_records
+from tests.conftest import need_binary
+from workers.zfs.base import ObjType, ReceiveSpec, SendSpec
+from workers.zfs.sim import SimBackend
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> SimBackend:
+    backend = SimBackend(tmp_path / "pools")
+    backend.create_pool("fx")
+    backend.create_pool("dst")
+    backend.create("fx/base")
+    return backend
+
+
+def mnt(sim: SimBackend, name: str) -> Path:
+    path = sim.mountpoint(name)
+    assert path is not None
+    return Path(path)
+
+
+def send_bytes(sim: SimBackend, spec: SendSpec) -> bytes:
+    stream = sim.send(spec)
+    out = bytearray()
+    while chunk := stream.read(65536):
+        out += chunk
+    stream.close()
+    return bytes(out)
+
+
+def receive_bytes(sim: SimBackend, data: bytes, target: str, **kw: object) -> str | None:
+    sink = sim.receive(ReceiveSpec(target, **kw))  # type: ignore[arg-type]
+    for i in range(0, len(data), 50_000):
+        sink.write(data[i : i + 50_000])
+    return sink.finish().snapshot
+
+
+def populate(root: Path) -> None:
+    """A tree with every kind of thing a faithful replica must carry over."""
+    (root / "hello.txt").write_text("hello zfleet\n")
+    (root / "random.bin").write_bytes(os.urandom(300_000))
+    (root / "etc").mkdir()
+    for i in range(20):
+        (root / "etc" / f"conf{i}").write_text(f"config line {i}\n")
+    (root / "empty-dir").mkdir()
+    (root / "deep" / "er" / "est").mkdir(parents=True)
+    os.symlink("hello.txt", root / "link")
+    os.symlink("/nowhere/at/all", root / "dangling")
+    os.link(root / "hello.txt", root / "hard")
+    with open(root / "sparse.img", "wb") as fp:
+        fp.seek(5 << 20)
+        fp.write(b"tail")
+    (root / "secret").write_text("mode 600")
+    os.chmod(root / "secret", 0o600)
+    os.chmod(root / "etc", 0o750)
+    (root / "script.sh").write_text("#!/bin/sh\n")
+    os.chmod(root / "script.sh", 0o755)
+
+
+def change(root: Path) -> None:
+    with open(root / "hello.txt", "a") as fp:
+        fp.write("changed\n")
+    (root / "etc" / "conf3").unlink()
+    with open(root / "random.bin", "r+b") as fp:
+        fp.seek(40_960)
+        fp.write(os.urandom(8192))
+    os.rename(root / "etc" / "conf4", root / "etc" / "conf4-renamed")
+    (root / "deep" / "er" / "est").rmdir()
+    (root / "new-empty").mkdir()
+    os.unlink(root / "link")
+    os.symlink("random.bin", root / "link")
+    with open(root / "sparse.img", "r+b") as fp:
+        fp.truncate(3 << 20)  # shrink: the tail goes, the hole stays
+    os.chmod(root / "script.sh", 0o700)
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[object, ...]]:
+    """Everything about a tree a user would notice, keyed by path."""
+    out: dict[str, tuple[object, ...]] = {}
+    inodes: dict[int, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            full = Path(dirpath) / name
+            rel = str(full.relative_to(root))
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            else:
+                first = inodes.setdefault(st.st_ino, rel)
+                out[rel] = (
+                    "file",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_mtime_ns,
+                    full.read_bytes(),
+                    first if st.st_nlink > 1 else None,
+                )
+    return out
+
+
+def allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def test_full_then_incremental_replica_is_faithful(sim: SimBackend) -> None:
+    src = mnt(sim, "fx/base")
+    populate(src)
+    sim.snapshot(["fx/base@s1"])
+    assert receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/copy") == "dst/copy@s1"
+    dst = mnt(sim, "dst/copy")
+    assert snapshot_tree(dst) == snapshot_tree(src)
+    full_size = sim.estimate(SendSpec("fx/base@s1"))
+    change(src)
+    sim.snapshot(["fx/base@s2"])
+    incr = send_bytes(sim, SendSpec("fx/base@s2", from_snap="@s1"))
+    receive_bytes(sim, incr, "dst/copy")
+    assert snapshot_tree(dst) == snapshot_tree(src)
+    assert not (dst / "etc" / "conf3").exists() and not (dst / "deep" / "er" / "est").exists()
+    assert (dst / "new-empty").is_dir() and os.readlink(dst / "link") == "random.bin"
+    # Holes stay holes: 3 MiB apparent, nearly nothing allocated.
+    assert os.path.getsize(dst / "sparse.img") == 3 << 20
+    assert allocated(dst / "sparse.img") < 64 * 1024
+    assert os.stat(dst / "hard").st_ino == os.stat(dst / "hello.txt").st_ino
+    # Guids carry over, createtxg is the target's own.
+    src_snap, dst_snap = sim.list("fx/base@s2")[0], sim.list("dst/copy@s2")[0]
+    assert src_snap.guid == dst_snap.guid
+    # The incremental carries the change (whole 128 KiB records), not the dataset.
+    assert len(incr) < full_size / 2
+
+
+def test_streams_pass_zstream_dump(sim: SimBackend, tmp_path: Path) -> None:
+    zstream = need_binary("zstream")
+    populate(mnt(sim, "fx/base"))
+    sim.snapshot(["fx/base@s1"])
+    change(mnt(sim, "fx/base"))
+    sim.snapshot(["fx/base@s2"])
+    sim.create("fx/base/kid")
+    sim.snapshot(["fx/base@s3"], recursive=True)
+    specs = [
+        SendSpec("fx/base@s1"),
+        SendSpec("fx/base@s2", from_snap="@s1"),
+        SendSpec("fx/base@s3", from_snap="@s1", intermediates=True),
+        SendSpec("fx/base@s3", replicate=True),
+        SendSpec("fx/base@s1", props=True, compressed=True, large_blocks=True, embedded=True),
+    ]
+    for i, spec in enumerate(specs):
+        data = send_bytes(sim, spec)
+        path = tmp_path / f"s{i}.zstream"
+        path.write_bytes(data)
+        done = subprocess.run(
+            [zstream, "dump", str(path)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, (spec, done.stderr)
+        assert f"Total stream length = {len(data)}" in done.stdout
+        assert sim.estimate(spec) == len(data)
+
+
+def test_stream_records_follow_openzfs_layout(sim: SimBackend) -> None:
+    populate(mnt(sim, "fx/base"))
+    sim.snapshot(["fx/base@s1"])
+    data = send_bytes(sim, SendSpec("fx/base@s1"))
+    records = list(read_records(io.BytesIO(data)))
+    begin = parse_begin(records[0])
+    snap = sim.list("fx/base@s1")[0]
+    assert (begin.toguid, begin.fromguid, begin.toname) == (snap.guid, 0, "fx/base@s1")
+    assert records[-1].type == DrrType.END
+    writes = [r for r in records if r.type == DrrType.WRITE]
+    assert all(len(r.payload) <= 128 * 1024 for r in writes)
+    assert sum(len(r.payload) for r in writes) >= 300_000
+
+
+def test_intermediate_and_replication_streams_rebuild_history(sim: SimBackend) -> None:
+    src = mnt(sim, "fx/base")
+    sim.create("fx/base/kid")
+    for i in range(1, 4):
+        (src / f"f{i}").write_text(str(i))
+        (mnt(sim, "fx/base/kid") / f"k{i}").write_text(str(i))
+        sim.snapshot([f"fx/base@s{i}"], recursive=True)
+    sim.set("fx/base", {"zfleet:role": "image", "compression": "lz4"})
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s3", replicate=True)), "dst/rep")
+    names = [o.name for o in sim.list("dst/rep")]
+    assert names == [
+        "dst/rep",
+        "dst/rep@s1",
+        "dst/rep@s2",
+        "dst/rep@s3",
+        "dst/rep/kid",
+        "dst/rep/kid@s1",
+        "dst/rep/kid@s2",
+        "dst/rep/kid@s3",
+    ]
+    assert (mnt(sim, "dst/rep/kid") / "k3").read_text() == "3"
+    role = sim.get("dst/rep", ["zfleet:role"])["zfleet:role"]
+    assert (role.value, role.source) == ("image", "received")
+    # -I: the copy of s1 gets s2 and s3 in one compound stream.
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/inc")
+    data = send_bytes(sim, SendSpec("fx/base@s3", from_snap="@s1", intermediates=True))
+    receive_bytes(sim, data, "dst/inc")
+    assert [o.short for o in sim.list("dst/inc", types=[ObjType.SNAPSHOT])] == ["s1", "s2", "s3"]
+
+
+def test_clone_stream_arrives_as_a_clone(sim: SimBackend) -> None:
+    (mnt(sim, "fx/base") / "base.txt").write_text("base")
+    sim.snapshot(["fx/base@s2"])
+    sim.clone("fx/base@s2", "fx/app")
+    (mnt(sim, "fx/app") / "app.txt").write_text("app data")
+    sim.snapshot(["fx/app@a1"])
+    clone_stream = send_bytes(sim, SendSpec("fx/app@a1", from_snap="fx/base@s2"))
+    with pytest.raises(OriginMissing, match="local origin for clone dst/app@a1 does not exist"):
+        receive_bytes(sim, clone_stream, "dst/app")
+    assert not sim.exists("dst/app")
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s2")), "dst/base")
+    receive_bytes(sim, clone_stream, "dst/app")
+    app = sim.list("dst/app")[0]
+    assert app.origin == "dst/base@s2"
+    assert (mnt(sim, "dst/app") / "app.txt").read_text() == "app data"
+    assert (mnt(sim, "dst/app") / "base.txt").read_text() == "base"
+
+
+def test_bookmark_is_an_incremental_source(sim: SimBackend) -> None:
+    src = mnt(sim, "fx/base")
+    (src / "a").write_bytes(os.urandom(200_000))
+    sim.snapshot(["fx/base@s1"])
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/copy")
+    sim.bookmark("fx/base@s1", "fx/base#b1")
+    sim.destroy("fx/base@s1")
+    (src / "b").write_text("after")
+    sim.snapshot(["fx/base@s2"])
+    data = send_bytes(sim, SendSpec("fx/base@s2", from_snap="fx/base#b1"))
+    assert len(data) < 20_000
+    receive_bytes(sim, data, "dst/copy")
+    assert (mnt(sim, "dst/copy") / "b").read_text() == "after"
+
+
+def test_receive_refusals_use_openzfs_messages(sim: SimBackend) -> None:
+    src = mnt(sim, "fx/base")
+    (src / "f").write_text("1")
+    sim.snapshot(["fx/base@s1"])
+    full = send_bytes(sim, SendSpec("fx/base@s1"))
+    (src / "f").write_text("2")
+    sim.snapshot(["fx/base@s2"])
+    incr = send_bytes(sim, SendSpec("fx/base@s2", from_snap="@s1"))
+    sim.create("dst/empty")
+    with pytest.raises(NoCommonSnapshot) as err:
+        receive_bytes(sim, incr, "dst/empty")
+    assert str(err.value) == (
+        "cannot receive incremental stream: most recent snapshot of dst/empty does not\n"
+        "match incremental source"
+    )
+    with pytest.raises(DatasetExists) as err2:
+        receive_bytes(sim, full, "dst/empty")
+    assert str(err2.value) == (
+        "cannot receive new filesystem stream: destination 'dst/empty' exists\n"
+        "must specify -F to overwrite it"
+    )
+    receive_bytes(sim, full, "dst/copy")
+    (mnt(sim, "dst/copy") / "local-change").write_text("x")
+    with pytest.raises(DestinationModified) as err3:
+        receive_bytes(sim, incr, "dst/copy")
+    assert str(err3.value) == (
+        "cannot receive incremental stream: destination dst/copy has been modified\n"
+        "since most recent snapshot"
+    )
+    assert (mnt(sim, "dst/copy") / "local-change").exists(), "a refusal loses nothing"
+    receive_bytes(sim, incr, "dst/copy", force=True)
+    assert not (mnt(sim, "dst/copy") / "local-change").exists()
+    assert (mnt(sim, "dst/copy") / "f").read_text() == "2"
+
+
+def test_force_rolls_back_past_newer_snapshots(sim: SimBackend) -> None:
+    src = mnt(sim, "fx/base")
+    sim.snapshot(["fx/base@s1"])
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/copy")
+    sim.snapshot(["dst/copy@diverged"])
+    (src / "f").write_text("new")
+    sim.snapshot(["fx/base@s2"])
+    incr = send_bytes(sim, SendSpec("fx/base@s2", from_snap="@s1"))
+    with pytest.raises(NoCommonSnapshot):
+        receive_bytes(sim, incr, "dst/copy")
+    receive_bytes(sim, incr, "dst/copy", force=True)
+    assert [o.short for o in sim.list("dst/copy", types=[ObjType.SNAPSHOT])] == ["s1", "s2"]
+
+
+def test_cut_receive_resumes_from_its_token(sim: SimBackend) -> None:
+    src = mnt(sim, "fx/base")
+    populate(src)
+    sim.snapshot(["fx/base@s1"])
+    full = send_bytes(sim, SendSpec("fx/base@s1"))
+    sink = sim.receive(ReceiveSpec("dst/part", resumable=True))
+    sink.write(full[:150_000])
+    with pytest.raises(StreamIncomplete) as err:
+        sink.finish()
+    token = err.value.token
+    assert token is not None and f"zfs send -t {token}" in str(err.value)
+    part = sim.list("dst/part")[0]
+    assert part.receive_resume_token == token
+    decoded = decode_resume_token(token)
+    assert decoded.toname == "fx/base@s1" and 0 < decoded.bytes <= 150_000
+    rest = send_bytes(sim, SendSpec("fx/base@s1", resume_token=token))
+    assert len(rest) < len(full)
+    assert parse_begin(next(read_records(io.BytesIO(rest)))).resuming
+    receive_bytes(sim, rest, "dst/part")
+    assert snapshot_tree(mnt(sim, "dst/part")) == snapshot_tree(src)
+    assert sim.list("dst/part")[0].receive_resume_token is None
+
+
+def test_cut_receive_without_s_leaves_nothing_and_abort_discards(sim: SimBackend) -> None:
+    populate(mnt(sim, "fx/base"))
+    sim.snapshot(["fx/base@s1"])
+    full = send_bytes(sim, SendSpec("fx/base@s1"))
+    sink = sim.receive(ReceiveSpec("dst/none", resumable=False))
+    sink.write(full[:100_000])
+    with pytest.raises(StreamIncomplete, match="incomplete stream"):
+        sink.finish()
+    assert not sim.exists("dst/none")
+    sink = sim.receive(ReceiveSpec("dst/part"))
+    sink.write(full[:100_000])
+    sink.abort()
+    assert sim.list("dst/part")[0].receive_resume_token
+    sim.abort_receive("dst/part")
+    assert not sim.exists("dst/part")
+
+
+def test_stale_token_and_garbage_get_clear_errors(sim: SimBackend) -> None:
+    sim.snapshot(["fx/base@s1"])
+    with pytest.raises(InvalidOperation, match="cannot resume send"):
+        sim.send(SendSpec("fx/base@s1", resume_token="1-abc-12-00"))
+    sink = sim.receive(ReceiveSpec("dst/x"))
+    with pytest.raises(InvalidOperation, match=r"invalid stream \(bad magic number\)"):
+        sink.write(b"not a stream at all" * 40)
+    full = send_bytes(sim, SendSpec("fx/base@s1"))
+    sink = sim.receive(ReceiveSpec("dst/y"))
+    sink.write(full[:200])
+    sink.abort()
+    token = sim.list("dst/y")[0].receive_resume_token if sim.exists("dst/y") else None
+    if token:
+        sim.destroy("fx/base@s1")
+        with pytest.raises(ResumeTokenStale):
+            sim.send(SendSpec("fx/base@s1", resume_token=token))
+
+
+def test_corrupted_stream_is_refused_and_target_kept(sim: SimBackend) -> None:
+    (mnt(sim, "fx/base") / "f").write_bytes(os.urandom(50_000))
+    sim.snapshot(["fx/base@s1"])
+    data = bytearray(send_bytes(sim, SendSpec("fx/base@s1")))
+    data[20_000] ^= 0xFF
+    with pytest.raises((InvalidOperation, StreamIncomplete)):
+        receive_bytes(sim, bytes(data), "dst/bad", resumable=False)
+    assert not sim.exists("dst/bad")
+
+
+def test_unmounted_receive_keeps_data_for_later(sim: SimBackend) -> None:
+    (mnt(sim, "fx/base") / "f").write_text("x")
+    sim.snapshot(["fx/base@s1"])
+    receive_bytes(
+        sim,
+        send_bytes(sim, SendSpec("fx/base@s1")),
+        "dst/u",
+        no_mount=True,
+        set_props={"zfleet:role": "replica"},
+    )
+    got = sim.get("dst/u", ["mounted", "zfleet:role"])
+    assert got["mounted"].value == "no"
+    assert (got["zfleet:role"].value, got["zfleet:role"].source) == ("replica", "local")
+
+
+def test_diff_lists_changes_like_zfs_diff(sim: SimBackend) -> None:
+    src = mnt(sim, "fx/base")
+    populate(src)
+    sim.snapshot(["fx/base@s1"])
+    change(src)
+    sim.snapshot(["fx/base@s2"])
+    entries = {
+        (e.change.value, e.path[len(str(src)) :], e.new_path)
+        for e in sim.diff("fx/base@s1", "fx/base@s2")
+    }
+    assert ("-", "/etc/conf3", None) in entries
+    assert ("M", "/hello.txt", None) in entries
+    assert ("R", "/etc/conf4", f"{src}/etc/conf4-renamed") in entries
+    assert ("+", "/new-empty", None) in entries
+    (src / "later").write_text("live")
+    live = {e.path for e in sim.diff("fx/base@s2", "fx/base")}
+    assert f"{src}/later" in live
