@@ -219,3 +219,28 @@ def test_text_mode_input_is_a_clear_format_error(tmp_path: Path) -> None:
     path.write_text("not binary")
     with path.open() as fp, pytest.raises(StreamFormatError, match="must give bytes"):
         list(read_records(fp))  # type: ignore[arg-type]
+
+
+class _Counting:
+    """Counts the bytes handed out, to show the reader never reads ahead of the record."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+        self.consumed = 0
+
+    def read(self, n: int, /) -> bytes:
+        chunk = self._buf.read(n)
+        self.consumed += len(chunk)
+        return chunk
+
+
+def test_records_stream_out_one_at_a_time() -> None:
+    data = (ZFS_STREAMS / "full-s1.zstream").read_bytes()
+    source = _Counting(data)
+    records = read_records(source)
+    seen = 0
+    for record in records:
+        seen += 1
+        # everything read so far is exactly this record and those before it
+        assert source.consumed == record.offset + record.size
+    assert seen > 100 and source.consumed == len(data)
