@@ -213,3 +213,58 @@ def test_incremental_after_full_and_a_mismatched_grant_applies_nothing(alpha, be
     assert report.ok, report
     assert _files(dst, "tank/dst") == _files(alpha, "tank/src")
     assert _guid(dst, "tank/dst@s2") == _guid(alpha, "tank/src@s2")
+
+
+def test_a_server_restart_mid_stream_is_resumed_by_the_next_push(alpha, tmp_path: Path) -> None:
+    dst = OneThread(lambda: SimBackend(tmp_path / "beta2"))
+    dst.create_pool("tank")
+    first = StreamServer(dst, host="beta", bind=("127.0.0.1", 0), secret=SECRET)
+    first.start()
+    target = _target(alpha, first, "tank/dst")
+    stopper = threading.Thread(target=first.stop)
+
+    def stop_midway(event) -> None:
+        if event.stream_bytes >= 1_000_000 and not stopper.is_alive() and not stopper.ident:
+            stopper.start()
+
+    report = push_transfer(
+        alpha,
+        SendSpec("tank/src@s1"),
+        [target],
+        progress=stop_midway,
+        bwlimit=1_000_000,
+        options=SendOptions(chunk_size=128 * 1024, threads=1, link=OPTIONS.link),
+    )
+    stopper.join()
+    assert report.targets[0].outcome is Outcome.FAILED and report.targets[0].retryable
+    second = StreamServer(dst, host="beta", bind=("127.0.0.1", 0), secret=SECRET)
+    with second:
+        moved = PeerTarget("beta", second.address, target.receive, target.grant)
+        again = push_transfer(alpha, SendSpec("tank/src@s1"), [moved], options=OPTIONS)
+    assert again.ok and again.targets[0].resumed
+    assert _files(dst, "tank/dst") == _files(alpha, "tank/src")
+    dst.shutdown()
+
+
+def test_partial_state_of_another_stream_is_reported_not_overwritten(alpha, beta) -> None:
+    dst, server = beta
+    total = alpha.estimate(SendSpec("tank/src@s1"))
+    target = _target(alpha, server, "tank/dst")
+    with faulty_proxy(server.address, cut_after=total // 2) as proxy:
+        push_transfer(
+            alpha,
+            SendSpec("tank/src@s1"),
+            [PeerTarget(target.host, proxy.address, target.receive, target.grant)],
+            options=OPTIONS,
+        )
+    deadline = time.monotonic() + 5
+    while _token(dst, "tank/dst") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    token = _token(dst, "tank/dst")
+    alpha.snapshot(["tank/src@s2"])
+    other = _target(alpha, server, "tank/dst", snap="tank/src@s2")
+    report = push_transfer(alpha, SendSpec("tank/src@s2"), [other], options=OPTIONS)
+    [result] = report.targets
+    assert result.error_type == "ResumeTokenStale"
+    assert "zfs receive -A tank/dst" in (result.error or "")
+    assert _token(dst, "tank/dst") == token  # the partial receive is still there to resume
