@@ -79,7 +79,7 @@ def sim(tmp_path: Path) -> SimBackend:
 def test_two_processes_snapshotting_one_pool_stay_consistent(sim: SimBackend) -> None:
     workers = [run_worker(sim.root, tag, 8) for tag in ("a", "b")]
     for proc in workers:
-        out, err = proc.communicate(timeout=100)
+        _out, err = proc.communicate(timeout=100)
         assert proc.returncode == 0, err
     names = {o.name for o in sim.list("fx")}
     for tag in ("a", "b"):
