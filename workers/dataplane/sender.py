@@ -187,15 +187,19 @@ def _fan_out(
         stream.close()  # raises if `zfs send` failed: then no target may see an END
     except ZfleetError as exc:
         stream.cancel()
-        for sink in live:
+        for sink in sinks:  # fail() keeps an earlier error; it also waits for the sink's thread
             sink.fail(exc)
         return
     except Exception as exc:  # a backend bug must not leave sinks and children behind
         stream.cancel()
         wrapped = TransferError(f"send of {spec.snapshot} failed: {type(exc).__name__}: {exc}")
-        for sink in live:
+        for sink in sinks:
             sink.fail(wrapped)
         raise
+    finally:
+        for sink in sinks:
+            if sink not in live:
+                sink.join()  # a sink that dropped out is still finishing its abort
     for sink in live:
         sink.finish()
     meter.finish()

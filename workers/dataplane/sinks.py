@@ -83,7 +83,7 @@ class Sink(abc.ABC):
         self.snapshot: str | None = None
         self.stream_bytes = 0
         self.wire_bytes = 0
-        self._queue: queue.Queue[Chunk | object] = queue.Queue(maxsize=options.queue_depth)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=options.queue_depth)
         self._thread: threading.Thread | None = None
         self._finished = False
 
@@ -98,11 +98,14 @@ class Sink(abc.ABC):
 
     def put(self, chunk: Chunk) -> bool:
         """Queue ``chunk``, waiting while the queue is full; False once this sink has failed."""
+        return self._put(chunk)
+
+    def _put(self, item: object) -> bool:
         while self.error is None:
             if self.cancel.is_set():
                 return False
             try:
-                self._queue.put(chunk, timeout=_POLL)
+                self._queue.put(item, timeout=_POLL)
                 return True
             except queue.Full:
                 continue
@@ -110,7 +113,7 @@ class Sink(abc.ABC):
 
     def finish(self) -> None:
         """No more chunks: complete the target and wait for its answer."""
-        self.put(_END)  # type: ignore[arg-type]
+        self._put(_END)
         self.join()
 
     def fail(self, exc: ZfleetError) -> None:
@@ -176,6 +179,9 @@ class Sink(abc.ABC):
             self._stop(exc)
         except OSError as exc:  # a file or socket error not already wrapped
             self._stop(TransferInterrupted(f"{self.label}: {exc}"))
+        except Exception as exc:  # a bug must fail this target, not kill the thread silently
+            log.exception("transfer.sink_crashed", target=self.label)
+            self._stop(TransferError(f"{self.label}: {type(exc).__name__}: {exc}"))
 
     def _stop(self, exc: ZfleetError) -> None:
         if self.error is None:
