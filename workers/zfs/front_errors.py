@@ -133,7 +133,10 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
     if isinstance(error, NameError_):
         return f"cannot {ctx.verb} '{error.name}': {error.rule}", EXIT_FAILURE
     if isinstance(error, TokenError):
-        return f"cannot resume send: resume token is corrupt ({error})", EXIT_SEND_RESUME
+        reason = str(error)
+        if not reason.startswith("resume token is corrupt"):
+            reason = f"resume token is corrupt ({reason})"
+        return f"cannot resume send: {reason}", EXIT_SEND_RESUME
     if isinstance(error, ResumeTokenStale):
         return (
             f"cannot resume send: '{subject}' used in the initial send no longer exists",

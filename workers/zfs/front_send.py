@@ -79,6 +79,8 @@ def send(front: Front, args: Sequence[str]) -> int:
         rules.validate_snapshot(snapshot, existing=True)
         if from_snap is not None and not from_snap.startswith(("@", "#")):
             rules.validate_any(from_snap, existing=True)
+    if token is not None:
+        snapshot = _token_snapshot(front, token)
     spec = SendSpec(
         snapshot=snapshot,
         from_snap=from_snap,
@@ -120,6 +122,17 @@ def send(front: Front, args: Sequence[str]) -> int:
         raise
     stream.close()
     return 0
+
+
+def _token_snapshot(front: Front, token: str) -> str:
+    """The snapshot a resume token names; a corrupt token is refused before anything runs.
+
+    A backend may need the name to find the pool. Imported here: protocol.stream loads numpy.
+    """
+    from protocol.stream import decode_resume_token
+
+    front.doing("resume send", "")
+    return decode_resume_token(token).toname
 
 
 def _estimate_report(spec: SendSpec, size: int, *, parsable: bool) -> str:
