@@ -88,15 +88,23 @@ def main() -> None:
             incr_send.append(time.perf_counter() - start)
             sim.destroy(name, recursive=True)
     med = statistics.median
-    print(f"dataset: {args.mib} MiB in {args.files} files; {changed} file(s) changed (1 %); "
-          f"{args.rounds} rounds, medians")
+    print(
+        f"dataset: {args.mib} MiB in {args.files} files; {changed} file(s) changed (1 %); "
+        f"{args.rounds} rounds, medians"
+    )
     print(f"snapshot, first (full):      {med(full_snap) * 1000:9.1f} ms  (baseline)")
-    print(f"snapshot, after 1 % change:  {med(incr_snap) * 1000:9.1f} ms  "
-          f"ratio {med(incr_snap) / med(full_snap):.3f}")
-    print(f"send, full:                  {med(full_send) * 1000:9.1f} ms  "
-          f"{full_bytes / (1 << 20):.1f} MiB  (baseline)")
-    print(f"send, incremental 1 %:       {med(incr_send) * 1000:9.1f} ms  "
-          f"{incr_bytes / (1 << 20):.2f} MiB  ratio {med(incr_send) / med(full_send):.3f}")
+    print(
+        f"snapshot, after 1 % change:  {med(incr_snap) * 1000:9.1f} ms  "
+        f"ratio {med(incr_snap) / med(full_snap):.3f}"
+    )
+    print(
+        f"send, full:                  {med(full_send) * 1000:9.1f} ms  "
+        f"{full_bytes / (1 << 20):.1f} MiB  (baseline)"
+    )
+    print(
+        f"send, incremental 1 %:       {med(incr_send) * 1000:9.1f} ms  "
+        f"{incr_bytes / (1 << 20):.2f} MiB  ratio {med(incr_send) / med(full_send):.3f}"
+    )
 
 
 if __name__ == "__main__":
