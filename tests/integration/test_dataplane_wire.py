@@ -7,6 +7,7 @@ paths into the simulated ZFS backend, resume included.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.cli.ca import init_ca, issue_host
+from protocol.frames import Frame, FrameDecoder, FrameKind, encode_frame
 from protocol.grants import new_grant, sign_grant
 from protocol.stream import parse_begin, read_records
 from tests.conftest import ZFS_STREAMS
@@ -459,3 +461,32 @@ def test_compound_streams_are_checked_against_the_grant(
     else:
         assert report.targets[0].error_type == "GrantError"
         assert target.receives == []
+
+
+def _raw_exchange(server: StreamServer, data: bytes) -> Frame:
+    """Send raw bytes to the server and decode its answer."""
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    [frame] = FrameDecoder().feed(answer)
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: beta\r\n\r\n", "FrameError", "bad magic"),
+        (encode_frame(Frame(FrameKind.HELLO, 0, {"version": 1})), "GrantError", "no grant"),
+        (encode_frame(Frame(FrameKind.HELLO, 0, {"version": 9})), "FrameError", "version 9"),
+        (encode_frame(Frame(FrameKind.DATA, 0, {}, b"x")), "FrameError", "expected a HELLO"),
+    ],
+)
+def test_junk_from_a_client_gets_a_clear_error_frame(receiver, data, error, message) -> None:
+    server, target = receiver
+    frame = _raw_exchange(server, data)
+    assert frame.kind is FrameKind.ERROR
+    assert frame.header["error"] == error and message in frame.header["message"]
+    assert target.receives == []

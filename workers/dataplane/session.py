@@ -28,7 +28,7 @@ from protocol.errors import (
 from protocol.frames import FrameKind
 from protocol.grants import Grant, verify_grant
 from protocol.stream import DrrType, Record, decode_resume_token, parse_begin, read_records
-from workers.dataplane.wire import Wire, expect
+from workers.dataplane.wire import PROTOCOL_VERSION, Wire, expect
 from workers.zfs.base import ObjType, ReceiveResult, ReceiveSink, ReceiveSpec, ZfsObject
 
 log = structlog.get_logger(__name__)
@@ -170,6 +170,11 @@ def serve_stream(wire: Wire, ctx: ServerContext) -> None:
 
 
 def _check_hello(header: Mapping[str, Any], ctx: ServerContext) -> Grant:
+    if header.get("version") != PROTOCOL_VERSION:
+        raise FrameError(
+            f"sender speaks data-plane version {header.get('version')!r}, "
+            f"this server {PROTOCOL_VERSION}"
+        )
     token = header.get("grant")
     if not isinstance(token, str):
         raise GrantError("HELLO carries no grant")

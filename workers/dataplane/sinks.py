@@ -38,12 +38,11 @@ from workers.dataplane.targets import (
     TargetReport,
 )
 from workers.dataplane.throttle import Throttle
-from workers.dataplane.wire import Wire, error_from_frame, expect
+from workers.dataplane.wire import PROTOCOL_VERSION, Wire, error_from_frame, expect
 from workers.zfs.base import SendSpec
 
 log = structlog.get_logger(__name__)
 
-PROTOCOL_VERSION: Final = 1
 _POLL: Final = 0.2  # how often a waiting thread looks at the cancel flag
 
 

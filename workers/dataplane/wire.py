@@ -17,6 +17,8 @@ from protocol import errors
 from protocol.errors import FrameError, TransferError, TransferInterrupted, ZfleetError
 from protocol.frames import Frame, FrameDecoder, FrameKind, Prepared, encode_frame_parts
 
+PROTOCOL_VERSION: Final = 1  # of the conversation (frames have their own version)
+
 # a stalled peer shows up as a send that makes no progress; slices keep that measure honest
 _SEND_SLICE: Final = 256 * 1024
 
