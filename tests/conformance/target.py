@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from workers.zfs.base import ReceiveResult, ReceiveSpec, SendSpec, ZfsBackend, ZfsObject
+from workers.zfs.proc import is_remote_shell
 
 CHUNK: Final = 64 * 1024
 
@@ -72,8 +73,9 @@ class CommandFiles:
     scratch_dir: str = "/var/tmp/zfleet-conformance"
 
     def _sh(self, script: str, data: bytes = b"") -> bytes:
-        # the prefix hands its arguments to a remote shell, so the script is one quoted word
-        argv = [*self.exec_prefix, "sh", "-c", shlex.quote(script)]
+        # ssh hands its arguments to a remote shell: then the script must be one quoted word
+        word = shlex.quote(script) if is_remote_shell(self.exec_prefix) else script
+        argv = [*self.exec_prefix, "sh", "-c", word]
         done = subprocess.run(argv, input=data, capture_output=True, check=False, timeout=60)
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         return done.stdout
