@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,10 @@ def test_prune_never_deletes_a_pack_an_upload_in_progress_refers_to(tmp_path: Pa
     (lease,) = repo.target.list("leases/")
     leased = set(json.loads(repo.target.get(lease.key))["packs"])
     assert leased
+    deadline = time.monotonic() + 10  # packs upload on the sink's threads: let them land
+    while not all((tmp_path / pack_key(p)).exists() for p in leased):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     r = prune(repo, keep_last=1, grace=0)  # s1 is forgotten: its packs are now unreferenced
     assert r.forgotten == ("fx/base@s1",)
     assert r.packs_protected_by_leases == len(leased)

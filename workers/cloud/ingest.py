@@ -23,6 +23,7 @@ from workers.cloud.leases import LEASE_TTL, Lease, check_no_prune
 from workers.cloud.packs import BlobEntry, BlobKind, PackWriter, pack_key, write_segment
 from workers.cloud.records import (
     CKSUM_OFFSET,
+    HEADER_SIZE,
     ZERO,
     Begin,
     Drr,
@@ -105,31 +106,32 @@ class StoreSink:
         if self._closed:
             raise StoreError("write after finish() or abort()")
         self._digest.update(data)
-        for kind, header, payload in self._framer.feed(data):
-            self._record(kind, header, payload)
+        for kind, record in self._framer.feed(data):
+            self._record(kind, record)
         self._lease.renew_if_due()
 
-    def _record(self, kind: int, header: bytes, payload: bytes) -> None:
+    def _record(self, kind: int, record: bytes) -> None:
+        view = memoryview(record)
+        header = record[:HEADER_SIZE]
         if kind == Drr.BEGIN:
             self._begins.append(parse_begin(header, self._framer.offset))
-            self._state = ZERO  # every (sub)stream restarts its running checksum
-            state = fletcher4(header, self._state)
+            # Every (sub)stream restarts its running checksum; BEGIN's own field is toname.
+            state = fletcher4(view[:HEADER_SIZE])
             norm, literal = header, None
+            rest = view[HEADER_SIZE:]
         else:
-            state = fletcher4(header[:CKSUM_OFFSET], self._state)
+            state = fletcher4(view[:CKSUM_OFFSET], self._state)
             stored = header[CKSUM_OFFSET:]
             literal = None if stored == pack_cksum(state) else stored
-            state = fletcher4(stored, state)
             norm = header[:CKSUM_OFFSET]
-        blob = None
-        if payload:
-            if len(payload) % 4:
-                raise StreamFormatError(
-                    "payload length is not a multiple of 4", offset=self._framer.offset
-                )
-            state = fletcher4(payload, state)
-            blob = self._blob(payload, BlobKind.DATA)
-        self._state = state
+            rest = view[CKSUM_OFFSET:]  # the checksum field and the payload, contiguous
+        if len(rest) % 4:
+            raise StreamFormatError(
+                "payload length is not a multiple of 4", offset=self._framer.offset
+            )
+        self._state = fletcher4(rest, state)
+        payload = record[HEADER_SIZE:]
+        blob = self._blob(payload, BlobKind.DATA) if payload else None
         self._last_kind = kind
         self._entries.append((norm, blob, literal))
         self._entry_bytes += len(norm) + 40

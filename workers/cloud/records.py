@@ -121,8 +121,11 @@ class Framer:
         self.records = 0
         self._need: int | None = None  # payload size of the record being assembled
 
-    def feed(self, data: bytes | memoryview) -> Iterator[tuple[int, bytes, bytes]]:
-        """Add bytes; yields ``(type, header, payload)`` for each record now complete."""
+    def feed(self, data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
+        """Add bytes; yields ``(type, record)`` for each record now complete.
+
+        ``record`` is the header and its payload, contiguous (312 bytes, then the payload).
+        """
         self._buf += data
         while True:
             if self._need is None:
@@ -144,13 +147,12 @@ class Framer:
             total = HEADER_SIZE + self._need
             if len(self._buf) < total:
                 return
-            header = bytes(self._buf[:HEADER_SIZE])
-            payload = bytes(self._buf[HEADER_SIZE:total])
+            record = bytes(self._buf[:total])
             del self._buf[:total]
             self._need = None
             self.offset += total
             self.records += 1
-            yield _u32(header, 0), header, payload
+            yield _u32(record, 0), record
 
     def close(self) -> None:
         """Raise :class:`StreamTruncated` when a record is still incomplete."""
@@ -165,23 +167,27 @@ class Framer:
 _M64: Final = (1 << 64) - 1
 _BLOCK: Final = 16384  # words per numpy step: keeps every coefficient product below 2**64
 _K = np.arange(_BLOCK, 0, -1, dtype=np.uint64)
-_K2 = _K * (_K + np.uint64(1)) // np.uint64(2)
-_K3 = _K * (_K + np.uint64(1)) * (_K + np.uint64(2)) // np.uint64(6)
+# Rows: the weight of word i (counted from the end of a block of n words) in a, b, c and d.
+_COEF = np.stack(
+    [np.ones(_BLOCK, dtype=np.uint64), _K, _K * (_K + 1) // 2, _K * (_K + 1) * (_K + 2) // 6]
+)
 
 Fletcher = tuple[int, int, int, int]
 ZERO: Final[Fletcher] = (0, 0, 0, 0)
 
 
 def fletcher4(data: bytes | memoryview, state: Fletcher = ZERO) -> Fletcher:
-    """Continue OpenZFS's fletcher-4 over ``data`` (a multiple of 4 bytes) from ``state``."""
+    """Continue OpenZFS's fletcher-4 over ``data`` (a multiple of 4 bytes) from ``state``.
+
+    One integer matrix product per block of words gives the four weighted sums (uint64 wraps
+    as fletcher-4 does); the start state is folded in with the closed-form block update.
+    """
     a, b, c, d = state
     words = np.frombuffer(data, dtype="<u4")
     for start in range(0, len(words), _BLOCK):
         w = words[start : start + _BLOCK].astype(np.uint64)
         n = len(w)
-        k, k2, k3 = _K[_BLOCK - n :], _K2[_BLOCK - n :], _K3[_BLOCK - n :]
-        s1 = int(w.sum(dtype=np.uint64))
-        s2, s3, s4 = int(np.dot(k, w)), int(np.dot(k2, w)), int(np.dot(k3, w))
+        s1, s2, s3, s4 = (int(x) for x in _COEF[:, _BLOCK - n :] @ w)
         t2, t3 = n * (n + 1) // 2, n * (n + 1) * (n + 2) // 6
         a, b, c, d = (
             (a + s1) & _M64,
