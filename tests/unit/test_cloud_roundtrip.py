@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import StoreError, StreamFormatError, StreamTruncated
+from protocol.errors import StoreError, StreamChecksumError, StreamFormatError, StreamTruncated
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
 from workers.cloud.ingest import StoreSink, StreamRef
@@ -134,5 +134,17 @@ def test_garbage_is_a_format_error(tmp_path: Path) -> None:
     sink = StoreSink(repo)
     with pytest.raises(StreamFormatError, match="does not start with BEGIN"):
         sink.write(b"\x03" + b"\x00" * 400)
+    sink.abort()
+    assert list(repo.target.list("manifests/")) == []
+
+
+def test_a_damaged_stream_is_refused_at_ingest(tmp_path: Path) -> None:
+    data = bytearray((ZFS_STREAMS / "incr-s1-s2.zstream").read_bytes())
+    data[50_000] ^= 0x01  # one bit of file data flipped in transit
+    repo = make_repo(tmp_path)
+    sink = StoreSink(repo)
+    with pytest.raises(StreamChecksumError, match="checksum"):
+        sink.write(bytes(data))
+        sink.finish()
     sink.abort()
     assert list(repo.target.list("manifests/")) == []

@@ -17,12 +17,19 @@ from typing import Final
 
 import structlog
 
-from protocol.errors import StoreConflict, StoreError, StreamFormatError, StreamTruncated
+from protocol.errors import (
+    StoreConflict,
+    StoreError,
+    StreamChecksumError,
+    StreamFormatError,
+    StreamTruncated,
+)
 from workers.cloud import manifest as mf
 from workers.cloud.leases import LEASE_TTL, Lease, check_no_prune
 from workers.cloud.packs import BlobEntry, BlobKind, PackWriter, pack_key, write_segment
 from workers.cloud.records import (
     CKSUM_OFFSET,
+    CKSUM_SIZE,
     HEADER_SIZE,
     ZERO,
     Begin,
@@ -122,7 +129,17 @@ class StoreSink:
         else:
             state = fletcher4(view[:CKSUM_OFFSET], self._state)
             stored = header[CKSUM_OFFSET:]
-            literal = None if stored == pack_cksum(state) else stored
+            literal = None
+            if stored != pack_cksum(state):
+                # libzfs ends compound streams (and their header part) with END records that
+                # carry no checksum; any other mismatch is a damaged stream.
+                if kind != Drr.END or stored != bytes(CKSUM_SIZE):
+                    raise StreamChecksumError(
+                        "record checksum does not match the stream",
+                        offset=self._framer.offset - len(record),
+                        record=self._framer.records - 1,
+                    )
+                literal = stored
             norm = header[:CKSUM_OFFSET]
             rest = view[CKSUM_OFFSET:]  # the checksum field and the payload, contiguous
         if len(rest) % 4:

@@ -2,9 +2,10 @@
 
 A stream is kept as a list of entries, one per record: the header without its running checksum
 (BEGIN keeps all 312 bytes: its checksum field is the tail of ``drr_toname``), the id of the blob
-holding its payload, and the stored checksum only in the rare case it is not the one restore
-would regenerate (compound stream headers written by libzfs). Entries are grouped into segments
-stored as META blobs, so a manifest object stays small and ingest memory stays bounded.
+holding its payload, and the stored checksum only in the one case it is not the one restore
+would regenerate (the checksum-less END records libzfs writes around compound streams).
+Entries are grouped into segments stored as META blobs, so a manifest object stays small and
+ingest memory stays bounded.
 
 Manifests chain: an incremental's ``fromguid`` is the ``toguid`` of the manifest it applies on.
 """
