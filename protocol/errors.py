@@ -26,7 +26,8 @@ never crosses a public API without being wrapped in one of these.
     │   ├── StreamIncomplete         receive was cut off; carries the resume token if saved
     │   ├── ResumeTokenStale         resume token no longer matches the target's state
     │   ├── KeyNotLoaded             encrypted dataset whose key is not loaded
-    │   └── InvalidOperation         any other refusal with OpenZFS's message
+    │   ├── InvalidOperation         any other refusal with OpenZFS's message
+    │   └── HostUnreachable          ssh could not reach the host (also RetryableError)
     ├── TransferError                the data plane failed to move a stream
     │   ├── GrantError               missing, forged, expired, replayed or mismatched grant
     │   └── TransferCancelled
@@ -181,6 +182,10 @@ class KeyNotLoaded(ZfsError):
 
 class InvalidOperation(ZfsError):
     """Any other operation OpenZFS refuses; the message is OpenZFS's."""
+
+
+class HostUnreachable(ZfsError, RetryableError):
+    """The exec prefix (``ssh root@host``) could not reach the host; nothing ran there."""
 
 
 # -- data plane, store, jobs -----------------------------------------------------------------
