@@ -403,3 +403,23 @@ def test_diff_lists_changes_like_zfs_diff(sim: SimBackend) -> None:
     (src / "later").write_text("live")
     live = {e.path for e in sim.diff("fx/base@s2", "fx/base")}
     assert f"{src}/later" in live
+
+
+def test_child_datasets_do_not_make_their_parent_look_modified(sim: SimBackend) -> None:
+    sim.create("fx/base/kid")
+    (mnt(sim, "fx/base") / "p").write_text("1")
+    (mnt(sim, "fx/base/kid") / "k").write_text("1")
+    sim.snapshot(["fx/base@s1"], recursive=True)
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/rep")
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base/kid@s1")), "dst/rep/kid")
+    (mnt(sim, "fx/base") / "p").write_text("2")
+    (mnt(sim, "fx/base/kid") / "k").write_text("2")
+    sim.snapshot(["fx/base@s2"], recursive=True)
+    for name in ("fx/base", "fx/base/kid"):
+        data = send_bytes(sim, SendSpec(f"{name}@s2", from_snap="@s1"))
+        receive_bytes(sim, data, name.replace("fx/base", "dst/rep"))
+    assert (mnt(sim, "dst/rep") / "p").read_text() == "2"
+    assert (mnt(sim, "dst/rep/kid") / "k").read_text() == "2"
+    # The kid's files live in its own dataset, not in the parent's snapshots.
+    entries = {e.path for e in sim.diff("fx/base@s1", "fx/base@s2")}
+    assert not any(p.endswith("/k") for p in entries)

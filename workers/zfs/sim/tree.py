@@ -42,6 +42,7 @@ from .objects import ObjectStore
 log = structlog.get_logger(__name__)
 
 ZERO_RECORD: Final = bytes(RECORD)
+MOUNTPOINT_META: Final = Meta(Kind.DIR, 0o755, 0, 0, 0, 0)
 # A stat cache entry: inode, size, mtime_ns, ctime_ns, object id, node digest.
 CacheEntry = tuple[int, int, int, int, int, bytes]
 Cache = dict[str, CacheEntry]
@@ -156,6 +157,19 @@ class _Scanner:
             return None
         return entry[4]
 
+    def mountpoint_dir(self, rel: str) -> int:
+        """Another dataset's mountpoint: an empty directory here, as in the parent of a ZFS
+        mount. Its metadata is fixed, so the child's own changes never show in the parent."""
+        cached = self.old.get(rel)
+        obj = cached[4] if cached and cached[4] not in self.manifest else None
+        if obj is None:
+            obj = self.next_obj
+            self.next_obj += 1
+        digest = self._put(Node(MOUNTPOINT_META.encode(), ()))
+        self.manifest[obj] = digest
+        self.cache[rel] = (0, 0, 0, 0, obj, digest)
+        return obj
+
     def _put(self, node: Node) -> bytes:
         size = node.allocated()
         return self.store.put(node, size)
@@ -193,6 +207,7 @@ class _Scanner:
         for entry in listing:
             child = f"{rel}/{entry.name}" if rel else entry.name
             if child in self.exclude:
+                entries[entry.name] = self.mountpoint_dir(child)
                 continue
             cst = entry.stat(follow_symlinks=False)
             kind = _kind(cst.st_mode)
@@ -253,7 +268,7 @@ def is_modified(root: Path, cache: Cache, exclude: frozenset[str] = frozenset())
         if cached is None or cached[:4] != _key(st):
             return True
         seen += 1
-    return seen != len(cache)
+    return seen != len([rel for rel in cache if rel not in exclude])
 
 
 def walk(root: Path, exclude: frozenset[str] = frozenset()) -> Iterator[tuple[str, os.stat_result]]:
@@ -399,6 +414,9 @@ def materialize(
         node = nodes[obj]
         meta = node.meta
         full = str(root / rel) if rel else str(root)
+        if rel in exclude:
+            os.makedirs(full, exist_ok=True)  # another dataset's root: its metadata is its own
+            continue
         if meta.kind == Kind.DIR:
             if rel not in current:
                 os.mkdir(full, 0o700)
@@ -427,6 +445,9 @@ def materialize(
         found = paths.get(rel)
         if found is not None:
             fresh[rel] = (*_key(st), found, manifest[found])
+    for rel in exclude:
+        if rel in paths:
+            fresh[rel] = (0, 0, 0, 0, paths[rel], manifest[paths[rel]])
     return fresh
 
 
