@@ -16,10 +16,12 @@ from protocol.errors import (
     DestinationHasSnapshots,
     DestinationModified,
     HasDependentClones,
+    HostUnreachable,
     InvalidOperation,
     NameError_,
     NoCommonSnapshot,
     OriginMissing,
+    RetryableError,
     StreamChecksumError,
     StreamFormatError,
     StreamIncomplete,
@@ -148,3 +150,13 @@ def test_unknown_message_keeps_openzfs_words() -> None:
     error = error_from_stderr("cannot frobnicate 'tank/a': the moon is full\n", 1)
     assert isinstance(error, InvalidOperation)
     assert "the moon is full" in str(error)
+
+
+def test_unreachable_ssh_host_is_retryable_but_a_corrupt_token_is_not() -> None:
+    down = "ssh: connect to host lab1 port 22: Connection refused\n"
+    error = error_from_stderr(down, 255)
+    assert isinstance(error, HostUnreachable)
+    assert isinstance(error, RetryableError)
+    # zfs send -t exits 255 too; its words, not the code, decide
+    token = recorded_failures()["resume with stale token"]
+    assert not isinstance(error_from_stderr(token.stderr, token.exit_code), RetryableError)

@@ -202,3 +202,12 @@ def test_bad_input_is_refused_before_zfs_runs(tmp_path: Path, call: Any) -> None
         call(backend)
     assert str(info.value)
     assert not (tmp_path / "ran").exists()
+
+
+def test_reading_after_cancel_ends_the_stream(tmp_path: Path) -> None:
+    backend = backend_with(tmp_path, "printf x; sleep 30\n")
+    stream = backend.send(SendSpec("tank/a@s1"))
+    assert stream.read(1) == b"x"
+    stream.cancel()
+    assert stream.read(10) == b""
+    stream.close()  # nothing left to report after a cancel

@@ -24,6 +24,7 @@ from protocol.errors import (
     DestinationHasSnapshots,
     DestinationModified,
     HasDependentClones,
+    HostUnreachable,
     InvalidOperation,
     KeyNotLoaded,
     NameError_,
@@ -40,6 +41,13 @@ from protocol.errors import (
 
 USAGE_EXIT: Final = 2  # zfs's exit code for a command line it cannot parse
 
+SSH_FAILED_EXIT: Final = 255  # ssh's exit code when it, not the remote command, failed
+_SSH_TRANSPORT: Final = re.compile(
+    r"ssh: connect to host|ssh: Could not resolve hostname|Connection (refused|timed out)"
+    r"|Connection (closed|reset) by|kex_exchange_identification|Network is unreachable"
+    r"|No route to host",
+    re.IGNORECASE,
+)
 _TOKEN_IN_MESSAGE: Final = re.compile(r"zfs send -t (\S+)")
 _CANNOT_NAME: Final = re.compile(r"cannot [a-z -]+ '([^']+)': (.*)")
 
@@ -178,6 +186,9 @@ def error_from_stderr(stderr: str, exit_code: int) -> ZfleetError:
     """
     flat = _flat(stderr)
     headline = _headline(stderr)
+    if exit_code == SSH_FAILED_EXIT and _SSH_TRANSPORT.search(flat):
+        # ssh's own failure: zfs never ran, so trying again later is safe
+        return HostUnreachable(headline, stderr=stderr, exit_code=exit_code)
     for rule in RULES:
         if rule.pattern.search(flat):
             return rule.build(stderr, headline, exit_code)

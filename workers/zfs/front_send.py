@@ -7,6 +7,7 @@ record (the BEGIN) before it touches the target: garbage is refused the way Open
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -209,10 +210,10 @@ def receive(front: Front, args: Sequence[str]) -> int:
         sink.write(head)
         while chunk := front.stdin.read(CHUNK):
             sink.write(chunk)
-    except ZfleetError:
-        raise
     except BaseException:
-        sink.abort()
+        # the receive failed (or we were interrupted): stop it; with -s its partial state stays
+        with contextlib.suppress(ZfleetError):
+            sink.abort()
         raise
     result = sink.finish()
     if "-v" in found:

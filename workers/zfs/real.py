@@ -133,6 +133,8 @@ class RealSendStream:
 
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes of the stream (all that is left when ``n`` < 0); b"" at its end."""
+        if self._child.stdout.closed:  # cancelled or closed: the stream is over
+            return b""
         return self._child.stdout.read(n) if n >= 0 else self._child.stdout.read()
 
     def close(self) -> None:
