@@ -11,14 +11,18 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import io
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from protocol.errors import DatasetNotFound, ZfsError
+from protocol.errors import DatasetNotFound, StreamError, StreamIncomplete, ZfsError
+from protocol.stream import read_records
 from workers.zfs.base import ObjType, ReceiveResult, ReceiveSpec, SendSpec, ZfsObject
 
 
@@ -172,6 +176,12 @@ class _Receive:
     def finish(self) -> ReceiveResult:
         if self.backend.fail_receive:
             raise ZfsError(self.backend.fail_receive)
+        try:  # as zfs receive does: a stream that stops short is not applied, but kept
+            for _ in read_records(io.BytesIO(bytes(self.data)), verify=True):
+                pass
+        except StreamError as exc:
+            self.abort()
+            raise StreamIncomplete(f"incomplete stream: {exc}") from exc
         self.backend.applied[self.spec.target] = bytes(self.data)
         return ReceiveResult(self.spec.target, f"{self.spec.target}@received", len(self.data))
 
@@ -256,3 +266,38 @@ class OneThread:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def zfs_shims(bin_dir: Path, sim_root: Path) -> dict[str, str]:
+    """An environment where `zfs` and `zpool` are the front end over a simulated pool root.
+
+    A RealBackend given this environment runs real child processes (argv, pipes, exit codes,
+    process-group kills) while the pools live in ``sim_root``.
+    """
+    bin_dir.mkdir(parents=True)
+    for program in ("zfs", "zpool"):
+        shim = bin_dir / program
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m workers.zfs.front {program} "$@"\n')
+        shim.chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "ZFLEET_SIM_ROOT": str(sim_root),
+    }
+
+
+def live_children() -> list[int]:
+    """Pids whose parent is this process (running or not yet reaped)."""
+    me = str(os.getpid())
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == me:
+            found.append(int(status.parent.name))
+    return found

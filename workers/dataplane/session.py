@@ -243,14 +243,55 @@ def _receive(
     _check_begin(read_records(reader, verify=True), grant)
     sink = ctx.backend.receive(spec)
     try:
-        sink.write(reader.take_prefix())
-        for payload in _payloads(reader):
-            sink.write(payload)
+        payload: bytes | None = reader.take_prefix()
+        while payload is not None:
+            _write(sink, payload)
+            payload = reader.next_payload()
         _check_end(reader)
+    except _ReceiveFailed as failed:
+        sink.abort()  # reap it; it already said why
+        raise failed.error from None
+    except ZfleetError as exc:
+        # the incoming stream stopped short (a drop, a stall, a cancel, a corrupt frame): end
+        # the receive's input as a dropped pipe would, so that `-s` saves what it got
+        _end_short(sink, grant, exc)
+        raise
+    except BaseException:
+        sink.abort()
+        raise
+    try:
         return _finish(sink, wire, ctx.heartbeat_interval)
     except BaseException:
-        sink.abort()  # with -s the partial state stays for the sender's next attempt
+        sink.abort()
         raise
+
+
+class _ReceiveFailed(Exception):
+    """The receive refused a write: its error, kept apart from the stream's own errors."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _write(sink: ReceiveSink, data: bytes) -> None:
+    try:
+        sink.write(data)
+    except Exception as exc:
+        raise _ReceiveFailed(exc) from exc
+
+
+def _end_short(sink: ReceiveSink, grant: Grant, cause: ZfleetError) -> None:
+    try:
+        sink.finish()
+    except ZfleetError as exc:  # expected: the receive reports an incomplete stream
+        log.info("stream.partial_kept", dataset=grant.dataset, receive=str(exc), cause=str(cause))
+    except Exception:
+        log.exception("stream.partial_failed", dataset=grant.dataset)
+        sink.abort()
+    else:
+        # every byte of the stream had arrived; only our END was lost
+        log.warning("stream.applied_without_end", dataset=grant.dataset, cause=str(cause))
 
 
 def _check_begin(records: Iterator[Record], grant: Grant) -> None:
@@ -310,11 +351,6 @@ def _listed_guids(nvlist: Mapping[str, Any]) -> set[int]:
             if isinstance(snaps, dict):
                 guids.update(v for v in snaps.values() if isinstance(v, int))
     return guids
-
-
-def _payloads(reader: _StreamReader) -> Iterator[bytes]:
-    while (payload := reader.next_payload()) is not None:
-        yield payload
 
 
 def _check_end(reader: _StreamReader) -> None:
