@@ -183,7 +183,9 @@ class _Builder:
             if parent_state.refused:
                 return self._refuse(pr, "parent dataset was refused")
             if parent_state.legs:
-                deps.add(parent_state.legs[0])
+                # after the parent's last leg: mounting the child creates its mountpoint in the
+                # parent, which a later incremental into the parent would refuse as "modified"
+                deps.add(parent_state.legs[-1])
         origin_ds = ds.origin_dataset
         origin_src = selected.get(origin_ds) if origin_ds else None
         first = ds.snap(0)
@@ -288,8 +290,9 @@ class _Builder:
             snap = ds.snap(nxt)
             send = {"snapshot": snap.name, "from_snap": bookmark.name, "intermediates": False}
             key = self._leg(
-                pr, send, guids=(snap.guid, bookmark.guid), estimate=snap.written, force=diverged
-            )
+                pr, send, guids=(snap.guid, bookmark.guid), estimate=snap.written,
+                force=diverged, deps=self._parent_deps(pr),
+            )  # fmt: skip
             self._hold(tkey, common.name, common.guid, key)
             pr.state.legs.append(key)
             self._chain(pr, nxt, force=False)
@@ -320,7 +323,7 @@ class _Builder:
             base, top = ds.snap(a), ds.snap(b)
             send = {"snapshot": top.name, "from_snap": base.name, "intermediates": b - a > 1}
             estimate = sum(ds.snap_written[a + 1 : b + 1])
-            deps = {state.legs[-1]} if state.legs else set()
+            deps = {state.legs[-1]} if state.legs else self._parent_deps(pr)
             key = self._leg(
                 pr, send, guids=(top.guid, base.guid), estimate=estimate, force=force, deps=deps
             )
@@ -333,6 +336,13 @@ class _Builder:
             state.legs.append(key)
 
     # -- helpers --------------------------------------------------------------------------------
+    def _parent_deps(self, pr: _Pair) -> set[tuple[Any, ...]]:
+        """A dataset's first leg waits for its parent's last leg on the same target: receiving
+        into a parent while a child below it is received races on the child's mountpoint."""
+        parent = pr.ds.name.rsplit("/", 1)[0] if "/" in pr.ds.name else None
+        state = self.pairs.get((pr.tkey, parent)) if parent else None
+        return {state.legs[-1]} if state is not None and state.legs else set()
+
     def _target(self, tkey: str) -> Target:
         for t in self.job.targets:
             if t.host == tkey or (t.store and store_host(t.store) == tkey):

@@ -139,8 +139,18 @@ def expand(job: Job, plan: Plan) -> None:
     }
     if plan.refusals:
         job.error = "; ".join(str(r) for r in plan.refusals)
-    if not job.options.get("dry_run"):
-        add_steps(job, plan.steps, after=PLAN)
+    if job.options.get("dry_run") or not plan.steps:
+        return
+    add_steps(job, plan.steps, after=PLAN)
+    # A fresh inventory at the end, whatever happened, so `zfleet status` shows the new state.
+    last = tuple(s.id for s in plan.steps)
+    roots = {s.host: s.args["roots"] for s in job.steps.values()
+             if s.kind == INVENTORY and s.host is not None}  # fmt: skip
+    add_steps(job, [
+        StepPlan(id=f"inventory-after-{host}", kind=INVENTORY, host=host, args={"roots": r},
+                 deps=last, always=True)
+        for host, r in sorted(roots.items())
+    ])  # fmt: skip
 
 
 def plan_row(step: StepPlan) -> dict[str, Any]:

@@ -127,9 +127,19 @@ class _RunLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def acquire(self) -> bool:
-        if not self.rt.client.set(self.key, self.token, nx=True, ex=RUNNING_TTL):
-            return False
+    def acquire(self, wait: float = RUNNING_TTL * 2) -> bool:
+        """Take the lease; a holder that is an earlier instance of this host's worker is dead
+        (one worker per host), so its lease is taken over; our own other thread is waited for."""
+        deadline = time.monotonic() + wait
+        while not self.rt.client.set(self.key, self.token, nx=True, ex=RUNNING_TTL):
+            holder = (self.rt.client.get(self.key) or b"").decode()
+            if holder.split(":", 1)[0] != self.rt.instance:
+                self.rt.client.set(self.key, self.token, ex=RUNNING_TTL)
+                log.info("step.lease_taken_over", previous=holder)
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
         def renew() -> None:
             while not self._stop.wait(RUNNING_TTL / 3):
@@ -231,9 +241,16 @@ def execute(rt: HostRuntime, call: StepCall) -> str:
             return "already-done"
         lease = _RunLease(rt, call)
         if not lease.acquire():
-            log.info("step.running_elsewhere")
+            # another of our threads still runs an older attempt: let the coordinator try later
+            busy = "an earlier attempt of this step is still running here"
+            _emit(rt, call, StepState.FAILED, error_type="DatasetBusy", retryable=True,
+                  error_message=busy)  # fmt: skip
             return "busy"
         try:
+            prior = rt.client.get(done_key)
+            if prior is not None:  # the attempt we waited for finished the work
+                _emit(rt, call, StepState.SUCCEEDED, result=json.loads(prior))
+                return "already-done"
             _emit(rt, call, StepState.STARTED, result={"worker": rt.instance})
             result = _run(rt, call)
             if isinstance(result, str):

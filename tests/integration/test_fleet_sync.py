@@ -1,0 +1,158 @@
+"""A whole simulated fleet: real redis-server, three `zfleet worker` processes, a coordinator.
+
+alpha holds a hierarchy (a base with snapshots, nested children, three clones of different base
+snapshots); the job replicates it to beta and gamma. The targets must end up with clones as clones,
+equal guids and equal contents; a second run moves only the changes; a worker and the coordinator
+killed (SIGKILL) mid-job do not stop the job from finishing correctly once they are back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coordinator import engine
+from coordinator.engine import Job
+from coordinator.jobstore import JobStore
+from coordinator.runner import wait_job
+from tests.services.fleet import Fleet, running_fleet
+from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
+from workers.zfs.base import ObjType
+from workers.zfs.sim import SimBackend
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HOSTS = ("alpha", "beta", "gamma")
+JOB = """
+[jobs.img]
+source = "alpha:tank/img"
+targets = ["beta:bk/img", "gamma:bk/img"]
+snapshot = "zfleet-%Y%m%dT%H%M%SZ"
+"""
+CLONES = {"tank/img/app1": "b1", "tank/img/app2": "b2", "tank/img/app3": "b3"}
+
+
+def write(backend: SimBackend, dataset: str, name: str, data: bytes) -> None:
+    mp = backend.mountpoint(dataset)
+    assert mp is not None
+    Path(mp, name).write_bytes(data)
+
+
+def build_source(alpha: SimBackend) -> None:
+    """The hierarchy to replicate, with incompressible data so sizes mean something."""
+    alpha.create_pool("tank")
+    alpha.create("tank/img")
+    write(alpha, "tank/img", "README", b"images\n")
+    alpha.create("tank/img/base")
+    for i, snap in enumerate(("b1", "b2", "b3")):
+        write(alpha, "tank/img/base", f"layer{i}", os.urandom(256 * 1024))
+        alpha.snapshot([f"tank/img/base@{snap}"])
+    alpha.create("tank/img/base/child")
+    write(alpha, "tank/img/base/child", "c", os.urandom(64 * 1024))
+    alpha.create("tank/img/base/child/deep")
+    write(alpha, "tank/img/base/child/deep", "d", os.urandom(32 * 1024))
+    for clone, origin in CLONES.items():
+        alpha.clone(f"tank/img/base@{origin}", clone)
+        write(alpha, clone, "own", os.urandom(16 * 1024))
+
+
+def files(backend: SimBackend, dataset: str) -> dict[str, bytes]:
+    mp = backend.mountpoint(dataset)
+    assert mp is not None
+    return {p.name: p.read_bytes() for p in Path(mp).iterdir() if p.is_file()}
+
+
+def assert_replicated(fleet: Fleet) -> None:
+    alpha = fleet.backend("alpha")
+    src = {o.name: o for o in alpha.list("tank/img")}
+    datasets = [n for n, o in src.items() if o.type is ObjType.FILESYSTEM]
+    for host in ("beta", "gamma"):
+        tgt_backend = fleet.backend(host)
+        tgt = {o.name: o for o in tgt_backend.list("bk/img")}
+        for name, obj in src.items():
+            twin = tgt.get(name.replace("tank/img", "bk/img", 1))
+            assert twin is not None, f"{host} lacks {name}"
+            if obj.type is ObjType.SNAPSHOT:
+                assert twin.guid == obj.guid, f"{host}: {twin.name} has another guid"
+        for clone, origin in CLONES.items():
+            twin = tgt[clone.replace("tank/img", "bk/img", 1)]
+            assert twin.origin == f"bk/img/base@{origin}", f"{host}: {twin.name} is not a clone"
+        for name in datasets:
+            assert files(tgt_backend, name.replace("tank/img", "bk/img", 1)) == files(alpha, name)
+
+
+def moved(job: Job) -> int:
+    return sum(int(s.result.get("bytes") or 0) for s in job.steps.values() if s.kind == "transfer")
+
+
+def run_sync(fleet: Fleet, store: JobStore, timeout: float = 90) -> Job:
+    out = fleet.cli("sync", "img", "--config", str(fleet.config), "--json")
+    assert out.returncode == 0, out.stderr
+    job = wait_job(store, json.loads(out.stdout)["id"], timeout=timeout)
+    assert job.done, f"job did not finish: {engine.counts(job)}\n{fleet.logs()}"
+    assert job.status == engine.JOB_SUCCEEDED, f"{job.error}: {engine.counts(job)}\n{fleet.logs()}"
+    return job
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[Fleet]:  # noqa: F811
+    with running_fleet(tmp_path, redis_server, HOSTS, JOB) as f:
+        build_source(f.backend("alpha"))
+        for host in ("beta", "gamma"):
+            f.backend(host).create_pool("bk")
+        for host in HOSTS:
+            f.start_worker(host)
+        f.start_coordinator()
+        yield f
+
+
+def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> None:
+    store = JobStore(fleet.client())
+    first = run_sync(fleet, store)
+    assert_replicated(fleet)
+    # one fan-out step per stream: every transfer went to both targets at once
+    transfers = [s for s in first.steps.values() if s.kind == "transfer"]
+    assert transfers and all(len(s.args["targets"]) == 2 for s in transfers)
+
+    write(fleet.backend("alpha"), "tank/img/base", "patch", os.urandom(8 * 1024))
+    time.sleep(1.1)  # the snapshot pattern has one-second resolution
+    second = run_sync(fleet, store)
+    assert_replicated(fleet)
+    assert all(s.args["send"]["from_snap"] for s in second.steps.values() if s.kind == "transfer")
+    assert moved(second) * 10 < moved(first), (moved(first), moved(second))
+
+    status = fleet.cli("status", "--config", str(fleet.config), "--json")
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)["datasets"]
+    assert {t["snapshots_behind"] for r in rows for t in r["targets"]} == {0}
+
+
+def test_killed_worker_and_coordinator_do_not_stop_the_job(fleet: Fleet) -> None:
+    store = JobStore(fleet.client())
+    run_sync(fleet, store)
+    # slow alpha's sends down so the next transfer is still running when we strike
+    fleet.kill_worker("alpha")
+    fleet.start_worker("alpha", ZFLEET_BWLIMIT="300K")
+    write(fleet.backend("alpha"), "tank/img/base", "big", os.urandom(3 * 1024 * 1024))
+    time.sleep(1.1)
+    out = fleet.cli("sync", "img", "--config", str(fleet.config), "--json")
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["id"]
+    deadline = time.monotonic() + 60
+    while not any(p.get("done", 0) > 256 * 1024 for p in store.progress(job_id).values()):
+        assert time.monotonic() < deadline, f"no transfer started\n{fleet.logs()}"
+        time.sleep(0.2)
+    fleet.kill_coordinator()
+    fleet.kill_worker("alpha")
+    time.sleep(1)
+    fleet.start_worker("alpha")
+    fleet.start_coordinator()
+    job = wait_job(store, job_id, timeout=100)
+    assert job.status == engine.JOB_SUCCEEDED, f"{job.error}: {engine.counts(job)}\n{fleet.logs()}"
+    assert_replicated(fleet)
+    assert max(s.attempt for s in job.steps.values() if s.kind == "transfer") >= 2
