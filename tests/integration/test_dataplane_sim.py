@@ -268,3 +268,20 @@ def test_partial_state_of_another_stream_is_reported_not_overwritten(alpha, beta
     assert result.error_type == "ResumeTokenStale"
     assert "zfs receive -A tank/dst" in (result.error or "")
     assert _token(dst, "tank/dst") == token  # the partial receive is still there to resume
+
+
+def test_a_stream_corrupt_midway_is_refused_by_the_receive_and_not_applied(alpha, beta) -> None:
+    from tests.services.dataplane import RecordingBackend
+
+    dst, server = beta
+    stream = alpha.send(SendSpec("tank/src@s1"))
+    data = bytearray(stream.read())
+    stream.close()
+    data[len(data) // 2] ^= 0x55  # inside a WRITE payload, far past BEGIN: only checksums see it
+    source = RecordingBackend({"tank/src@s1": bytes(data)})
+    target = _target(alpha, server, "tank/dst")
+    report = push_transfer(source, SendSpec("tank/src@s1"), [target], options=OPTIONS)
+    [result] = report.targets
+    assert result.outcome is Outcome.FAILED
+    assert "checksum" in (result.error or "").lower(), result
+    assert not dst.exists("tank/dst@s1")
