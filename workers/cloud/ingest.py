@@ -147,15 +147,15 @@ class StoreSink:
                 "payload length is not a multiple of 4", offset=self._framer.offset
             )
         self._state = fletcher4(rest, state)
-        payload = record[HEADER_SIZE:]
-        blob = self._blob(payload, BlobKind.DATA) if payload else None
+        payload = view[HEADER_SIZE:]
+        blob = self._blob(payload, BlobKind.DATA) if len(payload) else None
         self._last_kind = kind
         self._entries.append((norm, blob, literal))
         self._entry_bytes += len(norm) + 40
         if self._entry_bytes >= mf.SEGMENT_BYTES:
             self._flush_segment()
 
-    def _blob(self, data: bytes, kind: BlobKind) -> bytes:
+    def _blob(self, data: bytes | memoryview, kind: BlobKind) -> bytes:
         blob_id = self._crypto.content_id(data)
         if blob_id in self._pending:
             return blob_id
@@ -163,7 +163,7 @@ class StoreSink:
         if loc is not None:
             self._used_packs.add(loc.pack)
             return blob_id
-        self._writer.add(blob_id, kind, data)
+        self._writer.add(blob_id, kind, bytes(data))  # copied only when new
         self._pending.add(blob_id)
         if self._writer.size >= self._repo.config.pack_size:
             self._flush_pack()

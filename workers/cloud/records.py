@@ -87,7 +87,7 @@ def parse_begin(header: bytes, offset: int = 0) -> Begin:
 
 
 class Framer:
-    """A push parser: feed bytes, take whole ``(header, payload)`` records out.
+    """A push parser: feed bytes, take whole records out.
 
     Holds at most one incomplete record. ``offset`` counts the bytes consumed so far.
     """
@@ -102,35 +102,49 @@ class Framer:
         """Add bytes; yields ``(type, record)`` for each record now complete.
 
         ``record`` is the header and its payload, contiguous (312 bytes, then the payload).
+        Records are cut straight out of ``data`` when nothing is pending; only the incomplete
+        tail is kept, so a chunk is never shifted once per record.
         """
-        self._buf += data
-        while True:
-            if self._need is None:
-                if len(self._buf) < HEADER_SIZE:
+        if self._buf:
+            self._buf += data
+            src: bytes | bytearray | memoryview = self._buf
+        else:
+            src = data
+        pos = 0
+        try:
+            while True:
+                avail = len(src) - pos
+                if self._need is None:
+                    if avail < HEADER_SIZE:
+                        return
+                    header = bytes(src[pos : pos + HEADER_SIZE])
+                    kind = _u32(header, 0)
+                    if self.records == 0 and kind != Drr.BEGIN:
+                        raise StreamFormatError(
+                            "stream does not start with BEGIN", offset=self.offset
+                        )
+                    if kind > DrrType.REDACT:
+                        raise StreamFormatError(
+                            f"unknown record type {kind}", offset=self.offset, record=self.records
+                        )
+                    self._need = payload_size(DrrType(kind), header)
+                    if self._need > MAX_PAYLOAD:
+                        raise StreamFormatError(
+                            f"payload of {self._need} bytes is impossible",
+                            offset=self.offset,
+                            record=self.records,
+                        )
+                total = HEADER_SIZE + self._need
+                if avail < total:
                     return
-                kind = _u32(self._buf, 0)
-                if self.records == 0 and kind != Drr.BEGIN:
-                    raise StreamFormatError("stream does not start with BEGIN", offset=self.offset)
-                if kind > DrrType.REDACT:
-                    raise StreamFormatError(
-                        f"unknown record type {kind}", offset=self.offset, record=self.records
-                    )
-                self._need = payload_size(DrrType(kind), bytes(self._buf[:HEADER_SIZE]))
-                if self._need > MAX_PAYLOAD:
-                    raise StreamFormatError(
-                        f"payload of {self._need} bytes is impossible",
-                        offset=self.offset,
-                        record=self.records,
-                    )
-            total = HEADER_SIZE + self._need
-            if len(self._buf) < total:
-                return
-            record = bytes(self._buf[:total])
-            del self._buf[:total]
-            self._need = None
-            self.offset += total
-            self.records += 1
-            yield _u32(record, 0), record
+                record = bytes(src[pos : pos + total])
+                pos += total
+                self._need = None
+                self.offset += total
+                self.records += 1
+                yield _u32(record, 0), record
+        finally:
+            self._buf = bytearray(src[pos:])
 
     def close(self) -> None:
         """Raise :class:`StreamTruncated` when a record is still incomplete."""
