@@ -17,6 +17,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "ca": "coordinator.cli.ca:ca",
     "cloud": "coordinator.cli.cloud:cloud",
     "coordinator": "coordinator.cli.coordinator:coordinator",
+    "demo": "coordinator.cli.demo:demo",
     "job": "coordinator.cli.jobs:job",
     "jobs": "coordinator.cli.jobs:jobs",
     "lab": "coordinator.cli.lab:lab",
