@@ -96,7 +96,7 @@ def test_dependent_clone_refusal_lists_the_clones(backend: SimBackend) -> None:
     backend.snapshot(["tank/app@a1"])
     message, _ = render(HasDependentClones("x"), Context("destroy", "tank/base@s1"), backend)
     assert message.splitlines()[1:] == [
-        "use '-R' to destroy the following datasets:", "tank/app", "tank/app@a1",
+        "use '-R' to destroy the following datasets:", "tank/app@a1", "tank/app",
     ]  # fmt: skip
 
 

@@ -6,8 +6,6 @@ says which error each recorded case must become.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from protocol.errors import (
@@ -28,42 +26,8 @@ from protocol.errors import (
     TokenError,
     ZfleetError,
 )
-from tests.conftest import ZFS_STREAMS
+from tests.conformance.recorded import recorded_failures, recorded_samples
 from workers.zfs.errormap import error_from_stderr
-
-
-@dataclass(frozen=True)
-class Case:
-    title: str
-    stderr: str
-    exit_code: int
-
-
-def recorded_failures() -> dict[str, Case]:
-    """The cases of cli-errors.txt (``## title``, message lines, ``exit=N``) that printed."""
-    cases: dict[str, Case] = {}
-    title, lines = "", []
-    for line in (ZFS_STREAMS / "cli-errors.txt").read_text().splitlines():
-        if line.startswith("## "):
-            title, lines = line[3:], []
-        elif line.startswith("exit="):
-            # a Python traceback in the fixture is the recording script's own pipe, not zfs
-            recorder = ("Traceback", "  File", "BrokenPipeError")
-            message = "\n".join(x for x in lines if not x.startswith(recorder))
-            if message.strip():
-                cases[title] = Case(title, message + "\n", int(line[5:]))
-        else:
-            lines.append(line)
-    return cases
-
-
-def recorded_samples() -> dict[str, str]:
-    """The two destroy refusals recorded in cli-samples.txt, keyed by their reason."""
-    text = (ZFS_STREAMS / "cli-samples.txt").read_text()
-    start = text.index("cannot destroy 'fx/base@s2'")
-    held = text.index("cannot destroy snapshot fx/base@s1")
-    return {"dependent clones": text[start:held], "held": text[held:]}
-
 
 EXPECTED: dict[str, type[ZfleetError]] = {
     "receive incremental onto dataset lacking the from-snapshot": NoCommonSnapshot,

@@ -95,14 +95,15 @@ def _dependents(backend: ZfsBackend, snapshot: str) -> list[str]:
         objects = backend.list()
     except ZfleetError:
         return found
-    clones = {
+    clones = sorted(
         o.name
         for o in objects
         if o.origin is not None and snapshot in (o.origin, o.origin.split("@", 1)[0])
-    }
-    for obj in objects:
-        if obj.dataset in clones:
-            found.append(obj.name)
+    )
+    # in the order zfs would destroy them: a clone's snapshots first, then the clone
+    for clone in clones:
+        found += [o.name for o in objects if o.dataset == clone and o.name != clone]
+        found.append(clone)
     return found
 
 
@@ -125,6 +126,26 @@ def _newer(backend: ZfsBackend, snapshot: str) -> list[str]:
     ]
 
 
+# libzfs's reasons for refusing a resume token, by a word our decoder's reason contains
+_TOKEN_REASONS: Final = (
+    ("checksum", "incorrect checksum"),
+    ("version", "invalid version"),
+    ("hex", "payload is not hex-encoded"),
+    ("decompress", "decompression failed"),
+    ("zlib", "decompression failed"),
+    ("nvlist", "nvlist_unpack failed"),
+)
+
+
+def _token_reason(reason: str) -> str:
+    """OpenZFS's wording for a corrupt token (``resume token is corrupt (incorrect checksum)``)."""
+    lowered = reason.lower()
+    for word, words in _TOKEN_REASONS:
+        if word in lowered:
+            return f"resume token is corrupt ({words})"
+    return "resume token is corrupt (invalid format)"
+
+
 def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, int]:
     """OpenZFS's message (without the final newline) and exit code for ``error``."""
     subject = ctx.subject
@@ -133,10 +154,7 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
     if isinstance(error, NameError_):
         return f"cannot {ctx.verb} '{error.name}': {error.rule}", EXIT_FAILURE
     if isinstance(error, TokenError):
-        reason = str(error)
-        if not reason.startswith("resume token is corrupt"):
-            reason = f"resume token is corrupt ({reason})"
-        return f"cannot resume send: {reason}", EXIT_SEND_RESUME
+        return f"cannot resume send: {_token_reason(str(error))}", EXIT_SEND_RESUME
     if isinstance(error, ResumeTokenStale):
         return (
             f"cannot resume send: '{subject}' used in the initial send no longer exists",
@@ -177,4 +195,6 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
         return f"cannot {ctx.verb} '{subject}': dataset is busy", EXIT_FAILURE
     if isinstance(error, KeyNotLoaded):
         return f"cannot {ctx.verb} '{subject}': encryption key not loaded", EXIT_FAILURE
+    if str(error).startswith("cannot "):
+        return str(error), EXIT_FAILURE  # the backend already speaks OpenZFS's words
     return f"cannot {ctx.verb} '{subject}': {error}", EXIT_FAILURE
