@@ -39,6 +39,7 @@ from workers.zfs.base import (
 
 from . import crypto, datasets, db, properties
 from .pool import Pool, new_guid, not_found
+from .space import Space
 
 log = structlog.get_logger(__name__)
 
@@ -137,7 +138,7 @@ class SimBackend(ZfsBackend):
         kind = zfsnames.validate_any(root, existing=True)
         pool = self._pool(root)
         if kind != zfsnames.NameKind.DATASET:
-            obj = self._object(pool, root)
+            obj = self._object(pool, root, Space(pool))
             return [obj] if obj.type in types else []
         top = pool.dataset(root)
         family = [top, *pool.descendants(root)] if recursive else [top]
@@ -145,17 +146,18 @@ class SimBackend(ZfsBackend):
         # dataset's snapshots; otherwise the dataset alone is listed.
         children_only = not recursive and not ({ObjType.FILESYSTEM, ObjType.VOLUME} & set(types))
         out: list[ZfsObject] = []
+        space = Space(pool)
         for ds in family:
             if ObjType(ds.kind) in types and not children_only:
-                out.append(self._object(pool, ds.name))
+                out.append(self._object(pool, ds.name, space))
             if recursive or children_only:
                 if ObjType.SNAPSHOT in types:
-                    out += [self._object(pool, s.name) for s in pool.snapshots(ds.id)]
+                    out += [self._object(pool, s.name, space) for s in pool.snapshots(ds.id)]
                 if ObjType.BOOKMARK in types:
-                    out += [self._object(pool, b.name) for b in pool.bookmarks(ds.id)]
+                    out += [self._object(pool, b.name, space) for b in pool.bookmarks(ds.id)]
         return out
 
-    def _object(self, pool: Pool, name: str) -> ZfsObject:
+    def _object(self, pool: Pool, name: str, space: Space) -> ZfsObject:
         if "#" in name:
             mark = pool.bookmark(name)
             return ZfsObject(name, ObjType.BOOKMARK, mark.guid, mark.createtxg, mark.creation)
@@ -168,7 +170,7 @@ class SimBackend(ZfsBackend):
                 snap.guid,
                 snap.createtxg,
                 snap.creation,
-                used=properties.snapshot_used(pool, snap, ds),
+                used=space.snapshot_used(snap, ds),
                 referenced=snap.referenced,
                 written=snap.written,
                 encryption=_cipher(ds.crypt),
@@ -176,7 +178,7 @@ class SimBackend(ZfsBackend):
                 user_props=dict(snap.props),
             )
         ds = pool.dataset(name)
-        space = properties.dataset_space(pool, ds)
+        figures = space.dataset(ds)
         token = properties.dataset_props(pool, ds, ["receive_resume_token"])
         tok = token["receive_resume_token"].value
         return ZfsObject(
@@ -186,9 +188,9 @@ class SimBackend(ZfsBackend):
             ds.createtxg,
             ds.creation,
             origin=pool.snapshot_by_id(ds.origin).name if ds.origin is not None else None,
-            used=space["used"],
-            referenced=space["referenced"],
-            written=space["written"],
+            used=figures["used"],
+            referenced=figures["referenced"],
+            written=figures["written"],
             receive_resume_token=None if tok == "-" else tok,
             encryption=_cipher(ds.crypt),
             keystatus=_keystatus(ds.crypt),
@@ -371,15 +373,10 @@ class SimBackend(ZfsBackend):
             return open_send(self, spec)
 
     def estimate(self, spec: SendSpec) -> int:
-        from .send import open_send
+        from .send import estimate_send
 
         with self._lock:
-            stream = open_send(self, spec)
-        total = 0
-        while chunk := stream.read(1 << 20):
-            total += len(chunk)
-        stream.close()
-        return total
+            return estimate_send(self, spec)
 
     def receive(self, spec: ReceiveSpec) -> ReceiveSink:
         from .receive import open_receive

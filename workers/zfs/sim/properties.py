@@ -4,106 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping, Sequence
 
 from protocol.errors import InvalidOperation
 from workers.zfs.base import PropertyValue
 
 from . import db
-from .nodes import Manifest
 from .pool import Dataset, Pool, Snapshot, not_found
 from .props import READONLY, SETTABLE, is_user_prop, normalize
-from .space import referenced, unique_bytes
-from .tree import decode_cache, walk
+from .space import Space
 
 NONE = "-"
 
 
-# -- space -------------------------------------------------------------------------------------
-def live_view(pool: Pool, ds: Dataset) -> tuple[Manifest, int]:
-    """The live data as far as it is known unchanged (a manifest) plus bytes of changed files."""
-    if ds.head is not None or not ds.mounted:
-        from .nodes import decode_manifest
-
-        return (decode_manifest(ds.head) if ds.head else {}), 0
-    cache = decode_cache(ds.scan)
-    if ds.kind == "volume":
-        path = pool.volume_path(ds)
-        entry = cache.get("")
-        if not path.exists():
-            return {}, 0
-        st = os.stat(path)
-        if entry and entry[:4] == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            return {entry[4]: entry[5]}, 0
-        return {}, min(st.st_size, st.st_blocks * 512)
-    mnt = pool.mountpoint(ds)
-    if mnt is None:
-        return {}, 0
-    known: Manifest = {}
-    extra = 0
-    for rel, st in walk(mnt, pool.exclude(ds, mnt)):
-        entry = cache.get(rel)
-        if entry and entry[:4] == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            known[entry[4]] = entry[5]
-        elif not stat.S_ISDIR(st.st_mode):
-            extra += min(st.st_size, st.st_blocks * 512)
-    return known, extra
-
-
 def snapshot_used(pool: Pool, snap: Snapshot, ds: Dataset | None = None) -> int:
-    ds = ds or pool.dataset_by_id(snap.dataset)
-    snaps = pool.snapshots(ds.id)
-    index = next(i for i, s in enumerate(snaps) if s.id == snap.id)
-    neighbours: list[Manifest] = []
-    if index > 0:
-        neighbours.append(snaps[index - 1].manifest)
-    elif ds.origin is not None:
-        neighbours.append(pool.snapshot_by_id(ds.origin).manifest)
-    if index + 1 < len(snaps):
-        neighbours.append(snaps[index + 1].manifest)
-    else:
-        neighbours.append(live_view(pool, ds)[0])
-    neighbours += [_clone_head(pool, c) for c in pool.clones_of(snap.id)]
-    return unique_bytes(pool.objects, snap.manifest, neighbours)
-
-
-def _clone_head(pool: Pool, clone: Dataset) -> Manifest:
-    snaps = pool.snapshots(clone.id)
-    return snaps[0].manifest if snaps else live_view(pool, clone)[0]
+    """A snapshot's ``used`` (what destroying it alone would free)."""
+    return Space(pool).snapshot_used(snap, ds)
 
 
 def dataset_space(pool: Pool, ds: Dataset) -> dict[str, int]:
     """referenced, written, usedby* and used of a dataset."""
-    known, extra = live_view(pool, ds)
-    store = pool.objects
-    snaps = pool.snapshots(ds.id)
-    ref = referenced(store, known) + extra
-    base = (
-        snaps[-1].manifest
-        if snaps
-        else (pool.snapshot_by_id(ds.origin).manifest if ds.origin is not None else None)
-    )
-    written = (unique_bytes(store, known, [base]) if base is not None else ref - extra) + extra
-    if ds.origin is not None:
-        by_dataset = unique_bytes(store, known, [pool.snapshot_by_id(ds.origin).manifest]) + extra
-    else:
-        by_dataset = ref
-    by_snaps = sum(snapshot_used(pool, s, ds) for s in snaps)
-    by_children = sum(
-        dataset_space(pool, child)["used"]
-        for child in pool.descendants(ds.name)
-        if child.name.count("/") == ds.name.count("/") + 1
-    )
-    return {
-        "referenced": ref,
-        "written": written,
-        "usedbydataset": by_dataset,
-        "usedbysnapshots": by_snaps,
-        "usedbychildren": by_children,
-        "usedbyrefreservation": 0,
-        "used": by_dataset + by_snaps + by_children,
-    }
+    return Space(pool).dataset(ds)
 
 
 # -- resolution --------------------------------------------------------------------------------

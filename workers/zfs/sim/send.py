@@ -13,6 +13,7 @@ record that became a hole. Deleted objects go out as FREEOBJECTS runs.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -26,6 +27,7 @@ from protocol.errors import (
     ZfsError,
 )
 from protocol.stream import Feature, StreamWriter, decode_resume_token
+from protocol.stream.nvlist import NV_ENCODE_NATIVE, NV_ENCODE_XDR, nvlist_encode
 from protocol.stream.types import DMU_OST_ZFS, DMU_OST_ZVOL, DRR_FLAG_CLONE
 from workers.zfs.base import SendSpec, SendStream
 
@@ -283,10 +285,44 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def emit(pool: Pool, plan: Plan) -> Iterator[bytes]:
-    """The stream's bytes, in chunks of about a record or an object."""
+class _SizeWriter:
+    """Counts the bytes StreamWriter would write, without data, checksums or block reads."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def begin(
+        self, *args: Any, compound: bool = False, payload_nvlist: Any = None, **kw: Any
+    ) -> None:
+        encoding = NV_ENCODE_XDR if compound else NV_ENCODE_NATIVE
+        extra = len(nvlist_encode(payload_nvlist, encoding=encoding)) if payload_nvlist else 0
+        self.size += RECORD_HEADER + extra
+
+    def object(self, obj: int, *, bonus: bytes, **kw: Any) -> None:
+        self.size += RECORD_HEADER + (kw.get("raw_bonuslen") or -(-len(bonus) // 8) * 8)
+
+    def free(self, *args: Any) -> None:
+        self.size += RECORD_HEADER
+
+    freeobjects = end = free
+
+    def payload(self, length: int) -> None:
+        self.size += RECORD_HEADER + length
+
+
+def plan_size(pool: Pool, plan: Plan) -> int:
+    """The exact byte size :func:`emit` would produce (``zfs send -nP``)."""
+    writer = _SizeWriter()
+    for _chunk in emit(pool, plan, writer):
+        pass
+    return writer.size
+
+
+def emit(pool: Pool, plan: Plan, sizer: _SizeWriter | None = None) -> Iterator[bytes]:
+    """The stream's bytes, in chunks of about a record or an object; with ``sizer``, nothing
+    is produced and the sizes are counted instead."""
     sink = _Sink()
-    writer = StreamWriter(sink)
+    writer: Any = sizer if sizer is not None else StreamWriter(sink)
     if plan.compound:
         writer.begin(
             0,
@@ -323,7 +359,7 @@ def _begin_payload(sub: Substream) -> dict[str, Any] | None:
     return payload or None
 
 
-def _emit_sub(pool: Pool, writer: StreamWriter, sink: _Sink, sub: Substream) -> Iterator[bytes]:
+def _emit_sub(pool: Pool, writer: Any, sink: _Sink, sub: Substream) -> Iterator[bytes]:
     store = pool.objects
     changed = sub.changed()
     wanted = {sub.new[o] for o in changed} | {sub.old[o] for o in changed if o in sub.old}
@@ -368,7 +404,7 @@ def _blksz(node: Node, size: int | None) -> int:
 
 def _emit_object(
     store: Any,
-    writer: StreamWriter,
+    writer: Any,
     sink: _Sink,
     sub: Substream,
     *,
@@ -403,6 +439,9 @@ def _emit_object(
         if block == HOLE:
             writer.free(obj, offset, blksz if len(node.blocks) == 1 else RECORD)
             continue
+        if isinstance(writer, _SizeWriter):
+            writer.payload(_payload_len(store, sub, node, i, block))
+            continue
         data = store.blocks.get(block)
         if sub.raw and not sub.sealed:
             assert sub.master is not None
@@ -417,6 +456,16 @@ def _emit_object(
         yield sink.take()
     if sink.size:
         yield sink.take()
+
+
+def _payload_len(store: Any, sub: Substream, node: Node, index: int, block: bytes) -> int:
+    """The WRITE payload size of one record, from metadata alone (see _emit_object)."""
+    if sub.raw and sub.sealed:
+        return os.path.getsize(store.blocks.path(block))
+    length = node.record_len(index, node.meta.size)
+    if sub.raw:
+        return length + SEAL_OVERHEAD
+    return -(-length // 512) * 512 if len(node.blocks) == 1 else RECORD
 
 
 def _runs(objs: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -471,6 +520,12 @@ class SimSendStream:
     def cancel(self) -> None:
         self._done = True
         self._buf.clear()
+
+
+def estimate_send(backend: SimBackend, spec: SendSpec) -> int:
+    """``zfs send -nP``: the exact size, from metadata only."""
+    pool = backend.pool(spec.snapshot)
+    return plan_size(pool, build_plan(pool, spec))
 
 
 def open_send(backend: SimBackend, spec: SendSpec) -> SendStream:
