@@ -188,6 +188,9 @@ def test_bad_names_refused_with_the_rule_and_nothing_changes(
         (("zfs", "frobnicate"), "unrecognized command 'frobnicate'"),
         (("zfs", "send", "-i", "@s1", "-I", "@s1", "tank/a@s1"), "mutually exclusive"),
         (("zpool", "get"), "missing property argument"),
+        (("zfs", "list", "-o", "name,frobness"), "bad property list: invalid property 'frobness'"),
+        (("zfs", "get", "frobness", "tank/a"), "bad property list: invalid property 'frobness'"),
+        (("zfs", "list", "-s", "frobness"), "invalid property 'frobness'"),
     ],
 )
 def test_bad_arguments_are_usage_errors(sh: Shell, argv: tuple[str, ...], says: str) -> None:

@@ -6,8 +6,8 @@ import pytest
 
 from protocol.errors import ConfigError
 from tests.conftest import ZFS_STREAMS
-from workers.zfs.front_table import humanize, nicenum, parse_size, table
-from workers.zfs.parse import parse_list
+from workers.zfs.front_table import humanize, is_property, nicenum, parse_size, table
+from workers.zfs.parse import parse_get, parse_list
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,14 @@ def test_table_scripted_and_aligned() -> None:
     assert table(["NAME", "USED"], rows, scripted=True) == "tank\t25K\ntank/a\t11.6M\n"
     lines = table(["NAME", "USED"], rows, scripted=False, right=[False, True]).splitlines()
     assert lines == ["NAME     USED", "tank      25K", "tank/a  11.6M"]
+
+
+def test_every_property_real_zfs_printed_is_known() -> None:
+    for fixture in ("zfs-get-all-clone.tsv", "zfs-get-all-snapshot.tsv"):
+        lines = (ZFS_STREAMS / fixture).read_text().splitlines()
+        recorded = parse_get("".join(f"{line}\n" for line in lines if "\t" in line))
+        for props in recorded.values():
+            unknown = [p for p in props if not is_property(p)]
+            assert unknown == []
+    assert is_property("zfleet:role")
+    assert not is_property("frobness")

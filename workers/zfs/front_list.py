@@ -13,7 +13,14 @@ from protocol import names as rules
 from protocol.errors import DatasetNotFound, ZfleetError
 from workers.zfs.base import ObjType, ZfsObject
 from workers.zfs.front import DEFAULT_LIST, GET_FIELDS, TYPE_NAMES, Front, Usage, opts
-from workers.zfs.front_table import ALIASES, NUMERIC_PROPS, header, humanize, table
+from workers.zfs.front_table import (
+    ALIASES,
+    NUMERIC_PROPS,
+    header,
+    humanize,
+    is_property,
+    table,
+)
 
 
 def commands(front: Front) -> dict[str, Callable[[Sequence[str]], int]]:
@@ -128,10 +135,11 @@ def list_objects(front: Front, args: Sequence[str]) -> int:
         types |= {ObjType.SNAPSHOT, ObjType.BOOKMARK}
     props = [p for v in found.get("-o", []) for p in v.split(",")] or list(DEFAULT_LIST)
     for prop in props:
-        if ":" in prop:
-            continue
-        if not prop or not prop.replace("_", "").isalnum():
-            raise Usage(f"invalid property '{prop}'")
+        if not is_property(prop):
+            raise Usage(f"bad property list: invalid property '{prop}'")
+    for key in (*found.get("-s", []), *found.get("-S", [])):
+        if not is_property(key):
+            raise Usage(f"invalid property '{key}'")
     depth = _depth(found) if operands or "-d" in found else None
     objects = collect(front, operands, types, depth)
     if not objects and not operands:
@@ -162,6 +170,9 @@ def get(front: Front, args: Sequence[str]) -> int:
     if not operands:
         raise Usage("missing property argument")
     wanted = operands[0].split(",")
+    for prop in wanted:
+        if prop != "all" and not is_property(prop):
+            raise Usage(f"bad property list: invalid property '{prop}'")
     fields = [f for v in found.get("-o", []) for f in v.split(",")] or list(GET_FIELDS)
     for field in fields:
         if field not in (*GET_FIELDS, "received"):

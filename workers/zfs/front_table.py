@@ -53,7 +53,47 @@ SIZE_PROPS: Final = frozenset(
 LIMIT_PROPS: Final = frozenset({"quota", "refquota", "reservation", "refreservation"})
 TIME_PROPS: Final = frozenset({"creation", "snapshots_changed"})
 NUMERIC_PROPS: Final = SIZE_PROPS | TIME_PROPS | {"guid", "createtxg", "userrefs", "objsetid"}
-ALIASES: Final[dict[str, str]] = {"refer": "referenced", "avail": "available", "alloc": "allocated"}
+ALIASES: Final[dict[str, str]] = {
+    "refer": "referenced",
+    "avail": "available",
+    "alloc": "allocated",
+    "compress": "compression",
+    "rdonly": "readonly",
+    "recsize": "recordsize",
+    "volblock": "volblocksize",
+    "reserv": "reservation",
+    "refreserv": "refreservation",
+    "lused": "logicalused",
+    "lrefer": "logicalreferenced",
+    "ratio": "compressratio",
+    "refratio": "refcompressratio",
+    "dnsize": "dnodesize",
+}
+# OpenZFS 2.3's native dataset properties (anything else must be a user property, with a colon)
+NATIVE_PROPS: Final = frozenset(
+    (
+        "aclinherit", "aclmode", "acltype", "atime", "available", "canmount",
+        "casesensitivity", "checksum", "clones", "compression", "compressratio", "context",
+        "copies", "createtxg", "creation", "dedup", "defcontext", "defer_destroy", "devices",
+        "direct", "dnodesize", "encryption", "encryptionroot", "exec", "filesystem_count",
+        "filesystem_limit", "fscontext", "guid", "keyformat", "keylocation", "keystatus",
+        "logbias", "logicalreferenced", "logicalused", "longname", "mlslabel", "mounted",
+        "mountpoint", "name", "nbmand", "normalization", "objsetid", "origin", "overlay",
+        "prefetch", "primarycache", "quota", "readonly", "receive_resume_token", "recordsize",
+        "redact_snaps", "redundant_metadata", "refcompressratio", "referenced", "refquota",
+        "refreservation", "relatime", "reservation", "rootcontext", "secondarycache", "setuid",
+        "sharenfs", "sharesmb", "snapdev", "snapdir", "snapshot_count", "snapshot_limit",
+        "snapshots_changed", "special_small_blocks", "sync", "type", "used", "usedbychildren",
+        "usedbydataset", "usedbyrefreservation", "usedbysnapshots", "userrefs", "version",
+        "volblocksize", "volmode", "volsize", "vscan", "written", "xattr", "zoned", "jailed",
+        "pbkdf2iters", "utf8only",
+    )
+)  # fmt: skip
+
+
+def is_property(prop: str) -> bool:
+    """Whether ``zfs list -o``/``zfs get`` would accept ``prop`` as a property name."""
+    return ":" in prop or ALIASES.get(prop, prop) in NATIVE_PROPS
 
 
 def nicenum(value: int) -> str:
