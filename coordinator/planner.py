@@ -167,7 +167,7 @@ class _Builder:
         if not state.refused:
             tprotect = self.protect.setdefault((tkey, tname), set())
             tprotect.add(newest.guid)
-            if state.legs:
+            if state.legs and self.job.retention:
                 self.arriving[(tkey, tname)] = [
                     s for s in ds.snapshots() if tds is None or tds.index_of_guid(s.guid) < 0
                 ]
@@ -248,7 +248,7 @@ class _Builder:
                 else "no common snapshot with the source: resolve by hand"
             )
             return self._refuse(pr, reason, tsnaps)
-        extra = tuple(s.name for s in tds.snapshots()[ti + 1 :])
+        extra = tuple(tds.snap(i).name for i in range(ti + 1, len(tds)))
         modified = tds.written > 0
         diverged = bool(extra) or modified
         common = tds.snap(ti)

@@ -252,9 +252,12 @@ def execute(rt: HostRuntime, call: StepCall) -> str:
                 _emit(rt, call, StepState.SUCCEEDED, result=json.loads(prior))
                 return "already-done"
             _emit(rt, call, StepState.STARTED, result={"worker": rt.instance})
+            began = time.monotonic()
             result = _run(rt, call)
             if isinstance(result, str):
                 return result
+            # how long the work itself took, so coordination overhead can be told apart
+            result["run_us"] = int((time.monotonic() - began) * 1e6)
             rt.client.set(done_key, json.dumps(result), ex=DONE_TTL)
             _emit(rt, call, StepState.SUCCEEDED, result=result)
             log.info("step.succeeded", **result)
@@ -299,7 +302,8 @@ def make_worker_app(rt: HostRuntime, redis_url: str) -> Celery:
             return "unreadable"
         return execute(rt, call)
 
-    @app.task(name=NOOP_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+    # keeps its result: bench/coordination.py times raw round trips with it
+    @app.task(name=NOOP_TASK, acks_late=True, ignore_result=False)  # type: ignore[untyped-decorator]
     def noop(x: int = 0) -> int:
         return x
 

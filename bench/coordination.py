@@ -1,0 +1,133 @@
+"""Coordination overhead per step, against raw Celery no-op round trips in the same run.
+
+    .venv/bin/python bench/coordination.py [--datasets 100] [--rounds 10] [--noops 200]
+
+A real redis-server, three `zfleet worker` processes (simulated hosts alpha, beta, gamma) and the
+coordinator loop (in this process, on a thread). alpha holds --datasets small datasets, first
+replicated to beta and gamma whole (not timed). Then --rounds times: a little data changes in every
+dataset and the job runs again, so each round is --datasets small incremental fan-out transfers
+(plus its snapshot, inventory, hold and release steps). Defaults: 1,000 transfers.
+
+Figures:
+- wall time of all rounds, transfers per second;
+- per step, coordination overhead = (coordinator saw it finish - coordinator submitted it) - (time
+  the worker spent in the step itself): median and p90, in ms;
+- baseline: sequential round trips of a no-op Celery task to the same workers (send, run, result
+  back through Redis), median ms; and the ratio overhead / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from coordinator import engine  # noqa: E402
+from coordinator.jobstore import JobStore  # noqa: E402
+from coordinator.runner import Coordinator, celery_submitter, wait_job  # noqa: E402
+from coordinator.syncjob import submit_sync  # noqa: E402
+from tests.services.fleet import SECRET, running_fleet  # noqa: E402
+from tests.services.redis import redis_binary, running_redis  # noqa: E402
+from workers.celery_app import NOOP_TASK, make_app, queue_for  # noqa: E402
+
+HOSTS = ("alpha", "beta", "gamma")
+JOB = """
+[jobs.bench]
+source = "alpha:tank/b"
+targets = ["beta:bk/b", "gamma:bk/b"]
+snapshot = "r-%Y%m%dT%H%M%SZ"
+"""
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--datasets", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--noops", type=int, default=200)
+    a = ap.parse_args()
+    binary = redis_binary()
+    if binary is None:
+        sys.exit("no redis-server")
+    with tempfile.TemporaryDirectory(prefix="zfleet-bench-") as tmp, running_redis(binary) as srv, \
+            running_fleet(Path(tmp), srv, HOSTS, JOB) as fleet:  # fmt: skip
+        alpha = fleet.backend("alpha")
+        alpha.create_pool("tank")
+        alpha.create("tank/b")
+        for i in range(a.datasets):
+            alpha.create(f"tank/b/d{i:04d}")
+            Path(alpha.mountpoint(f"tank/b/d{i:04d}") or "", "f").write_bytes(os.urandom(4096))
+        for h in ("beta", "gamma"):
+            fleet.backend(h).create_pool("bk")
+        for h in HOSTS:
+            fleet.start_worker(h)
+        client = fleet.client()
+        store = JobStore(client)
+        os.environ["ZFLEET_FLEET_SECRET"] = SECRET
+        app = make_app(srv.url)
+        loop = Coordinator(client, celery_submitter(app), block_ms=100,
+                           grant_secret=SECRET.encode())  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(target=loop.run, args=(stop,), name="coordinator")
+        thread.start()
+        try:
+            # baseline first, on idle workers: raw Celery round trips
+            rtts = []
+            for i in range(a.noops):
+                t = time.perf_counter()
+                app.send_task(NOOP_TASK, args=[i], queue=queue_for(HOSTS[i % 3])).get(timeout=30)
+                rtts.append((time.perf_counter() - t) * 1000)
+            base = statistics.median(rtts)
+
+            first = submit_sync(store, str(fleet.config), "bench")
+            done = wait_job(store, first.id, timeout=600)
+            if done.status != engine.JOB_SUCCEEDED:
+                sys.exit(f"initial replication failed: {done.error}\n{fleet.logs()}")
+            overheads: list[float] = []
+            transfers = steps = 0
+            started = time.perf_counter()
+            for _ in range(a.rounds):
+                for i in range(a.datasets):
+                    mp = alpha.mountpoint(f"tank/b/d{i:04d}") or ""
+                    Path(mp, "f").write_bytes(os.urandom(512) + Path(mp, "f").read_bytes()[512:])
+                time.sleep(1.0)  # a new snapshot name (one-second resolution)
+                job = submit_sync(store, str(fleet.config), "bench")
+                job = wait_job(store, job.id, timeout=600, poll=0.05)
+                if job.status != engine.JOB_SUCCEEDED:
+                    sys.exit(f"round failed: {job.error}: {engine.counts(job)}\n{fleet.logs()}")
+                for s in job.steps.values():
+                    if s.host is None or s.started_at is None or s.finished_at is None:
+                        continue
+                    run = int(s.result.get("run_us") or 0) / 1e6
+                    overheads.append((s.finished_at - s.started_at - run) * 1000)
+                    steps += 1
+                    transfers += s.kind == "transfer"
+            wall = time.perf_counter() - started - a.rounds * 1.0
+        finally:
+            stop.set()
+            thread.join(30)
+        med, p90 = statistics.median(overheads), pct(overheads, 0.9)
+        print(json.dumps({"transfers": transfers, "steps": steps}))
+        print(f"{transfers} incremental transfers ({steps} steps) over 3 workers in {wall:.1f} s "
+              f"(excluding the 1 s pause per round): {transfers / wall:.1f} transfers/s")
+        print(f"coordination overhead per step: median {med:.1f} ms, p90 {p90:.1f} ms")
+        print(f"baseline raw Celery no-op round trip: median {base:.1f} ms "
+              f"(p90 {pct(rtts, 0.9):.1f} ms, n={len(rtts)})")
+        print(f"overhead / baseline: {med / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
