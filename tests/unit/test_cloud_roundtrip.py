@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.errors import StoreError, StreamChecksumError, StreamFormatError, StreamTruncated
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
 from workers.cloud.ingest import StoreSink, StreamRef
+from workers.cloud.records import Framer
 from workers.cloud.repo import Repository, Secret
 from workers.cloud.restore import restore_chain, restore_stream
 from workers.cloud.targets import LocalTarget
 
 STREAMS = sorted(ZFS_STREAMS.glob("*.zstream"))
+EMBED_STREAM = (ZFS_STREAMS / "full-s1-largeblock-embed.zstream").read_bytes()
 
 
 def make_repo(root: Path, pack_size: int = 256 * 1024) -> Repository:
@@ -148,3 +153,18 @@ def test_a_damaged_stream_is_refused_at_ingest(tmp_path: Path) -> None:
         sink.finish()
     sink.abort()
     assert list(repo.target.list("manifests/")) == []
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=577_560), max_size=40))
+def test_framer_yields_the_same_records_however_the_bytes_arrive(cuts: list[int]) -> None:
+    data = EMBED_STREAM
+    whole = [rec for _kind, rec in Framer().feed(data)]
+    framer = Framer()
+    pieces: list[bytes] = []
+    bounds = [0, *sorted(cuts), len(data)]
+    for lo, hi in itertools.pairwise(bounds):
+        pieces += [rec for _kind, rec in framer.feed(data[lo:hi])]
+    framer.close()
+    assert pieces == whole
+    assert b"".join(whole) == data

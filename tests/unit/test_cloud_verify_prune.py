@@ -178,3 +178,21 @@ def test_cli_put_ls_restore_prune(tmp_path: Path) -> None:
     r = runner.invoke(cli, [*base, "ls"], env={"ZFLEET_PASSPHRASE": "wrong"})
     assert r.exit_code == 1 and "wrong passphrase" in r.output
     assert os.listdir(tmp_path / "r" / "leases") == []
+
+
+def test_an_upload_that_outlived_its_lease_fails_instead_of_committing_lost_packs(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path)
+    put(repo, "full-s1")
+    put(repo, "full-s1-compressed")
+    data = (ZFS_STREAMS / "incr-s1-s2.zstream").read_bytes()
+    stalled = StoreSink(
+        Repository.open(LocalTarget(tmp_path), Secret(passphrase="pw")), lease_ttl=0
+    )
+    stalled.write(data[:-312])  # deduplicates against s1's packs, then the sender stalls
+    assert prune(repo, keep_last=1, grace=0).packs_deleted > 0  # s1's packs go: no live lease
+    stalled.write(data[-312:])
+    with pytest.raises(StoreUnavailable, match="outlived its lease"):
+        stalled.finish()
+    assert [m.snapshot for m in mf.load_all(repo.target, repo.crypto)[0]] == ["fx/base@s1"]

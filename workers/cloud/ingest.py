@@ -20,6 +20,7 @@ import structlog
 from protocol.errors import (
     StoreConflict,
     StoreError,
+    StoreUnavailable,
     StreamChecksumError,
     StreamFormatError,
     StreamTruncated,
@@ -220,6 +221,7 @@ class StoreSink:
                 for pack_id, entries in self._new_packs.items():
                     self._index.add(pack_id, entries)
                 self._index.segments.add(seg)
+            self._check_lease_held()
             ref = self._commit_manifest()
         except BaseException:
             self.abort()
@@ -236,6 +238,26 @@ class StoreSink:
             manifest=ref.manifest[:16],
         )
         return ref
+
+    def _check_lease_held(self) -> None:
+        """Before the manifest makes the stream visible, make sure its packs all survived.
+
+        A sender that stalled longer than the lease lets a prune run without seeing this upload;
+        then every pack the stream refers to is checked, and a lost one fails the upload
+        (retryable: nothing became visible) instead of committing a stream that cannot restore.
+        """
+        if now() < self._lease.expires:
+            self._lease.renew_if_due()
+            return
+        self._log.warning("lease.expired_before_commit")
+        packs = self._used_packs | set(self._new_packs)
+        lost = [p for p in sorted(packs) if self._repo.target.head(pack_key(p)) is None]
+        if lost:
+            raise StoreUnavailable(
+                f"the upload outlived its lease and {len(lost)} pack(s) it needs were pruned; "
+                "retry the upload"
+            )
+        self._lease.renew_if_due()
 
     def _commit_manifest(self) -> StreamRef:
         first = self._begins[0]
