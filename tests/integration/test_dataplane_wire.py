@@ -490,3 +490,20 @@ def test_junk_from_a_client_gets_a_clear_error_frame(receiver, data, error, mess
     assert frame.kind is FrameKind.ERROR
     assert frame.header["error"] == error and message in frame.header["message"]
     assert target.receives == []
+
+
+def test_a_peer_that_never_answers_fails_alone_after_the_stall_timeout(receiver, source) -> None:
+    server, target = receiver
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts or reads
+        started = time.monotonic()
+        report = push_transfer(
+            source,
+            SendSpec(SNAP),
+            [_peer(server, _grant(), address=silent.getsockname()), _peer(server, _grant())],
+            options=FAST,
+        )
+        elapsed = time.monotonic() - started
+    hung, good = report.targets
+    assert good.outcome is Outcome.OK and target.applied["tank/dst"] == FULL
+    assert hung.outcome is Outcome.FAILED and "stalled" in (hung.error or "")
+    assert elapsed < 2 * FAST.link.stall_timeout

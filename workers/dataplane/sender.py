@@ -87,14 +87,11 @@ def push_transfer(
         make_sink(t, send_spec, opts.link, stop, tls=opts.tls, throttle_rate=bwlimit)
         for t in targets
     ]
+    _open_all(sinks)
     groups: dict[str | None, list[Sink]] = {}
     for sink in sinks:
-        try:
-            sink.open()
-        except ZfleetError as exc:
-            sink.fail(exc)
-            continue
-        groups.setdefault(sink.resume_token, []).append(sink)
+        if sink.error is None:
+            groups.setdefault(sink.resume_token, []).append(sink)
     bound.info("transfer.started", resumes=sum(1 for token in groups if token))
 
     # the full send (if any) goes first and reports progress; resumed sends run beside it
@@ -135,6 +132,25 @@ def push_transfer(
     return report
 
 
+def _open_all(sinks: Sequence[Sink]) -> None:
+    """Open and start every sink at once: a peer that hangs in its handshake must not delay the
+    others."""
+
+    def open_one(sink: Sink) -> None:
+        try:
+            sink.open()
+        except ZfleetError as exc:
+            sink.fail(exc)
+            return
+        sink.start()  # from now on it heartbeats while the others open
+
+    threads = [threading.Thread(target=open_one, args=(s,), name="zfleet-open") for s in sinks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def _estimate(backend: SendSource, spec: SendSpec) -> int | None:
     try:
         return backend.estimate(spec)
@@ -160,9 +176,7 @@ def _fan_out(
     level: int,
     opts: SendOptions,
 ) -> None:
-    """One send into ``sinks``; every sink ends finished or failed (with its error)."""
-    for sink in sinks:
-        sink.start()
+    """One send into ``sinks`` (opened and started); every sink ends finished or failed."""
     live = list(sinks)
     try:
         stream = backend.send(spec)
