@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from protocol.errors import (
     StreamIncomplete,
 )
 from protocol.stream import DrrType, decode_resume_token, parse_begin, read_records
-from tests.conftest import need_binary
+from tests.conftest import ZFS_STREAMS, need_binary
 from workers.zfs.base import ObjType, ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -423,3 +424,23 @@ def test_child_datasets_do_not_make_their_parent_look_modified(sim: SimBackend) 
     # The kid's files live in its own dataset, not in the parent's snapshots.
     entries = {e.path for e in sim.diff("fx/base@s1", "fx/base@s2")}
     assert not any(p.endswith("/k") for p in entries)
+
+
+def test_a_real_openzfs_stream_is_refused_cleanly(sim: SimBackend) -> None:
+    data = (ZFS_STREAMS / "full-s1.zstream").read_bytes()
+    with pytest.raises(InvalidOperation, match="not in the simulation's format"):
+        receive_bytes(sim, data, "dst/real")
+    assert not sim.exists("dst/real")
+
+
+def test_a_send_can_be_read_on_another_thread(sim: SimBackend) -> None:
+    populate(mnt(sim, "fx/base"))
+    sim.snapshot(["fx/base@s1"])
+    expected = send_bytes(sim, SendSpec("fx/base@s1"))
+    stream = sim.send(SendSpec("fx/base@s1"))
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(stream.read()))
+    reader.start()
+    reader.join(timeout=60)
+    stream.close()
+    assert got == [expected]

@@ -85,8 +85,13 @@ CREATE TABLE IF NOT EXISTS partial(
 def connect(pool_dir: Path) -> sqlite3.Connection:
     """Open (creating if needed) the metadata database of the pool in ``pool_dir``."""
     try:
+        # Used from several threads (a send read on a data-plane thread); SimBackend's lock
+        # keeps the calls apart.
         conn = sqlite3.connect(
-            pool_dir / DB_NAME, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            pool_dir / DB_NAME,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
         )
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")

@@ -44,7 +44,7 @@ from workers.zfs.base import ReceiveResult, ReceiveSink, ReceiveSpec
 
 from . import crypto, db
 from .blocks import HOLE
-from .nodes import RECORD, Manifest, Node
+from .nodes import RECORD, Manifest, Meta, Node
 from .partial import PartialObject, PartialState
 from .pool import Pool, Snapshot
 
@@ -126,6 +126,14 @@ class _Apply:
             if self.state.raw and not self.sealed:
                 assert self.master is not None
                 bonus = crypto.unseal(self.master, bonus)
+            if not (self.state.raw and self.sealed):
+                try:
+                    Meta.decode(bonus)
+                except ZfsError as exc:
+                    raise InvalidOperation(
+                        f"cannot receive: object {obj} is not in the simulation's format "
+                        f"({exc}); the simulation receives streams it sent itself"
+                    ) from exc
             existing = st.objects.get(obj)
             if existing is None:
                 base = self._base_node(obj)
@@ -205,8 +213,6 @@ class _Apply:
 
 
 def _size_of(bonus: bytes) -> int:
-    from .nodes import Meta
-
     return Meta.decode(bonus).size
 
 

@@ -74,6 +74,13 @@ class Substream:
     def freed(self) -> list[int]:
         return sorted(o for o in self.old if o not in self.new)
 
+    def load(self, pool: Pool) -> None:
+        """Read the changed objects' metadata now, so emitting touches only block files (and
+        may run on another thread than the one that opened the send)."""
+        changed = self.changed()
+        wanted = {self.new[o] for o in changed} | {self.old[o] for o in changed if o in self.old}
+        self.nodes = pool.objects.get_many(wanted) if wanted else {}
+
 
 @dataclass
 class Plan:
@@ -362,8 +369,7 @@ def _begin_payload(sub: Substream) -> dict[str, Any] | None:
 def _emit_sub(pool: Pool, writer: Any, sink: _Sink, sub: Substream) -> Iterator[bytes]:
     store = pool.objects
     changed = sub.changed()
-    wanted = {sub.new[o] for o in changed} | {sub.old[o] for o in changed if o in sub.old}
-    nodes = store.get_many(wanted) if wanted else {}
+    nodes = sub.nodes
     writer.begin(
         sub.snap.guid,
         sub.fromguid,
@@ -525,11 +531,16 @@ class SimSendStream:
 def estimate_send(backend: SimBackend, spec: SendSpec) -> int:
     """``zfs send -nP``: the exact size, from metadata only."""
     pool = backend.pool(spec.snapshot)
-    return plan_size(pool, build_plan(pool, spec))
+    plan = build_plan(pool, spec)
+    for sub in plan.subs:
+        sub.load(pool)
+    return plan_size(pool, plan)
 
 
 def open_send(backend: SimBackend, spec: SendSpec) -> SendStream:
     """Plan the send now (so naming errors surface at once) and stream it lazily."""
     pool = backend.pool(spec.snapshot)
     plan = build_plan(pool, spec)
+    for sub in plan.subs:
+        sub.load(pool)
     return SimSendStream(emit(pool, plan))
