@@ -8,6 +8,7 @@ on those same bytes and in the same run, measures (medians of --runs):
 - hand: ``zstd -1 -T0 | socat - TCP`` into ``socat TCP-LISTEN - | zstd -d > /dev/null``
 - zfleet: push_transfer -> StreamServer (framed, compressed on several threads, digested) into a
   receive that discards, both ends in one child process
+- the same with mutual TLS (fleet CA certificates made for the run)
 - zfleet fan-out to two peers at once (one send, two streams), with the child's peak RSS
 - compression alone: zstandard's own threaded compressor vs zfleet's pool of per-frame
   compressors (what the data plane uses: frames stay independent)
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -127,13 +129,26 @@ class DiscardBackend:
         raise DatasetNotFound(f"{root} does not exist")
 
 
-def child_zfleet(path: Path, level: int, peers: int) -> dict[str, float]:
-    from workers.dataplane.sender import push_transfer
+def child_zfleet(path: Path, level: int, peers: int, tls: bool) -> dict[str, float]:
+    from coordinator.cli.ca import init_ca, issue_host
+    from workers.dataplane.sender import SendOptions, push_transfer
     from workers.dataplane.server import StreamServer
     from workers.dataplane.targets import PeerTarget
+    from workers.tls import TlsConfig, client_context
 
+    options = SendOptions()
+    server_tls = None
+    if tls:
+        ca_dir = Path(tempfile.mkdtemp(prefix="zfleet-bench-ca-"))
+        init_ca(ca_dir)
+        issue_host(ca_dir, "alpha")
+        issue_host(ca_dir, "beta")
+        server_tls = TlsConfig.for_host(ca_dir, "beta")
+        options = SendOptions(tls=client_context(TlsConfig.for_host(ca_dir, "alpha")))
     servers = [
-        StreamServer(DiscardBackend(), host="beta", bind=("127.0.0.1", 0), secret=SECRET)
+        StreamServer(
+            DiscardBackend(), host="beta", bind=("127.0.0.1", 0), secret=SECRET, tls=server_tls
+        )
         for _ in range(peers)
     ]
     for server in servers:
@@ -155,12 +170,18 @@ def child_zfleet(path: Path, level: int, peers: int) -> dict[str, float]:
         )
     cpu0, t0 = time.process_time(), time.perf_counter()
     report = push_transfer(
-        FileSource(path), SendSpec("bench/src@s1"), targets, compression_level=level
+        FileSource(path),
+        SendSpec("bench/src@s1"),
+        targets,
+        compression_level=level,
+        options=options,
     )
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     for server in servers:
         server.stop()
+    if tls:
+        shutil.rmtree(ca_dir)
     if not report.ok:
         raise SystemExit(f"transfer failed: {report}")
     return {
@@ -240,7 +261,7 @@ def main() -> None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
         kind, path = args.child[0], Path(args.child[1])
         if kind == "zfleet":
-            result = child_zfleet(path, args.level, int(args.child[2]))
+            result = child_zfleet(path, args.level, int(args.child[2]), args.child[3] == "tls")
         else:
             result = child_compress(path, args.level, int(args.child[2]))
         print(json.dumps(result))
@@ -255,11 +276,13 @@ def main() -> None:
             f"stream: {size / 1e6:.1f} MB, zstd level {args.level}, {args.runs} runs, "
             f"{os.cpu_count()} cores"
         )
-        hand, one, two = [], [], []
+        hand, one, two, tls = [], [], [], []
         for _ in range(args.runs):  # interleaved so that load from others hits all alike
             hand.append(run_hand(path, args.level))
-            one.append(run_child("zfleet", str(path), "1", "--level", str(args.level)))
-            two.append(run_child("zfleet", str(path), "2", "--level", str(args.level)))
+            level = ("--level", str(args.level))
+            one.append(run_child("zfleet", str(path), "1", "plain", *level))
+            two.append(run_child("zfleet", str(path), "2", "plain", *level))
+            tls.append(run_child("zfleet", str(path), "1", "tls", *level))
 
         def med(rows: list[dict[str, float]], key: str) -> float:
             return statistics.median(r[key] for r in rows)
@@ -270,7 +293,11 @@ def main() -> None:
             f"{'hand: zstd -T0 | socat | zstd -d':34} {base:8.0f} {1.0:6.2f} "
             f"{med(hand, 'cpu') / gb:9.2f} {'-':>9}"
         )
-        for name, rows in (("zfleet, 1 peer", one), ("zfleet, fan-out to 2 peers", two)):
+        for name, rows in (
+            ("zfleet, 1 peer", one),
+            ("zfleet, 1 peer, mutual TLS", tls),
+            ("zfleet, fan-out to 2 peers", two),
+        ):
             rate = size / 1e6 / med(rows, "seconds")
             print(
                 f"{name:34} {rate:8.0f} {rate / base:6.2f} {med(rows, 'cpu') / gb:9.2f} "
