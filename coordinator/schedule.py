@@ -40,8 +40,9 @@ class Schedule:
             if last is None:
                 return now
             return last + timedelta(seconds=self.interval)
-        start = (last or now).astimezone(UTC).replace(second=0, microsecond=0)
-        start += timedelta(minutes=1)
+        # never run: the current minute counts, so a tick inside a matching minute fires it
+        base = last if last is not None else now - timedelta(minutes=1)
+        start = base.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
         day = start.replace(hour=0, minute=0)
         for _ in range(_SEARCH_DAYS):
             if day.month in self.months and self._day_matches(day):
