@@ -13,7 +13,7 @@ from typing import Final
 
 from coordinator.config import FleetConfig
 from coordinator.graph import FleetGraph, Snap
-from coordinator.planner import store_host
+from coordinator.planner import select_datasets, store_host
 
 UP_TO_DATE: Final = "up-to-date"
 BEHIND: Final = "behind"
@@ -50,7 +50,7 @@ def fleet_lag(graph: FleetGraph, fleet: FleetConfig, now: float) -> list[Lag]:
     out: list[Lag] = []
     for job in fleet.jobs.values():
         for src in job.sources:
-            for ds in graph.subtree(src.host, src.dataset, recursive=job.recursive):
+            for ds in select_datasets(graph, src, job):
                 snaps = ds.snapshots()
                 newest = snaps[-1] if snaps else None
                 for tgt in job.targets:

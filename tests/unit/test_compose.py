@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+import coordinator.metrics
 from coordinator.cli.common import FLEET_CONFIG_ENV
 from coordinator.config import load_config
 from protocol.settings import CONFIG_ENV, ENV_PREFIX, Settings
+from tests.conftest import need_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -223,3 +226,18 @@ def test_prometheus_scrapes_the_metrics_ports(services: dict[str, Any]) -> None:
         rules = yaml.safe_load((ROOT / mounted[rf]).read_text())
         assert rules["groups"][0]["rules"], "alert rules are empty"
     assert mounted["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus.yml"
+
+
+def test_alert_rules_pass_promtool() -> None:
+    promtool = need_binary("promtool")
+    done = subprocess.run([promtool, "check", "rules", str(ROOT / "deploy" / "alerts.yml")],
+                          check=False, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alerts_use_series_zfleet_exports() -> None:
+    exported = set(re.findall(r"``(zfleet_[a-z_]+)", coordinator.metrics.__doc__ or ""))
+    rules = yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())
+    for rule in rules["groups"][0]["rules"]:
+        for name in re.findall(r"\b(zfleet_[a-z_]+)", rule["expr"]):
+            assert name in exported, f"alert {rule['alert']} uses {name}, which nothing exports"
