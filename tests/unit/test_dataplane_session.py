@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 
 import pytest
 
 from protocol import errors
-from protocol.errors import GrantError
+from protocol.errors import ConfigError, GrantError
 from protocol.frames import Frame, FrameKind
 from protocol.grants import new_grant
-from workers.dataplane.sender import read_chunks
+from workers.dataplane.sender import SendOptions, push_transfer, read_chunks
 from workers.dataplane.session import GrantLedger
+from workers.dataplane.sinks import LinkOptions
+from workers.dataplane.targets import FileTarget, PeerTarget
 from workers.dataplane.wire import error_from_frame, expect
+from workers.zfs.base import ReceiveSpec, SendSpec
 
 
 class Clock:
@@ -114,3 +118,42 @@ def test_read_chunks_stops_on_cancel() -> None:
     cancel = threading.Event()
     cancel.set()
     assert list(read_chunks(_Trickle(b"x" * 100), 10, cancel)) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: SendOptions(chunk_size=10), "chunk size"),
+        (lambda: SendOptions(chunk_size=1 << 30), "chunk size"),
+        (lambda: SendOptions(threads=0), "threads"),
+        (lambda: LinkOptions(heartbeat_interval=5, stall_timeout=2), "shorter than the stall"),
+        (lambda: LinkOptions(queue_depth=0), "queue depth"),
+    ],
+)
+def test_bad_tuning_is_a_config_error(make, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(("level", "bwlimit"), [(0, None), (23, None), (1, 0), (1, -5)])
+def test_bad_push_arguments_fail_before_anything_starts(level: int, bwlimit: int | None) -> None:
+    class Untouchable:
+        def send(self, spec: SendSpec) -> None:
+            raise AssertionError("no send may start")
+
+        def estimate(self, spec: SendSpec) -> int:
+            raise AssertionError("no estimate either")
+
+    target = FileTarget(Path("/nonexistent/never-written"))
+    with pytest.raises(ConfigError):
+        push_transfer(
+            Untouchable(),  # type: ignore[arg-type]
+            SendSpec("p/a@s"),
+            [target] if bwlimit is None else [_peer_target()],
+            compression_level=level,
+            bwlimit=bwlimit,
+        )
+
+
+def _peer_target() -> PeerTarget:
+    return PeerTarget("b", ("127.0.0.1", 9), ReceiveSpec("p/d"), "x.y")

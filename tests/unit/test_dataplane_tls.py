@@ -96,3 +96,16 @@ def test_client_refuses_a_server_with_the_wrong_name(tmp_path: Path) -> None:
 def test_missing_tls_files_are_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TLS files"):
         server_context(TlsConfig.for_host(tmp_path, "nobody"))
+
+
+def test_issue_with_ip_addresses_names_them_in_the_certificate(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    init_ca(tmp_path)
+    files = issue_host(tmp_path, "beta", ips=("127.0.0.1", "::1"))
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["beta"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+    with pytest.raises(ConfigError, match="invalid IP"):
+        issue_host(tmp_path, "gamma", ips=("not-an-ip",))

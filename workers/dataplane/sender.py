@@ -17,7 +17,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from protocol.errors import TransferCancelled, TransferError, ZfleetError
+from protocol.errors import ConfigError, TransferCancelled, TransferError, ZfleetError
 from protocol.frames import Prepared, compress_payload
 from workers.dataplane.compress import ParallelCompressor, default_threads
 from workers.dataplane.progress import ProgressCallback, ProgressMeter
@@ -28,6 +28,10 @@ from workers.zfs.base import SendSpec, SendStream
 log = structlog.get_logger(__name__)
 
 CHUNK_SIZE: Final = 1 << 20  # 1 MiB: big enough for zstd to shine, small enough to bound memory
+MIN_CHUNK: Final = 4096
+MIN_LEVEL: Final = 1  # zstd's levels
+MAX_LEVEL: Final = 22
+MAX_CHUNK: Final = 16 << 20  # well under a frame's payload limit
 
 
 class SendSource(Protocol):
@@ -46,6 +50,14 @@ class SendOptions:
     threads: int | None = None  # compression threads; None: one per core
     link: LinkOptions = field(default_factory=LinkOptions)
     tls: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        if not MIN_CHUNK <= self.chunk_size <= MAX_CHUNK:
+            raise ConfigError(
+                f"chunk size must be {MIN_CHUNK}..{MAX_CHUNK} bytes, got {self.chunk_size}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"compression threads must be at least 1, got {self.threads}")
 
 
 def read_chunks(stream: SendStream, size: int, cancel: threading.Event) -> Iterator[bytes]:
@@ -78,8 +90,13 @@ def push_transfer(
     options: SendOptions | None = None,
 ) -> TransferReport:
     """Send ``send_spec`` to every target at once; a report per target, never an exception
-    for one target's failure. ``bwlimit`` (bytes/s) applies to each peer link on its own."""
+    for one target's failure (a bad argument is a ConfigError). ``bwlimit`` (bytes/s) applies
+    to each peer link on its own."""
     opts = options or SendOptions()
+    if not MIN_LEVEL <= compression_level <= MAX_LEVEL:
+        raise ConfigError(
+            f"compression level must be {MIN_LEVEL}..{MAX_LEVEL}, got {compression_level}"
+        )
     stop = cancel or threading.Event()
     started = time.monotonic()
     bound = log.bind(snapshot=send_spec.snapshot, targets=len(targets))

@@ -21,6 +21,7 @@ from typing import Any, Final
 import structlog
 
 from protocol.errors import (
+    ConfigError,
     RetryableError,
     TransferCancelled,
     TransferError,
@@ -63,6 +64,15 @@ class LinkOptions:
     stall_timeout: float = 30.0
     connect_timeout: float = 10.0
     queue_depth: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_interval < self.stall_timeout:
+            raise ConfigError(
+                "heartbeat interval must be positive and shorter than the stall timeout "
+                f"({self.heartbeat_interval} vs {self.stall_timeout})"
+            )
+        if self.connect_timeout <= 0 or self.queue_depth < 1:
+            raise ConfigError("connect timeout must be positive and queue depth at least 1")
 
 
 _END: Final = object()
@@ -400,7 +410,7 @@ def make_sink(
 ) -> Sink:
     """The sink for ``target``: each peer gets its own bandwidth limit."""
     if isinstance(target, PeerTarget):
-        throttle = Throttle(throttle_rate) if throttle_rate else None
+        throttle = Throttle(throttle_rate) if throttle_rate is not None else None
         return PeerSink(target, options, cancel, tls=tls, throttle=throttle)
     if isinstance(target, StoreTarget):
         return StoreSink(target, spec, options, cancel)
