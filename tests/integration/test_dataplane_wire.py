@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.cli.ca import init_ca, issue_host
-from protocol.frames import Frame, FrameDecoder, FrameKind, encode_frame
+from protocol.frames import Frame, FrameDecoder, FrameKind, compress_payload, encode_frame
 from protocol.grants import new_grant, sign_grant
 from protocol.stream import parse_begin, read_records
 from tests.conftest import ZFS_STREAMS
@@ -27,6 +27,7 @@ from workers.dataplane.sender import SendOptions, push_transfer
 from workers.dataplane.server import StreamServer
 from workers.dataplane.sinks import LinkOptions
 from workers.dataplane.targets import FileTarget, Outcome, PeerTarget, StoreTarget
+from workers.dataplane.wire import Wire
 from workers.tls import TlsConfig, client_context
 from workers.zfs.base import ReceiveSpec, SendSpec
 
@@ -133,8 +134,8 @@ def test_granted_stream_is_applied_byte_for_byte(receiver, source) -> None:
         ({"ttl": 0.001}, "expired"),
         ({"host": "gamma"}, "for host 'gamma'"),
         ({"dataset": "tank/other"}, "for dataset 'tank/other'"),
-        ({"toguid": 12345}, "does not match its grant"),
-        ({"stream": INCR}, "does not match its grant"),
+        ({"toguid": 12345}, "the send produced"),  # caught at the source already
+        ({"stream": INCR}, "the send produced"),
     ],
 )
 def test_bad_grants_are_refused_and_nothing_is_received(
@@ -507,3 +508,18 @@ def test_a_peer_that_never_answers_fails_alone_after_the_stall_timeout(receiver,
     assert good.outcome is Outcome.OK and target.applied["tank/dst"] == FULL
     assert hung.outcome is Outcome.FAILED and "stalled" in (hung.error or "")
     assert elapsed < 2 * FAST.link.stall_timeout
+
+
+def test_the_server_checks_begin_itself_whatever_the_sender_claims(receiver) -> None:
+    # a sender that skips its own check (old, buggy or hostile) meets the server's
+    server, target = receiver
+    grant = _grant(toguid=12345)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        wire = Wire(sock, peer="beta", timeout=5)
+        wire.send(FrameKind.HELLO, {"version": 1, "grant": grant, "target": "tank/dst"})
+        assert wire.recv().kind is FrameKind.ACCEPT
+        wire.send(FrameKind.DATA, prepared=compress_payload(FULL[:100_000], 1))
+        answer = wire.recv()
+    assert answer.kind is FrameKind.ERROR and answer.header["error"] == "GrantError"
+    assert "does not match its grant" in answer.header["message"]
+    assert target.receives == []

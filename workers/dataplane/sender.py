@@ -8,6 +8,7 @@ report says per target what happened, and the caller retries the failed ones lat
 
 from __future__ import annotations
 
+import io
 import ssl
 import threading
 import time
@@ -17,11 +18,19 @@ from typing import Final, Protocol
 
 import structlog
 
-from protocol.errors import ConfigError, TransferCancelled, TransferError, ZfleetError
+from protocol.errors import (
+    ConfigError,
+    GrantError,
+    TransferCancelled,
+    TransferError,
+    ZfleetError,
+)
 from protocol.frames import Prepared, compress_payload
+from protocol.grants import read_claims
+from protocol.stream import BeginInfo, parse_begin, read_records
 from workers.dataplane.compress import ParallelCompressor, default_threads
 from workers.dataplane.progress import ProgressCallback, ProgressMeter
-from workers.dataplane.sinks import Chunk, LinkOptions, Sink, make_sink
+from workers.dataplane.sinks import Chunk, LinkOptions, PeerSink, Sink, make_sink
 from workers.dataplane.targets import Target, TransferReport
 from workers.zfs.base import SendSpec, SendStream
 
@@ -168,6 +177,55 @@ def _open_all(sinks: Sequence[Sink]) -> None:
         thread.join()
 
 
+def _check_first(chunks: Iterator[bytes], sinks: Sequence[Sink], spec: SendSpec) -> Iterator[bytes]:
+    """Pass the chunks on, after a look at the stream's BEGIN in the first one.
+
+    A peer whose grant names other guids than the send produced is failed here, before a byte
+    goes to it: the server would refuse it anyway, but the mistake (usually the planner's) is
+    clearer said at the source. Compound streams are left to the server's fuller check.
+    """
+    first = next(chunks, None)
+    if first is None:
+        return
+    begin = _peek_begin(first)
+    if begin is not None:
+        log.info(
+            "transfer.stream",
+            snapshot=spec.snapshot,
+            toname=begin.toname,
+            toguid=f"{begin.toguid:#x}",
+            fromguid=f"{begin.fromguid:#x}",
+            features=list(begin.feature_names),
+        )
+        for sink in sinks:
+            if isinstance(sink, PeerSink) and not begin.compound:
+                _check_peer_grant(sink, begin.fromguid, begin.toguid)
+    yield first
+    yield from chunks
+
+
+def _peek_begin(data: bytes) -> BeginInfo | None:
+    try:
+        return parse_begin(next(read_records(io.BytesIO(data), verify=False)))
+    except (ZfleetError, StopIteration):
+        return None  # not in this chunk, or not readable: the server decides
+
+
+def _check_peer_grant(sink: PeerSink, fromguid: int, toguid: int) -> None:
+    try:
+        claims = read_claims(sink.target.grant)
+    except GrantError as exc:
+        sink.fail(exc)
+        return
+    if (claims.fromguid, claims.toguid) != (fromguid, toguid):
+        sink.fail(
+            GrantError(
+                f"the send produced {fromguid:#x} -> {toguid:#x}, but the grant for "
+                f"{sink.label} allows {claims.fromguid:#x} -> {claims.toguid:#x}"
+            )
+        )
+
+
 def _estimate(backend: SendSource, spec: SendSpec) -> int | None:
     try:
         return backend.estimate(spec)
@@ -203,7 +261,7 @@ def _fan_out(
         return
     pool = ParallelCompressor(_compressor(level), threads=opts.threads or default_threads())
     try:
-        chunks = read_chunks(stream, opts.chunk_size, cancel)
+        chunks = _check_first(read_chunks(stream, opts.chunk_size, cancel), sinks, spec)
         for seq, (raw, prepared) in enumerate(pool.map(chunks)):
             chunk = Chunk(seq, raw, prepared)
             live = [sink for sink in live if sink.put(chunk)]
