@@ -7,8 +7,8 @@ report says per target what happened, and the caller retries the failed ones lat
 
 The reader looks at records only where it matters (the BEGIN, to check each peer's grant at the
 source); past that it cuts the stream into plain byte chunks. Every consumer takes any split
-(``zfs receive``, the object store's record framer), and walking every 312-byte header in Python
-would cap metadata-heavy streams at a few hundred MB/s.
+(``zfs receive``, the object store's record framer), while walking every record in Python costs
+about 14 us a record here (protocol.stream, unverified): under 100 MB/s on metadata-heavy streams.
 """
 
 from __future__ import annotations
