@@ -58,9 +58,9 @@ def _print_hosts(hosts: list[LabHost]) -> None:
         click.echo("Use a host as a real ZFS backend: RealBackend(exec_prefix) in Python, or in a")
         click.echo("fleet config give the host that exec prefix; for example run on it:")
         click.echo(f"  {ssh.shell_line(first.exec_prefix)} zfs list -r {first.pool}")
-        click.echo("Hosts reach each other through the host's loopback at 10.0.2.2:")
         if len(hosts) > 1:
             other = hosts[1]
+            click.echo("Hosts reach each other through this machine's loopback at 10.0.2.2:")
             click.echo(
                 f"  (on {first.name}) zfs send {first.pool}/x@s | "
                 f"ssh -p {other.ssh_port} root@10.0.2.2 zfs receive {other.pool}/x"

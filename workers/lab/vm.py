@@ -122,16 +122,19 @@ class Vm:
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """Power the VM off over ssh, kill it if it lingers, and reap it. Never raises."""
+        asked = False
         if self.alive():
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                subprocess.run(
+                done = subprocess.run(
                     [*self.exec_prefix, "systemctl poweroff --no-block"],
                     capture_output=True,
                     timeout=10,
                     check=False,
                 )
+                asked = done.returncode == 0
         ssh.close_master(self.exec_prefix)
-        deadline = time.monotonic() + grace
+        # A guest that never heard the poweroff gets no grace: it is killed at once.
+        deadline = time.monotonic() + (grace if asked else 0)
         while self.alive() and time.monotonic() < deadline:
             time.sleep(0.5)
         for sig in (signal.SIGTERM, signal.SIGKILL):
