@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.cli.ca import init_ca, issue_host
+from protocol.errors import ConfigError
 from protocol.frames import Frame, FrameDecoder, FrameKind, compress_payload, encode_frame
 from protocol.grants import new_grant, sign_grant
 from protocol.stream import parse_begin, read_records
@@ -523,3 +524,10 @@ def test_the_server_checks_begin_itself_whatever_the_sender_claims(receiver) -> 
     assert answer.kind is FrameKind.ERROR and answer.header["error"] == "GrantError"
     assert "does not match its grant" in answer.header["message"]
     assert target.receives == []
+
+
+def test_a_port_in_use_is_a_clear_config_error(receiver) -> None:
+    server, _ = receiver
+    other = StreamServer(RecordingBackend(), host="beta", bind=server.address, secret=SECRET)
+    with pytest.raises(ConfigError, match="cannot listen"):
+        other.start()

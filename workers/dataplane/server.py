@@ -82,7 +82,8 @@ class StreamServer:
     def start(self) -> None:
         """Bind and start accepting; returns at once."""
         try:
-            listener = socket.create_server(self._bind, backlog=_BACKLOG)
+            family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
+            listener = socket.create_server(self._bind, family=family, backlog=_BACKLOG)
         except OSError as exc:
             raise ConfigError(f"stream server cannot listen on {self._bind}: {exc}") from exc
         listener.settimeout(_ACCEPT_POLL)
