@@ -14,10 +14,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.table import Table
 
-from coordinator.cli.common import print_json
+from coordinator import engine
+from coordinator.cli.common import human_bytes, print_json
 from coordinator.demo.verify import Check
-from coordinator.engine import Job
+from coordinator.engine import Job, Step
 from coordinator.jobstore import JobStore
 
 EXIT_CHECKS_FAILED = 1
@@ -44,9 +47,66 @@ class RichNarrator:
         self.console.print(f"  {mark} {check.name}{detail}", highlight=False)
 
     def follow(self, store: JobStore, job_id: str, timeout: float) -> Job:
-        from coordinator.cli.sync import follow
+        """A bar for the job and one per running transfer; then a table of what moved."""
+        from coordinator.runner import wait_job
 
-        return follow(store, job_id, timeout=timeout, console=self.console, bars=True)
+        columns = (TextColumn("  {task.description}"), BarColumn(bar_width=24),
+                   DownloadColumn())  # fmt: skip
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            overall = progress.add_task(f"job {job_id}", total=None)
+            bars: dict[str, TaskID] = {}
+
+            def update(job: Job) -> None:
+                done = sum(1 for st in job.steps.values() if st.status in engine.TERMINAL)
+                progress.update(overall, total=len(job.steps), completed=done)
+                for key, p in store.progress(job_id).items():
+                    step = job.steps.get(key.partition("|")[0])
+                    if step is None:
+                        continue
+                    if key not in bars:
+                        bars[key] = progress.add_task(" ".join(transfer_label(step)),
+                                                      total=None)  # fmt: skip
+                    total = p.get("total")
+                    moved = int(p.get("done") or 0)
+                    if step.status == engine.SUCCEEDED:
+                        total = moved = max(moved, int(total or 0))
+                    progress.update(bars[key], completed=moved, total=total)
+
+            job = wait_job(store, job_id, timeout=timeout, poll=0.3, on_poll=update)
+        transfers = [st for st in job.steps.values() if st.kind == "transfer"]
+        if transfers:
+            hosts = sorted({str(t.get("host")) for st in transfers
+                            for t in st.args.get("targets") or []})  # fmt: skip
+            table = Table(box=None, padding=(0, 1), show_edge=False,
+                          title=f"one send each, fanned out to {', '.join(hosts)}",
+                          title_justify="left", title_style="dim")  # fmt: skip
+            table.add_column("dataset")
+            table.add_column("send")
+            table.add_column("delivered", justify="right")
+            table.add_column("wire", justify="right")
+            for st in transfers:
+                dataset, send = transfer_label(st)
+                if st.status != engine.SUCCEEDED:
+                    send += f" [red]{st.status}[/]"
+                table.add_row(dataset, send, human_bytes(st.result.get("bytes")),
+                              human_bytes(st.result.get("wire_bytes")))  # fmt: skip
+            self.console.print(table)
+        return job
+
+
+def transfer_label(step: Step) -> tuple[str, str]:
+    """(dataset without its pool, what is sent) for a transfer step, from its planned send."""
+    send = step.args.get("send") or {}
+    snapshot = str(send.get("snapshot", step.id))
+    dataset, _, short = snapshot.partition("@")
+    shown = dataset.partition("/")[2] or dataset
+    base = send.get("from_snap")
+    if not base:
+        return shown, f"@{short} full"
+    base_ds, _, base_short = str(base).rpartition("@")
+    if base_ds not in ("", dataset):
+        return shown, f"@{short} as clone of {base_ds.partition('/')[2]}@{base_short}"
+    return shown, f"@{base_short} → @{short}"
 
 
 class QuietNarrator:
@@ -72,8 +132,11 @@ class QuietNarrator:
               help="Work here (created if missing) instead of a temporary directory.")
 @click.option("--keep", is_flag=True,
               help="Keep the directory afterwards (pools, store, logs, fleet.svg).")
+@click.option("--svg", "svg_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("fleet.svg"), show_default=True,
+              help="Where to write the picture of the fleet.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON only.")
-def demo(directory: Path | None, keep: bool, as_json: bool) -> None:
+def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> None:
     """Run zfleet's main job on a simulated fleet and verify the result.
 
     Builds an OS image with snapshots, application clones, home and log datasets on host alpha;
@@ -98,7 +161,7 @@ def demo(directory: Path | None, keep: bool, as_json: bool) -> None:
         root = Path(tempfile.mkdtemp(prefix="zfleet-demo-"))
     narrator = QuietNarrator() if as_json else RichNarrator(console)
     keep_dir = keep or directory is not None
-    svg_out = Path.cwd() / "fleet.svg"
+    svg_out = svg_out.resolve()
     code = 0
     with TerminationAsInterrupt():
         try:

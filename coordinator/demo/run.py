@@ -90,6 +90,20 @@ class DemoResult:
         }  # fmt: skip
 
 
+def scrape_metrics(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of a Prometheus text endpoint, as (name, labels, value)."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError(f"the demo only scrapes its own endpoint, not {url}")
+    with urlopen(url, timeout=10) as resp:  # noqa: S310 (a local http URL, checked above)
+        text = resp.read().decode()
+    return [(s.name, dict(s.labels), float(s.value))
+            for fam in text_string_to_metric_families(text) for s in fam.samples]  # fmt: skip
+
+
 def job_run(job: Job) -> JobRun:
     transfers = [s for s in job.steps.values() if s.kind == "transfer"]
     started = [s.started_at for s in transfers if s.started_at]
@@ -150,6 +164,9 @@ class Demo:
             for check in verify.verify_replicas(alpha, SOURCE_POOL, replicas,
                                                 progress=lambda _m: None):  # fmt: skip
                 self.add(check)
+            self.say.phase("Asking the fleet itself: a dry run and the metrics")
+            self.dry_run(fleet)
+            self.scrape(fleet)
             self.say.phase("Picturing the fleet")
             svg = self.root / "fleet.svg"
             self.write_svg(fleet, svg)
@@ -173,6 +190,32 @@ class Demo:
                        f"{run.stream_bytes:,} bytes", done.status == engine.JOB_SUCCEEDED,
                        detail))  # fmt: skip
         return run
+
+    def dry_run(self, fleet: DemoFleet) -> None:
+        """The coordinator's own view: a fresh inventory and a plan that has nothing to send."""
+        store = JobStore(fleet.client())
+        job = submit_sync(store, str(fleet.config), JOB_NAME, dry_run=True, trigger="demo")
+        done = self.say.follow(store, job.id, JOB_TIMEOUT)
+        plan = [row for row in done.report.get("plan", []) if row.get("kind") == "transfer"]
+        current = done.report.get("up_to_date", [])
+        self.add(Check(f"dry run {done.id}: {len(current)} targets up to date, "
+                       f"{len(plan)} transfers planned",
+                       done.status == engine.JOB_SUCCEEDED and not plan and bool(current),
+                       done.error or ""))  # fmt: skip
+
+    def scrape(self, fleet: DemoFleet) -> None:
+        """Read the metrics endpoint as Prometheus would: no target may lag."""
+        url = f"http://127.0.0.1:{fleet.metrics_port}/metrics"
+        self.say.note(f"scraping {url}")
+        try:
+            samples = scrape_metrics(url)
+        except OSError as exc:
+            self.add(Check("metrics endpoint answers", False, str(exc)))
+            return
+        behind = [v for name, _, v in samples if name == "zfleet_replication_snapshots_behind"]
+        lagging = sum(1 for v in behind if v > 0)
+        self.add(Check(f"metrics: {len(behind)} dataset targets, {lagging} behind",
+                       bool(behind) and lagging == 0))  # fmt: skip
 
     def backup(self, alpha: Any, repo: Any) -> None:
         stats = upload(alpha, SOURCE_POOL, repo, host="alpha", progress=lambda _m: None)
