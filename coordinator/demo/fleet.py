@@ -158,8 +158,8 @@ class DemoFleet:
     def stop(self) -> None:
         """Stop every child: SIGTERM, wait, then SIGKILL the process group; reap them all.
 
-        A second Ctrl-C (or SIGTERM) while this runs is ignored: an interrupted cleanup would leave the very
-        processes behind that it exists to stop.
+        A second Ctrl-C (or SIGTERM) while this runs is ignored: an interrupted cleanup would
+        leave behind the very processes it exists to stop.
         """
         quiet = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         in_main = threading.current_thread() is threading.main_thread()
