@@ -22,6 +22,7 @@ from typing import Any, Final
 from coordinator.config import DatasetRef, JobConfig, Target
 from coordinator.graph import Dataset, FleetGraph, Snap
 from coordinator.retention import select_prune
+from protocol.errors import PlanRefused
 
 # Step kinds; the worker side (workers/steps.py) has one function per kind.
 INVENTORY: Final = "inventory"
@@ -403,10 +404,10 @@ class _Builder:
                 )
             )  # fmt: skip
         steps.extend(self.rollbacks)
-        ids = {key: f"xfer{i:04d}" for i, key in enumerate(self.legs)}
+        ids = {key: f"xfer{i:04d}" for i, key in enumerate(self._leg_order())}
         touching: dict[str, list[str]] = {}
-        for key, leg in self.legs.items():
-            sid = ids[key]
+        for key, sid in ids.items():
+            leg = self.legs[key]
             deps = sorted({ids[d] for d in leg.deps if d != key})
             deps += sorted(hold_ids[h] for h in leg.holds if h in hold_ids)
             hosts = {leg.host, *(t["host"] for t in leg.targets)}
@@ -440,6 +441,29 @@ class _Builder:
             up_to_date=tuple(self.up_to_date),
             notes=tuple(self.notes),
         )
+
+    def _leg_order(self) -> list[tuple[Any, ...]]:
+        """Legs in creation order, moved after their dependencies: a shared (fan-out) leg can
+        pick up a dependency created after it, when another target joined it later."""
+        placed: dict[tuple[Any, ...], None] = {}
+        visiting: set[tuple[Any, ...]] = set()
+        rank = {key: i for i, key in enumerate(self.legs)}
+
+        def place(key: tuple[Any, ...]) -> None:
+            if key in placed:
+                return
+            if key in visiting:
+                raise PlanRefused(f"plan for {self.job.name} has a dependency cycle at {key}")
+            visiting.add(key)
+            for dep in sorted(self.legs[key].deps, key=rank.__getitem__):
+                if dep != key:
+                    place(dep)
+            visiting.discard(key)
+            placed[key] = None
+
+        for key in self.legs:
+            place(key)
+        return list(placed)
 
     def _exists(self, host: str, name: str, guid: int) -> bool:
         ds = self.graph.dataset(host, name.split("@", 1)[0])

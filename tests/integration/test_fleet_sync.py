@@ -113,6 +113,12 @@ def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[Fleet]:  # noqa
 
 def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> None:
     store = JobStore(fleet.client())
+    dry = fleet.cli("sync", "img", "--config", str(fleet.config), "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr + fleet.logs()
+    plan = json.loads(dry.stdout)["report"]
+    assert plan["estimate"] > 700 * 1024  # the three 256 KiB layers at least
+    assert not fleet.backend("beta").exists("bk/img")  # a dry run sends nothing
+
     first = run_sync(fleet, store)
     assert_replicated(fleet)
     # one fan-out step per stream: every transfer went to both targets at once
@@ -130,6 +136,21 @@ def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> Non
     assert status.returncode == 0, status.stderr
     rows = json.loads(status.stdout)["datasets"]
     assert {t["snapshots_behind"] for r in rows for t in r["targets"]} == {0}
+
+    # someone writes into beta's copy: beta's base is refused by name, gamma still syncs
+    write(fleet.backend("beta"), "bk/img/base", "local-edit", b"oops")
+    write(fleet.backend("alpha"), "tank/img/base", "patch2", os.urandom(4096))
+    time.sleep(1.1)
+    third = fleet.cli("sync", "img", "--config", str(fleet.config), "--wait", "--json",
+                      timeout=120)  # fmt: skip
+    steps = json.loads(third.stdout)["step_list"]
+    failed = [(s["id"], s["error"]) for s in steps if s["status"] != "succeeded"]
+    assert third.returncode == 3, failed  # EXIT_REFUSED: all ran, but beta's base was refused
+    (refusal,) = json.loads(third.stdout)["report"]["refusals"]
+    assert refusal["target"] == "beta:bk/img/base" and "modified" in refusal["reason"]
+    assert files(fleet.backend("gamma"), "bk/img/base") == files(fleet.backend("alpha"),
+                                                                 "tank/img/base")  # fmt: skip
+    assert "patch2" not in files(fleet.backend("beta"), "bk/img/base")
 
 
 def test_killed_worker_and_coordinator_do_not_stop_the_job(fleet: Fleet) -> None:

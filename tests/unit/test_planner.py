@@ -237,3 +237,22 @@ def test_missing_source_inventory_is_a_note_not_a_crash() -> None:
     plan = plan_sync(graph_of(beta=[]), job(targets='["beta:bk/t"]'), job_id="J")
     assert "no inventory from alpha" in plan.notes[0]
     assert plan.transfers() == [] and TRANSFER not in [s.kind for s in plan.steps]
+
+
+def test_shared_leg_joined_later_still_comes_after_its_dependencies() -> None:
+    # beta's parent is refused, gamma's is not: the child's stream is one step for both, and it
+    # must wait for gamma's parent leg, which is planned after the child's step was created
+    g = graph_of(
+        alpha=[dataset("tank/t", ["s1", "s2"]), dataset("tank/t/c", ["c1", "c2"])],
+        beta=[dataset("bk/t", ["s1"], guid_from="tank/t", written=5),
+              dataset("bk/t/c", ["c1"], guid_from="tank/t/c")],
+        gamma=[dataset("bk/t", ["s1"], guid_from="tank/t"),
+               dataset("bk/t/c", ["c1"], guid_from="tank/t/c")],
+    )  # fmt: skip
+    plan = plan_sync(g, job(), job_id="J")
+    assert [r.target for r in plan.refusals] == ["beta:bk/t"]
+    position = {s.id: i for i, s in enumerate(plan.steps)}
+    assert all(position[d] < position[s.id] for s in plan.steps for d in s.deps)
+    child = next(s for s in plan.transfers() if s.args["source"] == "tank/t/c")
+    parent = next(s for s in plan.transfers() if s.args["source"] == "tank/t")
+    assert parent.id in child.deps and len(child.args["targets"]) == 2
