@@ -12,8 +12,8 @@ from protocol import errors
 from protocol.errors import ConfigError, GrantError
 from protocol.frames import Frame, FrameKind
 from protocol.grants import new_grant
+from workers.dataplane.ledger import GrantLedger
 from workers.dataplane.sender import SendOptions, push_transfer, read_chunks
-from workers.dataplane.session import GrantLedger
 from workers.dataplane.sinks import LinkOptions
 from workers.dataplane.targets import FileTarget, PeerTarget
 from workers.dataplane.wire import error_from_frame, expect
@@ -157,3 +157,33 @@ def test_bad_push_arguments_fail_before_anything_starts(level: int, bwlimit: int
 
 def _peer_target() -> PeerTarget:
     return PeerTarget("b", ("127.0.0.1", 9), ReceiveSpec("p/d"), "x.y")
+
+
+def test_used_grants_survive_a_restart_and_expire_from_the_file(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "grants.ledger"
+    ledger = GrantLedger(clock, path=path)
+    short, long = _grant("short", clock, ttl=10), _grant("long", clock, ttl=100)
+    for grant in (short, long):
+        ledger.begin(grant)
+        ledger.end(grant, applied=True)
+    interrupted = _grant("cut", clock)
+    ledger.begin(interrupted)
+    ledger.end(interrupted, applied=False)
+
+    clock.now += 50
+    with path.open("a") as fh:
+        fh.write("17000")  # a torn last line, as a crash mid-append leaves
+    restarted = GrantLedger(clock, path=path)
+    with pytest.raises(GrantError, match="replayed"):
+        restarted.begin(long)
+    restarted.begin(short)  # expired: the ledger let it go (verify_grant refuses it anyway)
+    restarted.begin(interrupted)  # never applied: may still resume
+    assert path.read_text().splitlines() == [f"{long.expires!r} long"]
+
+
+def test_an_unreadable_ledger_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "grants.ledger"
+    path.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        GrantLedger(Clock(), path=path)

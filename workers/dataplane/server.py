@@ -13,14 +13,15 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 import structlog
 
 from protocol.errors import ConfigError, ZfleetError
+from workers.dataplane.ledger import GrantLedger
 from workers.dataplane.session import (
     HANDSHAKE_TIMEOUT,
-    GrantLedger,
     ReceiveBackend,
     ServerContext,
     serve_stream,
@@ -36,7 +37,11 @@ _LINGER: Final = 2.0  # how long a refused sender gets to read our ERROR before 
 
 
 class StreamServer:
-    """Listens on ``bind`` and applies streams granted (by ``secret``) to ``host``."""
+    """Listens on ``bind`` and applies streams granted (by ``secret``) to ``host``.
+
+    ``ledger_path`` (a file under the worker's data directory) keeps used grants across
+    restarts; without it they are remembered for this process's life only.
+    """
 
     def __init__(
         self,
@@ -49,6 +54,7 @@ class StreamServer:
         stall_timeout: float = 30.0,
         heartbeat_interval: float = 2.0,
         max_connections: int = 64,
+        ledger_path: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if heartbeat_interval >= stall_timeout:
@@ -57,7 +63,7 @@ class StreamServer:
             backend=backend,
             host=host,
             secret=secret,
-            ledger=GrantLedger(clock),
+            ledger=GrantLedger(clock, path=ledger_path),
             heartbeat_interval=heartbeat_interval,
             clock=clock,
         )

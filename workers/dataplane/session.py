@@ -28,6 +28,7 @@ from protocol.errors import (
 from protocol.frames import FrameKind
 from protocol.grants import Grant, verify_grant
 from protocol.stream import DrrType, Record, decode_resume_token, parse_begin, read_records
+from workers.dataplane.ledger import GrantLedger
 from workers.dataplane.wire import PROTOCOL_VERSION, Wire, expect
 from workers.zfs.base import ObjType, ReceiveResult, ReceiveSink, ReceiveSpec, ZfsObject
 
@@ -45,35 +46,6 @@ class ReceiveBackend(Protocol):
     def list(
         self, root: str | None = None, *, recursive: bool = True, types: Any = ...
     ) -> list[ZfsObject]: ...
-
-
-class GrantLedger:
-    """Transfer ids in use or used: a grant applies one stream once, however many connections
-    (resumes) that takes. Entries are forgotten when their grant expires."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._active: set[str] = set()
-        self._done: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def begin(self, grant: Grant) -> None:
-        """Claim the grant's transfer id for this connection, or raise GrantError."""
-        with self._lock:
-            now = self._clock()
-            self._done = {tid: exp for tid, exp in self._done.items() if exp > now}
-            if grant.transfer_id in self._done:
-                raise GrantError(f"grant for transfer {grant.transfer_id!r} replayed: already used")
-            if grant.transfer_id in self._active:
-                raise GrantError(f"transfer {grant.transfer_id!r} is already streaming here")
-            self._active.add(grant.transfer_id)
-
-    def end(self, grant: Grant, *, applied: bool) -> None:
-        """Release the transfer id; once applied, it can never be used again before expiry."""
-        with self._lock:
-            self._active.discard(grant.transfer_id)
-            if applied:
-                self._done[grant.transfer_id] = grant.expires
 
 
 @dataclass(frozen=True)
