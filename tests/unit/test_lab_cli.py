@@ -1,0 +1,57 @@
+"""`zfleet lab` on a machine with no lab running: clear answers, meaningful exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coordinator.cli import cli
+from workers.lab.lab import Lab
+from workers.lab.qemu import VmSpec
+from workers.lab.vm import Vm
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ZFLEET_LAB_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("ZFLEET_LAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "state"
+
+
+def test_status_and_down_without_a_lab(state: Path) -> None:
+    runner = CliRunner()
+    status = runner.invoke(cli, ["lab", "status"])
+    assert status.exit_code == 1
+    assert "no lab 'default' is up" in status.output
+    assert "image not built" in status.output
+    down = runner.invoke(cli, ["lab", "down"])
+    assert down.exit_code == 0
+    assert "no lab 'default' is up" in down.output
+
+
+def test_up_refuses_more_hosts_than_a_lab_holds(state: Path) -> None:
+    result = CliRunner().invoke(cli, ["lab", "up", "9"])
+    assert result.exit_code == 2
+    assert "9" in result.output
+
+
+def test_status_reports_a_host_whose_vm_is_gone(state: Path) -> None:
+    # A recorded lab whose QEMU no longer runs (the machine rebooted, say): status says so.
+    directory = state / "default"
+    spec = VmSpec(
+        name="zlab1", kernel=directory / "k", initrd=directory / "i",
+        root_overlay=directory / "r", pool_disk=directory / "p", ssh_port=40022,
+        serial_log=directory / "zlab1" / "serial.log", pidfile=directory / "zlab1" / "qemu.pid",
+    )  # fmt: skip
+    vm = Vm(spec=spec, key=directory / "id", directory=directory / "zlab1", pid=None)
+    directory.mkdir(parents=True)
+    Lab(directory, [vm], "tank", ["zfs-2.3.2"], 0).save()
+    result = CliRunner().invoke(cli, ["lab", "status", "--json"])
+    assert result.exit_code == 1
+    (host,) = json.loads(result.output)
+    assert host["running"] is False
+    assert host["ssh_port"] == 40022
+    assert host["exec_prefix"][-1] == "root@127.0.0.1"
