@@ -7,6 +7,7 @@ terminal; test_front_pipe.py runs the real command line in processes joined by a
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,18 @@ import pytest
 
 from protocol import names
 from protocol.errors import DatasetBusy, HasDependentClones, NameError_
+from workers.zfs.base import SendSpec
 from workers.zfs.errormap import error_from_stderr
 from workers.zfs.front import Front
 from workers.zfs.front_table import nicenum
-from workers.zfs.parse import parse_get, parse_holds, parse_list, parse_pools
+from workers.zfs.parse import (
+    parse_diff,
+    parse_get,
+    parse_holds,
+    parse_list,
+    parse_pools,
+    parse_receive_verbose,
+)
 from workers.zfs.sim import SimBackend
 
 
@@ -230,3 +239,52 @@ def test_receive_refuses_garbage_before_touching_the_target(sh: Shell) -> None:
     ran = sh("zfs", "receive", "tank/new", stdin=b"this is not a zfs stream" * 20)
     assert (ran.code, ran.err) == (1, "cannot receive: invalid stream (bad magic number)\n")
     assert "tank/new" not in sh.ok("zfs", "list", "-H", "-o", "name")
+
+
+def stream_of(sh: Shell, snapshot: str) -> bytes:
+    sender = sh.backend.send(SendSpec(snapshot))
+    data = b"".join(iter(lambda: sender.read(1 << 16), b""))
+    sender.close()
+    return data
+
+
+def test_receive_d_and_e_place_the_dataset_below_the_target(sh: Shell) -> None:
+    stream = stream_of(sh, "tank/a@s1")
+    sh.ok("zfs", "create", "tank/x")
+    sh.ok("zfs", "create", "tank/y")
+    assert sh("zfs", "receive", "-d", "tank/x", stdin=stream).code == 0
+    assert sh("zfs", "receive", "-e", "tank/y", stdin=stream).code == 0
+    listed = sh.ok("zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", "tank/x", "tank/y")
+    assert listed.split() == ["tank/x/a@s1", "tank/y/a@s1"]
+
+
+def test_receive_verbose_names_what_arrived(sh: Shell) -> None:
+    ran = sh("zfs", "receive", "-v", "tank/copy", stdin=stream_of(sh, "tank/a@s1"))
+    assert ran.code == 0
+    assert parse_receive_verbose(ran.out) == "tank/copy@s1"
+
+
+def test_abort_discards_a_partial_receive(sh: Shell) -> None:
+    mountpoint = sh.backend.mountpoint("tank/a")
+    assert mountpoint is not None
+    (Path(mountpoint) / "blob").write_bytes(os.urandom(500_000))
+    sh.ok("zfs", "snapshot", "tank/a@big")
+    stream = stream_of(sh, "tank/a@big")
+    ran = sh("zfs", "receive", "-s", "tank/p", stdin=stream[: len(stream) // 2])
+    assert ran.code == 1 and "zfs send -t " in ran.err
+    assert "tank/p" in sh.ok("zfs", "list", "-H", "-o", "name")
+    sh.ok("zfs", "receive", "-A", "tank/p")
+    # a partial new filesystem goes away entirely, as in OpenZFS
+    assert sh("zfs", "list", "tank/p").err == "cannot open 'tank/p': dataset does not exist\n"
+
+
+def test_diff_lists_changes_between_snapshots(sh: Shell) -> None:
+    mountpoint = sh.backend.mountpoint("tank/a")
+    assert mountpoint is not None
+    (Path(mountpoint) / "new file.txt").write_text("hi\n")
+    sh.ok("zfs", "snapshot", "tank/a@s2")
+    out = sh.ok("zfs", "diff", "-H", "tank/a@s1", "tank/a@s2")
+    entries = parse_diff(out)
+    assert entries == sh.backend.diff("tank/a@s1", "tank/a@s2")
+    assert any(e.path.endswith("/new file.txt") for e in entries)
+    assert "new\\0040file.txt" in out  # spaces escaped as zfs diff does
