@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 BATCH_RECORDS: Final = 256
 CHUNK_BYTES: Final = 1024 * 1024
 CACHED_GROUPS: Final = 16  # about 16 MiB of decompressed groups
+MAX_GAP: Final = 1024 * 1024  # unneeded bytes read rather than making another request
 
 
 class BlobReader:
@@ -56,15 +57,15 @@ class BlobReader:
             if (loc.pack, loc.entry.offset) not in self._cache:
                 missing[loc.pack][loc.entry.offset] = loc.entry
         for pack, groups in missing.items():
-            start = min(groups)
-            end = max(e.offset + e.length for e in groups.values())
-            data = repo.target.get(pack_key(pack), start, end - start)
-            if len(data) != end - start:
-                raise StoreCorrupt(f"pack {pack[:16]} is shorter than its index says")
-            for offset, e in groups.items():
-                sealed = data[offset - start : offset - start + e.length]
-                group = open_group(repo.crypto, e, sealed, f"pack {pack[:16]}")
-                self._remember((pack, offset), group)
+            for run in _runs(sorted(groups.values(), key=lambda e: e.offset)):
+                start, end = run[0].offset, run[-1].offset + run[-1].length
+                data = repo.target.get(pack_key(pack), start, end - start)
+                if len(data) != end - start:
+                    raise StoreCorrupt(f"pack {pack[:16]} is shorter than its index says")
+                for e in run:
+                    sealed = data[e.offset - start : e.offset - start + e.length]
+                    group = open_group(repo.crypto, e, sealed, f"pack {pack[:16]}")
+                    self._remember((pack, e.offset), group)
         out: dict[bytes, bytes] = {}
         for loc in locs:
             group = self._cache[(loc.pack, loc.entry.offset)]
@@ -73,6 +74,17 @@ class BlobReader:
                 repo.crypto, loc.entry, group, f"pack {loc.pack[:16]}"
             )
         return out
+
+
+def _runs(groups: list[BlobEntry]) -> list[list[BlobEntry]]:
+    """Groups (sorted by offset) split where reading the gap would cost more than a request."""
+    runs: list[list[BlobEntry]] = []
+    for e in groups:
+        if runs and e.offset - (runs[-1][-1].offset + runs[-1][-1].length) <= MAX_GAP:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return runs
 
 
 def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
