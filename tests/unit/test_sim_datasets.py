@@ -293,3 +293,12 @@ def test_pools_report_size_and_allocation(sim: SimBackend) -> None:
     assert info.free == info.size - info.allocated
     sim.destroy_pool("fx")
     assert sim.pools() == []
+
+
+def test_volsize_reports_and_resizes_the_volume(sim: SimBackend) -> None:
+    sim.create("fx/vol", volsize=4 << 20)
+    assert sim.get("fx/vol", ["volsize"])["volsize"].value == str(4 << 20)
+    sim.set("fx/vol", {"volsize": "8M"})
+    assert sim.get("fx/vol", ["volsize"])["volsize"].value == str(8 << 20)
+    with pytest.raises(InvalidOperation, match="does not apply to datasets of this type"):
+        sim.set("fx/base", {"volsize": "1M"})

@@ -44,10 +44,8 @@ def create(
     """``zfs create [-p] [-V size] [-o prop=value]``."""
     kind = "volume" if volsize is not None else "filesystem"
     local = {k: normalize(name, k, v, creating=True, kind=kind) for k, v in props.items()}
-    if volsize is not None:
-        if volsize <= 0:
-            raise InvalidOperation(f"cannot create '{name}': volume size must be greater than zero")
-        local["volsize"] = str(volsize)
+    if volsize is not None and volsize <= 0:
+        raise InvalidOperation(f"cannot create '{name}': volume size must be greater than zero")
     with db.txg(pool.conn) as txg:
         if pool.find(name) is not None:
             if parents:
@@ -121,10 +119,19 @@ def _crypt_for_create(
             f"cannot create '{name}': Minimum pbkdf2iters is {crypto.MIN_ITERS}."
         )
     material, master = crypto.new_key(name, keyformat, key, iters)
-    local["encryption"] = crypto.CIPHER if encryption == "on" else encryption
+    cipher = crypto.CIPHER if encryption == "on" else encryption
+    # Fixed at creation, reported from the key state (source '-'), as OpenZFS does.
+    local.pop("encryption", None)
+    local.pop("keyformat", None)
     if keyformat == "passphrase":
         local["pbkdf2iters"] = str(iters)
-    return {**material.to_json(), "loaded": master.hex(), "root": name, "sealed": False}
+    return {
+        **material.to_json(),
+        "cipher": cipher,
+        "loaded": master.hex(),
+        "root": name,
+        "sealed": False,
+    }
 
 
 def _read_keylocation(name: str, location: str) -> bytes:

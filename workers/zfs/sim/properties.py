@@ -49,12 +49,29 @@ def resolve(pool: Pool, ds: Dataset, name: str) -> PropertyValue | None:
         mnt = pool.mountpoint(ds)
         return PropertyValue(str(mnt) if mnt else "none", "default")
     if name in SETTABLE:
-        if name == "encryption" and ds.crypt:
-            return PropertyValue(
-                str(ds.crypt.get("cipher", "aes-256-gcm")), f"inherited from {ds.crypt.get('root')}"
-            )
         return PropertyValue(SETTABLE[name].default, "default")
     return None
+
+
+def _crypt_props(ds: Dataset) -> dict[str, str]:
+    """encryption and keyformat are fixed at creation: OpenZFS shows them with source '-'."""
+    if not ds.crypt:
+        return {}
+    return {
+        "encryption": str(ds.crypt.get("cipher", "aes-256-gcm")),
+        "keyformat": str(ds.crypt.get("keyformat", "none")),
+    }
+
+
+def _volsize(pool: Pool, ds: Dataset) -> int:
+    """A volume's size: its backing file's, or its data object's while not mounted."""
+    path = pool.volume_path(ds)
+    if ds.head is None and ds.mounted and path.exists():
+        return path.stat().st_size
+    from .nodes import VOLUME_OBJECT, decode_manifest
+
+    digest = decode_manifest(ds.head).get(VOLUME_OBJECT) if ds.head else None
+    return pool.objects.get(digest).meta_size() if digest else 0
 
 
 def _mount_suffix(pool: Pool, ds: Dataset, holder: Dataset, value: str, name: str) -> str:
@@ -138,11 +155,13 @@ def dataset_props(
         ),
         "encryptionroot": str(ds.crypt.get("root")) if ds.crypt else NONE,
         "version": "5",
+        **_crypt_props(ds),
         "objsetid": str(ds.id + 64),
         "refcompressratio": "1.00x",
     }
     if ds.kind == "volume":
         computed.pop("mounted")
+        computed["volsize"] = str(_volsize(pool, ds))
     return _assemble(pool, ds, computed, wanted, ds.kind)
 
 
@@ -200,6 +219,7 @@ def snapshot_props(
         ),
         "version": "5",
         "refcompressratio": "1.00x",
+        **_crypt_props(ds),
     }
     out = _assemble(pool, ds, computed, wanted, "snapshot")
     for key, value in snap.props.items():
@@ -239,7 +259,19 @@ def set_props(pool: Pool, name: str, props: Mapping[str, str]) -> None:
             return
         ds = pool.dataset(name)
         clean = {k: normalize(name, k, v, kind=ds.kind) for k, v in props.items()}
+        if "volsize" in clean:
+            _resize_volume(pool, ds, int(clean.pop("volsize")))
         _apply(pool, ds, lambda p: p.update(clean))
+
+
+def _resize_volume(pool: Pool, ds: Dataset, size: int) -> None:
+    if size <= 0:
+        raise InvalidOperation(f"cannot set property for '{ds.name}': 'volsize' must be > 0")
+    path = pool.volume_path(ds)
+    if ds.head is not None or not ds.mounted or not path.exists():
+        raise InvalidOperation(f"cannot set property for '{ds.name}': dataset is not mounted")
+    with open(path, "r+b") as fp:
+        fp.truncate(size)
 
 
 def inherit(pool: Pool, name: str, prop: str) -> None:

@@ -206,6 +206,7 @@ def _crypt_from_stream(info: BeginInfo, name: str) -> dict[str, Any]:
             "salt": int(keydata["pbkdf2salt"]).to_bytes(8, "little").hex(),
             "iters": int(keydata["pbkdf2iters"]),
             "wrapped": bytes(keydata["DSL_CRYPTO_MASTER_KEY_1"]).hex(),
+            "cipher": "aes-256-gcm",
             "loaded": None,
             "sealed": True,
             "root": name,
