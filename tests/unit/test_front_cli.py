@@ -288,3 +288,16 @@ def test_diff_lists_changes_between_snapshots(sh: Shell) -> None:
     assert entries == sh.backend.diff("tank/a@s1", "tank/a@s2")
     assert any(e.path.endswith("/new file.txt") for e in entries)
     assert "new\\0040file.txt" in out  # spaces escaped as zfs diff does
+
+
+def test_volumes_bookmarks_and_renames(sh: Shell) -> None:
+    sh.ok("zfs", "create", "-V", "8M", "tank/vol")
+    got = parse_get(sh.ok("zfs", "get", "-Hp", "volsize,type", "tank/vol"))
+    assert got["tank/vol"]["volsize"].value == str(8 << 20)
+    assert got["tank/vol"]["type"].value == "volume"
+    sh.ok("zfs", "bookmark", "tank/a@s1", "#b1")
+    marks = sh.ok("zfs", "list", "-H", "-o", "name,guid", "-t", "bookmark", "tank/a")
+    snap_guid = sh.backend.list("tank/a@s1")[0].guid
+    assert marks.split() == ["tank/a#b1", str(snap_guid)]
+    sh.ok("zfs", "rename", "tank/a@s1", "@first")
+    assert sh.ok("zfs", "list", "-H", "-o", "name", "-t", "snapshot").split() == ["tank/a@first"]

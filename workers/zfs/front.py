@@ -7,6 +7,11 @@ and zfleet's own real backend, can therefore drive the simulation unchanged.
 
 Arguments and names are checked before the backend is touched: a bad one is refused with the
 rule it broke (exit 2 for usage, 1 for a bad name, as OpenZFS does).
+
+The subset: ``zfs list get set inherit create destroy snapshot hold release holds bookmark
+clone promote rename rollback send receive/recv diff load-key unload-key`` and ``zpool create
+destroy list get``. Modules: front_list (list/get), front_send (send/receive), front_pool
+(zpool), front_table (formats), front_errors (messages and exit codes).
 """
 
 from __future__ import annotations
