@@ -531,3 +531,27 @@ def test_a_port_in_use_is_a_clear_config_error(receiver) -> None:
     other = StreamServer(RecordingBackend(), host="beta", bind=server.address, secret=SECRET)
     with pytest.raises(ConfigError, match="cannot listen"):
         other.start()
+
+
+def test_a_link_slower_than_a_frame_per_stall_timeout_still_flows(source) -> None:
+    target = RecordingBackend()
+    link = LinkOptions(heartbeat_interval=0.2, stall_timeout=1.0)
+    server_side = StreamServer(
+        target,
+        host="beta",
+        bind=("127.0.0.1", 0),
+        secret=SECRET,
+        stall_timeout=1.0,
+        heartbeat_interval=0.2,
+    )
+    with server_side:
+        # one frame of ~100 kB at 30 kB/s takes 3 s: the bytes must trickle, not wait and burst
+        report = push_transfer(
+            source,
+            SendSpec("tank/src@s2"),
+            [_peer(server_side, _grant(stream=INCR))],
+            bwlimit=30_000,
+            options=SendOptions(chunk_size=256 * 1024, link=link),
+        )
+    assert report.ok, report
+    assert target.applied["tank/dst"] == INCR

@@ -272,13 +272,13 @@ class PeerSink(Sink):
 
     def _write(self, chunk: Chunk) -> None:
         wire = self._live_wire()
-        if self._throttle is not None:
-            self._throttle.wait(len(chunk.wire.data), self.cancel)
         if wire.readable():
             # the server only speaks mid-stream to refuse: read why, and stop
             expect(wire.recv(), FrameKind.HEARTBEAT)
         try:
-            self.wire_bytes += wire.send(FrameKind.DATA, prepared=chunk.wire)
+            self.wire_bytes += wire.send(
+                FrameKind.DATA, prepared=chunk.wire, throttle=self._throttle, stop=self.cancel
+            )
         except TransferInterrupted as exc:
             raise (self._reason(wire) or exc) from exc
         self.stream_bytes += len(chunk.raw)

@@ -10,12 +10,14 @@ import contextlib
 import select
 import socket
 import ssl
+import threading
 import time
 from typing import Any, Final
 
 from protocol import errors
 from protocol.errors import FrameError, TransferError, TransferInterrupted, ZfleetError
 from protocol.frames import Frame, FrameDecoder, FrameKind, Prepared, encode_frame_parts
+from workers.dataplane.throttle import Throttle
 
 PROTOCOL_VERSION: Final = 1  # of the conversation (frames have their own version)
 
@@ -42,16 +44,27 @@ class Wire:
         kind: FrameKind,
         header: dict[str, Any] | None = None,
         prepared: Prepared | None = None,
+        *,
+        throttle: Throttle | None = None,
+        stop: threading.Event | None = None,
     ) -> int:
-        """Encode and write one frame; returns the bytes written. Raises TransferInterrupted."""
+        """Encode and write one frame; returns the bytes written. Raises TransferInterrupted.
+
+        With ``throttle`` the frame goes out in small slices at the limited rate, so that even
+        a slow link keeps bytes flowing (a peer waiting for a whole frame would call it a stall).
+        """
         parts = encode_frame_parts(Frame(kind, self._seq, header or {}), prepared=prepared)
         self._seq += 1
+        step = _SEND_SLICE if throttle is None else min(_SEND_SLICE, max(4096, throttle.rate // 4))
         size = 0
         try:
             for part in parts:
                 view = memoryview(part)
-                for start in range(0, len(view), _SEND_SLICE):
-                    self.sock.sendall(view[start : start + _SEND_SLICE])
+                for start in range(0, len(view), step):
+                    piece = view[start : start + step]
+                    if throttle is not None:
+                        throttle.wait(len(piece), stop)
+                    self.sock.sendall(piece)
                 size += len(part)
         except TimeoutError as exc:
             raise TransferInterrupted(
