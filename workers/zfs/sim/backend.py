@@ -38,6 +38,7 @@ from workers.zfs.base import (
 )
 
 from . import crypto, datasets, db, properties
+from . import destroy as destroy_ops
 from .pool import Pool, new_guid, not_found
 from .space import Space
 
@@ -217,7 +218,7 @@ class SimBackend(ZfsBackend):
     def destroy(self, name: str, *, recursive: bool = False, defer: bool = False) -> None:
         zfsnames.validate_any(name, existing=True)
         with self._lock:
-            datasets.destroy(self._pool(name), name, recursive=recursive, defer=defer)
+            destroy_ops.destroy(self._pool(name), name, recursive=recursive, defer=defer)
 
     def snapshot(
         self,
@@ -334,7 +335,7 @@ class SimBackend(ZfsBackend):
                     pool.conn.execute(
                         "DELETE FROM holds WHERE snapshot=? AND tag=?", (snap.id, tag)
                     )
-                    datasets.release_deferred(pool, snap.id)
+                    destroy_ops.release_deferred(pool, snap.id)
                 pool.collect()
 
     def holds(self, snapshot: str) -> builtins.list[str]:

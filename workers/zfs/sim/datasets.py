@@ -11,6 +11,8 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 
+import structlog
+
 from protocol.errors import (
     DatasetBusy,
     DatasetExists,
@@ -22,10 +24,12 @@ from protocol.errors import (
 
 from . import crypto, db
 from .nodes import FIRST_OBJECT, Manifest, encode_manifest
-from .pool import Dataset, Pool, Snapshot, new_guid, not_found
+from .pool import Dataset, Pool, Snapshot, new_guid
 from .props import normalize
 from .space import referenced, unique_bytes
 from .tree import encode_cache
+
+log = structlog.get_logger(__name__)
 
 
 def parent_name(name: str) -> str | None:
@@ -208,6 +212,7 @@ def take_snapshots(
                 raise DatasetBusy(f"cannot create snapshot '{ds.name}@{short}': dataset is busy")
         for ds, short in targets:
             record_snapshot(pool, ds, short, txg, props)
+    log.info("sim.snapshot.created", snapshots=[f"{d.name}@{s}" for d, s in targets], txg=txg)
 
 
 def record_snapshot(
@@ -274,6 +279,7 @@ def clone(pool: Pool, snapshot: str, target: str, props: Mapping[str, str]) -> N
         manifest = snap.manifest
         sealed = bool(source.crypt and not source.crypt.get("loaded"))
         pool.install(ds, manifest, mount=not sealed)
+    log.info("sim.clone.created", clone=target, origin=snapshot)
 
 
 def promote(pool: Pool, name: str) -> None:
@@ -300,6 +306,7 @@ def promote(pool: Pool, name: str) -> None:
         pool.conn.execute(
             "UPDATE datasets SET next_obj=? WHERE id IN (?,?)", (next_obj, ds.id, parent.id)
         )
+    log.info("sim.promoted", dataset=name, snapshots_moved=len(moving))
 
 
 def rename(pool: Pool, old: str, new: str) -> None:
@@ -373,13 +380,14 @@ def rollback(pool: Pool, snapshot: str, *, destroy_newer: bool) -> None:
             if pool.holds(s.id):
                 raise DatasetBusy(held_message(s.name))
         for s in newer:
-            _drop_snapshot(pool, s)
+            drop_snapshot(pool, s)
         for b in marks:
             pool.conn.execute("DELETE FROM bookmarks WHERE id=?", (b.id,))
         if ds.crypt and not ds.crypt.get("loaded"):
             raise crypto_locked(ds.name)
         pool.install(ds, snap.manifest, mount=ds.mounted)
         pool.collect()
+    log.info("sim.rolled_back", snapshot=snapshot, destroyed=len(newer))
 
 
 def crypto_locked(name: str) -> InvalidOperation:
@@ -393,106 +401,6 @@ def held_message(name: str) -> str:
     )
 
 
-def _drop_snapshot(pool: Pool, snap: Snapshot) -> None:
+def drop_snapshot(pool: Pool, snap: Snapshot) -> None:
     pool.conn.execute("DELETE FROM holds WHERE snapshot=?", (snap.id,))
     pool.conn.execute("DELETE FROM snapshots WHERE id=?", (snap.id,))
-
-
-def destroy(pool: Pool, name: str, *, recursive: bool, defer: bool) -> None:
-    """``zfs destroy [-r] [-d]`` of a dataset, snapshot or bookmark."""
-    with db.txg(pool.conn):
-        if "#" in name:
-            mark = pool.bookmark(name)
-            pool.conn.execute("DELETE FROM bookmarks WHERE id=?", (mark.id,))
-        elif "@" in name:
-            _destroy_snapshots(pool, name, recursive=recursive, defer=defer)
-        else:
-            _destroy_dataset(pool, name, recursive=recursive)
-        pool.collect()
-    pool.sweep_blocks()
-
-
-def _destroy_snapshots(pool: Pool, name: str, *, recursive: bool, defer: bool) -> None:
-    ds_name, _, short = name.partition("@")
-    root = pool.dataset(ds_name)
-    group = [root, *pool.descendants(ds_name)] if recursive else [root]
-    snaps = []
-    for ds in group:
-        row = pool.conn.execute(
-            "SELECT 1 FROM snapshots WHERE dataset=? AND name=?", (ds.id, short)
-        ).fetchone()
-        if row:
-            snaps.append(pool.snapshot(f"{ds.name}@{short}"))
-    if not snaps:
-        if recursive:
-            return
-        raise not_found(name)
-    for snap in snaps:
-        clones = pool.clones_of(snap.id)
-        if defer and (clones or pool.holds(snap.id)):
-            continue
-        if clones:
-            deps = []
-            for c in clones:
-                deps += [s.name for s in pool.snapshots(c.id)] + [c.name]
-            raise HasDependentClones(
-                f"cannot destroy '{snap.name}': snapshot has dependent clones\n"
-                "use '-R' to destroy the following datasets:\n" + "\n".join(deps)
-            )
-        if pool.holds(snap.id):
-            raise DatasetBusy(held_message(snap.name))
-    for snap in snaps:
-        if pool.clones_of(snap.id) or pool.holds(snap.id):
-            pool.conn.execute("UPDATE snapshots SET defer=1 WHERE id=?", (snap.id,))
-        else:
-            _drop_snapshot(pool, snap)
-
-
-def _destroy_dataset(pool: Pool, name: str, *, recursive: bool) -> None:
-    ds = pool.dataset(name)
-    if "/" not in name:
-        raise InvalidOperation(
-            f"cannot destroy '{name}': operation does not apply to pools\n"
-            "use 'zfs destroy -r {name}' to destroy all datasets in the pool\n"
-            f"use 'zpool destroy {name}' to destroy the pool itself"
-        )
-    family = [ds, *pool.descendants(name)]
-    ids = {d.id for d in family}
-    if not recursive:
-        children = [d.name for d in family[1:]] + [s.name for s in pool.snapshots(ds.id)]
-        if children:
-            raise DatasetExists(
-                f"cannot destroy '{name}': filesystem has children\n"
-                "use '-r' to destroy the following datasets:\n" + "\n".join(children)
-            )
-    outside = []
-    for d in family:
-        for s in pool.snapshots(d.id):
-            outside += [c.name for c in pool.clones_of(s.id) if c.id not in ids]
-            if pool.holds(s.id):
-                raise DatasetBusy(held_message(s.name))
-    if outside:
-        raise HasDependentClones(
-            f"cannot destroy '{name}': filesystem has dependent clones\n"
-            "use '-R' to destroy the following datasets:\n" + "\n".join(outside)
-        )
-    origins = {d.origin for d in family if d.origin is not None}
-    for d in reversed(family):
-        for s in pool.snapshots(d.id):
-            _drop_snapshot(pool, s)
-        pool.conn.execute("DELETE FROM bookmarks WHERE dataset=?", (d.id,))
-        pool.conn.execute("DELETE FROM partial WHERE dataset=?", (d.id,))
-        pool.conn.execute("DELETE FROM datasets WHERE id=?", (d.id,))
-        pool.remove_live(d)
-    for origin in origins:
-        release_deferred(pool, origin)
-
-
-def release_deferred(pool: Pool, snap_id: int) -> None:
-    """Destroy a snapshot marked for deferred destroy once nothing keeps it (inside a txg)."""
-    row = pool.conn.execute("SELECT defer FROM snapshots WHERE id=?", (snap_id,)).fetchone()
-    if not row or not row[0]:
-        return
-    snap = pool.snapshot_by_id(snap_id)
-    if not pool.clones_of(snap_id) and not pool.holds(snap_id):
-        _drop_snapshot(pool, snap)
