@@ -1,7 +1,6 @@
 """Transfers between two simulated ZFS hosts over the data plane: resume, fan-out, cancel.
 
-Each host is a SimBackend (real OpenZFS stream format, resumable receive with tokens, driven on
-one thread: see OneThread); the
+Each host is a SimBackend (real OpenZFS stream format, resumable receive with tokens); the
 source sends through push_transfer, the target's StreamServer applies with `zfs receive -s`.
 A TCP proxy on 127.0.0.1 cuts the first connection after N bytes; the retry must move only
 about the rest, and the target's files must equal the source's.
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from protocol.grants import new_grant, sign_grant
-from tests.services.dataplane import OneThread, faulty_proxy
+from tests.services.dataplane import faulty_proxy
 from workers.dataplane.sender import SendOptions, push_transfer
 from workers.dataplane.server import StreamServer
 from workers.dataplane.sinks import LinkOptions
@@ -56,7 +55,7 @@ def _files(backend: SimBackend, dataset: str) -> dict[str, bytes]:
 
 @pytest.fixture
 def alpha(tmp_path: Path) -> Iterator[SimBackend]:
-    backend = OneThread(lambda: SimBackend(tmp_path / "alpha"))
+    backend = SimBackend(tmp_path / "alpha")
     backend.create_pool("tank")
     backend.create("tank/src")
     root = Path(backend.mountpoint("tank/src") or "")
@@ -65,12 +64,11 @@ def alpha(tmp_path: Path) -> Iterator[SimBackend]:
     (root / "notes.txt").write_text("hello fleet\n" * 1000)
     backend.snapshot(["tank/src@s1"])
     yield backend
-    backend.shutdown()
 
 
 @pytest.fixture
 def beta(tmp_path: Path) -> Iterator[tuple[SimBackend, StreamServer]]:
-    backend = OneThread(lambda: SimBackend(tmp_path / "beta"))
+    backend = SimBackend(tmp_path / "beta")
     backend.create_pool("tank")
     server = StreamServer(
         backend,
@@ -82,7 +80,6 @@ def beta(tmp_path: Path) -> Iterator[tuple[SimBackend, StreamServer]]:
     )
     with server:
         yield backend, server
-    backend.shutdown()
 
 
 def _target(
@@ -216,7 +213,7 @@ def test_incremental_after_full_and_a_mismatched_grant_applies_nothing(alpha, be
 
 
 def test_a_server_restart_mid_stream_is_resumed_by_the_next_push(alpha, tmp_path: Path) -> None:
-    dst = OneThread(lambda: SimBackend(tmp_path / "beta2"))
+    dst = SimBackend(tmp_path / "beta2")
     dst.create_pool("tank")
     first = StreamServer(dst, host="beta", bind=("127.0.0.1", 0), secret=SECRET)
     first.start()
@@ -243,7 +240,6 @@ def test_a_server_restart_mid_stream_is_resumed_by_the_next_push(alpha, tmp_path
         again = push_transfer(alpha, SendSpec("tank/src@s1"), [moved], options=OPTIONS)
     assert again.ok and again.targets[0].resumed
     assert _files(dst, "tank/dst") == _files(alpha, "tank/src")
-    dst.shutdown()
 
 
 def test_partial_state_of_another_stream_is_reported_not_overwritten(alpha, beta) -> None:

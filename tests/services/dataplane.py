@@ -8,7 +8,6 @@ bytes and records what a receive was given and whether it was applied or aborted
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import io
 import os
@@ -230,42 +229,6 @@ def faulty_proxy(upstream: tuple[str, int], **kwargs: Any) -> Iterator[FaultyPro
         yield proxy
     finally:
         proxy.stop()
-
-
-class OneThread:
-    """Runs every call on a backend (and on the streams and sinks it returns) on one thread.
-
-    The simulated backend keeps one SQLite connection per pool, which SQLite lets only its
-    creating thread use, while a stream server receives on a thread per connection. Until the
-    simulation is thread-safe, tests drive it through this wrapper; the calls are the real ones.
-    """
-
-    def __init__(self, factory: Any) -> None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sim")
-        self._target = self._executor.submit(factory).result()
-
-    def _wrap(self, value: Any) -> Any:
-        if any(hasattr(value, name) for name in ("read", "write")) and not isinstance(
-            value, (bytes, str)
-        ):
-            wrapper = OneThread.__new__(OneThread)
-            wrapper._executor = self._executor
-            wrapper._target = value
-            return wrapper
-        return value
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._target, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._wrap(self._executor.submit(attr, *args, **kwargs).result())
-
-        return call
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
 
 
 def zfs_shims(bin_dir: Path, sim_root: Path) -> dict[str, str]:
