@@ -9,6 +9,8 @@ block on a full stderr pipe while we stream its stdout, and no reader thread is 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import io
 import os
 import shlex
 import signal
@@ -25,6 +27,7 @@ from protocol.errors import InvalidOperation
 log = structlog.get_logger(__name__)
 
 KILL_GRACE_S: Final = 5.0  # between SIGTERM and SIGKILL when cancelling
+PIPE_BYTES: Final = 1 << 20  # stream pipes' kernel buffer (Linux's pipe-max-size default)
 _REMOTE_SHELLS: Final = frozenset({"ssh", "rsh"})
 
 
@@ -114,8 +117,23 @@ class Runner:
     ) -> Child:
         """Start ``command`` with the given stdin/stdout (``subprocess.PIPE`` to stream)."""
         child, errfile = self._popen(command, stdin=stdin, stdout=stdout)
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                widen_pipe(pipe)
         log.debug("zfs.spawned", argv=command[:2], pid=child.pid)
         return Child(child, errfile)
+
+
+def widen_pipe(pipe: IO[bytes]) -> None:
+    """Give a stream pipe 1 MiB of buffer (Linux's default is 64 KiB), where allowed.
+
+    Fewer, larger transfers between zfs and us: about half the context switches per MiB.
+    """
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return
+    with contextlib.suppress(OSError):  # beyond /proc/sys/fs/pipe-max-size: keep the default
+        fcntl.fcntl(pipe.fileno(), setpipe, PIPE_BYTES)
 
 
 def read_all(errfile: IO[bytes]) -> str:
@@ -153,8 +171,9 @@ class Child:
         self._stderr: str | None = None
 
     @property
-    def stdout(self) -> IO[bytes]:
-        assert self.popen.stdout is not None
+    def stdout(self) -> io.BufferedReader:
+        """The child's stdout pipe (buffered: Popen's default), for reading a stream."""
+        assert isinstance(self.popen.stdout, io.BufferedReader)
         return self.popen.stdout
 
     @property

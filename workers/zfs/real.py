@@ -135,7 +135,10 @@ class RealSendStream:
         """Up to ``n`` bytes of the stream (all that is left when ``n`` < 0); b"" at its end."""
         if self._child.stdout.closed:  # cancelled or closed: the stream is over
             return b""
-        return self._child.stdout.read(n) if n >= 0 else self._child.stdout.read()
+        if n < 0:
+            return self._child.stdout.read()
+        # what is there now (at most n), without waiting to fill n: no extra copy, no stall
+        return self._child.stdout.read1(n)
 
     def close(self) -> None:
         """Wait for ``zfs send`` to end; raise the typed error if it failed."""
