@@ -301,3 +301,14 @@ def test_volumes_bookmarks_and_renames(sh: Shell) -> None:
     assert marks.split() == ["tank/a#b1", str(snap_guid)]
     sh.ok("zfs", "rename", "tank/a@s1", "@first")
     assert sh.ok("zfs", "list", "-H", "-o", "name", "-t", "snapshot").split() == ["tank/a@first"]
+
+
+def test_zpool_create_with_fs_properties_and_destroy(sh: Shell) -> None:
+    sh.ok("zpool", "create", "-O", "zfleet:role=spare", "pool2", "/dev/fake-disk")
+    got = parse_get(sh.ok("zfs", "get", "-Hp", "zfleet:role", "pool2"))
+    assert got["pool2"]["zfleet:role"].value == "spare"
+    assert sh.ok("zpool", "list", "-H", "-o", "name").split() == ["pool2", "tank"]
+    sh.ok("zpool", "destroy", "pool2")
+    assert sh.ok("zpool", "list", "-H", "-o", "name").split() == ["tank"]
+    ran = sh("zpool", "destroy", "pool2")
+    assert (ran.code, ran.err) == (1, "cannot open 'pool2': no such pool\n")
