@@ -24,7 +24,8 @@ DEFAULT_COLUMNS: Final = (
 )  # fmt: skip
 POOL_PROPS: Final = ("name", "size", "allocated", "free", "capacity", "health")
 _HEADERS: Final = {"expandsize": "EXPANDSZ", "dedupratio": "DEDUP", "ckpoint": "CKPOINT"}
-_RIGHT: Final = frozenset({"size", "allocated", "free", "capacity", "fragmentation"})
+# zpool aligns every column right but the name and the altroot
+_LEFT: Final = frozenset({"name", "altroot"})
 
 
 def commands(front: Front) -> dict[str, Callable[[Sequence[str]], int]]:
@@ -122,7 +123,7 @@ def list_pools(front: Front, args: Sequence[str]) -> int:
         return 0
     rows = [[pool_value(p, c, parsable=parsable) for c in columns] for p in pools]
     titles = [_HEADERS.get(c, header(c)) for c in columns]
-    right = [c in _RIGHT for c in columns]
+    right = [c not in _LEFT for c in columns]
     front.out(table(titles, rows, scripted="-H" in found, right=right))
     return 0
 
