@@ -444,3 +444,26 @@ def test_a_send_can_be_read_on_another_thread(sim: SimBackend) -> None:
     reader.join(timeout=60)
     stream.close()
     assert got == [expected]
+
+
+@pytest.mark.parametrize("cuts", [(313,), (0.3, 0.7), (0.5, 0.5001), (0.999,)])
+def test_receive_resumes_after_any_number_of_cuts(sim: SimBackend, cuts: tuple[float, ...]) -> None:
+    src = mnt(sim, "fx/base")
+    populate(src)
+    sim.snapshot(["fx/base@s1"])
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/copy")
+    change(src)
+    sim.snapshot(["fx/base@s2"])
+    data = send_bytes(sim, SendSpec("fx/base@s2", from_snap="@s1"))
+    for cut in cuts:
+        size = int(cut * len(data)) if cut < 1 else int(cut)
+        sink = sim.receive(ReceiveSpec("dst/copy"))
+        sink.write(data[:size])
+        with pytest.raises(StreamIncomplete) as err:
+            sink.finish()
+        assert err.value.token is not None
+        # The token's stream is the rest: the one -t produces, sent with a blank snapshot name.
+        data = send_bytes(sim, SendSpec("", resume_token=err.value.token))
+    receive_bytes(sim, data, "dst/copy")
+    assert snapshot_tree(mnt(sim, "dst/copy")) == snapshot_tree(src)
+    assert sim.list("dst/copy@s2")[0].guid == sim.list("fx/base@s2")[0].guid

@@ -253,24 +253,33 @@ def _source_by_guid(pool: Pool, snap: Snapshot, guid: int) -> Snapshot | Bookmar
     raise ResumeTokenStale("cannot resume send: incremental source no longer exists")
 
 
-def estimate_send(backend: SimBackend, spec: SendSpec) -> int:
-    """``zfs send -nP``: the exact size, from metadata only."""
-    pool = backend.pool(spec.snapshot)
+def _planned(backend: SimBackend, spec: SendSpec) -> tuple[Pool, Plan]:
+    """The pool and the loaded plan of a send (a token names its own snapshot)."""
+    name = spec.snapshot
+    if spec.resume_token:
+        try:
+            name = decode_resume_token(spec.resume_token).toname
+        except ProtocolError as exc:
+            raise InvalidOperation(f"cannot resume send: {exc}") from exc
+    pool = backend.pool(name)
     plan = build_plan(pool, spec)
     for sub in plan.subs:
         sub.load(pool)
+    return pool, plan
+
+
+def estimate_send(backend: SimBackend, spec: SendSpec) -> int:
+    """``zfs send -nP``: the exact size, from metadata only."""
+    pool, plan = _planned(backend, spec)
     return emit.plan_size(pool, plan)
 
 
 def open_send(backend: SimBackend, spec: SendSpec) -> SendStream:
     """Plan the send now (so naming errors surface at once) and stream it lazily."""
-    pool = backend.pool(spec.snapshot)
-    plan = build_plan(pool, spec)
-    for sub in plan.subs:
-        sub.load(pool)
+    pool, plan = _planned(backend, spec)
     log.info(
         "sim.send.started",
-        snapshot=spec.snapshot,
+        snapshot=plan.toname,
         from_snap=spec.from_snap,
         substreams=len(plan.subs),
         raw=spec.raw,
