@@ -467,3 +467,25 @@ def test_receive_resumes_after_any_number_of_cuts(sim: SimBackend, cuts: tuple[f
     receive_bytes(sim, data, "dst/copy")
     assert snapshot_tree(mnt(sim, "dst/copy")) == snapshot_tree(src)
     assert sim.list("dst/copy@s2")[0].guid == sim.list("fx/base@s2")[0].guid
+
+
+def test_volume_replicates_as_a_volume(sim: SimBackend) -> None:
+    sim.create("fx/vol", volsize=4 << 20)
+    pool = sim.pool("fx")
+    path = pool.volume_path(pool.dataset("fx/vol"))
+    with open(path, "r+b") as fp:
+        fp.seek(1 << 20)
+        fp.write(os.urandom(300_000))
+    sim.snapshot(["fx/vol@v1"])
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/vol@v1")), "dst/vol")
+    with open(path, "r+b") as fp:
+        fp.seek(3 << 20)
+        fp.write(b"tail")
+    sim.snapshot(["fx/vol@v2"])
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/vol@v2", from_snap="@v1")), "dst/vol")
+    dpool = sim.pool("dst")
+    copy = dpool.volume_path(dpool.dataset("dst/vol"))
+    assert copy.read_bytes() == path.read_bytes()
+    assert allocated(copy) < 1 << 20, "the volume's holes stay holes"
+    assert sim.list("dst/vol")[0].type == ObjType.VOLUME
+    assert sim.get("dst/vol", ["volsize"])["volsize"].value == str(4 << 20)

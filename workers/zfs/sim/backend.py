@@ -112,17 +112,18 @@ class SimBackend(ZfsBackend):
         shutil.rmtree(pool_dir, ignore_errors=True)
         log.info("sim.pool.destroyed", pool=name)
 
+    def _pool_names(self) -> builtins.list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(e.name for e in self.root.iterdir() if (e / db.DB_NAME).exists())
+
     def pools(self) -> list[PoolInfo]:
         out: list[PoolInfo] = []
-        if not self.root.exists():
-            return out
-        for entry in sorted(self.root.iterdir()):
-            if not (entry / db.DB_NAME).exists():
-                continue
-            pool = self._pool(entry.name)
+        for name in self._pool_names():
+            pool = self._pool(name)
             size = int(str(db.get_meta(pool.conn, "size", DEFAULT_POOL_SIZE)))
-            used = properties.dataset_space(pool, pool.dataset(entry.name))["used"]
-            out.append(PoolInfo(entry.name, size, used, max(0, size - used), "ONLINE"))
+            used = properties.dataset_space(pool, pool.dataset(name))["used"]
+            out.append(PoolInfo(name, size, used, max(0, size - used), "ONLINE"))
         return out
 
     # -- inventory --------------------------------------------------------------------------
@@ -134,8 +135,7 @@ class SimBackend(ZfsBackend):
         types: Sequence[ObjType] = ALL_TYPES,
     ) -> list[ZfsObject]:
         if root is None:
-            pools = [p.name for p in self.pools()]
-            return [o for p in pools for o in self.list(p, recursive=True, types=types)]
+            return [o for p in self._pool_names() for o in self.list(p, types=types)]
         kind = zfsnames.validate_any(root, existing=True)
         pool = self._pool(root)
         if kind != zfsnames.NameKind.DATASET:
