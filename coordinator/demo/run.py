@@ -159,6 +159,7 @@ class Demo:
             self.backup(alpha, repo)
             self.say.phase("Restoring from the object store onto gamma")
             self.restore(fleet, repo)
+            self.check_store(repo)
             self.say.phase("Verifying every target against alpha")
             replicas = [Replica(h, backends[h], REPLICA_ROOT) for h in ("beta", "gamma")]
             for check in verify.verify_replicas(alpha, SOURCE_POOL, replicas,
@@ -224,6 +225,15 @@ class Demo:
             f"store: {stats.streams} streams, {stats.stream_bytes:,} bytes in, "
             f"{stats.new_bytes:,} written ({stats.saved:.0%} saved)", stats.streams > 0,
         ))  # fmt: skip
+
+    def check_store(self, repo: Any) -> None:
+        """`zfleet cloud verify`'s check: every pack every manifest needs is there and intact."""
+        from workers.cloud.verify import verify as verify_store
+
+        report = verify_store(repo)
+        damaged = ", ".join(report.damaged_snapshots()[:5])
+        name = f"store verify: {report.manifests} streams, {report.packs_checked} packs intact"
+        self.add(Check(name, report.ok and report.manifests > 0, damaged))
 
     def restore(self, fleet: DemoFleet, repo: Any) -> None:
         alpha, gamma = fleet.backend("alpha"), fleet.backend("gamma")
