@@ -50,21 +50,36 @@ def _print_hosts(hosts: list[LabHost]) -> None:
     for host in hosts:
         click.echo(f"{host.name}  ({host.zfs_version or 'zfs version unknown'}, pool {host.pool})")
         click.echo(f"  shell:        {ssh.shell_line(host.exec_prefix)}")
-        click.echo(f"  exec prefix:  {json.dumps(list(host.exec_prefix))}")
+        click.echo(f"  exec prefix:  {fleet_prefix(host)}")
         click.echo(f"  serial log:   {host.serial_log}")
-    if hosts:
-        first = hosts[0]
-        click.echo("")
-        click.echo("Use a host as a real ZFS backend: RealBackend(exec_prefix) in Python, or in a")
-        click.echo("fleet config give the host that exec prefix; for example run on it:")
-        click.echo(f"  {ssh.shell_line(first.exec_prefix)} zfs list -r {first.pool}")
-        if len(hosts) > 1:
-            other = hosts[1]
-            click.echo("Hosts reach each other through this machine's loopback at 10.0.2.2:")
-            click.echo(
-                f"  (on {first.name}) zfs send {first.pool}/x@s | "
-                f"ssh -p {other.ssh_port} root@10.0.2.2 zfs receive {other.pool}/x"
-            )
+    if not hosts:
+        return
+    first = hosts[0]
+    click.echo("\nRun a command on a host:")
+    click.echo(f"  {ssh.shell_line(first.exec_prefix)} zfs list -r {first.pool}")
+    click.echo("Use them as real-ZFS hosts in a fleet config (TOML; workers run on this machine):")
+    for line in fleet_config(hosts).splitlines():
+        click.echo(f"  {line}")
+    click.echo("or in Python: RealBackend(exec_prefix) from workers.zfs.real.")
+    if len(hosts) > 1:
+        other = hosts[1]
+        click.echo("Hosts reach each other through this machine's loopback at 10.0.2.2:")
+        click.echo(
+            f"  (on {first.name}) zfs send {first.pool}/x@s | "
+            f"ssh -p {other.ssh_port} root@10.0.2.2 zfs receive {other.pool}/x"
+        )
+
+
+def fleet_prefix(host: LabHost) -> str:
+    """The host's exec prefix as a TOML array (JSON strings are valid TOML basic strings)."""
+    return json.dumps(list(host.exec_prefix))
+
+
+def fleet_config(hosts: list[LabHost]) -> str:
+    """The ``[hosts.*]`` tables of a fleet config that make the lab's hosts real-ZFS hosts."""
+    return "".join(
+        f'[hosts.{h.name}]\nbackend = "real"\nexec_prefix = {fleet_prefix(h)}\n' for h in hosts
+    )
 
 
 @click.group()
@@ -137,8 +152,10 @@ def status(name: str, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     image = find_image()
     if found is None:
-        click.echo(f"no lab {name!r} is up (image cache: {cache_root()}, "
-                   f"{'image ready' if image else 'image not built'})")  # fmt: skip
+        click.echo(
+            f"no lab {name!r} is up (image cache: {cache_root()}, "
+            f"{'image ready' if image else 'image not built'})"
+        )
         raise SystemExit(1)
     alive = found.running()
     if as_json:

@@ -27,8 +27,16 @@ from workers.zfs.base import ObjType, ReceiveSpec, SendSpec, ZfsBackend
 FILE_NAMES = ("a.txt", "b.bin", "sub/c.txt")
 FILE_SIZES = (0, 100, 5000, 70_000)
 # operation kind -> relative weight
-WEIGHTS = {"write": 24, "snapshot": 20, "create": 10, "clone": 10, "send": 14, "rollback": 8,
-           "promote": 5, "destroy": 9}  # fmt: skip
+WEIGHTS = {
+    "write": 24,
+    "snapshot": 20,
+    "create": 10,
+    "clone": 10,
+    "send": 14,
+    "rollback": 8,
+    "promote": 5,
+    "destroy": 9,
+}
 
 
 @dataclass(frozen=True)
@@ -186,8 +194,9 @@ class Side:
         entries = sorted(
             (self.rel(o.name), str(o.type), self.rel(o.origin) if o.origin else "") for o in objects
         )
-        snaps = sorted((o for o in objects if o.type == ObjType.SNAPSHOT),
-                       key=lambda o: o.createtxg)  # fmt: skip
+        snaps = sorted(
+            (o for o in objects if o.type == ObjType.SNAPSHOT), key=lambda o: o.createtxg
+        )
         order: dict[str, list[str]] = {}
         by_guid: dict[int, list[str]] = {}
         for o in snaps:
@@ -257,8 +266,9 @@ class Generator:
             return Op("create", (f"{parent}/{name}" if parent else name,))
         if kind == "write":
             size = rng.choice(FILE_SIZES)
-            return Op("write", (rng.choice(filesystems), rng.choice(FILE_NAMES)),
-                      data=rng.randbytes(size))  # fmt: skip
+            return Op(
+                "write", (rng.choice(filesystems), rng.choice(FILE_NAMES)), data=rng.randbytes(size)
+            )
         if kind == "snapshot":
             fs = rng.choice(filesystems)
             mine = [s.split("@")[1] for s in snapshots if s.split("@")[0] == fs]
@@ -268,8 +278,9 @@ class Generator:
             origin = rng.choice(snapshots) if rng.random() > 0.05 else f"{filesystems[0]}@gone"
             return Op("clone", (origin, self._new("c")))
         if kind == "promote":
-            return Op("promote", (rng.choice(clones if clones and rng.random() < 0.8
-                                             else filesystems),))  # fmt: skip
+            return Op(
+                "promote", (rng.choice(clones if clones and rng.random() < 0.8 else filesystems),)
+            )
         if kind == "rollback":
             return Op("rollback", (rng.choice(snapshots),), flag=rng.random() < 0.4)
         if kind == "destroy":

@@ -23,8 +23,9 @@ REAL_DIFFERS: dict[str, str] = {
         "only changed data gives 'destination has been modified'"
     ),
 }
-_KNOWN = {name: why for name, why in REAL_DIFFERS.items()
-          if name in {s.__name__ for s in SCENARIOS}}  # fmt: skip
+_KNOWN = {
+    name: why for name, why in REAL_DIFFERS.items() if name in {s.__name__ for s in SCENARIOS}
+}
 
 
 @pytest.fixture

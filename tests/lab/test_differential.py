@@ -49,8 +49,12 @@ def real_side(lab_hosts: list[LabHost]) -> Iterator[Side]:
         yield Side(backend, root, RemoteTree(host.exec_prefix, mountpoint))
     finally:
         # -R: clones made during the run depend on snapshots below the root.
-        subprocess.run([*host.exec_prefix, f"zfs destroy -R {root}"], capture_output=True,
-                       timeout=120, check=False)  # fmt: skip
+        subprocess.run(
+            [*host.exec_prefix, f"zfs destroy -R {root}"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
 
 
 @pytest.fixture

@@ -44,8 +44,9 @@ def test_send_between_hosts_keeps_guids_and_data(lab_hosts: list[LabHost], datas
     src, dst = f"{alpha.pool}/{dataset}", f"{beta.pool}/{dataset}"
     # alpha pipes straight to beta over ssh through the host's loopback (10.0.2.2).
     to_beta = f"ssh -p {beta.ssh_port} root@10.0.2.2"
-    on_host(alpha, f"zfs create {src} && head -c 8M /dev/urandom > /{src}/blob && "
-                   f"zfs snapshot {src}@s1")  # fmt: skip
+    on_host(
+        alpha, f"zfs create {src} && head -c 8M /dev/urandom > /{src}/blob && zfs snapshot {src}@s1"
+    )
     on_host(alpha, f"zfs send {src}@s1 | {to_beta} zfs receive {dst}", timeout=300)
     assert _guid(beta, f"{dst}@s1") == _guid(alpha, f"{src}@s1")
 

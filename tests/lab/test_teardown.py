@@ -32,8 +32,11 @@ def qemus_under(directory: Path) -> list[int]:
             args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if args and args[0].endswith(QEMU.encode()) and any(str(directory).encode() in a
-                                                             for a in args):  # fmt: skip
+        if (
+            args
+            and args[0].endswith(QEMU.encode())
+            and any(str(directory).encode() in a for a in args)
+        ):
             found.append(int(entry.name))
     return found
 
@@ -42,13 +45,19 @@ def _paused_qemu(directory: Path) -> tuple[subprocess.Popen[bytes], Vm]:
     """A real, paused QEMU (no disks, no CPU run) recorded as a lab VM in ``directory``."""
     directory.mkdir(parents=True)
     spec = VmSpec(
-        name="zlab1", kernel=directory / "k", initrd=directory / "i",
-        root_overlay=directory / "root.qcow2", pool_disk=directory / "pool.qcow2",
-        ssh_port=1, serial_log=directory / "serial.log", pidfile=directory / "qemu.pid",
-    )  # fmt: skip
+        name="zlab1",
+        kernel=directory / "k",
+        initrd=directory / "i",
+        root_overlay=directory / "root.qcow2",
+        pool_disk=directory / "pool.qcow2",
+        ssh_port=1,
+        serial_log=directory / "serial.log",
+        pidfile=directory / "qemu.pid",
+    )
     argv = [QEMU, "-S", "-nodefaults", "-display", "none", "-pidfile", str(spec.pidfile)]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return proc, Vm(spec=spec, key=directory / "id", directory=directory, pid=proc.pid)
 
 
@@ -85,10 +94,15 @@ def test_a_recycled_pid_is_never_signalled(tmp_path: Path) -> None:
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         spec = VmSpec(
-            name="zlab1", kernel=tmp_path / "k", initrd=tmp_path / "i",
-            root_overlay=tmp_path / "r", pool_disk=tmp_path / "p", ssh_port=1,
-            serial_log=tmp_path / "s", pidfile=tmp_path / "zlab1" / "qemu.pid",
-        )  # fmt: skip
+            name="zlab1",
+            kernel=tmp_path / "k",
+            initrd=tmp_path / "i",
+            root_overlay=tmp_path / "r",
+            pool_disk=tmp_path / "p",
+            ssh_port=1,
+            serial_log=tmp_path / "s",
+            pidfile=tmp_path / "zlab1" / "qemu.pid",
+        )
         Vm(spec=spec, key=tmp_path / "id", directory=tmp_path / "zlab1", pid=bystander.pid).stop(
             grace=0.5
         )

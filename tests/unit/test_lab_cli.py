@@ -9,8 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from coordinator.cli import cli
-from workers.lab.lab import Lab
+from coordinator.cli.lab import fleet_config
+from coordinator.config import parse_config
+from workers.lab.lab import Lab, LabHost
 from workers.lab.qemu import VmSpec
+from workers.lab.ssh import exec_prefix
 from workers.lab.vm import Vm
 
 
@@ -42,10 +45,15 @@ def test_status_reports_a_host_whose_vm_is_gone(state: Path) -> None:
     # A recorded lab whose QEMU no longer runs (the machine rebooted, say): status says so.
     directory = state / "default"
     spec = VmSpec(
-        name="zlab1", kernel=directory / "k", initrd=directory / "i",
-        root_overlay=directory / "r", pool_disk=directory / "p", ssh_port=40022,
-        serial_log=directory / "zlab1" / "serial.log", pidfile=directory / "zlab1" / "qemu.pid",
-    )  # fmt: skip
+        name="zlab1",
+        kernel=directory / "k",
+        initrd=directory / "i",
+        root_overlay=directory / "r",
+        pool_disk=directory / "p",
+        ssh_port=40022,
+        serial_log=directory / "zlab1" / "serial.log",
+        pidfile=directory / "zlab1" / "qemu.pid",
+    )
     vm = Vm(spec=spec, key=directory / "id", directory=directory / "zlab1", pid=None)
     directory.mkdir(parents=True)
     Lab(directory, [vm], "tank", ["zfs-2.3.2"], 0).save()
@@ -55,3 +63,23 @@ def test_status_reports_a_host_whose_vm_is_gone(state: Path) -> None:
     assert host["running"] is False
     assert host["ssh_port"] == 40022
     assert host["exec_prefix"][-1] == "root@127.0.0.1"
+
+
+def test_printed_fleet_config_gives_the_hosts_exec_prefixes(tmp_path: Path) -> None:
+    hosts = [
+        LabHost(
+            name=f"zlab{i}",
+            ssh_port=40020 + i,
+            pool="tank",
+            zfs_version="zfs-2.3.2",
+            exec_prefix=tuple(exec_prefix(tmp_path / "id key", 40020 + i, tmp_path / "s")),
+            serial_log=tmp_path / "serial.log",
+        )
+        for i in (1, 2)
+    ]
+    config = parse_config(fleet_config(hosts))
+    assert sorted(config.hosts) == ["zlab1", "zlab2"]
+    for host in hosts:
+        parsed = config.hosts[host.name]
+        assert parsed.backend == "real"
+        assert parsed.exec_prefix == host.exec_prefix

@@ -59,8 +59,14 @@ def _fake_build(directory: Path, *, finished: bool) -> None:
     for name in IMAGE_FILES:
         (directory / name).write_bytes(b"x")
     if finished:
-        meta = {"hash": directory.name, "kernel": "6.1.0-1-amd64", "zfs": "2.3.2-2~bpo12+1",
-                "root_mb": 2000, "build_seconds": 270, "built_at": 0}  # fmt: skip
+        meta = {
+            "hash": directory.name,
+            "kernel": "6.1.0-1-amd64",
+            "zfs": "2.3.2-2~bpo12+1",
+            "root_mb": 2000,
+            "build_seconds": 270,
+            "built_at": 0,
+        }
         (directory / "image.json").write_text(json.dumps(meta))
 
 

@@ -66,8 +66,9 @@ def _pid_alive(pid: int) -> bool:
 class Lab:
     """N lab VMs sharing a directory; use :meth:`up` or :meth:`load`, end with :meth:`down`."""
 
-    def __init__(self, directory: Path, vms: Sequence[Vm], pool: str, versions: Sequence[str],
-                 owner_pid: int) -> None:  # fmt: skip
+    def __init__(
+        self, directory: Path, vms: Sequence[Vm], pool: str, versions: Sequence[str], owner_pid: int
+    ) -> None:
         self.directory = directory
         self.vms = list(vms)
         self.pool = pool
