@@ -2,18 +2,22 @@
 
     .venv/bin/python bench/transfer.py [--size-mib 128] [--runs 3] [--level 1]
 
-Builds one valid send stream (mixed content: incompressible, text-like and sparse blocks), then,
-on those same bytes and in the same run, measures (medians of --runs):
+Makes a simulated dataset of mixed files (incompressible, text-like, sparse) and sends it once
+(`zfs send` of the simulated backend) into a file; then, on those same stream bytes and in the
+same run, measures (medians of --runs, each in a fresh child process):
 
 - hand: ``zstd -1 -T0 | socat - TCP`` into ``socat TCP-LISTEN - | zstd -d > /dev/null``
 - zfleet: push_transfer -> StreamServer (framed, compressed on several threads, digested) into a
   receive that discards, both ends in one child process
 - the same with mutual TLS (fleet CA certificates made for the run)
-- zfleet fan-out to two peers at once (one send, two streams), with the child's peak RSS
+- zfleet fan-out to two peers at once (one send, two streams)
+- for scale: simulated send -> zfleet -> simulated receive (the simulation's own cost included)
 - compression alone: zstandard's own threaded compressor vs zfleet's pool of per-frame
   compressors (what the data plane uses: frames stay independent)
 
-Prints MB/s, CPU seconds per GB and the ratio against the hand pipeline.
+Prints MB/s of stream bytes, the ratio against the hand pipeline, CPU seconds per GB (all
+processes of a pipeline; both ends for zfleet), and the child's peak RSS with how much of it
+the transfer added (bounded queues keep that flat whatever the stream's size).
 """
 
 from __future__ import annotations
@@ -39,38 +43,53 @@ sys.path.insert(0, str(ROOT))
 
 from protocol.errors import DatasetNotFound  # noqa: E402
 from protocol.grants import new_grant, sign_grant  # noqa: E402
-from protocol.stream import StreamWriter  # noqa: E402
+from protocol.stream import parse_begin, read_records  # noqa: E402
 from workers.zfs.base import ReceiveResult, ReceiveSpec, SendSpec, ZfsObject  # noqa: E402
 
 SECRET = b"bench-secret-0123456789abcdef"
-TOGUID = 0x1234_5678_9ABC_DEF0
-BLOCK = 128 * 1024
+FILE = 4 << 20
 
 
-def make_stream(path: Path, size: int, seed: int = 7) -> None:
-    """A valid full send stream of about ``size`` bytes with realistic, mixed content."""
+def make_stream(path: Path, sim_root: Path, size: int, seed: int = 7) -> None:
+    """A full send stream of about ``size`` bytes from a simulated dataset with mixed content.
+
+    The dataset ``bench/src@s1`` stays in ``sim_root`` for the end-to-end runs.
+    """
+    from workers.zfs.sim import SimBackend
+
     rng = np.random.default_rng(seed)
     alphabet = np.frombuffer(b" etaoinshrdlucmfwypvbgkjqxz0123456789\n,.", dtype=np.uint8)
     weights = np.linspace(3.0, 0.2, len(alphabet))
     weights /= weights.sum()
+    sim = SimBackend(sim_root)
+    sim.create_pool("bench")
+    sim.create("bench/src")
+    root = Path(sim.mountpoint("bench/src") or "")
+    for index in range(max(1, size // FILE)):
+        kind = index % 3
+        if kind == 0:  # already-compressed media
+            data = rng.bytes(FILE)
+        elif kind == 1:  # text and logs
+            data = rng.choice(alphabet, FILE, p=weights).tobytes()
+        else:  # sparse: mostly zeros with scattered records
+            buf = np.zeros(FILE, dtype=np.uint8)
+            for spot in rng.integers(0, FILE - 64, FILE // 2048):
+                buf[spot : spot + 64] = rng.integers(0, 256, 64, dtype=np.uint8)
+            data = buf.tobytes()
+        (root / f"f{index:04d}").write_bytes(data)
+    sim.snapshot(["bench/src@s1"])
+    stream = sim.send(SendSpec("bench/src@s1"))
     with path.open("wb") as fh:
-        writer = StreamWriter(fh)
-        writer.begin(TOGUID, 0, "bench/src@s1")
-        writer.object(2)
-        for index in range(size // BLOCK):
-            kind = index % 3
-            if kind == 0:  # already-compressed media
-                data = rng.bytes(BLOCK)
-            elif kind == 1:  # text and logs
-                data = rng.choice(alphabet, BLOCK, p=weights).tobytes()
-            else:  # sparse: mostly zeros, a few records
-                buf = np.zeros(BLOCK, dtype=np.uint8)
-                spots = rng.integers(0, BLOCK - 64, 64)
-                for spot in spots:
-                    buf[spot : spot + 64] = rng.integers(0, 256, 64, dtype=np.uint8)
-                data = buf.tobytes()
-            writer.write(2, index * BLOCK, data)
-        writer.end()
+        while chunk := stream.read(1 << 20):
+            fh.write(chunk)
+    stream.close()
+
+
+def stream_guids(path: Path) -> tuple[int, int]:
+    """The (fromguid, toguid) of the stream in ``path``, for its grants."""
+    with path.open("rb") as fh:
+        begin = parse_begin(next(read_records(fh, verify=False)))
+    return begin.fromguid, begin.toguid
 
 
 # -- the child processes ------------------------------------------------------------------------
@@ -133,7 +152,6 @@ def child_zfleet(path: Path, level: int, peers: int, tls: bool) -> dict[str, flo
     from coordinator.cli.ca import init_ca, issue_host
     from workers.dataplane.sender import SendOptions, push_transfer
     from workers.dataplane.server import StreamServer
-    from workers.dataplane.targets import PeerTarget
     from workers.tls import TlsConfig, client_context
 
     options = SendOptions()
@@ -153,21 +171,8 @@ def child_zfleet(path: Path, level: int, peers: int, tls: bool) -> dict[str, flo
     ]
     for server in servers:
         server.start()
-    targets = []
-    for i, server in enumerate(servers):
-        grant = new_grant(
-            transfer_id=f"bench-{i}",
-            host="beta",
-            dataset=f"bench/dst{i}",
-            fromguid=0,
-            toguid=TOGUID,
-            ttl=600,
-        )
-        targets.append(
-            PeerTarget(
-                "beta", server.address, ReceiveSpec(f"bench/dst{i}"), sign_grant(SECRET, grant)
-            )
-        )
+    targets = grants_for(servers, stream_guids(path))
+    baseline = rss_mib()
     cpu0, t0 = time.process_time(), time.perf_counter()
     report = push_transfer(
         FileSource(path),
@@ -187,8 +192,81 @@ def child_zfleet(path: Path, level: int, peers: int, tls: bool) -> dict[str, flo
     return {
         "seconds": seconds,
         "cpu": cpu,
-        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "maxrss_mib": peak_rss_mib(),
+        "baseline_mib": baseline,
         "wire": float(report.targets[0].wire_bytes),
+    }
+
+
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM): unlike ru_maxrss, not inherited from the
+    parent that forked it."""
+    return _status_mib("VmHWM")
+
+
+def rss_mib() -> float:
+    """This process's resident set now (the baseline before a transfer)."""
+    return _status_mib("VmRSS")
+
+
+def grants_for(servers: list[Any], guids: tuple[int, int]) -> list[Any]:
+    """A granted peer target per server, each into its own dataset."""
+    from workers.dataplane.targets import PeerTarget
+
+    targets = []
+    for i, server in enumerate(servers):
+        grant = new_grant(
+            transfer_id=f"bench-{i}",
+            host="beta",
+            dataset=f"bench/dst{i}",
+            fromguid=guids[0],
+            toguid=guids[1],
+            ttl=600,
+        )
+        targets.append(
+            PeerTarget(
+                "beta", server.address, ReceiveSpec(f"bench/dst{i}"), sign_grant(SECRET, grant)
+            )
+        )
+    return targets
+
+
+def child_e2e(sim_root: Path, stream: Path, level: int) -> dict[str, float]:
+    """Simulated send -> data plane -> simulated receive, both hosts in this process."""
+    from workers.dataplane.sender import push_transfer
+    from workers.dataplane.server import StreamServer
+    from workers.zfs.sim import SimBackend
+
+    source = SimBackend(sim_root)
+    with tempfile.TemporaryDirectory(prefix="zfleet-bench-target-") as tmp:
+        target = SimBackend(Path(tmp))
+        target.create_pool("bench")
+        server = StreamServer(target, host="beta", bind=("127.0.0.1", 0), secret=SECRET)
+        with server:
+            baseline = rss_mib()
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            report = push_transfer(
+                source,
+                SendSpec("bench/src@s1"),
+                grants_for([server], stream_guids(stream)),
+                compression_level=level,
+            )
+            seconds = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+    if not report.ok:
+        raise SystemExit(f"transfer failed: {report}")
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "maxrss_mib": peak_rss_mib(),
+        "baseline_mib": baseline,
     }
 
 
@@ -243,8 +321,10 @@ def run_hand(path: Path, level: int) -> dict[str, float]:
 
 def run_child(*args: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
     )
+    if out.returncode != 0:
+        raise SystemExit(f"bench child {args[0]} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -262,33 +342,39 @@ def main() -> None:
         kind, path = args.child[0], Path(args.child[1])
         if kind == "zfleet":
             result = child_zfleet(path, args.level, int(args.child[2]), args.child[3] == "tls")
+        elif kind == "e2e":
+            result = child_e2e(path, Path(args.child[2]), args.level)
         else:
             result = child_compress(path, args.level, int(args.child[2]))
         print(json.dumps(result))
         return
 
     with tempfile.TemporaryDirectory(prefix="zfleet-bench-") as tmp:
-        path = Path(tmp) / "stream.zstream"
-        make_stream(path, args.size_mib << 20)
+        path, sim_root = Path(tmp) / "stream.zstream", Path(tmp) / "sim"
+        make_stream(path, sim_root, args.size_mib << 20)
         size = path.stat().st_size
         gb = size / 1e9
         print(
             f"stream: {size / 1e6:.1f} MB, zstd level {args.level}, {args.runs} runs, "
             f"{os.cpu_count()} cores"
         )
-        hand, one, two, tls = [], [], [], []
+        hand, one, two, tls, e2e = [], [], [], [], []
         for _ in range(args.runs):  # interleaved so that load from others hits all alike
             hand.append(run_hand(path, args.level))
             level = ("--level", str(args.level))
             one.append(run_child("zfleet", str(path), "1", "plain", *level))
             two.append(run_child("zfleet", str(path), "2", "plain", *level))
             tls.append(run_child("zfleet", str(path), "1", "tls", *level))
+            e2e.append(run_child("e2e", str(sim_root), str(path), *level))
 
         def med(rows: list[dict[str, float]], key: str) -> float:
             return statistics.median(r[key] for r in rows)
 
         base = size / 1e6 / med(hand, "seconds")
-        print(f"{'pipeline':34} {'MB/s':>8} {'ratio':>6} {'CPU s/GB':>9} {'peak RSS':>9}")
+        print(
+            f"{'pipeline':34} {'MB/s':>8} {'ratio':>6} {'CPU s/GB':>9} {'peak RSS':>9} "
+            f"{'(+transfer)':>11}"
+        )
         print(
             f"{'hand: zstd -T0 | socat | zstd -d':34} {base:8.0f} {1.0:6.2f} "
             f"{med(hand, 'cpu') / gb:9.2f} {'-':>9}"
@@ -297,11 +383,13 @@ def main() -> None:
             ("zfleet, 1 peer", one),
             ("zfleet, 1 peer, mutual TLS", tls),
             ("zfleet, fan-out to 2 peers", two),
+            ("sim send -> zfleet -> sim receive", e2e),
         ):
             rate = size / 1e6 / med(rows, "seconds")
+            grown = med(rows, "maxrss_mib") - med(rows, "baseline_mib")
             print(
                 f"{name:34} {rate:8.0f} {rate / base:6.2f} {med(rows, 'cpu') / gb:9.2f} "
-                f"{med(rows, 'maxrss_mib'):7.0f}Mi"
+                f"{med(rows, 'maxrss_mib'):7.0f}Mi {grown:+9.0f}Mi"
             )
         print(f"wire bytes / stream bytes: {one[0]['wire'] / size:.3f}")
         comp = [
