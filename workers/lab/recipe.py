@@ -28,7 +28,12 @@ IMAGE_FILES: Final = ("root.raw", "vmlinuz", "initrd.img", "id_ed25519", "id_ed2
 def recipe_files(lab_dir: Path = LAB_SOURCE) -> list[str]:
     """The recipe's files, relative to ``lab_dir``, in the bytewise order the script uses."""
     paths = [BUILD_SCRIPT]
-    paths += [str(p.relative_to(lab_dir)) for p in (lab_dir / "recipe").rglob("*") if p.is_file()]
+    # Regular files only, as `find -type f` lists them: a symlink is not followed.
+    paths += [
+        str(p.relative_to(lab_dir))
+        for p in (lab_dir / "recipe").rglob("*")
+        if p.is_file() and not p.is_symlink()
+    ]
     return sorted(paths, key=lambda p: p.encode())
 
 
