@@ -129,3 +129,12 @@ def test_orphan_blocks_are_collected(sim: SimBackend) -> None:
     assert pool.sweep_blocks(grace=0) == 2
     assert not pool.blocks.has(orphan) and not stray.exists()
     check_invariants(sim)
+
+
+def test_blocks_of_a_receive_in_progress_are_never_swept(sim: SimBackend) -> None:
+    pool = sim.pool("fx")
+    pending = pool.blocks.put(os.urandom(1000))  # written by a receive, not committed yet
+    with pool.receiving():
+        assert SimBackend(sim.root).pool("fx").sweep_blocks(grace=0) == 0
+        assert pool.blocks.has(pending)
+    assert pool.sweep_blocks(grace=0) == 1

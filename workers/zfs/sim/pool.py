@@ -12,6 +12,9 @@ import os
 import secrets
 import shutil
 import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,7 +416,13 @@ class Pool:
         self.conn.execute("DELETE FROM keep")
 
     def sweep_blocks(self, *, grace: float = 600.0) -> int:
-        """Delete block files that no snapshot, live head or partial receive needs."""
+        """Delete block files that no snapshot, live head or partial receive needs.
+
+        Skipped while a receive in a live process holds a lease: its blocks are not in any
+        committed row yet, however long the stream takes.
+        """
+        if self._receiving():
+            return 0
         digests = self._reachable(include_bookmarks=False)
         live: set[bytes] = set()
         for node in self.objects.get_many(digests).values():
@@ -421,6 +430,31 @@ class Pool:
         for (state,) in self.conn.execute("SELECT state FROM partial"):
             live.update(PartialState.decode(state).blocks())
         return self.blocks.sweep(live, grace=grace)
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        """A lease that keeps :meth:`sweep_blocks` away while a receive writes blocks."""
+        key = f"receive:{os.getpid()}:{secrets.token_hex(4)}"
+        with db.txg(self.conn):
+            db.set_meta(self.conn, key, int(time.time()))
+        try:
+            yield
+        finally:
+            with db.txg(self.conn):
+                self.conn.execute("DELETE FROM meta WHERE key=?", (key,))
+
+    def _receiving(self) -> bool:
+        rows = self.conn.execute("SELECT key FROM meta WHERE key LIKE 'receive:%'").fetchall()
+        for (key,) in rows:
+            pid = int(key.split(":")[1])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue  # a receive that died: its lease no longer protects anything
+            except PermissionError:
+                return True
+            return True
+        return False
 
     def _reachable(self, *, include_bookmarks: bool) -> set[bytes]:
         reach: set[bytes] = set()

@@ -275,7 +275,7 @@ class SimReceiveSink:
             raise InvalidOperation("cannot receive: the receive has already finished")
         try:
             self.spool.seek(0)
-            with self.backend._lock:
+            with self.backend._lock, self.pool.receiving():
                 return self._run()
         finally:
             self._close()
