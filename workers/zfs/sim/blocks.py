@@ -8,6 +8,7 @@ file (swept by :meth:`BlockStore.sweep`), never a torn block under a real name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -47,7 +48,10 @@ class BlockStore:
         """Store ``data`` under an id the caller computed (ciphertext of an encrypted block)."""
         path = self.path(block)
         if path.exists():
-            return
+            # Refresh its age: a sweep must not take a block that is wanted again.
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
+                return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:

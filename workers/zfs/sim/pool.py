@@ -421,15 +421,17 @@ class Pool:
         Skipped while a receive in a live process holds a lease: its blocks are not in any
         committed row yet, however long the stream takes.
         """
-        if self._receiving():
-            return 0
-        digests = self._reachable(include_bookmarks=False)
-        live: set[bytes] = set()
-        for node in self.objects.get_many(digests).values():
-            live.update(node.blocks)
-        for (state,) in self.conn.execute("SELECT state FROM partial"):
-            live.update(PartialState.decode(state).blocks())
-        return self.blocks.sweep(live, grace=grace)
+        # Under the write lock: no snapshot can be storing blocks it has not committed yet.
+        with db.txg(self.conn):
+            if self._receiving():
+                return 0
+            digests = self._reachable(include_bookmarks=False)
+            live: set[bytes] = set()
+            for node in self.objects.get_many(digests).values():
+                live.update(node.blocks)
+            for (state,) in self.conn.execute("SELECT state FROM partial"):
+                live.update(PartialState.decode(state).blocks())
+            return self.blocks.sweep(live, grace=grace)
 
     @contextmanager
     def receiving(self) -> Iterator[None]:
