@@ -489,3 +489,21 @@ def test_volume_replicates_as_a_volume(sim: SimBackend) -> None:
     assert allocated(copy) < 1 << 20, "the volume's holes stay holes"
     assert sim.list("dst/vol")[0].type == ObjType.VOLUME
     assert sim.get("dst/vol", ["volsize"])["volsize"].value == str(4 << 20)
+
+
+def test_replication_keeps_clones_as_clones(sim: SimBackend) -> None:
+    (mnt(sim, "fx/base") / "os.img").write_bytes(os.urandom(400_000))
+    sim.snapshot(["fx/base@gold"])
+    sim.create("fx/base/apps")
+    sim.clone("fx/base@gold", "fx/base/apps/web")
+    (mnt(sim, "fx/base/apps/web") / "site").write_text("hello")
+    sim.snapshot(["fx/base@r1"], recursive=True)
+    data = send_bytes(sim, SendSpec("fx/base@r1", replicate=True))
+    assert len(data) < 700_000, "the clone's shared blocks are not sent twice"
+    receive_bytes(sim, data, "dst/rep")
+    web = sim.list("dst/rep/apps/web")[0]
+    assert web.origin == "dst/rep@gold"
+    assert (mnt(sim, "dst/rep/apps/web") / "site").read_text() == "hello"
+    assert (mnt(sim, "dst/rep/apps/web") / "os.img").read_bytes() == (
+        mnt(sim, "fx/base") / "os.img"
+    ).read_bytes()
