@@ -10,10 +10,12 @@ dataset and the job runs again, so each round is --datasets small incremental fa
 
 Figures:
 - wall time of all rounds, transfers per second;
-- per step, coordination overhead = (coordinator saw it finish - coordinator submitted it) - (time
-  the worker spent in the step itself): median and p90, in ms;
+- per step, coordination overhead = (submitted - its last dependency finished) + (the coordinator
+  applied its outcome - the worker reported it): median and p90, in ms; and the end-to-end time
+  beyond the step's own run time (broker delivery and waiting for a free worker thread included);
+- the coordinator thread's CPU time per step (its real cost: it grows with steps, not with waits);
 - baseline: sequential round trips of a no-op Celery task to the same workers (send, run, result
-  back through Redis), median ms; and the ratio overhead / baseline.
+  back through Redis), median ms; and the ratios of the overhead and CPU per step to it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from coordinator import engine  # noqa: E402
 from coordinator.jobstore import JobStore  # noqa: E402
 from coordinator.runner import Coordinator, celery_submitter, wait_job  # noqa: E402
 from coordinator.syncjob import submit_sync  # noqa: E402
+from protocol.log import configure_logging  # noqa: E402
 from tests.services.fleet import SECRET, running_fleet  # noqa: E402
 from tests.services.redis import redis_binary, running_redis  # noqa: E402
 from workers.celery_app import NOOP_TASK, make_app, queue_for  # noqa: E402
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--noops", type=int, default=200)
     a = ap.parse_args()
+    configure_logging(level="WARNING")  # the loop's own log lines would be part of what we time
     binary = redis_binary()
     if binary is None:
         sys.exit("no redis-server")
@@ -96,7 +100,11 @@ def main() -> None:
             done = wait_job(store, first.id, timeout=600)
             if done.status != engine.JOB_SUCCEEDED:
                 sys.exit(f"initial replication failed: {done.error}\n{fleet.logs()}")
+            cpu_clock = time.pthread_getcpuclockid(thread.ident or 0)
+            cpu_before = time.clock_gettime(cpu_clock)
             overheads: list[float] = []
+            latencies: list[float] = []
+            parts: dict[str, list[float]] = {"dispatch": [], "react": []}
             transfers = steps = 0
             started = time.perf_counter()
             for _ in range(a.rounds):
@@ -107,15 +115,23 @@ def main() -> None:
                 job = submit_sync(store, str(fleet.config), "bench")
                 job = wait_job(store, job.id, timeout=600, poll=0.05)
                 if job.status != engine.JOB_SUCCEEDED:
-                    sys.exit(f"round failed: {job.error}: {engine.counts(job)}\n{fleet.logs()}")
+                    bad = [(s.id, s.error) for s in job.steps.values() if s.status != "succeeded"]
+                    sys.exit(f"round failed: {job.error}: {bad}\n{fleet.logs()}")
                 for s in job.steps.values():
-                    if s.host is None or s.started_at is None or s.finished_at is None:
+                    if s.host is None or s.sent_at is None or s.finished_at is None:
                         continue
+                    ready = max((job.steps[d].finished_at or 0.0 for d in s.deps), default=0.0)
+                    dispatch = s.sent_at - ready if ready else 0.0
+                    react = s.finished_at - (s.reported_at or s.finished_at)
+                    overheads.append((dispatch + react) * 1000)
+                    parts["dispatch"].append(dispatch * 1000)
+                    parts["react"].append(react * 1000)
                     run = int(s.result.get("run_us") or 0) / 1e6
-                    overheads.append((s.finished_at - s.started_at - run) * 1000)
+                    latencies.append((s.finished_at - max(ready, s.started_at or 0) - run) * 1000)
                     steps += 1
                     transfers += s.kind == "transfer"
             wall = time.perf_counter() - started - a.rounds * 1.0
+            cpu = time.clock_gettime(cpu_clock) - cpu_before
         finally:
             stop.set()
             thread.join(30)
@@ -123,10 +139,19 @@ def main() -> None:
         print(json.dumps({"transfers": transfers, "steps": steps}))
         print(f"{transfers} incremental transfers ({steps} steps) over 3 workers in {wall:.1f} s "
               f"(excluding the 1 s pause per round): {transfers / wall:.1f} transfers/s")
-        print(f"coordination overhead per step: median {med:.1f} ms, p90 {p90:.1f} ms")
+        print(f"coordination overhead per step (ready -> submitted, plus reported -> applied): "
+              f"median {med:.1f} ms, p90 {p90:.1f} ms (ready -> submitted median "
+              f"{statistics.median(parts['dispatch']):.1f} ms, reported -> applied median "
+              f"{statistics.median(parts['react']):.1f} ms)")
+        print(f"end to end per step beyond its own run time (adds broker delivery and waiting "
+              f"for a free worker thread): median {statistics.median(latencies):.1f} ms, "
+              f"p90 {pct(latencies, 0.9):.1f} ms")
+        print(f"coordinator thread CPU per step: {cpu / steps * 1000:.2f} ms "
+              f"({cpu:.2f} s for {steps} steps, {a.rounds} jobs)")
         print(f"baseline raw Celery no-op round trip: median {base:.1f} ms "
               f"(p90 {pct(rtts, 0.9):.1f} ms, n={len(rtts)})")
-        print(f"overhead / baseline: {med / base:.2f}x")
+        print(f"ratios to the no-op round trip: overhead median {med / base:.2f}x, "
+              f"coordinator CPU per step {cpu / steps * 1000 / base:.2f}x")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ class Step:
     started_at: float | None = None
     finished_at: float | None = None
     sent_at: float | None = None  # None while submitted but not yet handed to the broker
+    reported_at: float | None = None  # when the worker reported the outcome (its clock)
 
     @classmethod
     def from_plan(cls, plan: StepPlan) -> Step:
@@ -180,6 +181,7 @@ def apply_event(job: Job, event: StepEvent, policy: RetryPolicy, now: float) -> 
         return True
     if step.status == PENDING:
         return False  # this attempt was already given up on (a retry is scheduled)
+    step.reported_at = event.at
     if event.state is StepState.SUCCEEDED:
         finish_step(step, SUCCEEDED, now, result=event.result)
     elif event.state is StepState.CANCELLED:

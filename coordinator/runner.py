@@ -95,6 +95,7 @@ class Coordinator:
             self.config = _Config(text, parse_config(text, source=config_path))
         self._renewed = 0.0
         self._waiting_logged: set[str] = set()
+        self._jobs: dict[str, Job] = {}
         self.log = log.bind(coordinator=self.owner)
 
     # -- the loop --------------------------------------------------------------------------
@@ -108,14 +109,17 @@ class Coordinator:
                         stop.wait(min(1.0, self.lease.ttl_ms / 3000))
                         continue
                     self.log.info("coordinator.leader")
+                    self._jobs.clear()
                     self._renewed = time.monotonic()
                     self.resend_unsent()
                 try:
                     self.tick()
                 except LeaseLost as exc:
                     self.log.warning("coordinator.lease_lost", error=str(exc))
+                    self._jobs.clear()
                 except redis.RedisError as exc:
                     self.log.warning("coordinator.redis_error", error=str(exc))
+                    self._jobs.clear()  # memory may be ahead of what was stored
                     stop.wait(1.0)
         finally:
             self.lease.release()
@@ -152,12 +156,13 @@ class Coordinator:
         for job_id, items in by_job.items():
             ids = [d.entry_id for d in items]
             try:
-                job = self.store.load(job_id)
+                job = self._job(job_id)
             except JobError:
                 self.events.ack(ids)
                 continue
             changed: dict[str, Step] = {}
             now = time.time()
+            before = {sid: st.status for sid, st in job.steps.items()}
             for d in items:
                 if engine.apply_event(job, d.event, self.policy, now):
                     step = job.steps[d.event.step_id]
@@ -165,10 +170,11 @@ class Coordinator:
                     self.log.info("step.event", job_id=job.id, step_id=step.id,
                                   state=d.event.state.value, attempt=d.event.attempt,
                                   error=d.event.error_message)  # fmt: skip
-            # blocking may have changed other steps: write them all when anything changed
+            # blocking may have changed other steps too: write every step whose state moved
+            changed.update({sid: st for sid, st in job.steps.items() if before[sid] != st.status})
             pipe = self.r.pipeline(transaction=True)
             if changed:
-                self.store.save(job, None, pipe)
+                self.store.save(job, changed.values(), pipe)
             self.events.ack(ids, pipe)
             pipe.execute()
             if job.done:
@@ -177,7 +183,7 @@ class Coordinator:
     # -- jobs ------------------------------------------------------------------------------
     def advance(self, job_id: str, now: float) -> None:
         """Move one job forward: cancel, lost workers, coordinator steps, locks, submissions."""
-        job = self.store.load(job_id)
+        job = self._job(job_id)
         if job.done:
             self._finish(job)
             return
@@ -186,22 +192,29 @@ class Coordinator:
             self.log.info("job.cancelling", job_id=job.id)
             self.store.save(job)
         self._check_lost(job, now)
-        for step in engine.ready_steps(job, now):
-            if job.done:
-                break
-            if step.host is None:
-                self._run_local(job, step, now)
-                continue
-            if step.writes and not self._locked(job):
-                continue
-            engine.mark_submitted(step, now)
-            self.store.save(job, [step])
-            self._send(job, step)
+        batch: list[Step] = []
+        ready = engine.ready_steps(job, now)
+        while ready and not job.done:
+            local = [s for s in ready if s.host is None]
+            for step in ready:
+                if step.host is None:
+                    self._run_local(job, step, now)
+                elif not step.writes or self._locked(job):
+                    engine.mark_submitted(step, now)
+                    batch.append(step)
+            # a local step (plan) adds steps that may be ready now: do not wait a tick for them
+            ready = engine.ready_steps(job, now) if local else []
+        if batch:
+            # stored before sending (a crash in between re-sends), marked sent after
+            self.store.save(job, batch)
+            for step in batch:
+                self._send(job, step, save=False)
+            self.store.save(job, batch)
         if job.done:
             self.store.save(job)
             self._finish(job)
 
-    def _send(self, job: Job, step: Step) -> None:
+    def _send(self, job: Job, step: Step, *, save: bool = True) -> None:
         assert step.host is not None
         args = self._with_grants(job, step) if step.kind == TRANSFER else step.args
         call = StepCall(
@@ -210,7 +223,8 @@ class Coordinator:
         )  # fmt: skip
         self.submit(step.host, call)
         step.sent_at = time.time()
-        self.store.save(job, [step])
+        if save:
+            self.store.save(job, [step])
         self.log.info("step.submitted", job_id=job.id, step_id=step.id, host=step.host,
                       kind=step.kind, attempt=step.attempt)  # fmt: skip
 
@@ -277,10 +291,13 @@ class Coordinator:
 
     def _check_lost(self, job: Job, now: float) -> None:
         """Give a new attempt to steps whose worker died or restarted while it held them."""
+        beats: dict[str, dict[bytes, bytes]] = {}
         for step in job.steps.values():
             if step.host is None or step.status not in (engine.SUBMITTED, engine.RUNNING):
                 continue
-            beat: dict[bytes, bytes] = self.r.hgetall(keys.worker(step.host))
+            if step.host not in beats:
+                beats[step.host] = self.r.hgetall(keys.worker(step.host))
+            beat = beats[step.host]
             instance = beat.get(b"instance", b"").decode()
             started = float(beat.get(b"started", b"0"))
             reason = None
@@ -298,7 +315,17 @@ class Coordinator:
                 engine.retry_lost(job, step.id, reason, self.policy, now)
                 self.store.save(job)
 
+    def _job(self, job_id: str) -> Job:
+        """The job, from this leader's memory: while it holds the lease it is the only writer
+        of running jobs (the CLI only creates them), so Redis is read once per job."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = self.store.load(job_id)
+            self._jobs[job_id] = job
+        return job
+
     def _finish(self, job: Job) -> None:
+        self._jobs.pop(job.id, None)
         if job.options.get("locks"):
             self.locks.release_all(job.id, job.options["locks"])
         self.r.srem(keys.JOBS_ACTIVE, job.id)

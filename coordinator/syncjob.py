@@ -135,8 +135,9 @@ def expand(job: Job, plan: Plan) -> None:
         "up_to_date": list(plan.up_to_date),
         "notes": list(plan.notes),
         "estimate": plan.estimate,
-        "plan": [plan_row(s) for s in plan.steps],
     }
+    if job.options.get("dry_run"):
+        job.report["plan"] = [plan_row(s) for s in plan.steps]  # a real run has the steps
     if plan.refusals:
         job.error = "; ".join(str(r) for r in plan.refusals)
     if job.options.get("dry_run") or not plan.steps:
