@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final, TypeVar
 
 import click
-import structlog
 
 from protocol.errors import ConfigError, ZfleetError
+from protocol.log import configure_logging
 from workers.cloud import manifest as mf
 from workers.cloud.ingest import StoreSink
 from workers.cloud.prune import GRACE, prune
@@ -95,10 +94,30 @@ pass_options = click.make_pass_decorator(Options)
 @click.option(
     "--repo", envvar="ZFLEET_REPO", required=True, help="Directory or s3://bucket/prefix."
 )
-@click.option("--endpoint", envvar="ZFLEET_S3_ENDPOINT", help="S3 endpoint URL (non-AWS stores).")
-@click.option("--region", envvar="AWS_DEFAULT_REGION", default="us-east-1", show_default=True)
-@click.option("--access-key", envvar="AWS_ACCESS_KEY_ID", help="S3 access key id.")
-@click.option("--secret-key", envvar="AWS_SECRET_ACCESS_KEY", help="S3 secret access key.")
+@click.option(
+    "--endpoint",
+    envvar="ZFLEET_STORE_ENDPOINT",
+    show_envvar=True,
+    help="S3 endpoint URL (non-AWS stores).",
+)
+@click.option(
+    "--region",
+    envvar=["ZFLEET_STORE_REGION", "AWS_DEFAULT_REGION"],
+    default="us-east-1",
+    show_default=True,
+)
+@click.option(
+    "--access-key",
+    envvar=["ZFLEET_STORE_ACCESS_KEY", "AWS_ACCESS_KEY_ID"],
+    show_envvar=True,
+    help="S3 access key id.",
+)
+@click.option(
+    "--secret-key",
+    envvar=["ZFLEET_STORE_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"],
+    show_envvar=True,
+    help="S3 secret access key (prefer the environment to the command line).",
+)
 @click.option(
     "--checksum",
     type=click.Choice(CHECKSUM_MODES),
@@ -121,11 +140,9 @@ def cloud(ctx: click.Context, /, **kw: Any) -> None:
       zfs send pool/fs@s1 | zfleet cloud --repo /srv/zrepo put
       zfleet cloud --repo /srv/zrepo restore pool/fs@s1 --out-dir /tmp/streams
     """
-    # Logs go to stderr: stdout may carry a restored stream (or JSON for scripts).
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    )
+    # Logs go to stderr (stdout may carry a restored stream, or JSON for scripts); warnings only,
+    # so that a command's own output is what a user reads.
+    configure_logging(level="WARNING")
     ctx.obj = Options(**kw)
 
 

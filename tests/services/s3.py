@@ -75,9 +75,9 @@ class S3Server:
         """Environment for a `zfleet cloud` subprocess talking to this server."""
         return {
             **os.environ,
-            "ZFLEET_S3_ENDPOINT": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "ZFLEET_STORE_ENDPOINT": self.endpoint,
+            "ZFLEET_STORE_ACCESS_KEY": self.access_key,
+            "ZFLEET_STORE_SECRET_KEY": self.secret_key,
         }
 
 
