@@ -335,10 +335,11 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        import structlog
+    import structlog
 
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    # the figures are the output: only errors from the parts under test
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    if args.child:
         kind, path = args.child[0], Path(args.child[1])
         if kind == "zfleet":
             result = child_zfleet(path, args.level, int(args.child[2]), args.child[3] == "tls")
