@@ -367,6 +367,8 @@ class SimBackend(ZfsBackend):
             properties.inherit(self._pool(name), name, prop)
 
     # -- streams ----------------------------------------------------------------------------
+    # The stream modules are imported on first use: protocol.stream brings numpy, which would
+    # make every SimBackend (one per task) slow to create.
     def send(self, spec: SendSpec) -> SendStream:
         from .send import open_send
 

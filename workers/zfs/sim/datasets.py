@@ -7,6 +7,7 @@ then changes metadata in one SQLite transaction, then the live data.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,18 @@ from protocol.errors import (
 )
 
 from . import crypto, db
-from .nodes import FIRST_OBJECT, Manifest, encode_manifest
+from .blocks import HOLE
+from .nodes import (
+    FIRST_OBJECT,
+    RECORD,
+    ROOT_OBJECT,
+    VOLUME_OBJECT,
+    Kind,
+    Manifest,
+    Meta,
+    Node,
+    encode_manifest,
+)
 from .pool import Dataset, Pool, Snapshot, new_guid
 from .props import normalize
 from .space import referenced, unique_bytes
@@ -72,8 +84,6 @@ def create(
 
 
 def _empty_root(pool: Pool) -> Manifest:
-    from .nodes import ROOT_OBJECT, Kind, Meta, Node
-
     now = time.time_ns()
     node = Node(Meta(Kind.DIR, 0o755, _uid(), _gid(), now, 0).encode(), ())
     return {ROOT_OBJECT: pool.objects.put(node, 0)}
@@ -81,23 +91,16 @@ def _empty_root(pool: Pool) -> Manifest:
 
 def _empty_volume(pool: Pool, volsize: int) -> Manifest:
     """A volume of ``volsize`` bytes that are all holes (a sparse file once installed)."""
-    from .blocks import HOLE
-    from .nodes import RECORD, VOLUME_OBJECT, Kind, Meta, Node
-
     holes = (HOLE,) * -(-volsize // RECORD)
     node = Node(Meta(Kind.FILE, 0o600, _uid(), _gid(), time.time_ns(), volsize).encode(), holes)
     return {VOLUME_OBJECT: pool.objects.put(node, 0)}
 
 
 def _uid() -> int:
-    import os
-
     return os.getuid()
 
 
 def _gid() -> int:
-    import os
-
     return os.getgid()
 
 

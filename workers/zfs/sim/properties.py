@@ -10,6 +10,7 @@ from protocol.errors import InvalidOperation
 from workers.zfs.base import PropertyValue
 
 from . import db
+from .nodes import VOLUME_OBJECT, decode_manifest
 from .pool import Dataset, Pool, Snapshot, not_found
 from .props import READONLY, SETTABLE, is_user_prop, normalize
 from .space import Space
@@ -68,8 +69,6 @@ def _volsize(pool: Pool, ds: Dataset) -> int:
     path = pool.volume_path(ds)
     if ds.head is None and ds.mounted and path.exists():
         return path.stat().st_size
-    from .nodes import VOLUME_OBJECT, decode_manifest
-
     digest = decode_manifest(ds.head).get(VOLUME_OBJECT) if ds.head else None
     return pool.objects.get(digest).meta_size() if digest else 0
 
@@ -128,7 +127,7 @@ def dataset_props(
     token = NONE
     row = pool.conn.execute("SELECT state FROM partial WHERE dataset=?", (ds.id,)).fetchone()
     if row:
-        from .receive import token_for
+        from .receive import token_for  # here: protocol.stream is slow to import
 
         token = token_for(row[0])
     computed: dict[str, str] = {

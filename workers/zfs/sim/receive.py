@@ -17,7 +17,6 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 import structlog
@@ -44,9 +43,12 @@ from workers.zfs.base import ReceiveResult, ReceiveSink, ReceiveSpec
 
 from . import crypto, db
 from .blocks import HOLE
+from .datasets import record_snapshot
 from .nodes import RECORD, Manifest, Meta, Node
 from .partial import PartialObject, PartialState
-from .pool import Pool, Snapshot
+from .pool import Pool
+from .replicate_recv import CompoundReceiver
+from .targets import Target, ensure_dataset, plan_target, resume_state
 
 if TYPE_CHECKING:
     from .backend import SimBackend
@@ -75,19 +77,6 @@ def token_for(state_blob: bytes) -> str:
             compressok=True,
         )
     )
-
-
-@dataclass
-class Target:
-    """Where one substream lands, decided from its BEGIN and the target's state."""
-
-    dataset: str
-    snapshot: str  # short name of the snapshot to create
-    base: Snapshot | None  # the snapshot the stream applies to
-    create: bool  # the dataset does not exist yet
-    origin: Snapshot | None  # for a new clone
-    rollback_to: Snapshot | None  # -F: roll back to this first
-    skip: bool = False  # the snapshot is already there: consume and move on
 
 
 class _Apply:
@@ -300,21 +289,15 @@ class SimReceiveSink:
         return ReceiveResult(self.spec.target.split("@")[0], last, self.size)
 
     def _compound(self, records: Iterator[Record], info: BeginInfo) -> str | None:
-        from .replicate_recv import CompoundReceiver
-
         return CompoundReceiver(self, info).run(records)
 
     def _plan_target(self, info: BeginInfo, target: str) -> Target:
-        from .targets import plan_target
-
         return plan_target(self.pool, info, target, self.spec)
 
     def _substream(
         self, records: Iterator[Record], info: BeginInfo, target: str, first: Record
     ) -> str | None:
         """Apply one BEGIN..END; returns the full name of the snapshot it made."""
-        from .targets import ensure_dataset, resume_state
-
         where = self._plan_target(info, target)
         ds_name = where.dataset
         if where.skip:
@@ -352,8 +335,6 @@ class SimReceiveSink:
         with db.txg(self.pool.conn) as txg:
             manifest = applier.manifest()
             ds = ensure_dataset(self.pool, where, info, txg, raw=raw, spec=self.spec)
-            from .datasets import record_snapshot
-
             snap = record_snapshot(
                 self.pool,
                 ds,
@@ -373,8 +354,6 @@ class SimReceiveSink:
         return snap.name
 
     def _cut(self, where: Target, info: BeginInfo, state: PartialState, kind: str) -> str:
-        from .targets import ensure_dataset
-
         if not self.spec.resumable or (self.aborted and not self.spec.resumable):
             raise StreamIncomplete(f"cannot receive {kind} stream: incomplete stream")
         with db.txg(self.pool.conn) as txg:

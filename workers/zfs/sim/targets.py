@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import (
@@ -30,7 +31,19 @@ from .nodes import Manifest
 from .partial import PartialState
 from .pool import Dataset, Pool, Snapshot
 from .props import normalize
-from .receive import Target
+
+
+@dataclass
+class Target:
+    """Where one substream lands, decided from its BEGIN and the target's state."""
+
+    dataset: str
+    snapshot: str  # short name of the snapshot to create
+    base: Snapshot | None  # the snapshot the stream applies to
+    create: bool  # the dataset does not exist yet
+    origin: Snapshot | None  # for a new clone
+    rollback_to: Snapshot | None  # -F: roll back to this first
+    skip: bool = False  # the snapshot is already there: consume and move on
 
 
 def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> Target:
