@@ -10,6 +10,8 @@ hollow red dots. Every dot and row carries a tooltip (``<title>``) with names, g
 
 from __future__ import annotations
 
+import itertools
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,20 +51,48 @@ class _Row:
 def columns(graph: FleetGraph) -> list[str]:
     """Snapshot names in creation order across the fleet.
 
-    Creation times survive a send but have one-second resolution; ties are broken by createtxg as
-    seen on the host holding the most snapshots (usually the source), since txgs of different
-    pools cannot be compared.
+    Creation times survive a send but have one-second resolution. Names created in the same
+    second are ordered as every dataset holding them orders them; names no dataset orders (those
+    of unrelated datasets) by createtxg on the host holding most of them, since txgs of different
+    pools cannot be compared; then by name.
     """
-    ranked = sorted(graph.hosts.values(),
-                    key=lambda inv: -sum(len(d) for d in inv.datasets.values()))  # fmt: skip
-    first: dict[str, tuple[int, int, int]] = {}
-    for host_rank, inv in enumerate(ranked):
-        for ds in inv.datasets.values():
-            for s in ds.snapshots():
-                key = (s.creation, host_rank, s.createtxg)
-                if s.short not in first or key < first[s.short]:
-                    first[s.short] = key
-    return sorted(first, key=lambda n: (first[n], n))
+    created: dict[str, int] = {}
+    after: dict[str, set[str]] = {}
+    txgs: dict[str, dict[str, int]] = {}  # host -> name -> lowest createtxg there
+    for ds in graph:
+        snaps = ds.snapshots()
+        on_host = txgs.setdefault(ds.host, {})
+        for s in snaps:
+            created[s.short] = min(created.get(s.short, s.creation), s.creation)
+            on_host[s.short] = min(on_host.get(s.short, s.createtxg), s.createtxg)
+        for a, b in itertools.pairwise(snaps):
+            if a.short != b.short:
+                after.setdefault(a.short, set()).add(b.short)
+    order: list[str] = []
+    for second in sorted(set(created.values())):
+        group = [n for n, c in created.items() if c == second]
+        host = max(txgs.values(), key=lambda t: sum(n in t for n in group))
+        rank = {n: (host.get(n, sys.maxsize), n) for n in group}
+        order += _topological(group, after, rank)
+    return order
+
+
+def _topological(
+    names: list[str], after: dict[str, set[str]], rank: dict[str, tuple[int, str]]
+) -> list[str]:
+    """``names`` with every ``a`` before the names in ``after[a]``, else in ``rank`` order.
+
+    Datasets that disagree (a cycle) cannot all be right: then the best-ranked name goes first.
+    """
+    members = set(names)
+    before = {n: {a for a in names if n in after.get(a, ())} for n in names}
+    out: list[str] = []
+    while members:
+        ready = [n for n in members if not (before[n] & members)] or list(members)
+        pick = min(ready, key=rank.__getitem__)
+        out.append(pick)
+        members.discard(pick)
+    return out
 
 
 def _rows(graph: FleetGraph, lags: Sequence[Lag]) -> dict[str, list[_Row]]:

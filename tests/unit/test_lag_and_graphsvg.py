@@ -113,3 +113,25 @@ def test_svg_draws_a_missing_target_row() -> None:
     texts = [t.text or "" for t in root.iter(f"{SVG}text")]
     assert "app (missing)" in texts
     assert "missing (1 snapshots)" in texts
+
+
+def test_columns_in_one_second_follow_each_datasets_own_order() -> None:
+    g = FleetGraph()
+    # v3 and job-2 share a creation second; within tank/base v3 came first
+    g.add_inventory("alpha", [fs("tank/base", 1), snap("tank/base@job-1", 11, 2, 50),
+                              snap("tank/base@v3", 12, 5, 100),
+                              snap("tank/base@job-2", 13, 6, 100)])  # fmt: skip
+    # a replica received job-2 of another dataset early, so its txgs alone would mislead
+    g.add_inventory("beta", [fs("bk/other", 2), snap("bk/other@job-2", 21, 1, 100),
+                             fs("bk/base", 3), snap("bk/base@job-1", 11, 2, 50),
+                             snap("bk/base@v3", 12, 3, 100), snap("bk/base@job-2", 13, 4, 100),
+                             snap("bk/base@extra", 14, 5, 100)])  # fmt: skip
+    assert columns(g) == ["job-1", "v3", "job-2", "extra"]
+
+
+def test_columns_of_unrelated_datasets_follow_the_txgs_of_one_host() -> None:
+    g = FleetGraph()
+    g.add_inventory("alpha", [fs("tank/base", 1), snap("tank/base@v1", 11, 2, 100),
+                              snap("tank/base@v2", 12, 4, 100), fs("tank/app", 2),
+                              snap("tank/app@release", 21, 5, 100)])  # fmt: skip
+    assert columns(g) == ["v1", "v2", "release"]  # by name alone "release" would come first
