@@ -46,7 +46,7 @@ class RedisServer:
     process: subprocess.Popen[bytes]
     directory: Path
 
-    def client(self) -> redis.Redis:
+    def client(self) -> redis.Redis[bytes]:
         return redis.Redis.from_url(self.url)
 
 
