@@ -354,7 +354,7 @@ class SimReceiveSink:
         return snap.name
 
     def _cut(self, where: Target, info: BeginInfo, state: PartialState, kind: str) -> str:
-        if not self.spec.resumable or (self.aborted and not self.spec.resumable):
+        if not self.spec.resumable:
             raise StreamIncomplete(f"cannot receive {kind} stream: incomplete stream")
         with db.txg(self.pool.conn) as txg:
             ds = self.pool.find(where.dataset)
