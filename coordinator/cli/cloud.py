@@ -23,6 +23,7 @@ from protocol.log import configure_logging
 from workers.cloud import manifest as mf
 from workers.cloud.ingest import StoreSink
 from workers.cloud.prune import GRACE, prune
+from workers.cloud.repair import rebuild_index
 from workers.cloud.repo import Repository, Secret
 from workers.cloud.restore import restore_chain, restore_stream
 from workers.cloud.targets import CHECKSUM_MODES, Target, open_target
@@ -271,6 +272,7 @@ def verify_cmd(opts: Options, no_read_data: bool, as_json: bool) -> None:
                     "missing": list(report.missing),
                     "corrupt": report.corrupt,
                     "unreadable_manifests": report.broken_manifests,
+                    "unreadable_index_segments": report.broken_index,
                     "affected": {k: list(v) for k, v in report.affected.items()},
                 }
             )
@@ -286,6 +288,8 @@ def verify_cmd(opts: Options, no_read_data: bool, as_json: bool) -> None:
             click.echo(f"CORRUPT pack {pack[:16]} ({why}): {', '.join(report.affected[pack])}")
         for mid, why in report.broken_manifests.items():
             click.echo(f"UNREADABLE manifest {mid[:16]}: {why}")
+        for seg, why in report.broken_index.items():
+            click.echo(f"UNREADABLE index segment {seg[:16]}: {why} (run `zfleet cloud repair`)")
         click.echo("ok" if report.ok else f"damaged: {', '.join(report.damaged_snapshots())}")
     if not report.ok:
         sys.exit(EXIT_DAMAGED)
@@ -305,3 +309,14 @@ def prune_cmd(opts: Options, keep_last: int, grace: float, dry_run: bool) -> Non
         f"forgot {len(r.forgotten)} streams, kept {r.kept}; {verb} {r.packs_deleted} packs "
         f"({r.bytes_freed:,} bytes); {r.packs_protected_by_leases} packs held by live uploads"
     )
+
+
+@cloud.command(name="repair")
+@pass_options
+@_errors
+def repair_cmd(opts: Options) -> None:
+    """Rebuild the index from the packs (after `verify` reports unreadable index segments)."""
+    r = rebuild_index(opts.open())
+    click.echo(f"indexed {r.packs_indexed} packs; removed {r.segments_removed} damaged segments")
+    for pack, why in r.unreadable_packs.items():
+        click.echo(f"UNREADABLE pack {pack[:16]}: {why}")

@@ -273,6 +273,7 @@ class Index:
     def __init__(self) -> None:
         self._blobs: dict[bytes, Location] = {}
         self.segments: set[str] = set()
+        self.broken: dict[str, str] = {}  # segment id -> why it could not be read
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -304,10 +305,20 @@ class Index:
 
     @classmethod
     def load(cls, target: Target, crypto: Crypto) -> Index:
-        """Read every index segment of the repository."""
+        """Read every index segment of the repository.
+
+        A damaged segment is skipped and remembered in ``broken`` (uploads go on, merely
+        deduplicating less); ``zfleet cloud repair`` rebuilds the index from the packs.
+        """
         index = cls()
         for info in target.list("index/"):
-            index.add_segment(info.key.rsplit("/", 1)[-1], target.get(info.key), crypto)
+            seg = info.key.rsplit("/", 1)[-1]
+            try:
+                index.add_segment(seg, target.get(info.key), crypto)
+            except StoreCorrupt as e:
+                index.broken[seg] = str(e)
+                index.segments.add(seg)
+                log.warning("index.segment_unreadable", segment=seg[:16], error=str(e))
         log.debug("index.loaded", segments=len(index.segments), blobs=len(index))
         return index
 

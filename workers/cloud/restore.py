@@ -52,7 +52,9 @@ class BlobReader:
         for blob_id in set(ids):
             loc = repo.index.get(blob_id)
             if loc is None:
-                raise StoreCorrupt(f"blob {blob_id.hex()[:16]} is not in the index (pack lost?)")
+                raise StoreCorrupt(
+                    f"blob {blob_id.hex()[:16]} is not in the index: run `zfleet cloud verify`"
+                )
             locs.append(loc)
             if (loc.pack, loc.entry.offset) not in self._cache:
                 missing[loc.pack][loc.entry.offset] = loc.entry

@@ -36,11 +36,12 @@ class VerifyReport:
     missing: tuple[str, ...] = ()
     corrupt: dict[str, str] = field(default_factory=dict)  # pack -> reason
     broken_manifests: dict[str, str] = field(default_factory=dict)  # manifest id -> reason
+    broken_index: dict[str, str] = field(default_factory=dict)  # index segment -> reason
     affected: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.corrupt or self.broken_manifests)
+        return not (self.missing or self.corrupt or self.broken_manifests or self.broken_index)
 
     def damaged_snapshots(self) -> tuple[str, ...]:
         """Every snapshot that cannot be restored as stored."""
@@ -85,6 +86,7 @@ def verify(repo: Repository, *, read_data: bool = True) -> VerifyReport:
         missing=tuple(missing),
         corrupt=corrupt,
         broken_manifests={k: str(v) for k, v in broken.items()},
+        broken_index=dict(repo.reload_index().broken),
         affected=affected,
     )
     log.info("verify.done", ok=report.ok, packs=checked, missing=len(missing), corrupt=len(corrupt))
