@@ -22,6 +22,7 @@ Bounded: one pass, temporary directories.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import random
@@ -38,8 +39,10 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workers.cloud import manifest as mf
 from workers.cloud.ingest import StoreSink
 from workers.cloud.repo import Repository, Secret
+from workers.cloud.restore import restore_stream
 from workers.cloud.targets import LocalTarget
 from workers.zfs.base import SendSpec
 from workers.zfs.sim import SimBackend
@@ -246,19 +249,30 @@ class TreeBackups:
             print(f"{name:<8} {stored:>14,} {stored / self.tree_bytes:>9.2%} {rate:>12.1f} MB/s")
 
 
-def in_process_rate(streams: list[Path], repo: Path) -> float:
-    """Median MB/s of StoreSink fed 1 MiB chunks (the data plane's view)."""
+def in_process_rates(streams: list[Path], repo: Path) -> tuple[float, float]:
+    """Median MB/s of StoreSink fed 1 MiB chunks (the data plane's view), and of restore."""
     r = Repository.init(LocalTarget(repo), Secret(passphrase=PASSWORD))
     rates = []
+    refs = []
     for stream in streams:
         t0 = time.perf_counter()
         sink = StoreSink(r)
         with open(stream, "rb") as f:
             while chunk := f.read(1 << 20):
                 sink.write(chunk)
-        sink.finish()
+        refs.append(sink.finish())
         rates.append(stream.stat().st_size / 1e6 / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    by_id = {m.id: m for m in mf.load_all(r.target, r.crypto)[0]}
+    restore_rates = []
+    for stream, ref in zip(streams, refs, strict=True):
+        t0 = time.perf_counter()
+        digest = hashlib.sha256()
+        for chunk in restore_stream(r, by_id[ref.manifest]):
+            digest.update(chunk)
+        restore_rates.append(ref.size / 1e6 / (time.perf_counter() - t0))
+        if digest.digest() != hashlib.sha256(stream.read_bytes()).digest():
+            raise SystemExit(f"restore of {stream.name} differs from the original")
+    return statistics.median(rates), statistics.median(restore_rates)
 
 
 def main() -> None:
@@ -308,8 +322,11 @@ def main() -> None:
                     f"(median per stream), {z_total / b_total:.2f}x (total), "
                     f"{z_marg / b_marg:.2f}x (marginal)"
                 )
-            rate = in_process_rate(streams, work / f"inproc-{label}")
-            print(f"zfleet StoreSink in process (no CLI start-up): median {rate:.1f} MB/s")
+            rate, back = in_process_rates(streams, work / f"inproc-{label}")
+            print(
+                f"zfleet in process (no CLI start-up): ingest median {rate:.1f} MB/s, "
+                f"restore median {back:.1f} MB/s (every restore SHA-256 checked)"
+            )
             shutil.rmtree(work / f"inproc-{label}")
         trees.report()
 
