@@ -18,7 +18,10 @@ from protocol.errors import (
     NoCommonSnapshot,
     OriginMissing,
     ResumeTokenStale,
+    StreamChecksumError,
+    StreamFormatError,
     StreamIncomplete,
+    TokenError,
 )
 from protocol.stream import DrrType, decode_resume_token, parse_begin, read_records
 from tests.conftest import ZFS_STREAMS, need_binary
@@ -346,10 +349,10 @@ def test_cut_receive_without_s_leaves_nothing_and_abort_discards(sim: SimBackend
 
 def test_stale_token_and_garbage_get_clear_errors(sim: SimBackend) -> None:
     sim.snapshot(["fx/base@s1"])
-    with pytest.raises(InvalidOperation, match="cannot resume send"):
+    with pytest.raises(TokenError, match="cannot resume send: resume token is corrupt"):
         sim.send(SendSpec("fx/base@s1", resume_token="1-abc-12-00"))
     sink = sim.receive(ReceiveSpec("dst/x"))
-    with pytest.raises(InvalidOperation, match=r"invalid stream \(bad magic number\)"):
+    with pytest.raises(StreamFormatError, match=r"invalid stream \(bad magic number\)"):
         sink.write(b"not a stream at all" * 40)
     full = send_bytes(sim, SendSpec("fx/base@s1"))
     sink = sim.receive(ReceiveSpec("dst/y"))
@@ -367,7 +370,7 @@ def test_corrupted_stream_is_refused_and_target_kept(sim: SimBackend) -> None:
     sim.snapshot(["fx/base@s1"])
     data = bytearray(send_bytes(sim, SendSpec("fx/base@s1")))
     data[20_000] ^= 0xFF
-    with pytest.raises((InvalidOperation, StreamIncomplete)):
+    with pytest.raises(StreamChecksumError, match="checksum mismatch"):
         receive_bytes(sim, bytes(data), "dst/bad", resumable=False)
     assert not sim.exists("dst/bad")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import structlog
 
-from protocol.errors import DatasetBusy, DatasetExists, HasDependentClones, InvalidOperation
+from protocol.errors import DatasetBusy, HasDependentClones, InvalidOperation
 
 from . import db
 from .datasets import drop_snapshot, held_message
@@ -81,7 +81,7 @@ def _destroy_dataset(pool: Pool, name: str, *, recursive: bool) -> None:
     if not recursive:
         children = [d.name for d in family[1:]] + [s.name for s in pool.snapshots(ds.id)]
         if children:
-            raise DatasetExists(
+            raise InvalidOperation(
                 f"cannot destroy '{name}': filesystem has children\n"
                 "use '-r' to destroy the following datasets:\n" + "\n".join(children)
             )

@@ -25,6 +25,7 @@ from protocol.errors import (
     InvalidOperation,
     ProtocolError,
     StreamChecksumError,
+    StreamFormatError,
     StreamIncomplete,
     StreamTruncated,
     ZfsError,
@@ -238,7 +239,7 @@ class SimReceiveSink:
             info = parse_begin(rec)
         except (ProtocolError, ValueError):
             self._close()
-            raise InvalidOperation("cannot receive: invalid stream (bad magic number)") from None
+            raise StreamFormatError("cannot receive: invalid stream (bad magic number)") from None
         if info.compound:
             return
         try:
@@ -280,7 +281,7 @@ class SimReceiveSink:
         except StreamTruncated:
             raise StreamIncomplete("cannot receive: failed to read from stream") from None
         except ProtocolError:
-            raise InvalidOperation("cannot receive: invalid stream (bad magic number)") from None
+            raise StreamFormatError("cannot receive: invalid stream (bad magic number)") from None
         info = parse_begin(first)
         if info.compound:
             last = self._compound(records, info)
@@ -328,10 +329,14 @@ class SimReceiveSink:
                 raise StreamTruncated("stream ended before its END record", offset=position)
         except (StreamTruncated, StreamChecksumError) as exc:
             if isinstance(exc, StreamChecksumError) and not self.spec.resumable:
-                raise InvalidOperation(f"cannot receive {kind} stream: checksum mismatch") from exc
+                raise StreamChecksumError(
+                    f"cannot receive {kind} stream: checksum mismatch"
+                ) from exc
             return self._cut(where, info, state, kind)
         except ProtocolError as exc:
-            raise InvalidOperation(f"cannot receive {kind} stream: invalid stream ({exc})") from exc
+            raise StreamFormatError(
+                f"cannot receive {kind} stream: invalid stream ({exc})"
+            ) from exc
         with db.txg(self.pool.conn) as txg:
             manifest = applier.manifest()
             ds = ensure_dataset(self.pool, where, info, txg, raw=raw, spec=self.spec)

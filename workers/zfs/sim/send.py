@@ -21,6 +21,7 @@ from protocol.errors import (
     KeyNotLoaded,
     ProtocolError,
     ResumeTokenStale,
+    TokenError,
 )
 from protocol.stream import Feature, decode_resume_token
 from workers.zfs.base import SendSpec, SendStream
@@ -211,7 +212,7 @@ def _resume_plan(pool: Pool, spec: SendSpec) -> Plan:
     try:
         token = decode_resume_token(spec.resume_token)
     except ProtocolError as exc:
-        raise InvalidOperation(f"cannot resume send: {exc}") from exc
+        raise TokenError(f"cannot resume send: resume token is corrupt ({exc})") from exc
     try:
         snap = pool.snapshot(token.toname)
     except DatasetNotFound:
@@ -260,7 +261,7 @@ def _planned(backend: SimBackend, spec: SendSpec) -> tuple[Pool, Plan]:
         try:
             name = decode_resume_token(spec.resume_token).toname
         except ProtocolError as exc:
-            raise InvalidOperation(f"cannot resume send: {exc}") from exc
+            raise TokenError(f"cannot resume send: resume token is corrupt ({exc})") from exc
     pool = backend.pool(name)
     plan = build_plan(pool, spec)
     for sub in plan.subs:

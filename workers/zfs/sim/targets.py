@@ -59,7 +59,7 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
             return Target(ds_name, short, None, False, None, None, skip=True)
         partial = pool.conn.execute("SELECT 1 FROM partial WHERE dataset=?", (ds.id,)).fetchone()
         if partial and not spec.force:
-            raise DatasetBusy(
+            raise InvalidOperation(
                 f"cannot receive {kind} stream: destination {ds_name} contains partially-complete "
                 'state from "zfs receive -s".'
             )
