@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -46,7 +47,9 @@ class RichNarrator:
         detail = f" [red]({check.detail})[/]" if check.detail and not check.ok else ""
         self.console.print(f"  {mark} {check.name}{detail}", highlight=False)
 
-    def follow(self, store: JobStore, job_id: str, timeout: float) -> Job:
+    def follow(
+        self, store: JobStore, job_id: str, timeout: float, watch: Callable[[], None]
+    ) -> Job:
         """A bar for the job and one per running transfer; then a table of what moved."""
         from coordinator.runner import wait_job
 
@@ -57,6 +60,7 @@ class RichNarrator:
             bars: dict[str, TaskID] = {}
 
             def update(job: Job) -> None:
+                watch()
                 done = sum(1 for st in job.steps.values() if st.status in engine.TERMINAL)
                 progress.update(overall, total=len(job.steps), completed=done)
                 for key, p in store.progress(job_id).items():
@@ -121,10 +125,12 @@ class QuietNarrator:
     def check(self, check: Check) -> None:
         pass
 
-    def follow(self, store: JobStore, job_id: str, timeout: float) -> Job:
+    def follow(
+        self, store: JobStore, job_id: str, timeout: float, watch: Callable[[], None]
+    ) -> Job:
         from coordinator.runner import wait_job
 
-        return wait_job(store, job_id, timeout=timeout, poll=0.3)
+        return wait_job(store, job_id, timeout=timeout, poll=0.3, on_poll=lambda _job: watch())
 
 
 @click.command("demo")
@@ -146,17 +152,22 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
 
     Exit codes: 0 every check passed, 1 a check failed or the demo broke, 130 interrupted.
     """
-    from coordinator.demo.fleet import TerminationAsInterrupt
+    from coordinator.demo.fleet import TerminationAsInterrupt, claim_directory
     from coordinator.demo.picture import status_tree, write_fleet_svg
     from coordinator.demo.run import Demo
+    from protocol.errors import ConfigError
     from protocol.log import configure_logging
 
     # The demo's own library logs would drown the narration; the processes log to files.
     configure_logging(level="WARNING", fmt="json", stream=sys.stderr)
     console = Console(stderr=as_json)
     if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
         root = directory.resolve()
+        try:
+            if claim_directory(root):
+                console.print(f"removed the earlier demo in {root}", highlight=False)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
     else:
         root = Path(tempfile.mkdtemp(prefix="zfleet-demo-"))
     narrator = QuietNarrator() if as_json else RichNarrator(console)

@@ -31,7 +31,7 @@ import redis
 import structlog
 
 from coordinator import keys
-from protocol.errors import ZfleetError
+from protocol.errors import ConfigError, ZfleetError
 from workers.zfs.sim import SimBackend
 
 log = structlog.get_logger(__name__)
@@ -171,20 +171,24 @@ class DemoFleet:
                 signal.signal(sig, handler)
 
     def _stop_children(self) -> None:
-        for c in reversed(self.children):
-            if c.process.poll() is None:
-                _signal_group(c.process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
-        for c in reversed(self.children):
-            try:
-                c.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("demo.process_killed", process=c.name, pid=c.process.pid)
-            # Whatever the leader did, nothing of its group may survive it.
-            _signal_group(c.process, signal.SIGKILL)
-            if c.process.poll() is None:
-                c.process.wait()
-            c.log_file.close()
+        # zfleet's processes first, Redis last: they shut down cleanly only while it answers.
+        zfleet = [c for c in self.children if c.name != "redis"]
+        rest = [c for c in self.children if c.name == "redis"]
+        for wave in (zfleet, rest):
+            for c in wave:
+                if c.process.poll() is None:
+                    _signal_group(c.process, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            for c in wave:
+                try:
+                    c.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("demo.process_killed", process=c.name, pid=c.process.pid)
+                # Whatever the leader did, nothing of its group may survive it.
+                _signal_group(c.process, signal.SIGKILL)
+                if c.process.poll() is None:
+                    c.process.wait()
+                c.log_file.close()
         self.children.clear()
         if self._client is not None:
             self._client.close()
@@ -220,6 +224,34 @@ def fleet_toml(root: Path, ports: dict[str, int], store_path: Path, *, with_stor
         'snapshot = "zfleet-%H%M%S"\n'
     )
     return "\n".join(parts)
+
+
+DEMO_PARTS: Final = ("hosts", "logs", "data", "store", "redis", "fleet.toml", "fleet.svg")
+
+
+def claim_directory(root: Path) -> bool:
+    """Make ``root`` ready for a fresh demo; True when an earlier demo's files were removed.
+
+    A directory holding anything but an earlier demo's parts is refused (ConfigError), so that
+    ``--dir`` never deletes a user's files.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    present = {p.name for p in root.iterdir()}
+    if not present:
+        return False
+    foreign = present - set(DEMO_PARTS)
+    config = root / "fleet.toml"
+    if foreign or not config.is_file() or "[jobs.demo]" not in config.read_text(errors="replace"):
+        shown = ", ".join(sorted(foreign or present)[:5])
+        raise ConfigError(f"{root} is not empty and holds no earlier demo ({shown}): "
+                          "give a new or empty directory")  # fmt: skip
+    for name in present:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return True
 
 
 def prepare_hosts(root: Path) -> dict[str, SimBackend]:

@@ -45,7 +45,11 @@ class Narrator(Protocol):
 
     def check(self, check: Check) -> None: ...
 
-    def follow(self, store: JobStore, job_id: str, timeout: float) -> Job: ...
+    def follow(
+        self, store: JobStore, job_id: str, timeout: float, watch: Callable[[], None]
+    ) -> Job:
+        """Wait for the job with live progress; ``watch`` raises if the fleet broke meanwhile."""
+        ...
 
 
 @dataclass
@@ -181,7 +185,7 @@ class Demo:
     def sync(self, fleet: DemoFleet) -> JobRun:
         store = JobStore(fleet.client())
         job = submit_sync(store, str(fleet.config), JOB_NAME, trigger="demo")
-        done = self.say.follow(store, job.id, JOB_TIMEOUT)
+        done = self.say.follow(store, job.id, JOB_TIMEOUT, fleet.check_alive)
         run = job_run(done)
         self.result.jobs.append(run)
         detail = done.error or "; ".join(
@@ -196,7 +200,7 @@ class Demo:
         """The coordinator's own view: a fresh inventory and a plan that has nothing to send."""
         store = JobStore(fleet.client())
         job = submit_sync(store, str(fleet.config), JOB_NAME, dry_run=True, trigger="demo")
-        done = self.say.follow(store, job.id, JOB_TIMEOUT)
+        done = self.say.follow(store, job.id, JOB_TIMEOUT, fleet.check_alive)
         plan = [row for row in done.report.get("plan", []) if row.get("kind") == "transfer"]
         current = done.report.get("up_to_date", [])
         self.add(Check(f"dry run {done.id}: {len(current)} targets up to date, "

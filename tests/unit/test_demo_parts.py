@@ -15,6 +15,7 @@ from coordinator.demo import fleet as demo_fleet
 from coordinator.demo.store import plan_uploads
 from coordinator.demo.verify import tree_digest
 from coordinator.engine import Step
+from protocol.errors import ConfigError
 from workers.zfs.base import ObjType, ZfsObject
 
 
@@ -100,3 +101,23 @@ def test_termination_becomes_an_interrupt_and_the_handler_is_restored() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)  # the handler interrupts this at once
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_dir_is_reused_only_when_it_holds_an_earlier_demo(tmp_path: Path) -> None:
+    assert demo_fleet.claim_directory(tmp_path / "new") is False
+    earlier = tmp_path / "earlier"
+    (earlier / "hosts" / "alpha").mkdir(parents=True)
+    (earlier / "fleet.toml").write_text("[jobs.demo]\n")
+    assert demo_fleet.claim_directory(earlier) is True
+    assert list(earlier.iterdir()) == []
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match="not empty"):
+        demo_fleet.claim_directory(mine)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    (mine / "thesis.tex").unlink()
+    (mine / "fleet.toml").write_text("[jobs.backup]\n")  # someone else's fleet config
+    with pytest.raises(ConfigError):
+        demo_fleet.claim_directory(mine)
+    assert (mine / "fleet.toml").exists()
