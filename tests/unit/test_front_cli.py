@@ -200,6 +200,7 @@ def test_bad_names_refused_with_the_rule_and_nothing_changes(
         (("zfs", "list", "-o", "name,frobness"), "bad property list: invalid property 'frobness'"),
         (("zfs", "get", "frobness", "tank/a"), "bad property list: invalid property 'frobness'"),
         (("zfs", "list", "-s", "frobness"), "invalid property 'frobness'"),
+        (("zfs", "inherit", "frobness", "tank/a"), "invalid property 'frobness'"),
     ],
 )
 def test_bad_arguments_are_usage_errors(sh: Shell, argv: tuple[str, ...], says: str) -> None:
@@ -312,3 +313,14 @@ def test_zpool_create_with_fs_properties_and_destroy(sh: Shell) -> None:
     assert sh.ok("zpool", "list", "-H", "-o", "name").split() == ["tank"]
     ran = sh("zpool", "destroy", "pool2")
     assert (ran.code, ran.err) == (1, "cannot open 'pool2': no such pool\n")
+
+
+def test_inherit_r_clears_the_whole_subtree(sh: Shell) -> None:
+    sh.ok("zfs", "create", "tank/a/b")
+    sh.ok("zfs", "set", "zfleet:x=1", "tank/a")
+    sh.ok("zfs", "set", "zfleet:x=2", "tank/a/b")
+    sh.ok("zfs", "inherit", "-r", "zfleet:x", "tank/a")
+    got = parse_get(sh.ok("zfs", "get", "-Hp", "-r", "-t", "filesystem", "zfleet:x", "tank/a"))
+    assert {name: props["zfleet:x"].value for name, props in got.items()} == {
+        "tank/a": "-", "tank/a/b": "-",
+    }  # fmt: skip

@@ -30,7 +30,7 @@ from protocol.errors import ConfigError, ZfleetError
 from protocol.log import configure_logging
 from workers.zfs.base import ObjType, ZfsBackend
 from workers.zfs.front_errors import EXIT_FAILURE, EXIT_USAGE, Context, render
-from workers.zfs.front_table import table
+from workers.zfs.front_table import is_property, table
 
 log = structlog.get_logger(__name__)
 
@@ -260,16 +260,18 @@ class Front:
         if len(operands) < 2:
             raise Usage("missing property argument" if not operands else "missing dataset argument")
         prop, targets = operands[0], operands[1:]
+        if not is_property(prop):
+            raise Usage(f"invalid property '{prop}'")
         for name in targets:
             rules.validate_any(name, existing=True)
-        for name in targets:
-            self.doing("inherit property for", name)
-            from workers.zfs.front_list import collect
+        from workers.zfs.front_list import collect
 
-            recursive = "-r" in found
-            kinds = {ObjType.FILESYSTEM, ObjType.VOLUME}
-            subjects = [o.name for o in collect(self, [name], kinds, None if recursive else 0)]
-            for subject in subjects or [name]:
+        kinds = {ObjType.FILESYSTEM, ObjType.VOLUME}
+        for name in targets:
+            self.doing("open", name)
+            below = collect(self, [name], kinds, None if "-r" in found else 0)
+            for subject in [o.name for o in below] or [name]:
+                self.doing("inherit property for", subject)
                 self.backend.inherit(subject, prop)
         return 0
 
