@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import redis
 import structlog
@@ -309,29 +309,3 @@ def make_worker_app(rt: HostRuntime, redis_url: str) -> Celery:
 
     return app
 
-
-class ThreadLocalBackend:
-    """One backend instance per thread, for backends whose handles must stay in their thread.
-
-    The simulation keeps SQLite connections, which refuse to cross threads; the worker's task
-    threads and the stream server's connection threads each get their own instance.
-    """
-
-    def __init__(self, factory: Callable[[], ZfsBackend]) -> None:
-        self._factory = factory
-        self._local = threading.local()
-
-    def _backend(self) -> ZfsBackend:
-        backend: ZfsBackend | None = getattr(self._local, "backend", None)
-        if backend is None:
-            backend = self._factory()
-            self._local.backend = backend
-        return backend
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend(), name)
-
-
-def thread_local_backend(factory: Callable[[], ZfsBackend]) -> ZfsBackend:
-    """``factory``'s backend, instantiated once per thread, typed as a plain backend."""
-    return cast(ZfsBackend, ThreadLocalBackend(factory))

@@ -22,12 +22,12 @@ from workers.zfs.base import ZfsBackend
 def backend_for(host: HostConfig) -> ZfsBackend:
     """The host's ZFS backend as the fleet config describes it."""
     if host.backend == "sim":
-        from workers.tasks import thread_local_backend
         from workers.zfs.sim import SimBackend
 
-        root = host.sim_root
-        assert root is not None  # the config refuses a sim host without one
-        return thread_local_backend(lambda: SimBackend(root))
+        assert host.sim_root is not None  # the config refuses a sim host without one
+        # one instance shared by the task threads and the stream server: its lock keeps the
+        # calls apart (several instances in one process would not exclude each other)
+        return SimBackend(host.sim_root)
     from workers.zfs.real import RealBackend
 
     return RealBackend(host.exec_prefix)

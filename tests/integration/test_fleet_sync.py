@@ -33,6 +33,7 @@ JOB = """
 source = "alpha:tank/img"
 targets = ["beta:bk/img", "gamma:bk/img"]
 snapshot = "zfleet-%Y%m%dT%H%M%SZ"
+retention = { "zfleet-*" = 2 }
 """
 CLONES = {"tank/img/app1": "b1", "tank/img/app2": "b2", "tank/img/app3": "b3"}
 
@@ -151,6 +152,20 @@ def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> Non
     assert files(fleet.backend("gamma"), "bk/img/base") == files(fleet.backend("alpha"),
                                                                  "tank/img/base")  # fmt: skip
     assert "patch2" not in files(fleet.backend("beta"), "bk/img/base")
+
+    # retention kept the newest two zfleet snapshots everywhere it pruned, never a needed base
+    for host, root in (("alpha", "tank/img"), ("gamma", "bk/img")):
+        snaps: dict[str, list[str]] = {}
+        for o in fleet.backend(host).list(root):
+            if o.type is ObjType.SNAPSHOT and o.short.startswith("zfleet-"):
+                snaps.setdefault(o.dataset, []).append(o.short)
+        assert snaps and all(len(v) == 2 for v in snaps.values()), (host, snaps)
+    beta_base = [o.short for o in fleet.backend("beta").list("bk/img/base")
+                 if o.dataset == "bk/img/base" and o.short.startswith("zfleet-")]  # fmt: skip
+    alpha_base = [o.short for o in fleet.backend("alpha").list("tank/img/base")
+                  if o.dataset == "tank/img/base" and o.type is ObjType.SNAPSHOT]  # fmt: skip
+    assert len(beta_base) == 2  # refused targets are not pruned
+    assert beta_base[-1] in alpha_base  # beta's base for its next incremental is still there
 
 
 def test_killed_worker_and_coordinator_do_not_stop_the_job(fleet: Fleet) -> None:
