@@ -23,7 +23,7 @@ from protocol.errors import (
     NameError_,
     StreamIncomplete,
 )
-from workers.zfs.base import ReceiveSpec, SendSpec
+from workers.zfs.base import ObjType, ReceiveSpec, SendSpec
 from workers.zfs.proc import Runner
 from workers.zfs.real import RealBackend
 
@@ -211,3 +211,24 @@ def test_reading_after_cancel_ends_the_stream(tmp_path: Path) -> None:
     stream.cancel()
     assert stream.read(10) == b""
     stream.close()  # nothing left to report after a cancel
+
+
+def test_user_properties_are_asked_only_of_what_was_listed(tmp_path: Path) -> None:
+    row = "\t".join(["tank/a#b1", "bookmark", "1", "2", "3", *["-"] * 7])
+    snap = "\t".join(["tank/a@s1", "snapshot", "4", "5", "6", *["-"] * 7])
+    backend = backend_with(
+        tmp_path,
+        'echo "$*" >> "$T/calls"\n'
+        'case "$1" in\n'
+        f'  list) case "$*" in *@s1) printf "{snap}\\n" ;; *) printf "{row}\\n" ;; esac ;;\n'
+        "  get) printf 'tank/a@s1\\tzfleet:role\\tprimary\\tinherited from tank/a\\n' ;;\n"
+        "esac\n",
+    )
+    marks = backend.list("tank/a", recursive=False, types=[ObjType.BOOKMARK])
+    assert [m.name for m in marks] == ["tank/a#b1"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["list"]  # a bookmark has no user properties
+    (snap_obj,) = backend.list("tank/a@s1", recursive=False)
+    assert snap_obj.user_props == {"zfleet:role": "primary"}
+    last = (tmp_path / "calls").read_text().splitlines()[-1]
+    assert last.startswith("get") and last.endswith("all tank/a@s1")

@@ -38,7 +38,6 @@ from workers.zfs.proc import Child, Finished, Runner, read_all
 
 log = structlog.get_logger(__name__)
 
-MAX_NAMED_GET: Final = 256  # beyond this many names one `zfs get -r` of everything is cheaper
 RESUME_TOKEN_PROP: Final = "receive_resume_token"  # noqa: S105  (a property name)
 
 
@@ -258,20 +257,20 @@ class RealBackend(ZfsBackend):
         objects = parse.parse_list(self._run(args).stdout, parse.LIST_COLUMNS, self.user_props)
         if self.user_props or not objects:
             return objects
-        found = self._all_user_props(root if recursive else None, [o.name for o in objects])
+        if root is None:
+            found = self._user_props_of([])  # everything was listed: ask about everything
+        elif recursive:
+            found = self._user_props_of(["-r", root])
+        else:
+            # bookmarks carry no user properties; only what was listed is asked about
+            wanted = [o.name for o in objects if o.type is not ObjType.BOOKMARK]
+            found = self._user_props_of(wanted) if wanted else {}
         return [_with_user_props(o, found.get(o.name, {})) for o in objects]
 
-    def _all_user_props(
-        self, root: str | None, names: Sequence[str]
-    ) -> dict[str, dict[str, str]]:
-        """User properties of everything under ``root`` (or of ``names``), in one call."""
+    def _user_props_of(self, operands: Sequence[str]) -> dict[str, dict[str, str]]:
+        """User properties (local, received or inherited) of ``operands``, in one call."""
         args = ["get", "-Hp", "-o", "name,property,value,source", "-s", "local,received,inherited"]
-        args += ["-t", "filesystem,volume,snapshot", "all"]
-        wanted = [n for n in names if "#" not in n]  # bookmarks carry no user properties
-        if root is not None:
-            args += ["-r", root]
-        elif wanted and len(wanted) <= MAX_NAMED_GET:
-            args += wanted
+        args += ["-t", "filesystem,volume,snapshot", "all", *operands]
         return parse.parse_user_props(self._run(args).stdout)
 
     def pools(self) -> builtins.list[PoolInfo]:
