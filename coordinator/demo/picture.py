@@ -7,15 +7,21 @@ the same FleetGraph and lag computation `zfleet graph` uses on a live fleet's in
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.tree import Tree
 
 from coordinator.config import load_config
-from coordinator.demo.fleet import HOSTS, DemoFleet
+from coordinator.demo.fleet import HOSTS, STORE_NAME, DemoFleet
+from coordinator.demo.store import open_repo
 from coordinator.graph import FleetGraph
 from coordinator.graphsvg import render_svg
 from coordinator.lag import UP_TO_DATE, fleet_lag
+from coordinator.planner import store_host
+from workers.cloud import manifest as mf
+from workers.cloud.repo import Repository
+from workers.zfs.base import ObjType, ZfsObject
 from workers.zfs.sim import SimBackend
 
 _STATE_STYLE = {UP_TO_DATE: "green", "behind": "yellow", "missing": "red"}
@@ -30,10 +36,34 @@ def graph_of(root: Path) -> FleetGraph:
     return graph
 
 
+def store_objects(graph: FleetGraph, repo: Repository) -> list[ZfsObject]:
+    """The store's streams as inventory rows: a dataset per stored dataset, a snapshot per
+    stream's end (with the source's creation time where the graph knows the guid)."""
+    manifests, _broken = mf.load_all(repo.target, repo.crypto)
+    created = {s.guid: s.creation for ds in graph for s in ds.snapshots()}
+    rows: dict[str, ZfsObject] = {}
+    for txg, m in enumerate(sorted(manifests, key=lambda m: m.created), start=1):
+        for sub in m.substreams or (mf.Substream(m.snapshot, m.toguid, m.fromguid),):
+            dataset = sub.toname.split("@", 1)[0]
+            rows.setdefault(dataset, ZfsObject(dataset, ObjType.FILESYSTEM, 0, 0, 0))
+            rows[sub.toname] = ZfsObject(sub.toname, ObjType.SNAPSHOT, sub.toguid, txg,
+                                         created.get(sub.toguid, int(m.created)))  # fmt: skip
+    # A stream whose base is another dataset's snapshot stored a clone: keep the clone edge.
+    by_guid = {o.guid: o.name for o in rows.values() if o.type is ObjType.SNAPSHOT}
+    for m in manifests:
+        base = by_guid.get(m.fromguid)
+        dataset = m.snapshot.split("@", 1)[0]
+        if base and base.split("@", 1)[0] != dataset and dataset in rows:
+            rows[dataset] = replace(rows[dataset], origin=base)
+    return list(rows.values())
+
+
 def write_fleet_svg(fleet: DemoFleet, path: Path) -> None:
-    """Draw the demo fleet, with lag against the demo job's targets, into ``path``."""
+    """Draw the demo fleet and its object store, with lag against the job's targets."""
     graph = graph_of(fleet.root)
     now = time.time()
+    repo = open_repo(fleet.store_path, fleet.store_passphrase)
+    graph.add_inventory(store_host(STORE_NAME), store_objects(graph, repo), now)
     lags = fleet_lag(graph, load_config(fleet.config), now)
     path.write_text(render_svg(graph, lags, title="zfleet demo fleet", now=now), encoding="utf-8")
 

@@ -72,10 +72,10 @@ def test_demo_passes_every_check_and_leaves_nothing_running(tmp_path: Path) -> N
     assert out.count("✔") == total
     tree = ET.parse(svg).getroot()
     texts = {t.text for t in tree.iter("{http://www.w3.org/2000/svg}text")}
-    assert {"alpha", "beta", "gamma"} <= texts
+    assert {"alpha", "beta", "gamma", "store:bucket"} <= texts
     arrows = [p for p in tree.iter("{http://www.w3.org/2000/svg}path")
               if p.get("marker-end") and p.find("{http://www.w3.org/2000/svg}title") is not None]
-    assert len(arrows) == 9, "three clone edges on each of the three hosts"
+    assert len(arrows) == 12, "three clone edges on each host and in the store"
     assert not processes_under(work), processes_under(work)
     assert (work / "logs" / "worker-alpha.log").stat().st_size > 0
 
