@@ -46,6 +46,7 @@ from workers.cloud.repo import Repository, now
 log = structlog.get_logger(__name__)
 
 MAX_INFLIGHT: Final = 2
+ENTRY_OVERHEAD: Final = 40  # a manifest entry beyond its header: blob id and msgpack framing
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class StoreSink:
         blob = self._blob(payload, BlobKind.DATA) if len(payload) else None
         self._last_kind = kind
         self._entries.append((norm, blob, literal))
-        self._entry_bytes += len(norm) + 40
+        self._entry_bytes += len(norm) + ENTRY_OVERHEAD
         if self._entry_bytes >= mf.SEGMENT_BYTES:
             self._flush_segment()
 
