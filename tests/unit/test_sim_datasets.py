@@ -302,3 +302,16 @@ def test_volsize_reports_and_resizes_the_volume(sim: SimBackend) -> None:
     assert sim.get("fx/vol", ["volsize"])["volsize"].value == str(8 << 20)
     with pytest.raises(InvalidOperation, match="does not apply to datasets of this type"):
         sim.set("fx/base", {"volsize": "1M"})
+
+
+def test_holds_span_pools_and_bookmarks_cannot_be_renamed(sim: SimBackend) -> None:
+    sim.create_pool("other")
+    sim.snapshot(["fx/base@s1"])
+    sim.snapshot(["other@s1"])
+    sim.hold("both", ["fx/base@s1", "other@s1"])
+    assert sim.holds("other@s1") == ["both"] and sim.holds("fx/base@s1") == ["both"]
+    sim.release("both", ["fx/base@s1", "other@s1"])
+    assert sim.holds("other@s1") == []
+    sim.bookmark("fx/base@s1", "#b")
+    with pytest.raises(InvalidOperation, match="bookmarks cannot be renamed"):
+        sim.rename("fx/base#b", "fx/base#c")

@@ -39,6 +39,7 @@ from workers.zfs.base import (
 
 from . import crypto, datasets, db, properties
 from . import destroy as destroy_ops
+from . import holds as user_holds
 from .pool import Pool, new_guid, not_found
 from .space import Space
 
@@ -300,43 +301,22 @@ class SimBackend(ZfsBackend):
     def hold(self, tag: str, snapshots: Sequence[str]) -> None:
         if not tag:
             raise InvalidOperation("cannot hold: tag is empty")
-        with self._lock:
-            for full in snapshots:
-                zfsnames.validate_snapshot(full, existing=True)
-            pool = self._pool(snapshots[0]) if snapshots else None
-            if pool is None:
-                return
-            with db.txg(pool.conn):
-                for full in snapshots:
-                    snap = pool.snapshot(full)
-                    if tag in pool.holds(snap.id):
-                        raise DatasetExists(
-                            f"cannot hold snapshot '{full}': tag already exists on this dataset"
-                        )
-                    pool.conn.execute(
-                        "INSERT INTO holds(snapshot, tag) VALUES(?,?)", (snap.id, tag)
-                    )
+        for pool, names in self._by_pool(snapshots):
+            with self._lock:
+                user_holds.hold(pool, tag, names)
 
     def release(self, tag: str, snapshots: Sequence[str]) -> None:
-        with self._lock:
-            for full in snapshots:
-                zfsnames.validate_snapshot(full, existing=True)
-            if not snapshots:
-                return
-            pool = self._pool(snapshots[0])
-            with db.txg(pool.conn):
-                for full in snapshots:
-                    snap = pool.snapshot(full)
-                    if tag not in pool.holds(snap.id):
-                        raise InvalidOperation(
-                            f"cannot release hold from snapshot '{full}': "
-                            "no such tag on this dataset"
-                        )
-                    pool.conn.execute(
-                        "DELETE FROM holds WHERE snapshot=? AND tag=?", (snap.id, tag)
-                    )
-                    destroy_ops.release_deferred(pool, snap.id)
-                pool.collect()
+        for pool, names in self._by_pool(snapshots):
+            with self._lock:
+                user_holds.release(pool, tag, names)
+
+    def _by_pool(self, snapshots: Sequence[str]) -> builtins.list[tuple[Pool, builtins.list[str]]]:
+        """Snapshot names checked and grouped by pool (each pool's share is one txg)."""
+        groups: dict[str, builtins.list[str]] = {}
+        for full in snapshots:
+            zfsnames.validate_snapshot(full, existing=True)
+            groups.setdefault(pool_of(full), []).append(full)
+        return [(self._pool(name), names) for name, names in groups.items()]
 
     def holds(self, snapshot: str) -> builtins.list[str]:
         zfsnames.validate_snapshot(snapshot, existing=True)

@@ -314,6 +314,8 @@ def promote(pool: Pool, name: str) -> None:
 
 def rename(pool: Pool, old: str, new: str) -> None:
     """``zfs rename`` of a dataset (with its children) or of a snapshot."""
+    if "#" in old:
+        raise InvalidOperation(f"cannot rename '{old}': bookmarks cannot be renamed")
     with db.txg(pool.conn):
         if "@" in old:
             snap = pool.snapshot(old)
