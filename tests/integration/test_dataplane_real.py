@@ -33,8 +33,9 @@ from workers.zfs.real import RealBackend
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = b"fleet-secret-for-real-tests-0123"
+# every `zfs` here is a Python process: on a loaded machine one can take seconds to start
 OPTIONS = SendOptions(
-    chunk_size=128 * 1024, link=LinkOptions(heartbeat_interval=0.2, stall_timeout=5.0)
+    chunk_size=128 * 1024, link=LinkOptions(heartbeat_interval=0.5, stall_timeout=30.0)
 )
 
 
@@ -71,8 +72,8 @@ def hosts(tmp_path: Path) -> Iterator[tuple[RealBackend, RealBackend, StreamServ
         host="beta",
         bind=("127.0.0.1", 0),
         secret=SECRET,
-        stall_timeout=5.0,
-        heartbeat_interval=0.2,
+        stall_timeout=30.0,
+        heartbeat_interval=0.5,
     )
     with server:
         yield alpha, beta, server

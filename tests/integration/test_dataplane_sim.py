@@ -117,7 +117,7 @@ def test_a_cut_transfer_resumes_with_only_the_rest(alpha, beta) -> None:
         )
     [first] = cut.targets
     assert first.outcome is Outcome.FAILED and first.retryable
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while _token(dst, "tank/dst") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _token(dst, "tank/dst") is not None  # partial state kept for the resume
@@ -150,7 +150,7 @@ def test_fan_out_to_two_hosts_and_the_cut_one_resumes_alone(alpha, beta) -> None
         )
     assert [t.outcome for t in report.targets] == [Outcome.OK, Outcome.FAILED]
     assert _files(dst, "tank/one") == _files(alpha, "tank/src")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while _token(dst, "tank/two") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     retry = push_transfer(alpha, SendSpec("tank/src@s1"), [flaky], options=OPTIONS)
@@ -182,7 +182,7 @@ def test_cancel_keeps_partial_state_and_a_later_push_finishes(alpha, beta) -> No
     )
     assert report.targets[0].outcome is Outcome.CANCELLED
     assert not dst.exists("tank/dst@s1")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while _token(dst, "tank/dst") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _token(dst, "tank/dst") is not None
@@ -253,7 +253,7 @@ def test_partial_state_of_another_stream_is_reported_not_overwritten(alpha, beta
             [PeerTarget(target.host, proxy.address, target.receive, target.grant)],
             options=OPTIONS,
         )
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while _token(dst, "tank/dst") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     token = _token(dst, "tank/dst")

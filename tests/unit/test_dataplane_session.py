@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protocol import errors
-from protocol.errors import ConfigError, GrantError
+from protocol.errors import ConfigError, GrantError, TransferInterrupted
 from protocol.frames import Frame, FrameKind
 from protocol.grants import new_grant
 from workers.dataplane.ledger import GrantLedger
@@ -39,13 +39,24 @@ def test_ledger_refuses_a_transfer_id_that_was_applied_until_it_expires() -> Non
     ledger = GrantLedger(clock)
     grant = _grant("t1", clock)
     ledger.begin(grant)
-    with pytest.raises(GrantError, match="already streaming"):
-        ledger.begin(grant)
+    with pytest.raises(TransferInterrupted, match="still streaming"):
+        ledger.begin(grant)  # a second connection for a transfer in flight: try again later
     ledger.end(grant, applied=True)
     with pytest.raises(GrantError, match="replayed"):
         ledger.begin(grant)
     clock.now += 61  # expired: the grant itself is refused by then, the ledger may forget it
     ledger.begin(grant)
+
+
+def test_a_retry_waits_for_the_connection_it_replaces_to_end() -> None:
+    clock = Clock()
+    ledger = GrantLedger(clock)
+    grant = _grant("t3", clock)
+    ledger.begin(grant)
+    ender = threading.Timer(0.2, lambda: ledger.end(grant, applied=False))
+    ender.start()
+    ledger.begin(grant, wait=5.0)  # returns once the old connection let go
+    ender.join()
 
 
 def test_ledger_allows_a_resume_after_an_interrupted_attempt() -> None:

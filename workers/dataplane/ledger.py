@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from protocol.errors import ConfigError, GrantError
+from protocol.errors import ConfigError, GrantError, TransferInterrupted
 from protocol.grants import Grant
 
 log = structlog.get_logger(__name__)
@@ -31,19 +31,34 @@ class GrantLedger:
         self._path = path
         self._active: set[str] = set()
         self._done: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         if path is not None:
             self._load(path)
 
-    def begin(self, grant: Grant) -> None:
-        """Claim the grant's transfer id for this connection, or raise GrantError."""
+    def begin(self, grant: Grant, *, wait: float = 0.0) -> None:
+        """Claim the grant's transfer id for this connection.
+
+        A retry often arrives while the connection it replaces is still being torn down (its
+        receive saving the partial state): wait up to ``wait`` seconds for that one to end.
+        Raises GrantError for a used grant, TransferInterrupted (retryable) while still busy.
+        """
+        deadline = time.monotonic() + wait
         with self._lock:
-            now = self._clock()
-            self._done = {tid: exp for tid, exp in self._done.items() if exp > now}
-            if grant.transfer_id in self._done:
-                raise GrantError(f"grant for transfer {grant.transfer_id!r} replayed: already used")
-            if grant.transfer_id in self._active:
-                raise GrantError(f"transfer {grant.transfer_id!r} is already streaming here")
+            while True:
+                now = self._clock()
+                self._done = {tid: exp for tid, exp in self._done.items() if exp > now}
+                if grant.transfer_id in self._done:
+                    raise GrantError(
+                        f"grant for transfer {grant.transfer_id!r} replayed: already used"
+                    )
+                if grant.transfer_id not in self._active:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransferInterrupted(
+                        f"transfer {grant.transfer_id!r} is still streaming here; try again"
+                    )
+                self._lock.wait(left)
             self._active.add(grant.transfer_id)
 
     def end(self, grant: Grant, *, applied: bool) -> None:
@@ -53,6 +68,7 @@ class GrantLedger:
             if applied:
                 self._done[grant.transfer_id] = grant.expires
                 self._append(grant.transfer_id, grant.expires)
+            self._lock.notify_all()
 
     def _append(self, transfer_id: str, expires: float) -> None:
         if self._path is None:

@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 _BACKLOG: Final = 64
 _ACCEPT_POLL: Final = 0.5  # the accept loop wakes this often to notice stop()
 _LINGER: Final = 2.0  # how long a refused sender gets to read our ERROR before we hang up
+_BUSY_WAIT: Final = 5.0
 
 
 class StreamServer:
@@ -65,6 +66,8 @@ class StreamServer:
             secret=secret,
             ledger=GrantLedger(clock, path=ledger_path),
             heartbeat_interval=heartbeat_interval,
+            # well inside the sender's patience for our ACCEPT (its stall timeout)
+            busy_wait=min(_BUSY_WAIT, stall_timeout / 2),
             clock=clock,
         )
         self._bind = bind

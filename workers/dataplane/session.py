@@ -57,6 +57,7 @@ class ServerContext:
     secret: bytes
     ledger: GrantLedger
     heartbeat_interval: float
+    busy_wait: float = 0.0  # how long a retry waits for the connection it replaces to end
     clock: Callable[[], float] = time.time
 
 
@@ -157,7 +158,7 @@ def _check_hello(header: Mapping[str, Any], ctx: ServerContext) -> Grant:
         raise GrantError(
             f"grant is for dataset {grant.dataset!r}, not {header.get('target')!r}"
         )
-    ctx.ledger.begin(grant)
+    ctx.ledger.begin(grant, wait=ctx.busy_wait)
     return grant
 
 
