@@ -535,13 +535,13 @@ def test_a_port_in_use_is_a_clear_config_error(receiver) -> None:
 
 def test_a_link_slower_than_a_frame_per_stall_timeout_still_flows(source) -> None:
     target = RecordingBackend()
-    link = LinkOptions(heartbeat_interval=0.2, stall_timeout=1.0)
+    link = LinkOptions(heartbeat_interval=0.2, stall_timeout=1.5)
     server_side = StreamServer(
         target,
         host="beta",
         bind=("127.0.0.1", 0),
         secret=SECRET,
-        stall_timeout=1.0,
+        stall_timeout=1.5,
         heartbeat_interval=0.2,
     )
     with server_side:
