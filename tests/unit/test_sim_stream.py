@@ -510,3 +510,20 @@ def test_replication_keeps_clones_as_clones(sim: SimBackend) -> None:
     assert (mnt(sim, "dst/rep/apps/web") / "os.img").read_bytes() == (
         mnt(sim, "fx/base") / "os.img"
     ).read_bytes()
+
+
+def test_receive_props_exclude_and_explicit_origin(sim: SimBackend) -> None:
+    sim.set("fx/base", {"zfleet:role": "image", "zfleet:owner": "ops"})
+    (mnt(sim, "fx/base") / "f").write_text("base")
+    sim.snapshot(["fx/base@s1"])
+    data = send_bytes(sim, SendSpec("fx/base@s1", props=True))
+    receive_bytes(sim, data, "dst/copy", exclude_props=("zfleet:owner",))
+    got = sim.get("dst/copy", ["zfleet:role", "zfleet:owner"])
+    assert got["zfleet:role"].source == "received" and "zfleet:owner" not in got
+    sim.clone("fx/base@s1", "fx/app")
+    (mnt(sim, "fx/app") / "g").write_text("app")
+    sim.snapshot(["fx/app@a1"])
+    clone_stream = send_bytes(sim, SendSpec("fx/app@a1", from_snap="fx/base@s1"))
+    receive_bytes(sim, clone_stream, "dst/app", origin="dst/copy@s1")
+    assert sim.list("dst/app")[0].origin == "dst/copy@s1"
+    assert (mnt(sim, "dst/app") / "f").read_text() == "base"
