@@ -38,7 +38,7 @@ from .nodes import (
 )
 from .pool import Dataset, Pool, Snapshot, new_guid
 from .props import normalize
-from .space import referenced, unique_bytes
+from .space import referenced, referenced_delta, unique_bytes
 from .tree import encode_cache
 
 log = structlog.get_logger(__name__)
@@ -236,9 +236,16 @@ def record_snapshot(
             "UPDATE datasets SET scan=?, next_obj=? WHERE id=?",
             (encode_cache(cache) if ds.head is None and ds.mounted else ds.scan, next_obj, ds.id),
         )
-    previous = previous_manifest(pool, ds)
-    ref = referenced(pool.objects, manifest)
-    written = unique_bytes(pool.objects, manifest, [previous]) if previous else ref
+    before = previous_snapshot(pool, ds)
+    if before is None:
+        ref = referenced(pool.objects, manifest)
+        written = ref
+    else:
+        previous = before.manifest
+        # Only the objects that differ from the previous snapshot are looked at: the cost of a
+        # snapshot follows the change.
+        ref = before.referenced + referenced_delta(pool.objects, previous, manifest)
+        written = unique_bytes(pool.objects, manifest, [previous])
     pool.conn.execute(
         "INSERT INTO snapshots(dataset, name, guid, createtxg, creation, manifest, referenced,"
         " written, props) VALUES(?,?,?,?,?,?,?,?,?)",
@@ -257,13 +264,13 @@ def record_snapshot(
     return pool.snapshot(f"{ds.name}@{short}")
 
 
-def previous_manifest(pool: Pool, ds: Dataset) -> Manifest | None:
-    """The newest snapshot's manifest, or a clone's origin's; None for a new dataset."""
+def previous_snapshot(pool: Pool, ds: Dataset) -> Snapshot | None:
+    """The newest snapshot, or a clone's origin; None for a dataset with neither."""
     snaps = pool.snapshots(ds.id)
     if snaps:
-        return snaps[-1].manifest
+        return snaps[-1]
     if ds.origin is not None:
-        return pool.snapshot_by_id(ds.origin).manifest
+        return pool.snapshot_by_id(ds.origin)
     return None
 
 

@@ -28,6 +28,14 @@ def referenced(store: ObjectStore, manifest: Manifest) -> int:
     return sum(sizes.get(d, 0) for d in manifest.values())
 
 
+def referenced_delta(store: ObjectStore, old: Manifest, new: Manifest) -> int:
+    """referenced(new) - referenced(old), reading only the objects that differ."""
+    gone = [d for o, d in old.items() if d and new.get(o) != d]
+    came = [d for o, d in new.items() if d and old.get(o) != d]
+    sizes = store.sizes([*gone, *came])
+    return sum(sizes.get(d, 0) for d in came) - sum(sizes.get(d, 0) for d in gone)
+
+
 def unique_bytes(store: ObjectStore, target: Manifest, others: Sequence[Manifest]) -> int:
     """Bytes of ``target``'s records that none of ``others`` holds at the same place."""
     candidates: dict[int, bytes] = {}

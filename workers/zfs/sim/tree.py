@@ -49,7 +49,7 @@ Cache = dict[str, CacheEntry]
 
 
 def encode_cache(cache: Cache) -> bytes:
-    return bytes(msgpack.packb({k: list(v) for k, v in cache.items()}))
+    return bytes(msgpack.packb(cache))  # tuples pack as arrays
 
 
 def decode_cache(blob: bytes | None) -> Cache:
