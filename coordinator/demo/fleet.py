@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -114,6 +115,7 @@ class DemoFleet:
             "ZFLEET_LOG_FORMAT": "json",
             "ZFLEET_DATA_DIR": str(self.root / "data"),
             "ZFLEET_METRICS_PORT": "0",
+            "ZFLEET_STREAM_BIND": "127.0.0.1:0",
             "ZFLEET_FLEET_CONFIG": str(self.config),
         })  # fmt: skip
         return env
@@ -207,14 +209,16 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def fleet_toml(root: Path, ports: dict[str, int], store_path: Path, *, with_store: bool) -> str:
-    """The demo's fleet config: three sim hosts, a local store, and the `demo` job."""
+def fleet_toml(root: Path, store_path: Path, *, with_store: bool) -> str:
+    """The demo's fleet config: three sim hosts, a local store, and the `demo` job.
+
+    No stream addresses: each worker binds a free port (ZFLEET_STREAM_BIND=127.0.0.1:0) and
+    announces it in its heartbeat, where peers look it up; a port picked in advance could be
+    taken by another program before the worker binds it.
+    """
     parts = []
     for host in HOSTS:
-        parts.append(
-            f'[hosts.{host}]\nbackend = "sim"\nsim_root = "{root / "hosts" / host}"\n'
-            f'stream_address = "127.0.0.1:{ports[host]}"\n'
-        )
+        parts.append(f'[hosts.{host}]\nbackend = "sim"\nsim_root = "{root / "hosts" / host}"\n')
     parts.append(f'[stores.{STORE_NAME}]\nkind = "dir"\npath = "{store_path}"\n')
     targets = [f'"beta:{TARGET_POOL}/alpha"', f'"gamma:{TARGET_POOL}/alpha"']
     if with_store:
@@ -279,20 +283,13 @@ def start_fleet(
     On any failure everything already started is stopped before the error propagates.
     """
     prepare_hosts(root)
-    ports = {h: free_port() for h in HOSTS}
     store_path = root / "store"
     config = root / "fleet.toml"
-    config.write_text(fleet_toml(root, ports, store_path, with_store=with_store_target))
-    redis_port = free_port()
-    fleet = DemoFleet(root=root, config=config, redis_url=f"redis://127.0.0.1:{redis_port}/0",
-                      store_path=store_path)  # fmt: skip
+    config.write_text(fleet_toml(root, store_path, with_store=with_store_target))
+    fleet = DemoFleet(root=root, config=config, redis_url="", store_path=store_path)
     try:
         on_step("starting Redis")
-        fleet.spawn("redis", [
-            redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
-            "--dir", str(root / "redis"), "--save", "", "--appendonly", "no",
-        ])  # fmt: skip
-        _wait(fleet, lambda: _pings(fleet), "Redis to answer")
+        _start_redis(fleet)
         zfleet = zfleet_command()
         for host in HOSTS:
             on_step(f"starting worker {host}")
@@ -301,16 +298,53 @@ def start_fleet(
         on_step("starting coordinator")
         fleet.spawn("coordinator", [*zfleet, "coordinator", "--config", str(config),
                                     "--lease-ttl", "5"])  # fmt: skip
-        fleet.metrics_port = free_port()
-        on_step(f"starting the metrics endpoint on 127.0.0.1:{fleet.metrics_port}")
-        fleet.spawn("metrics", [*zfleet, "metrics", "--config", str(config),
-                                "--port", str(fleet.metrics_port)])  # fmt: skip
+        on_step("starting the metrics endpoint")
+        metrics = fleet.spawn("metrics", [*zfleet, "metrics", "--config", str(config),
+                                          "--port", "0"])  # fmt: skip
         on_step("waiting for the workers")
         _wait(fleet, fleet.workers_ready, "every worker's heartbeat")
+        _wait(fleet, lambda: _announced_port(fleet, metrics), "the metrics endpoint")
     except BaseException:
         fleet.stop()
         raise
     return fleet
+
+
+REDIS_ATTEMPTS: Final = 3
+
+
+def _start_redis(fleet: DemoFleet) -> None:
+    """Redis on a free port; another port if something took this one before Redis bound it."""
+    for attempt in range(1, REDIS_ATTEMPTS + 1):
+        port = free_port()
+        fleet.redis_url = f"redis://127.0.0.1:{port}/0"
+        child = fleet.spawn("redis", [
+            redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(fleet.root / "redis"), "--save", "", "--appendonly", "no",
+        ])  # fmt: skip
+        try:
+            _wait(fleet, lambda: _pings(fleet), "Redis to answer")
+            return
+        except DemoError:
+            if attempt == REDIS_ATTEMPTS or child.process.poll() is None:
+                raise
+            log.warning("demo.redis_retry", port=port, attempt=attempt)
+            fleet.children.remove(child)
+            child.log_file.close()
+            if fleet._client is not None:
+                fleet._client.close()
+                fleet._client = None
+
+
+_SERVING: Final = re.compile(rb"serving metrics on http://[^:]+:(\d+)/metrics")
+
+
+def _announced_port(fleet: DemoFleet, child: Child) -> bool:
+    """Whether ``zfleet metrics`` said which port it bound; records it in the fleet."""
+    found = _SERVING.search(child.log_path.read_bytes())
+    if found:
+        fleet.metrics_port = int(found[1])
+    return found is not None
 
 
 def _pings(fleet: DemoFleet) -> bool:
