@@ -63,6 +63,16 @@ class StoreConfig:
     path: Path | None = None
 
 
+def store_descriptor(store: StoreConfig) -> dict[str, str | None]:
+    """How a worker reaches ``store``: a location for workers.cloud's open_target and an
+    endpoint for S3-compatible servers (credentials come from the worker's own settings)."""
+    if store.kind == "dir":
+        return {"name": store.name, "url": str(store.path), "endpoint": None}
+    prefix = store.prefix.strip("/")
+    return {"name": store.name, "url": f"s3://{store.bucket}/{prefix}".rstrip("/"),
+            "endpoint": store.endpoint}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class DatasetRef:
     """A dataset on a host (``alpha:tank/images``)."""

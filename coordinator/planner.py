@@ -45,6 +45,10 @@ def store_host(store: str) -> str:
     return f"store:{store}"
 
 
+def is_store(host: str) -> bool:
+    return host.startswith("store:")
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """One node of the DAG. ``host`` None means the coordinator runs it itself.
@@ -201,7 +205,8 @@ class _Builder:
                     pr, "origin snapshot missing on the source",
                     (ds.origin or "",),
                 )  # fmt: skip
-            otarget = self.job.target_dataset(src, self._target(tkey), origin_src.name)
+            otarget = (origin_src.name if is_store(tkey)
+                       else self.job.target_dataset(src, self._target(tkey), origin_src.name))
             send = {"snapshot": first.name, "from_snap": ds.origin, "intermediates": False}
             key = self._leg(
                 pr, send, guids=(first.guid, origin_src.snap_guids[oi]), estimate=first.written,
@@ -269,7 +274,7 @@ class _Builder:
             )  # fmt: skip
         at_newest = bookmark is None and si == len(ds) - 1
         if at_newest:
-            if diverged:
+            if diverged and not is_store(tkey):
                 self.rollbacks.append(
                     StepPlan(
                         id=f"rollback{len(self.rollbacks):04d}", kind=ROLLBACK, host=tkey,
@@ -381,6 +386,8 @@ class _Builder:
         return key
 
     def _hold(self, host: str, snapshot: str, guid: int, leg: tuple[Any, ...] | None) -> None:
+        if is_store(host):
+            return  # a store's streams are immutable: nothing to hold there
         self.holds.setdefault(host, {})[snapshot] = guid
         if leg is not None:
             self.legs[leg].holds.add(host)
@@ -477,8 +484,8 @@ class _Builder:
         origins: set[str] = {d.origin for d in self.graph if d.origin}
         per_host: dict[str, list[list[Any]]] = {}
         for (host, name), protected in sorted(self.protect.items()):
-            if (host, name) in self.no_prune:
-                continue
+            if (host, name) in self.no_prune or is_store(host):
+                continue  # refused targets stay as they are; stores prune with `zfleet cloud`
             ds = self.graph.dataset(host, name)
             snaps = (ds.snapshots() if ds else []) + self.arriving.get((host, name), [])
             keep = set(protected) | {s.guid for s in snaps if s.name in origins}

@@ -230,16 +230,21 @@ class Coordinator:
 
     def _with_grants(self, job: Job, step: Step) -> dict[str, Any]:
         """The transfer's arguments with a grant per target, signed for this attempt only."""
-        if self.grant_secret is None:
+        if self.grant_secret is None and not job.options.get("stores"):
             return step.args
         targets = []
+        stores = job.options.get("stores", {})
         for t in step.args.get("targets", []):
+            if str(t["host"]).startswith("store:"):
+                targets.append({**t, "store": stores.get(str(t["host"])[len("store:") :])})
+                continue
             grant = new_grant(
                 transfer_id=f"{job.id}/{step.id}/{step.attempt}/{t['host']}",
                 host=t["host"], dataset=t["dataset"], fromguid=int(step.args["from_guid"]),
                 toguid=int(step.args["to_guid"]), ttl=self.grant_ttl, force=bool(t["force"]),
             )  # fmt: skip
-            targets.append({**t, "grant": sign_grant(self.grant_secret, grant)})
+            signed = sign_grant(self.grant_secret, grant) if self.grant_secret else ""
+            targets.append({**t, "grant": signed})
         return {**step.args, "targets": targets}
 
     def resend_unsent(self) -> None:
@@ -269,6 +274,11 @@ class Coordinator:
                               refusals=len(plan.refusals), estimate=plan.estimate)  # fmt: skip
             except ZfleetError as exc:
                 engine.finish_step(step, engine.FAILED, time.time(), error=str(exc),
+                                   error_type=type(exc).__name__)  # fmt: skip
+            except Exception as exc:  # a planner bug fails this job, not the coordinator
+                self.log.exception("plan.crashed", job_id=job.id)
+                engine.finish_step(step, engine.FAILED, time.time(),
+                                   error=f"internal error: {type(exc).__name__}: {exc}",
                                    error_type=type(exc).__name__)  # fmt: skip
         engine.settle(job, time.time())
         self.store.save(job)

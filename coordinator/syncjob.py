@@ -13,11 +13,19 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from coordinator.config import FleetConfig, JobConfig, parse_config
+from coordinator.config import FleetConfig, JobConfig, parse_config, store_descriptor
 from coordinator.engine import Job, add_steps
 from coordinator.graph import FleetGraph
 from coordinator.jobstore import JobStore
-from coordinator.planner import INVENTORY, PLAN, SNAPSHOT, Plan, StepPlan, plan_sync
+from coordinator.planner import (
+    INVENTORY,
+    PLAN,
+    SNAPSHOT,
+    Plan,
+    StepPlan,
+    plan_sync,
+    store_host,
+)
 from protocol.errors import ConfigError
 from protocol.messages import InventoryReport
 from workers.zfs.base import ObjType, ZfsObject
@@ -59,7 +67,7 @@ def new_sync_job(
     """The DAG's first steps for one run of the job ``name``."""
     when = time.time() if now is None else now
     jc = config.job(name)
-    stores = [t.store for t in jc.targets if t.store]
+    stores = {t.store: store_descriptor(config.stores[t.store]) for t in jc.targets if t.store}
     job = Job(
         id=job_id or new_job_id(),
         name=name,
@@ -87,7 +95,10 @@ def new_sync_job(
         sid = f"inventory-{host}"
         inv_ids.append(sid)
         deps = (snap_ids[host],) if host in snap_ids else ()
-        steps.append(StepPlan(id=sid, kind=INVENTORY, host=host, args={"roots": roots}, deps=deps))
+        args: dict[str, Any] = {"roots": roots}
+        if stores and host == jc.sources[0].host:
+            args["stores"] = sorted(stores.values(), key=lambda d: str(d["name"]))
+        steps.append(StepPlan(id=sid, kind=INVENTORY, host=host, args=args, deps=deps))
     steps.append(StepPlan(id="plan", kind=PLAN, host=None, args={}, deps=tuple(inv_ids)))
     add_steps(job, steps)
     return job
@@ -118,6 +129,10 @@ def plan_job(store: JobStore, job: Job) -> Plan:
         report = store.inventory(step.host, job.id)
         if report is not None:
             graph.add_inventory(step.host, report_objects(report), report.taken_at)
+    for name in job.options.get("stores", {}):
+        report = store.inventory(store_host(name), job.id)
+        if report is not None:
+            graph.add_inventory(store_host(name), report_objects(report), report.taken_at)
     return plan_sync(graph, config.job(job.name), job_id=job.id)
 
 

@@ -28,7 +28,7 @@ from protocol.errors import (
     TransferInterrupted,
     ZfleetError,
 )
-from protocol.messages import InventoryReport, ResultValue, ZfsObjectRecord
+from protocol.messages import InventoryReport, ObjectType, ResultValue, ZfsObjectRecord
 from workers.zfs.base import ReceiveSpec, SendSpec, ZfsBackend
 
 log = structlog.get_logger(__name__)
@@ -55,6 +55,7 @@ class StepContext:
     mark_delivered: Callable[[str], None] = lambda target: None
     progress: Callable[[str, int, int | None], None] = lambda target, done, total: None
     push: Callable[..., Any] | None = None  # workers.dataplane.push_transfer, injected
+    open_store: Callable[[Mapping[str, Any]], Any] | None = None  # a workers.cloud Repository
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,6 +125,7 @@ class TransferTarget:
     origin: str | None
     grant: str
     address: tuple[str, int] | None
+    store: Mapping[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -160,10 +162,14 @@ class TransferArgs:
                         or not isinstance(addr[1], int)):  # fmt: skip
                     raise MessageError("a target address must be [host, port]")
                 address = (addr[0], addr[1])
+            store = t.get("store")
+            if store is not None and not (isinstance(store, dict) and isinstance(
+                    store.get("url"), str) and isinstance(store.get("name"), str)):  # fmt: skip
+                raise MessageError("a store target needs {name, url}")
             targets.append(
                 TransferTarget(host=_str(t, "host"), dataset=_str(t, "dataset"),
                                force=_bool(t, "force"), origin=_opt_str(t, "origin"),
-                               grant=_opt_str(t, "grant") or "", address=address)
+                               grant=_opt_str(t, "grant") or "", address=address, store=store)
             )  # fmt: skip
         if not targets:
             raise MessageError("a transfer needs at least one target")
@@ -191,7 +197,36 @@ def inventory(ctx: StepContext, raw: str) -> Result:
     report = InventoryReport(host=ctx.host, taken_at=time.time(), objects=tuple(objects),
                              root=roots[0] if len(roots) == 1 else None)  # fmt: skip
     ctx.save_inventory(report)
-    return {"objects": len(objects)}
+    stores = _obj(raw).get("stores") or []
+    for desc in stores:
+        ctx.save_inventory(store_inventory(ctx, desc))
+    return {"objects": len(objects), "stores": len(stores)}
+
+
+def store_inventory(ctx: StepContext, desc: Mapping[str, Any]) -> InventoryReport:
+    """What an object store holds, as inventory rows: each stored stream's snapshots, by guid."""
+    from workers.cloud import manifest as mf
+
+    if ctx.open_store is None:
+        raise TransferError("this worker cannot open object stores")
+    repo = ctx.open_store(desc)
+    manifests, _broken = mf.load_all(repo.target, repo.crypto)
+    rows: dict[str, ZfsObjectRecord] = {}
+    order = 0
+    for m in manifests:
+        if m.resuming:
+            continue
+        parts = m.substreams or (mf.Substream(m.snapshot, m.toguid, m.fromguid),)
+        for sub in parts:
+            dataset = sub.toname.split("@", 1)[0]
+            order += 1
+            rows.setdefault(dataset, ZfsObjectRecord(
+                name=dataset, type=ObjectType.FILESYSTEM, guid=0, createtxg=0, creation=0))
+            rows.setdefault(sub.toname, ZfsObjectRecord(
+                name=sub.toname, type=ObjectType.SNAPSHOT, guid=sub.toguid, createtxg=order,
+                creation=int(m.created)))  # fmt: skip
+    return InventoryReport(host=f"store:{desc['name']}", taken_at=time.time(),
+                           objects=tuple(rows.values()))  # fmt: skip
 
 
 def snapshot(ctx: StepContext, raw: str) -> Result:
@@ -287,10 +322,13 @@ def transfer(ctx: StepContext, raw: str) -> Result:
         return {"bytes": 0, "wire_bytes": 0, "targets": 0, "skipped": len(args.targets)}
     if ctx.push is None or ctx.peer_address is None:
         raise TransferError("this worker has no data plane to send with")
-    peers = []
+    if any(t.host.startswith("store:") and t.store is None for t in todo):
+        raise MessageError("a store target came without its store's location")
+    peers: list[Any] = []
     for t in todo:
-        if t.host.startswith("store:"):
-            raise TransferError(f"{t.label}: object store targets are not wired into sync yet")
+        if t.store is not None:
+            peers.append(_store_target(ctx, t.store))
+            continue
         peers.append(
             PeerTarget(
                 host=t.host,
@@ -318,6 +356,17 @@ def transfer(ctx: StepContext, raw: str) -> Result:
         msg = "; ".join(failures)
         raise TransferInterrupted(msg) if retryable else TransferError(msg)
     return {"bytes": moved, "wire_bytes": wire, "targets": len(todo), "resumed": resumed}
+
+
+def _store_target(ctx: StepContext, desc: Mapping[str, Any]) -> Any:
+    """A data-plane target that uploads the stream into the object store, record-aware."""
+    from workers.cloud.ingest import StoreSink
+    from workers.dataplane.targets import StoreTarget
+
+    if ctx.open_store is None:
+        raise TransferError("this worker cannot open object stores")
+    repo = ctx.open_store(desc)
+    return StoreTarget(name=str(desc["name"]), open=lambda spec: StoreSink(repo, host=ctx.host))
 
 
 def _progress_cb(ctx: StepContext, todo: Sequence[TransferTarget]) -> Callable[[Any], None]:

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -54,6 +54,7 @@ class HostRuntime:
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     stream_address: tuple[str, int] | None = None
     push: Callable[..., Any] | None = None
+    open_store: Callable[[Mapping[str, Any]], Any] | None = None
     started: float = field(default_factory=time.time)
     _stop: threading.Event = field(default_factory=threading.Event)
     _beat: threading.Thread | None = None
@@ -190,7 +191,7 @@ def context_for(rt: HostRuntime, call: StepCall) -> StepContext:
         host=rt.host, backend=rt.backend, job_id=call.job_id, step_id=call.step_id,
         attempt=call.attempt, cancelled=cancelled, save_inventory=save_inventory,
         peer_address=rt.peer_address, delivered=delivered, mark_delivered=mark_delivered,
-        progress=progress, push=_push_with_cancel(rt.push, cancelled),
+        progress=progress, push=_push_with_cancel(rt.push, cancelled), open_store=rt.open_store,
     )  # fmt: skip
 
 
@@ -309,3 +310,31 @@ def make_worker_app(rt: HostRuntime, redis_url: str) -> Celery:
 
     return app
 
+
+
+def store_opener(
+    passphrase: str | None, s3: Mapping[str, Any] | None = None
+) -> Callable[[Mapping[str, Any]], Any]:
+    """Opens (once per location: unlocking costs a key derivation) the repositories of the
+    fleet config's stores, described as ``{name, url, endpoint}``."""
+    lock = threading.Lock()
+    opened: dict[str, Any] = {}
+
+    def open_store(desc: Mapping[str, Any]) -> Any:
+        from protocol.errors import ConfigError
+        from workers.cloud.repo import Repository, Secret
+        from workers.cloud.targets import open_target
+
+        url = str(desc["url"])
+        with lock:
+            if url not in opened:
+                if passphrase is None:
+                    raise ConfigError("this worker needs ZFLEET_PASSPHRASE to open object stores")
+                extra = dict(s3 or {})
+                if desc.get("endpoint"):
+                    extra["endpoint_url"] = desc["endpoint"]
+                target = open_target(url, **extra) if url.startswith("s3://") else open_target(url)
+                opened[url] = Repository.open(target, Secret(passphrase=passphrase))
+            return opened[url]
+
+    return open_store

@@ -8,6 +8,7 @@ its stream server listens. SIGTERM finishes the running step (warm shutdown) and
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import click
@@ -51,7 +52,7 @@ def worker(
     from workers.celery_app import queue_for
     from workers.dataplane.sender import push_transfer
     from workers.dataplane.server import StreamServer
-    from workers.tasks import HostRuntime, make_worker_app
+    from workers.tasks import HostRuntime, make_worker_app, store_opener
 
     with cli_errors():
         settings = settings_for(config_path)
@@ -72,8 +73,14 @@ def worker(
         server.start()
         push = functools.partial(push_transfer, compression_level=settings.compression_level,
                                  bwlimit=settings.bwlimit)  # fmt: skip
+        s3 = {k: v for k, v in {
+            "access_key": settings.store_access_key.get() if settings.store_access_key else None,
+            "secret_key": settings.store_secret_key.get() if settings.store_secret_key else None,
+            "region": settings.store_region,
+        }.items() if v}  # fmt: skip
+        opener = store_opener(os.environ.get("ZFLEET_PASSPHRASE"), s3)
         rt = HostRuntime(host=host_name, backend=backend, client=client,
-                         stream_address=server.address, push=push)  # fmt: skip
+                         stream_address=server.address, push=push, open_store=opener)  # fmt: skip
         try:
             rt.start_heartbeat()
             app = make_worker_app(rt, settings.redis_url)

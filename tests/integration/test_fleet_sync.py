@@ -20,7 +20,7 @@ from coordinator import engine
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job
-from tests.services.fleet import Fleet, running_fleet
+from tests.services.fleet import PASSPHRASE, Fleet, running_fleet
 from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
 from workers.zfs.base import ObjType
 from workers.zfs.sim import SimBackend
@@ -192,3 +192,56 @@ def test_killed_worker_and_coordinator_do_not_stop_the_job(fleet: Fleet) -> None
     assert job.status == engine.JOB_SUCCEEDED, f"{job.error}: {engine.counts(job)}\n{fleet.logs()}"
     assert_replicated(fleet)
     assert max(s.attempt for s in job.steps.values() if s.kind == "transfer") >= 2
+
+
+STORE_JOB = """
+[stores.vault]
+kind = "dir"
+path = "{path}"
+
+[jobs.img]
+source = "alpha:tank/img"
+targets = ["beta:bk/img", "store:vault"]
+snapshot = "zfleet-%Y%m%dT%H%M%SZ"
+"""
+
+
+def test_object_store_target_gets_the_same_streams(
+    tmp_path: Path, redis_server: RedisServer  # noqa: F811
+) -> None:
+    from workers.cloud import manifest as mf
+    from workers.cloud.repo import Repository, Secret
+    from workers.cloud.targets import LocalTarget
+
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    repo = Repository.init(LocalTarget(vault), Secret(passphrase=PASSPHRASE), scrypt_n=2**10)
+    job = STORE_JOB.format(path=vault)
+    with running_fleet(tmp_path / "fleet", redis_server, HOSTS[:2], job) as fleet:
+        build_source(fleet.backend("alpha"))
+        fleet.backend("beta").create_pool("bk")
+        for host in HOSTS[:2]:
+            fleet.start_worker(host)
+        fleet.start_coordinator()
+        store = JobStore(fleet.client())
+        first = run_sync(fleet, store)
+        # one send feeds the peer and the store at once
+        assert all(len(s.args["targets"]) == 2 for s in first.steps.values()
+                   if s.kind == "transfer")  # fmt: skip
+        stored, broken = mf.load_all(repo.target, repo.crypto)
+        assert not broken
+        in_store = {sub.toguid for m in stored for sub in (m.substreams or [m])}
+        snaps = {o.guid for o in fleet.backend("alpha").list("tank/img")
+                 if o.type is ObjType.SNAPSHOT}  # fmt: skip
+        assert snaps <= in_store
+        # clones went in as incrementals from their origin snapshot
+        app1 = next(m for m in stored if m.dataset == "tank/img/app1")
+        assert app1.fromguid != 0
+
+        write(fleet.backend("alpha"), "tank/img/base", "patch", os.urandom(4096))
+        time.sleep(1.1)
+        second = run_sync(fleet, store)
+        newer, _ = mf.load_all(repo.target, repo.crypto)
+        added = [m for m in newer if m.id not in {o.id for o in stored}]
+        assert added and all(m.fromguid != 0 for m in added)  # only increments went in
+        assert moved(second) * 10 < moved(first)

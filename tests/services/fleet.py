@@ -25,6 +25,7 @@ from tests.services.redis import RedisServer
 from workers.zfs.sim import SimBackend
 
 SECRET = "fleet-secret-for-tests-0123456789"
+PASSPHRASE = "store-passphrase-for-tests"
 
 
 def zfleet_binary() -> str:
@@ -51,6 +52,7 @@ class Fleet:
             "ZFLEET_REDIS_URL": self.server.url, "ZFLEET_FLEET_SECRET": SECRET,
             "ZFLEET_STREAM_BIND": "127.0.0.1:0", "ZFLEET_LOG_FORMAT": "json",
             "ZFLEET_DATA_DIR": str(self.root / "data"), "ZFLEET_METRICS_PORT": "0",
+            "ZFLEET_PASSPHRASE": PASSPHRASE,
         })  # fmt: skip
         return env
 
