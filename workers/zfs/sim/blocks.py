@@ -46,20 +46,31 @@ class BlockStore:
 
     def put_as(self, block: bytes, data: bytes) -> None:
         """Store ``data`` under an id the caller computed (ciphertext of an encrypted block)."""
-        path = self.path(block)
-        if path.exists():
-            # Refresh its age: a sweep must not take a block that is wanted again.
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(path)
-                return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        path = os.path.join(self.root, block[:1].hex(), block[1:].hex())
         try:
-            with open(tmp, "wb") as fp:
-                fp.write(data)
+            # Already there: refresh its age, so a sweep does not take a block wanted again.
+            os.utime(path)
+            return
+        except FileNotFoundError:
+            pass
+        # A dot name: never read as a block, and swept if a killed writer leaves it behind.
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise ZfsError(f"cannot write block {block.hex()}: {exc.strerror}") from exc
 
     def get(self, block: bytes) -> bytes:
