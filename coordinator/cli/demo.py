@@ -205,5 +205,9 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
             if not keep_dir:
                 shutil.rmtree(root, ignore_errors=True)
             elif not as_json:
-                console.print(f"kept {root} (logs in {root / 'logs'})")
+                console.print(
+                    f"kept {root}: logs in {root / 'logs'}; look in the store with\n"
+                    f"  ZFLEET_PASSPHRASE=$(cat {root / 'store.passphrase'}) "
+                    f"zfleet cloud --repo {root / 'store'} ls", highlight=False, soft_wrap=True,
+                )
     sys.exit(code)

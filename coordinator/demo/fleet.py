@@ -116,6 +116,8 @@ class DemoFleet:
             "ZFLEET_DATA_DIR": str(self.root / "data"),
             "ZFLEET_METRICS_PORT": "0",
             "ZFLEET_STREAM_BIND": "127.0.0.1:0",
+            # the object store's passphrase, as `zfleet cloud` and the workers read it
+            "ZFLEET_PASSPHRASE": self.store_passphrase,
             "ZFLEET_FLEET_CONFIG": str(self.config),
         })  # fmt: skip
         return env
@@ -230,7 +232,9 @@ def fleet_toml(root: Path, store_path: Path, *, with_store: bool) -> str:
     return "\n".join(parts)
 
 
-DEMO_PARTS: Final = ("hosts", "logs", "data", "store", "redis", "fleet.toml", "fleet.svg")
+PASSPHRASE_FILE: Final = "store.passphrase"  # noqa: S105 (a file name, not a secret)
+DEMO_PARTS: Final = ("hosts", "logs", "data", "store", "redis", "fleet.toml", "fleet.svg",
+                     PASSPHRASE_FILE)  # fmt: skip
 
 
 def claim_directory(root: Path) -> bool:
@@ -287,6 +291,10 @@ def start_fleet(
     config = root / "fleet.toml"
     config.write_text(fleet_toml(root, store_path, with_store=with_store_target))
     fleet = DemoFleet(root=root, config=config, redis_url="", store_path=store_path)
+    # kept with the store, so that `zfleet cloud` can open it after a --keep run
+    secret = root / PASSPHRASE_FILE
+    secret.touch(mode=0o600)
+    secret.write_text(fleet.store_passphrase + "\n")
     try:
         on_step("starting Redis")
         _start_redis(fleet)
