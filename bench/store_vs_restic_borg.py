@@ -291,6 +291,7 @@ def main() -> None:
             "BORG_PASSPHRASE": PASSWORD,
             "BORG_BASE_DIR": str(work / "borg-base"),
         }
+        # Each CLI run pays process start-up and key derivation; on small streams that dominates.
         fixed = {t.name: fixed_cost(t, work / f"{t.name}-tiny") for t in tools(env)}
         print(
             "per-invocation fixed cost (median of 3 puts of a 10 KiB stream): "
@@ -302,25 +303,22 @@ def main() -> None:
             total = sum(s.stat().st_size for s in streams)
             print(f"\n== {label}: {len(streams)} streams, {total / 1e6:.1f} MB")
             head = f"{'tool':<8} {'stored bytes':>14} {'stored %':>9} {'median MB/s':>12}"
-            print(f"{head} {'total MB/s':>11} {'total s':>8} {'marginal MB/s':>14}")
+            print(f"{head} {'total MB/s':>11} {'total s':>8}")
             results = {}
             for tool in tools(env):
                 repo = work / f"{tool.name}-{label}"
                 stored, rate, secs = measure(tool, streams, repo)
-                # Streaming rate once each invocation's fixed cost is taken out.
-                marginal = total / 1e6 / max(secs - len(streams) * fixed[tool.name], 1e-3)
-                results[tool.name] = (stored, rate, total / 1e6 / secs, marginal)
+                results[tool.name] = (stored, rate, total / 1e6 / secs)
                 row = f"{tool.name:<8} {stored:>14,} {stored / total:>9.2%} {rate:>12.1f}"
-                print(f"{row} {total / 1e6 / secs:>11.1f} {secs:>8.1f} {marginal:>14.1f}")
+                print(f"{row} {total / 1e6 / secs:>11.1f} {secs:>8.1f}")
                 shutil.rmtree(repo)
-            z_stored, z_rate, z_total, z_marg = results["zfleet"]
+            z_stored, z_rate, z_total = results["zfleet"]
             for base in ("restic", "borg"):
-                b_stored, b_rate, b_total, b_marg = results[base]
+                b_stored, b_rate, b_total = results[base]
                 print(
                     f"zfleet vs {base}: stores {z_stored / b_stored:.3f}x the bytes "
                     f"({b_stored / z_stored:.2f}x less); ingest {z_rate / b_rate:.2f}x as fast "
-                    f"(median per stream), {z_total / b_total:.2f}x (total), "
-                    f"{z_marg / b_marg:.2f}x (marginal)"
+                    f"(median per stream), {z_total / b_total:.2f}x (total)"
                 )
             rate, back = in_process_rates(streams, work / f"inproc-{label}")
             print(
