@@ -135,9 +135,10 @@ class QuietNarrator:
 
 @click.command("demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Work here (created if missing) instead of a temporary directory.")
+              help="Work here (new, empty, or an earlier demo's) instead of a temporary "
+                   "directory; kept afterwards.")
 @click.option("--keep", is_flag=True,
-              help="Keep the directory afterwards (pools, store, logs, fleet.svg).")
+              help="Keep the temporary directory (pools, store, logs) afterwards.")
 @click.option("--svg", "svg_out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("fleet.svg"), show_default=True,
               help="Where to write the picture of the fleet.")
