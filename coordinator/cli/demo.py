@@ -149,7 +149,9 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
     Builds an OS image with snapshots, application clones, home and log datasets on host alpha;
     replicates them to beta and gamma (clones stay clones) and backs them up to a deduplicating
     object store; changes data and replicates the increment; restores a snapshot from the store;
-    checks guids, origins and every snapshot's files; draws the fleet (fleet.svg).
+    checks guids, origins and every snapshot's files; asks the coordinator for a dry run (nothing
+    left to send) and the metrics endpoint (no target behind); draws the fleet (fleet.svg).
+    Takes about half a minute.
 
     Exit codes: 0 every check passed, 1 a check failed or the demo broke, 130 interrupted.
     """
