@@ -130,22 +130,56 @@ def divergence_detected_and_forced(t: Target) -> None:
     assert t.obj(f"{dst}@s2").guid == t.obj(f"{src}@s2").guid
 
 
-def target_snapshots_source_lacks(t: Target) -> None:
-    """A target with its own newer snapshot refuses an incremental; ``-F`` destroys it."""
+def _replicated_once(t: Target) -> tuple[str, str, SendSpec]:
+    """src@s1 copied to dst, then src@s2 taken: the incremental the next scenarios try."""
     src, dst = _source(t), t.ds("dst")
     t.files.write(src, "f.txt", b"one\n")
     t.backend.snapshot([f"{src}@s1"])
     transfer(t.backend, SendSpec(f"{src}@s1"), t.backend, ReceiveSpec(dst))
-    t.backend.snapshot([f"{dst}@local"])
     t.files.write(src, "f.txt", b"two\n")
     t.backend.snapshot([f"{src}@s2"])
-    incr = SendSpec(f"{src}@s2", from_snap=f"{src}@s1")
-    with pytest.raises(NoCommonSnapshot):
+    return src, dst, SendSpec(f"{src}@s2", from_snap=f"{src}@s1")
+
+
+def diverged_target_snapshot_forced(t: Target) -> None:
+    """Target changes kept in a snapshot of its own: refused as modified; ``-F`` destroys it.
+
+    OpenZFS finds the incremental source anywhere in the target's history and refuses only
+    because the target changed since then (dmu_recv's ETXTBSY, "has been modified").
+    """
+    _, dst, incr = _replicated_once(t)
+    t.files.write(dst, "local-change.txt", b"written on the target\n")
+    t.backend.snapshot([f"{dst}@local"])
+    with pytest.raises(DestinationModified):
         transfer(t.backend, incr, t.backend, ReceiveSpec(dst))
     transfer(t.backend, incr, t.backend, ReceiveSpec(dst, force=True))
     names = t.names(dst)
     assert f"{dst}@local" not in names
     assert f"{dst}@s2" in names
+    assert t.files.read(dst, "f.txt") == b"two\n"
+
+
+def noop_target_snapshot_accepted(t: Target) -> None:
+    """A snapshot taken on the target without changes does not block the next incremental."""
+    src, dst, incr = _replicated_once(t)
+    t.backend.snapshot([f"{dst}@local"])
+    transfer(t.backend, incr, t.backend, ReceiveSpec(dst))
+    assert {f"{dst}@s1", f"{dst}@local", f"{dst}@s2"} <= t.names(dst)
+    assert t.obj(f"{dst}@s2").guid == t.obj(f"{src}@s2").guid
+    assert t.files.read(dst, "f.txt") == b"two\n"
+
+
+def incremental_source_missing_on_target(t: Target) -> None:
+    """An incremental whose source snapshot the target never had is refused, target intact."""
+    src, dst, _ = _replicated_once(t)
+    t.files.write(src, "f.txt", b"three\n")
+    t.backend.snapshot([f"{src}@s3"])
+    before = t.names(dst)
+    skip_s2 = SendSpec(f"{src}@s3", from_snap=f"{src}@s2")
+    with pytest.raises(NoCommonSnapshot):
+        transfer(t.backend, skip_s2, t.backend, ReceiveSpec(dst))
+    assert t.names(dst) == before
+    assert t.files.read(dst, "f.txt") == b"one\n"
 
 
 def bookmark_as_incremental_source(t: Target) -> None:
