@@ -324,3 +324,10 @@ def test_inherit_r_clears_the_whole_subtree(sh: Shell) -> None:
     assert {name: props["zfleet:x"].value for name, props in got.items()} == {
         "tank/a": "-", "tank/a/b": "-",
     }  # fmt: skip
+
+
+def test_help_lists_every_command(sh: Shell) -> None:
+    out = sh.ok("zfs", "--help")
+    for command in ("list", "get", "send", "receive", "load-key", "diff"):
+        assert f"\t{command} " in out
+    assert "create" in sh.ok("zpool", "-?")

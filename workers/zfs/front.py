@@ -195,6 +195,13 @@ class Front:
         if not args:
             self.err(f"usage: {program} command args ...")
             return EXIT_USAGE
+        if args[0] in ("-?", "--help", "help"):
+            lines = [USAGE.get(c, f"{c} ...") for c in commands] if program == "zfs" else []
+            self.out(
+                f"usage: {program} command args ...\nwhere 'command' is one of the following:\n\n"
+                + "".join(f"\t{line}\n" for line in lines or commands)
+            )
+            return 0
         name = ALIASES_CMD.get(args[0], args[0])
         command = commands.get(name)
         if command is None:
