@@ -21,11 +21,9 @@ import click
 from protocol.errors import ConfigError, ZfleetError
 from protocol.log import configure_logging
 from workers.cloud import manifest as mf
-from workers.cloud.ingest import StoreSink
 from workers.cloud.prune import GRACE, prune
 from workers.cloud.repair import rebuild_index
 from workers.cloud.repo import Repository, Secret
-from workers.cloud.restore import restore_chain, restore_stream
 from workers.cloud.targets import CHECKSUM_MODES, Target, open_target
 from workers.cloud.verify import verify
 
@@ -165,6 +163,9 @@ def init(opts: Options, pack_size_mib: int) -> None:
 @_errors
 def put(opts: Options, stream: BinaryIO, host: str, as_json: bool) -> None:
     """Store a send stream read from STREAM (default: standard input)."""
+    # Imported here: the stream codec pulls in numpy, which ls/verify/prune do not need.
+    from workers.cloud.ingest import StoreSink
+
     repo = opts.open()
     sink = StoreSink(repo, host=host)
     try:
@@ -230,6 +231,8 @@ def restore(opts: Options, snapshot: str, out_dir: Path | None, only_last: bool)
 
     Without --out-dir the chain must be a single stream (or --only-last) and goes to stdout.
     """
+    from workers.cloud.restore import restore_chain, restore_stream
+
     repo = opts.open()
     chain = restore_chain(repo, snapshot)
     if only_last:
