@@ -297,14 +297,27 @@ def test_force_rolls_back_past_newer_snapshots(sim: SimBackend) -> None:
     src = mnt(sim, "fx/base")
     sim.snapshot(["fx/base@s1"])
     receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/copy")
-    sim.snapshot(["dst/copy@diverged"])
+    sim.snapshot(["dst/copy@noop"])  # no change: does not block the next incremental
     (src / "f").write_text("new")
     sim.snapshot(["fx/base@s2"])
-    incr = send_bytes(sim, SendSpec("fx/base@s2", from_snap="@s1"))
-    with pytest.raises(NoCommonSnapshot):
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s2", from_snap="@s1")), "dst/copy")
+    assert [o.short for o in sim.list("dst/copy", types=[ObjType.SNAPSHOT])] == ["s1", "noop", "s2"]
+    (mnt(sim, "dst/copy") / "local").write_text("diverged")
+    sim.snapshot(["dst/copy@diverged"])  # a change kept in a snapshot of the target's own
+    (src / "f").write_text("newer")
+    sim.snapshot(["fx/base@s3"])
+    incr = send_bytes(sim, SendSpec("fx/base@s3", from_snap="@s2"))
+    with pytest.raises(DestinationModified):
         receive_bytes(sim, incr, "dst/copy")
     receive_bytes(sim, incr, "dst/copy", force=True)
-    assert [o.short for o in sim.list("dst/copy", types=[ObjType.SNAPSHOT])] == ["s1", "s2"]
+    assert [o.short for o in sim.list("dst/copy", types=[ObjType.SNAPSHOT])] == [
+        "s1",
+        "noop",
+        "s2",
+        "s3",
+    ]
+    assert not (mnt(sim, "dst/copy") / "local").exists()
+    assert (mnt(sim, "dst/copy") / "f").read_text() == "newer"
 
 
 def test_cut_receive_resumes_from_its_token(sim: SimBackend) -> None:

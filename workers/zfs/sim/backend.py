@@ -273,7 +273,7 @@ class SimBackend(ZfsBackend):
         zfsnames.validate_bookmark(bookmark)
         with self._lock:
             pool = self._pool(snapshot)
-            with db.txg(pool.conn) as txg:
+            with db.txg(pool.conn):
                 source = pool.snapshot(snapshot) if "@" in snapshot else pool.bookmark(snapshot)
                 ds_name, _, short = bookmark.partition("#")
                 if ds_name != source.dataset_name:
@@ -283,7 +283,6 @@ class SimBackend(ZfsBackend):
                     )
                 if any(b.short == short for b in pool.bookmarks(source.dataset)):
                     raise DatasetExists(f"cannot create bookmark '{bookmark}': bookmark exists")
-                del txg
                 pool.conn.execute(
                     "INSERT INTO bookmarks(dataset, name, guid, createtxg, creation, manifest)"
                     " VALUES(?,?,?,?,?,?)",

@@ -243,17 +243,15 @@ def _payload_len(store: Any, sub: Substream, node: Node, index: int, block: byte
 
 
 def _runs(objs: Sequence[int]) -> Iterator[tuple[int, int]]:
-    start = prev = None
+    """Consecutive object ids as (first, count) runs, for FREEOBJECTS records."""
+    run: list[int] = []
     for obj in objs:
-        if start is None:
-            start = prev = obj
-        elif obj == prev + 1:  # type: ignore[operator]
-            prev = obj
-        else:
-            yield start, prev - start + 1  # type: ignore[operator]
-            start = prev = obj
-    if start is not None:
-        yield start, prev - start + 1  # type: ignore[operator]
+        if run and obj != run[-1] + 1:
+            yield run[0], len(run)
+            run = []
+        run.append(obj)
+    if run:
+        yield run[0], len(run)
 
 
 class SimSendStream:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 
 from protocol.errors import InvalidOperation
 from workers.zfs.base import PropertyValue
@@ -294,11 +295,11 @@ def inherit(pool: Pool, name: str, prop: str) -> None:
         _apply(pool, ds, lambda p: p.pop(prop, None))
 
 
-def _apply(pool: Pool, ds: Dataset, change: object) -> None:
+def _apply(pool: Pool, ds: Dataset, change: Callable[[dict[str, str]], object]) -> None:
+    """Change the local properties, then move live data whose mountpoint changed with them."""
     family = [ds, *pool.descendants(ds.name)]
     before = {d.id: pool.mountpoint(d) for d in family}
     props = dict(ds.props)
-    assert callable(change)
     change(props)
     pool.conn.execute("UPDATE datasets SET props=? WHERE id=?", (json.dumps(props), ds.id))
     for d in family:
@@ -307,8 +308,14 @@ def _apply(pool: Pool, ds: Dataset, change: object) -> None:
         if old == new or not fresh.mounted or fresh.head is not None:
             continue
         if old is not None and new is not None and old.exists():
+            if new.exists() and any(new.iterdir()):
+                raise InvalidOperation(
+                    f"cannot set property for '{ds.name}': mountpoint {new} is not empty"
+                )
             new.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(old, new) if not new.exists() else None
+            if new.exists():
+                new.rmdir()
+            shutil.move(old, new)
         elif new is None:
             pool.unmount(d)
 

@@ -80,24 +80,27 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
         raise DatasetNotFound(
             f"cannot receive incremental stream: destination '{ds_name}' does not exist"
         )
+    # As OpenZFS (recv_begin_check_existing_impl): the source may be any snapshot in the
+    # target's history; without -F the target must hold no change since it, whether in the
+    # live data or in newer snapshots of its own. -F rolls back to it (newer ones go).
     snaps = pool.snapshots(ds.id)
-    newest = (
-        snaps[-1] if snaps else (pool.snapshot_by_id(ds.origin) if ds.origin is not None else None)
-    )
-    if newest is not None and newest.guid == info.fromguid:
-        if not spec.force and pool.modified(ds):
-            raise DestinationModified(
-                f"cannot receive incremental stream: destination {ds_name} has been modified\n"
-                "since most recent snapshot"
-            )
-        return Target(ds_name, short, newest, False, None, newest if spec.force else None)
-    match = [s for s in snaps if s.guid == info.fromguid]
-    if match and spec.force:
-        return Target(ds_name, short, match[0], False, None, match[0])
-    raise NoCommonSnapshot(
-        f"cannot receive incremental stream: most recent snapshot of {ds_name} does not\n"
-        "match incremental source"
-    )
+    history = snaps or ([pool.snapshot_by_id(ds.origin)] if ds.origin is not None else [])
+    match = [s for s in history if s.guid == info.fromguid]
+    if not match:
+        raise NoCommonSnapshot(
+            f"cannot receive incremental stream: most recent snapshot of {ds_name} does not\n"
+            "match incremental source"
+        )
+    base = match[0]
+    if spec.force:
+        return Target(ds_name, short, base, False, None, base)
+    newer = [s for s in snaps if s.createtxg > base.createtxg]
+    if pool.modified(ds) or any(s.manifest != base.manifest for s in newer):
+        raise DestinationModified(
+            f"cannot receive incremental stream: destination {ds_name} has been modified\n"
+            "since most recent snapshot"
+        )
+    return Target(ds_name, short, base, False, None, None)
 
 
 def _full_target(
