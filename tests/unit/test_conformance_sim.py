@@ -11,14 +11,7 @@ from tests.conformance.target import CommandFiles, LocalFiles, Target
 from workers.zfs.sim import SimBackend
 
 # scenario name -> why the simulation fails it today (run as strict xfail, so a fix shows)
-KNOWN_FAILURES: dict[str, str] = {
-    # OpenZFS (dmu_recv.c, recv_begin_check_existing_impl) looks for the incremental source
-    # anywhere in the target's history: it refuses only a target changed since then (ETXTBSY,
-    # "has been modified") and accepts one whose newer snapshots hold no changes. The
-    # simulation requires the source to be the newest snapshot and says NoCommonSnapshot.
-    "diverged_target_snapshot_forced": "sim: NoCommonSnapshot where OpenZFS says modified",
-    "noop_target_snapshot_accepted": "sim: refuses an incremental past a no-op snapshot",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 @pytest.fixture
