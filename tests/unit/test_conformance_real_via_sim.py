@@ -26,14 +26,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 # scenario name -> why this path fails it today (strict xfail: a fix is noticed)
-KNOWN_FAILURES: dict[str, str] = {
-    # OpenZFS (dmu_recv.c, recv_begin_check_existing_impl) looks for the incremental source
-    # anywhere in the target's history: it refuses only a target changed since then (ETXTBSY,
-    # "has been modified") and accepts one whose newer snapshots hold no changes. The
-    # simulation requires the source to be the newest snapshot and says NoCommonSnapshot.
-    "diverged_target_snapshot_forced": "sim: NoCommonSnapshot where OpenZFS says modified",
-    "noop_target_snapshot_accepted": "sim: refuses an incremental past a no-op snapshot",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def make_shims(bin_dir: Path, sim_root: Path) -> dict[str, str]:
