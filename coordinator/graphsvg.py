@@ -96,7 +96,8 @@ def _topological(
 
 
 def _rows(graph: FleetGraph, lags: Sequence[Lag]) -> dict[str, list[_Row]]:
-    by_target = {(lg.target_host, lg.target_dataset): lg for lg in lags if lg.target_dataset}
+    # a store keeps a stream under its source dataset's name
+    by_target = {(lg.target_host, lg.target_dataset or lg.dataset): lg for lg in lags}
     panels: dict[str, list[_Row]] = {}
     for host, inv in sorted(graph.hosts.items()):
         names = set(inv.datasets)

@@ -34,8 +34,11 @@ from prometheus_client.registry import Collector
 from coordinator import keys
 from coordinator.config import FleetConfig, load_config
 from coordinator.engine import Job
+from coordinator.graph import FleetGraph
 from coordinator.jobstore import JobStore
 from coordinator.lag import fleet_lag
+from coordinator.planner import store_host
+from coordinator.syncjob import report_objects
 from protocol.errors import ZfleetError
 
 log = structlog.get_logger(__name__)
@@ -134,13 +137,11 @@ class FleetCollector(Collector):
         return families
 
     def _fleet(self, config: FleetConfig) -> list[GaugeMetricFamily]:
-        from coordinator.cli.status import load_graph
-
         now = self.clock()
         worker_up = _gauge("zfleet_worker_up", "1 while the host's worker heartbeats.", ["host"])
         age = _gauge("zfleet_inventory_age_seconds", "Age of the host's latest inventory.",
                      ["host"])  # fmt: skip
-        graph = load_graph(self.store, config)
+        graph = fleet_graph(self.store, config)
         for host in sorted(config.hosts):
             worker_up.add_metric([host], 1 if self.r.exists(keys.worker(host)) else 0)
             inv = graph.hosts.get(host)
@@ -158,6 +159,18 @@ class FleetCollector(Collector):
             lag_s.add_metric(values, lg.seconds)
             lag_n.add_metric(values, lg.behind)
         return [worker_up, age, lag_s, lag_n]
+
+
+def fleet_graph(store: JobStore, config: FleetConfig) -> FleetGraph:
+    """The fleet graph from the latest inventories in Redis: every host's and every store's."""
+    from coordinator.cli.status import load_graph
+
+    graph = load_graph(store, config)
+    for name in sorted(config.stores):
+        report = store.inventory(store_host(name))
+        if report is not None:
+            graph.add_inventory(store_host(name), report_objects(report), report.taken_at)
+    return graph
 
 
 class ConfigWatcher:

@@ -23,11 +23,19 @@ from coordinator.demo.fleet import (
     prepare_hosts,
     start_fleet,
 )
-from coordinator.demo.store import StoreStats, open_repo, restore, upload
+from coordinator.demo.store import (
+    StoreStats,
+    open_repo,
+    pack_bytes,
+    restore,
+    stats_since,
+    stored_streams,
+)
 from coordinator.demo.verify import Check, Replica
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.syncjob import submit_sync
+from workers.cloud.repo import Repository
 from workers.zfs.base import ObjType
 
 JOB_NAME = "demo"
@@ -142,25 +150,22 @@ class Demo:
         alpha = backends["alpha"]
         hierarchy = scenario.build(alpha, SOURCE_POOL, self.say.note)
         self.say.phase("Starting the fleet")
-        fleet = start_fleet(self.root, on_step=self.say.note)
+        fleet = start_fleet(self.root, with_store_target=True, on_step=self.say.note)
         try:
             self.say.note(f"Redis {fleet.redis_url}, workers {', '.join(HOSTS)}, a coordinator "
                           f"(pids {' '.join(map(str, fleet.pids()))})")  # fmt: skip
             repo = open_repo(fleet.store_path, fleet.store_passphrase)
-            self.say.phase("Full sync: alpha:tank -> beta, gamma")
-            full = self.sync(fleet)
-            self.say.phase("Backing up to the object store")
-            self.backup(alpha, repo)
+            self.say.phase("Full sync: alpha:tank -> beta, gamma and the store")
+            full = self.sync(fleet, repo)
             self.say.phase("Changing data on alpha")
             scenario.change(alpha, hierarchy, self.say.note)
             self.say.phase("Incremental sync")
-            incr = self.sync(fleet)
+            incr = self.sync(fleet, repo)
             if full.status == incr.status == engine.JOB_SUCCEEDED:
                 self.add(Check(
                     f"the incremental moved {incr.stream_bytes:,} bytes, the full "
                     f"{full.stream_bytes:,}", 0 < incr.stream_bytes < full.stream_bytes / 2,
                 ))  # fmt: skip
-            self.backup(alpha, repo)
             self.say.phase("Restoring from the object store onto gamma")
             self.restore(fleet, repo)
             self.check_store(repo)
@@ -182,7 +187,9 @@ class Demo:
             self.result.seconds = time.monotonic() - started
         return self.result
 
-    def sync(self, fleet: DemoFleet) -> JobRun:
+    def sync(self, fleet: DemoFleet, repo: Repository) -> JobRun:
+        """Run the demo job once; check it succeeded and what the store gained from it."""
+        streams, packs = stored_streams(repo), pack_bytes(repo)
         store = JobStore(fleet.client())
         job = submit_sync(store, str(fleet.config), JOB_NAME, trigger="demo")
         done = self.say.follow(store, job.id, JOB_TIMEOUT, fleet.check_alive)
@@ -194,6 +201,13 @@ class Demo:
         self.add(Check(f"job {done.id} {done.status}: {run.transfers} transfers, "
                        f"{run.stream_bytes:,} bytes", done.status == engine.JOB_SUCCEEDED,
                        detail))  # fmt: skip
+        stats = stats_since(repo, streams, packs)
+        self.result.store.append(stats)
+        self.add(Check(
+            f"store: {stats.streams} new streams, {stats.stream_bytes:,} bytes, "
+            f"{stats.new_bytes:,} bytes of packs written ({stats.saved:.0%} saved)",
+            stats.streams > 0 and 0 < stats.new_bytes < stats.stream_bytes,
+        ))  # fmt: skip
         return run
 
     def dry_run(self, fleet: DemoFleet) -> None:
@@ -222,15 +236,7 @@ class Demo:
         self.add(Check(f"metrics: {len(behind)} dataset targets, {lagging} behind",
                        bool(behind) and lagging == 0))  # fmt: skip
 
-    def backup(self, alpha: Any, repo: Any) -> None:
-        stats = upload(alpha, SOURCE_POOL, repo, host="alpha", progress=lambda _m: None)
-        self.result.store.append(stats)
-        self.add(Check(
-            f"store: {stats.streams} streams, {stats.stream_bytes:,} bytes in, "
-            f"{stats.new_bytes:,} written ({stats.saved:.0%} saved)", stats.streams > 0,
-        ))  # fmt: skip
-
-    def check_store(self, repo: Any) -> None:
+    def check_store(self, repo: Repository) -> None:
         """`zfleet cloud verify`'s check: every pack every manifest needs is there and intact."""
         from workers.cloud.verify import verify as verify_store
 
@@ -239,7 +245,7 @@ class Demo:
         name = f"store verify: {report.manifests} streams, {report.packs_checked} packs intact"
         self.add(Check(name, report.ok and report.manifests > 0, damaged))
 
-    def restore(self, fleet: DemoFleet, repo: Any) -> None:
+    def restore(self, fleet: DemoFleet, repo: Repository) -> None:
         alpha, gamma = fleet.backend("alpha"), fleet.backend("gamma")
         home = f"{SOURCE_POOL}/home"
         snaps = [o for o in alpha.list(home, types=[ObjType.SNAPSHOT]) if o.dataset == home]

