@@ -256,3 +256,23 @@ def test_shared_leg_joined_later_still_comes_after_its_dependencies() -> None:
     child = next(s for s in plan.transfers() if s.args["source"] == "tank/t/c")
     parent = next(s for s in plan.transfers() if s.args["source"] == "tank/t")
     assert parent.id in child.deps and len(child.args["targets"]) == 2
+
+
+def test_store_target_shares_the_send_and_gets_no_holds() -> None:
+    g = graph_of(
+        alpha=[dataset("tank/t", ["s1", "s2"]), dataset("tank/t/app", ["a1"],
+                                                        origin="tank/t@s1")],
+        beta=[],
+        **{"store:vault": [dataset("tank/t", ["s1"])]},
+    )  # fmt: skip
+    cfg = job('[stores.vault]\nkind = "dir"\npath = "/srv/vault"',
+              targets='["beta:bk/t", "store:vault"]')  # fmt: skip
+    plan = plan_sync(g, cfg, job_id="J")
+    assert plan.refusals == ()
+    legs = {(s.args["send"]["snapshot"], s.args["send"]["from_snap"]):
+            sorted(t["host"] for t in s.args["targets"]) for s in plan.transfers()}  # fmt: skip
+    assert legs[("tank/t@s2", "tank/t@s1")] == ["beta", "store:vault"]  # one send, both targets
+    assert legs[("tank/t@s1", None)] == ["beta"]  # the store has s1 already
+    app = next(s for s in plan.transfers() if s.args["source"] == "tank/t/app")
+    assert app.args["send"]["from_snap"] == "tank/t@s1"  # a clone stays a clone in the store
+    assert not any(s.host and s.host.startswith("store:") for s in plan.steps)
