@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.tree import Tree
 
 from coordinator.config import load_config
-from coordinator.demo.fleet import HOSTS, STORE_NAME, DemoFleet
+from coordinator.demo.fleet import HOSTS, PASSPHRASE_FILE, STORE_NAME, DemoFleet
 from coordinator.demo.store import open_repo
 from coordinator.graph import FleetGraph
 from coordinator.graphsvg import render_svg
@@ -28,11 +28,15 @@ _STATE_STYLE = {UP_TO_DATE: "green", "behind": "yellow", "missing": "red"}
 
 
 def graph_of(root: Path) -> FleetGraph:
-    """The fleet graph of the demo's hosts, read from their pools."""
+    """The fleet graph of the demo's hosts, read from their pools, and of its store."""
     graph = FleetGraph()
     now = time.time()
     for host in HOSTS:
         graph.add_inventory(host, SimBackend(root / "hosts" / host).list(), now)
+    secret = root / PASSPHRASE_FILE
+    if (root / "store" / "config").exists() and secret.exists():
+        repo = open_repo(root / "store", secret.read_text().strip())
+        graph.add_inventory(store_host(STORE_NAME), store_objects(graph, repo), now)
     return graph
 
 
@@ -62,8 +66,6 @@ def write_fleet_svg(fleet: DemoFleet, path: Path) -> None:
     """Draw the demo fleet and its object store, with lag against the job's targets."""
     graph = graph_of(fleet.root)
     now = time.time()
-    repo = open_repo(fleet.store_path, fleet.store_passphrase)
-    graph.add_inventory(store_host(STORE_NAME), store_objects(graph, repo), now)
     lags = fleet_lag(graph, load_config(fleet.config), now)
     path.write_text(render_svg(graph, lags, title="zfleet demo fleet", now=now), encoding="utf-8")
 
@@ -74,7 +76,7 @@ def status_tree(root: Path) -> Tree:
     lags = {}
     config = root / "fleet.toml"
     if config.exists():
-        lags = {(lg.target_host, lg.target_dataset): lg
+        lags = {(lg.target_host, lg.target_dataset or lg.dataset): lg
                 for lg in fleet_lag(graph, load_config(config), time.time())}  # fmt: skip
     tree = Tree("[bold]fleet status[/]")
     for host, inv in sorted(graph.hosts.items()):
