@@ -446,7 +446,7 @@ class _Builder:
             steps=tuple(steps),
             refusals=tuple(self.refusals),
             up_to_date=tuple(self.up_to_date),
-            notes=tuple(self.notes),
+            notes=tuple(dict.fromkeys(self.notes)),  # once, not once per target
         )
 
     def _leg_order(self) -> list[tuple[Any, ...]]:

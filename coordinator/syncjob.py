@@ -74,7 +74,7 @@ def new_sync_job(
         kind="sync",
         created=when,
         options={"config": config_text, "source": config.source, "dry_run": dry_run,
-                 "trigger": trigger, "stores": stores},
+                 "trigger": trigger, "stores": stores, "snapshot_pattern": jc.snapshot_pattern},
     )  # fmt: skip
     steps: list[StepPlan] = []
     snap_ids: dict[str, str] = {}
@@ -155,6 +155,10 @@ def expand(job: Job, plan: Plan) -> None:
         job.report["plan"] = [plan_row(s) for s in plan.steps]  # a real run has the steps
     if plan.refusals:
         job.error = "; ".join(str(r) for r in plan.refusals)
+    pattern = job.options.get("snapshot_pattern")
+    if job.options.get("dry_run") and pattern:
+        job.report["notes"].insert(0, f"a real run first snapshots the sources ({pattern}); "
+                                      "this plan shows what exists now")  # fmt: skip
     if job.options.get("dry_run") or not plan.steps:
         return
     add_steps(job, plan.steps, after=PLAN)

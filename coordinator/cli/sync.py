@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from coordinator import engine
@@ -76,27 +76,30 @@ def follow(store: JobStore, job_id: str, *, timeout: float, console: Console, ba
     if not bars:
         return wait_job(store, job_id, timeout=timeout, poll=0.5)
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console,
-        transient=False,
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+        console=console, transient=False,
     ) as progress:  # fmt: skip
         tasks: dict[str, TaskID] = {}
-        overall = progress.add_task(f"job {job_id}", total=None)
+        overall = progress.add_task(f"job {job_id}", total=None, detail="")
 
         def update(job: Job) -> None:
             counts = engine.counts(job)
             finished = sum(counts.get(s, 0) for s in engine.TERMINAL)
             progress.update(overall, total=len(job.steps), completed=finished,
-                            description=f"job {job_id}: {job.status}")  # fmt: skip
+                            description=f"job {job_id}: {job.status}",
+                            detail=f"{finished}/{len(job.steps)} steps")  # fmt: skip
             for key, p in store.progress(job_id).items():
                 step_id, _, target = key.partition("|")
                 if key not in tasks:
-                    tasks[key] = progress.add_task(f"{step_id} -> {target}", total=p.get("total"))
+                    tasks[key] = progress.add_task(f"{step_id} -> {target}", total=p.get("total"),
+                                                   detail="")  # fmt: skip
                 step = job.steps.get(step_id)
                 total = p.get("total")
                 done = p.get("done", 0)
                 if step is not None and step.status == engine.SUCCEEDED:
                     done = total = max(int(done), int(total or 0))
-                progress.update(tasks[key], completed=done, total=total)
+                progress.update(tasks[key], completed=done, total=total,
+                                detail=f"{human_bytes(done)} / {human_bytes(total)}")
 
         return wait_job(store, job_id, timeout=timeout, poll=0.5, on_poll=update)
 
