@@ -25,7 +25,7 @@ from coordinator.cli.common import (
 from coordinator.config import FleetConfig, load_config
 from coordinator.graph import FleetGraph
 from coordinator.jobstore import JobStore
-from coordinator.planner import select_datasets
+from coordinator.selection import select_datasets
 from coordinator.syncjob import report_objects
 
 
