@@ -7,6 +7,7 @@ keep running after `up` returns; only `down` stops them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -138,6 +139,8 @@ def down(name: str) -> None:
         click.echo(f"no lab {name!r} is up")
         return
     found.down(keep_logs=False)
+    with contextlib.suppress(OSError):  # left only if someone keeps files of their own there
+        found.directory.rmdir()
     click.echo(f"lab {name!r}: {len(found.vms)} host(s) stopped")
 
 

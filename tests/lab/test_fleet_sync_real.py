@@ -1,0 +1,212 @@
+"""The fleet-sync job between two real-ZFS lab VMs (issue 6, outcome 7).
+
+A real redis-server, one `zfleet worker` process per lab VM on this machine (backend ``real`` with
+the VM's ssh exec prefix) and a `zfleet coordinator` process. So ``zfs send`` runs in VM 1, its
+bytes come out over ssh into VM 1's worker, cross the data plane over 127.0.0.1 to VM 2's worker
+and go over ssh into ``zfs receive`` in VM 2. On VM 2 the replica must have the same guids, the
+clone must be a clone of the replicated base snapshot and the files must hash the same; a second
+run after a small change must move only that change. The replica's parent has atime off: with
+atime on, real ZFS counts the freshly received parents as modified and the next sync is refused
+(recorded as a strict xfail until the worker receives replicas unmodifiable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from coordinator import engine
+from coordinator.engine import Job
+from coordinator.jobstore import JobStore
+from coordinator.runner import wait_job
+from tests.lab.remote import on_host
+from tests.services.fleet import Fleet
+from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
+from workers.lab.lab import LabHost
+from workers.zfs.base import ObjType, ZfsObject
+from workers.zfs.real import RealBackend
+
+pytestmark = pytest.mark.lab
+
+# Under TCG a key exchange alone takes a second or more and every zfs command goes over ssh:
+# jobs get minutes, bounded.
+JOB_TIMEOUT: Final = 480
+BASE_MIB: Final = 4  # incompressible data in the base, so byte counts mean something
+CHANGE_KIB: Final = 64
+
+
+def fleet_toml(hosts: list[LabHost], src: str, dst: str) -> str:
+    """Hosts as real-ZFS hosts reached through their exec prefixes, and one replication job."""
+    lines = []
+    for h in hosts:
+        lines += [f"[hosts.{h.name}]", 'backend = "real"',
+                  f"exec_prefix = {json.dumps(list(h.exec_prefix))}", ""]  # fmt: skip
+    alpha, beta = hosts
+    lines += ["[jobs.lab]", f'source = "{alpha.name}:{src}"', f'targets = ["{beta.name}:{dst}"]',
+              'snapshot = "zfleet-%Y%m%dT%H%M%SZ"', ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def lab_fleet(root: Path, server: RedisServer, hosts: list[LabHost], src: str, dst: str
+              ) -> Iterator[Fleet]:  # fmt: skip
+    """Workers for the lab hosts and a coordinator, all processes on this machine."""
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    config = root / "fleet.toml"
+    config.write_text(fleet_toml(hosts, src, dst))
+    fleet = Fleet(root=root, config=config, server=server, hosts=[h.name for h in hosts])
+    try:
+        for h in hosts:
+            fleet.start_worker(h.name)
+        fleet.start_coordinator()
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def build_source(alpha: LabHost, root: str) -> None:
+    """On VM 1: a base with files and two snapshots, a nested child, a clone of the first."""
+    on_host(alpha, " && ".join([
+        f"zfs create {root}",
+        f"echo fleet > /{root}/README",
+        f"zfs create {root}/base",
+        f"head -c {BASE_MIB // 2}M /dev/urandom > /{root}/base/layer0",
+        f"zfs snapshot {root}/base@b1",
+        f"head -c {BASE_MIB // 2}M /dev/urandom > /{root}/base/layer1",
+        f"zfs snapshot {root}/base@b2",
+        f"zfs create {root}/base/child",
+        f"head -c 256K /dev/urandom > /{root}/base/child/c",
+        f"zfs clone {root}/base@b1 {root}/app",
+        f"head -c 128K /dev/urandom > /{root}/app/own",
+    ]), timeout=300)  # fmt: skip
+
+
+def hashes(host: LabHost, directory: str) -> dict[str, str]:
+    """sha256 of every file under ``directory`` on ``host`` (not crossing into child datasets)."""
+    out = on_host(host, f"cd {directory} && find . -xdev -type f -print0 | sort -z | "
+                        "xargs -0 -r sha256sum", timeout=300)  # fmt: skip
+    return {path: digest for digest, path in (line.split(None, 1) for line in out.splitlines())}
+
+
+def objects(host: LabHost, root: str) -> dict[str, ZfsObject]:
+    """Everything under ``root``, keyed by the name relative to it (``ROOT/base@b1``)."""
+    return {o.name.replace(root, "ROOT", 1): o for o in RealBackend(host.exec_prefix).list(root)}
+
+
+def assert_unmodified(beta: LabHost, dst: str) -> None:
+    """No replica dataset was written since its newest snapshot, or the next sync is refused."""
+    written = {n: o.written for n, o in objects(beta, dst).items() if o.type is ObjType.FILESYSTEM}
+    assert not any(written.values()), f"replica modified since its last snapshot: {written}"
+
+
+def assert_replicated(alpha: LabHost, beta: LabHost, src: str, dst: str) -> None:
+    """Every dataset and snapshot of ``src`` on VM 2 with its guid, clones as clones, same files.
+
+    Files are read through the newest snapshot's ``.zfs/snapshot`` directory: reading the live
+    replica would update atimes, which makes real ZFS count it as modified since that snapshot.
+    """
+    ours, theirs = objects(alpha, src), objects(beta, dst)
+    assert set(ours) <= set(theirs), f"missing on {beta.name}: {sorted(set(ours) - set(theirs))}"
+    for name, obj in ours.items():
+        if obj.type is ObjType.SNAPSHOT:
+            assert theirs[name].guid == obj.guid, f"{name}: guid differs on {beta.name}"
+    assert ours["ROOT/app"].origin == f"{src}/base@b1"
+    assert theirs["ROOT/app"].origin == f"{dst}/base@b1", "the clone did not arrive as a clone"
+    for name, obj in ours.items():
+        if obj.type is not ObjType.FILESYSTEM:
+            continue
+        snaps = [o for k, o in ours.items() if k.startswith(f"{name}@")]
+        newest = max(snaps, key=lambda o: o.createtxg)
+        mine = f"/{name.replace('ROOT', src, 1)}/.zfs/snapshot/{newest.short}"
+        twin = f"/{name.replace('ROOT', dst, 1)}/.zfs/snapshot/{newest.short}"
+        digests = hashes(alpha, mine)
+        assert digests, f"no files in {mine}"
+        assert hashes(beta, twin) == digests, twin
+
+
+def moved(job: Job) -> int:
+    return sum(int(s.result.get("bytes") or 0) for s in job.steps.values() if s.kind == "transfer")
+
+
+def run_sync(fleet: Fleet, store: JobStore) -> tuple[Job, float]:
+    started = time.monotonic()
+    out = fleet.cli("sync", "lab", "--config", str(fleet.config), "--json", timeout=120)
+    assert out.returncode == 0, out.stderr + fleet.logs()
+    job = wait_job(store, json.loads(out.stdout)["id"], timeout=JOB_TIMEOUT, poll=1)
+    assert job.done, f"job did not finish in {JOB_TIMEOUT} s: {engine.counts(job)}\n{fleet.logs()}"
+    assert job.status == engine.JOB_SUCCEEDED, f"{job.error}: {engine.counts(job)}\n{fleet.logs()}"
+    return job, time.monotonic() - started
+
+
+@pytest.fixture
+def names(lab_hosts: list[LabHost]) -> Iterator[tuple[str, str]]:
+    """A fresh source root on VM 1 and a fresh parent for the replica on VM 2 (the test creates
+    it, with the properties the replica is to inherit); both destroyed afterwards."""
+    alpha, beta = lab_hosts
+    leaf = f"fleet{secrets.token_hex(3)}"
+    src, parent = f"{alpha.pool}/{leaf}", f"{beta.pool}/{leaf}r"
+    yield src, parent
+    for host, root in ((alpha, src), (beta, parent)):
+        with contextlib.suppress(Exception):
+            on_host(host, f"zfs destroy -R {root} 2>/dev/null || true", timeout=300)
+
+
+def test_hierarchy_replicates_between_real_hosts_then_only_changes(
+    lab_hosts: list[LabHost], names: tuple[str, str], tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:  # fmt: skip
+    alpha, beta = lab_hosts
+    src, parent = names
+    # A replica kept as backup replicas are kept: atime off, inherited by everything received.
+    # With atime on the next sync is refused (the xfail test below says why).
+    on_host(beta, f"zfs create -o atime=off {parent}")
+    dst = f"{parent}/img"
+    build_source(alpha, src)
+    with lab_fleet(tmp_path, redis_server, lab_hosts, src, dst) as fleet:
+        store = JobStore(fleet.client())
+        first, first_s = run_sync(fleet, store)
+        assert_unmodified(beta, dst)
+        assert_replicated(alpha, beta, src, dst)
+        assert_unmodified(beta, dst)
+        assert moved(first) > BASE_MIB * 1024 * 1024, moved(first)
+
+        on_host(alpha, f"head -c {CHANGE_KIB}K /dev/urandom > /{src}/base/patch")
+        time.sleep(1.1)  # the snapshot pattern has one-second resolution
+        second, second_s = run_sync(fleet, store)
+        assert_replicated(alpha, beta, src, dst)
+        assert "./patch" in hashes(beta, f"/{dst}/base")
+        transfers = [s for s in second.steps.values() if s.kind == "transfer"]
+        assert transfers and all(s.args["send"]["from_snap"] for s in transfers)
+        assert moved(second) * 10 < moved(first), (moved(first), moved(second))
+        print(f"\nfleet sync on real ZFS: first {moved(first)} B in {first_s:.0f} s, "
+              f"second {moved(second)} B in {second_s:.0f} s")  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a replica received with atime on is 'modified' right after the sync: mounting the received "
+    "children accesses their mountpoint directories in the parents, the atime updates count as "
+    "writes since the parents' snapshots (written > 0), and the next sync refuses the parents as "
+    "diverged; the worker would need to receive targets with atime=off or readonly=on (or the "
+    "planner to roll back atime-only changes)"))  # fmt: skip
+def test_second_sync_of_a_replica_with_atime_on(
+    lab_hosts: list[LabHost], names: tuple[str, str], tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:  # fmt: skip
+    alpha, beta = lab_hosts
+    src, parent = names
+    on_host(beta, f"zfs create {parent}")  # the pool's defaults: atime=on, relatime=on
+    dst = f"{parent}/img"
+    on_host(alpha, f"zfs create {src} && zfs create {src}/child && echo a > /{src}/child/f")
+    with lab_fleet(tmp_path, redis_server, lab_hosts, src, dst) as fleet:
+        store = JobStore(fleet.client())
+        run_sync(fleet, store)
+        on_host(alpha, f"echo b >> /{src}/child/f")
+        time.sleep(1.1)
+        run_sync(fleet, store)
