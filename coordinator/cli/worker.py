@@ -84,8 +84,8 @@ def worker(
         try:
             rt.start_heartbeat()
             app = make_worker_app(rt, settings.redis_url)
-            app.worker_main([
-                "worker", "-Q", queue_for(host_name), "-P", pool, "-c", str(concurrency),
+            app.worker_main([  # --quiet: no banner on stdout, the log stays JSON
+                "--quiet", "worker", "-Q", queue_for(host_name), "-P", pool, "-c", str(concurrency),
                 "-n", f"{host_name}@zfleet", "--without-mingle", "--without-gossip", "-E",
                 "-l", settings.log_level,
             ])  # fmt: skip
