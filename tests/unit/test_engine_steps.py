@@ -67,7 +67,7 @@ def test_inventory_reports_every_root_and_skips_absent_ones(ctx: StepContext) ->
     result = run_step(ctx, "inventory", json.dumps({"roots": ["tank/a", "bk/none"]}))
     names = {o.name for o in saved[0].objects}
     assert {"tank/a", "tank/a/b", "tank/a@s2", "tank/a/b@s1"} <= names
-    assert result == {"objects": len(names)}
+    assert result == {"objects": len(names), "stores": 0}
 
 
 @pytest.mark.parametrize(
