@@ -12,6 +12,12 @@ no-ops unless ``force=True``. Modules log with ``structlog.get_logger(__name__)`
 - Keys that name a secret (``password``, ``secret``, ``token_secret``...) are masked, and
   :class:`protocol.settings.Secret` values print masked anyway.
 
+- Python warnings (``warnings.warn``, e.g. Celery's SecurityWarning when run as root) become
+  ``python.warning`` lines through the same renderer, so a worker's log is JSON throughout.
+- Threads: contextvars do not follow a new thread, so code that starts threads or submits to an
+  executor starts them with :func:`context_thread` or wraps the callable with :func:`in_context`;
+  the thread then logs with the ids bound where it was started.
+
 Celery: call :func:`take_over_celery_logging` where the Celery app is built, so the worker keeps
 this configuration instead of installing its own handlers; bind ids in ``task_prerun`` and
 clear them in ``task_postrun``.
@@ -19,11 +25,19 @@ clear them in ``task_postrun``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import json
 import logging
+import os
+import re
 import sys
-from collections.abc import Iterator, MutableMapping
+import threading
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import IO, Any, Final
+from datetime import UTC, datetime
+from typing import IO, Any, Final, ParamSpec, TypeVar
 
 import structlog
 from structlog.typing import Processor
@@ -37,9 +51,13 @@ SECRET_KEYS: Final = frozenset(
     {"password", "passwd", "secret", "fleet_secret", "secret_key", "authorization", "api_key"}
 )
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 _HANDLER_MARK: Final = "_zfleet_handler"
 CELERY_DISPATCH_UID: Final = "zfleet.log.setup_logging"
 _configured: bool = False
+_json_fd: int | None = None  # the file descriptor JSON lines go to, when they do
 _level_before: int | None = None  # the root level to restore in reset_logging
 
 
@@ -47,6 +65,30 @@ def _mask_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> 
     for key in event.keys() & SECRET_KEYS:
         if event[key] is not None and not isinstance(event[key], bool):
             event[key] = MASK
+    return event
+
+
+# what logging.captureWarnings logs: "path:line: Category: message\n  source line\n"
+_WARNING_TEXT: Final = re.compile(
+    r"(?s)^(?P<where>.+?:\d+): (?P<category>\w+): (?P<message>.*?)\s*$"
+)
+_WARNINGS_LOGGER: Final = "py.warnings"
+
+
+def _name_warnings(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+    """A captured Python warning as an event: ``python.warning`` with category and location."""
+    record = event.get("_record")
+    if record is None or record.name != _WARNINGS_LOGGER:
+        return event
+    text = str(event.get("event", ""))
+    found = _WARNING_TEXT.match(text.split("\n", 1)[0])
+    event["event"] = "python.warning"
+    if found is None:
+        event["message"] = text.strip()
+    else:
+        event["category"] = found["category"]
+        event["message"] = found["message"]
+        event["location"] = found["where"]
     return event
 
 
@@ -106,7 +148,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _name_warnings],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
     handler = logging.StreamHandler(out)
@@ -119,6 +161,10 @@ def configure_logging(
         _level_before = root.level
     root.addHandler(handler)
     root.setLevel(numeric)
+    global _json_fd
+    _json_fd = _fileno(out) if use_json else None
+    # warnings.warn -> the py.warnings logger -> this handler: a JSON line, not raw stderr text
+    logging.captureWarnings(True)
     _configured = True
 
 
@@ -137,7 +183,18 @@ def reset_logging() -> None:
         _level_before = None
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+    if _configured:
+        logging.captureWarnings(False)
+    global _json_fd
+    _json_fd = None
     _configured = False
+
+
+def _fileno(stream: IO[str]) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.StringIO and friends
+        return None
 
 
 def _remove_our_handlers(root: logging.Logger) -> None:
@@ -174,6 +231,32 @@ def context(**ids: Any) -> Iterator[None]:
         yield
 
 
+def in_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` to run in a copy of the current context (the bound ids), taken now.
+
+    For a callable handed to another thread or an executor: wrap it where the work is handed
+    over (once per thread or per submit: one copy cannot run in two threads at once).
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return ctx.run(fn, *args, **kwargs)
+
+    return run
+
+
+def context_thread(
+    target: Callable[..., object],
+    *,
+    args: tuple[Any, ...] = (),
+    name: str | None = None,
+    daemon: bool | None = None,
+) -> threading.Thread:
+    """A thread (not started) that runs ``target`` with the ids bound in the creating thread."""
+    return threading.Thread(target=in_context(target), args=args, name=name, daemon=daemon)
+
+
 def take_over_celery_logging() -> None:
     """Stop Celery from installing its own log handlers; its loggers then use ours.
 
@@ -186,3 +269,32 @@ def take_over_celery_logging() -> None:
         configure_logging()  # a no-op when the process configured logging already
 
     signals.setup_logging.connect(_keep_ours, weak=False, dispatch_uid=CELERY_DISPATCH_UID)
+    _say_in_json()
+
+
+def _say_in_json() -> None:
+    """Celery prints its shutdown notices ("worker: Warm shutdown") raw from its signal handler
+    with ``safe_say``; in JSON mode they become JSON lines. Written with ``os.write`` as Celery
+    does: a buffered stream must not be re-entered from a signal handler."""
+    from celery.apps import worker as celery_worker
+
+    original = getattr(celery_worker.safe_say, "__wrapped__", celery_worker.safe_say)
+
+    @functools.wraps(original)
+    def say(msg: str, f: Any = sys.__stderr__) -> None:
+        fd = _json_fd
+        if fd is None:
+            original(msg, f)
+            return
+        event = {
+            **structlog.contextvars.get_contextvars(),
+            "event": "celery.notice",
+            "message": str(msg).strip(),
+            "level": "info",
+            "logger": celery_worker.__name__,
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        with contextlib.suppress(OSError):  # as Celery's: a lost notice must not stop a shutdown
+            os.write(fd, (json.dumps(event, default=str) + "\n").encode())
+
+    celery_worker.safe_say = say

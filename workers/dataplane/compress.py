@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final, Generic, TypeVar
 
 from protocol.errors import ConfigError
+from protocol.log import in_context
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ class ParallelCompressor(Generic[T]):
         with ThreadPoolExecutor(self.threads, thread_name_prefix="zfleet-zstd") as pool:
             try:
                 for chunk in chunks:
-                    pending.append((chunk, pool.submit(self._compress, chunk)))
+                    pending.append((chunk, pool.submit(in_context(self._compress), chunk)))
                     if len(pending) >= self.depth:
                         done, future = pending.popleft()
                         yield done, future.result()

@@ -32,6 +32,7 @@ from protocol.errors import (
 )
 from protocol.frames import Prepared, compress_payload
 from protocol.grants import read_claims
+from protocol.log import context, context_thread
 from protocol.stream import BeginInfo, parse_begin, read_records
 from workers.dataplane.compress import ParallelCompressor, default_threads
 from workers.dataplane.progress import ProgressCallback, ProgressMeter
@@ -111,56 +112,58 @@ def push_transfer(
         raise ConfigError(
             f"compression level must be {MIN_LEVEL}..{MAX_LEVEL}, got {compression_level}"
         )
-    stop = cancel or threading.Event()
-    started = time.monotonic()
-    bound = log.bind(snapshot=send_spec.snapshot, targets=len(targets))
-    sinks = [
-        make_sink(t, send_spec, opts.link, stop, tls=opts.tls, throttle_rate=bwlimit)
-        for t in targets
-    ]
-    _open_all(sinks)
-    groups: dict[str | None, list[Sink]] = {}
-    for sink in sinks:
-        if sink.error is None:
-            groups.setdefault(sink.resume_token, []).append(sink)
-    bound.info("transfer.started", resumes=sum(1 for token in groups if token))
+    # every line of this transfer, from any of its threads, names the dataset sent
+    with context(dataset=send_spec.snapshot.split("@", 1)[0]):
+        stop = cancel or threading.Event()
+        started = time.monotonic()
+        bound = log.bind(snapshot=send_spec.snapshot, targets=len(targets))
+        sinks = [
+            make_sink(t, send_spec, opts.link, stop, tls=opts.tls, throttle_rate=bwlimit)
+            for t in targets
+        ]
+        _open_all(sinks)
+        groups: dict[str | None, list[Sink]] = {}
+        for sink in sinks:
+            if sink.error is None:
+                groups.setdefault(sink.resume_token, []).append(sink)
+        bound.info("transfer.started", resumes=sum(1 for token in groups if token))
 
-    # the full send (if any) goes first and reports progress; resumed sends run beside it
-    work = sorted(groups.items(), key=lambda item: item[0] is not None)
-    estimate: list[int | None] = [None]
+        # the full send (if any) goes first and reports progress; resumed sends run beside it
+        work = sorted(groups.items(), key=lambda item: item[0] is not None)
+        estimate: list[int | None] = [None]
 
-    def run(token: str | None, members: list[Sink], report_progress: bool) -> None:
-        spec = send_spec if token is None else replace(send_spec, resume_token=token)
-        meter = ProgressMeter(send_spec.snapshot, progress if report_progress else None)
-        if report_progress and progress is not None:
-            estimate[0] = meter.estimate = _estimate(backend, spec)
-        _fan_out(
-            backend, spec, members, cancel=stop, meter=meter, level=compression_level, opts=opts
+        def run(token: str | None, members: list[Sink], report_progress: bool) -> None:
+            spec = send_spec if token is None else replace(send_spec, resume_token=token)
+            meter = ProgressMeter(send_spec.snapshot, progress if report_progress else None)
+            if report_progress and progress is not None:
+                estimate[0] = meter.estimate = _estimate(backend, spec)
+            _fan_out(
+                backend, spec, members, cancel=stop, meter=meter, level=compression_level, opts=opts
+            )
+
+        threads = [
+            context_thread(run, args=(token, members, False), name="zfleet-send")
+            for token, members in work[1:]
+        ]
+        for thread in threads:
+            thread.start()
+        if work:
+            run(*work[0], True)
+        for thread in threads:
+            thread.join()
+        report = TransferReport(
+            snapshot=send_spec.snapshot,
+            targets=tuple(sink.report() for sink in sinks),
+            elapsed=time.monotonic() - started,
+            estimate=estimate[0],
         )
-
-    threads = [
-        threading.Thread(target=run, args=(token, members, False), name="zfleet-send")
-        for token, members in work[1:]
-    ]
-    for thread in threads:
-        thread.start()
-    if work:
-        run(*work[0], True)
-    for thread in threads:
-        thread.join()
-    report = TransferReport(
-        snapshot=send_spec.snapshot,
-        targets=tuple(sink.report() for sink in sinks),
-        elapsed=time.monotonic() - started,
-        estimate=estimate[0],
-    )
-    bound.info(
-        "transfer.finished",
-        ok=report.ok,
-        failed=[t.target for t in report.failed()],
-        elapsed=round(report.elapsed, 3),
-    )
-    return report
+        bound.info(
+            "transfer.finished",
+            ok=report.ok,
+            failed=[t.target for t in report.failed()],
+            elapsed=round(report.elapsed, 3),
+        )
+        return report
 
 
 def _open_all(sinks: Sequence[Sink]) -> None:
@@ -175,7 +178,7 @@ def _open_all(sinks: Sequence[Sink]) -> None:
             return
         sink.start()  # from now on it heartbeats while the others open
 
-    threads = [threading.Thread(target=open_one, args=(s,), name="zfleet-open") for s in sinks]
+    threads = [context_thread(open_one, args=(s,), name="zfleet-open") for s in sinks]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -19,6 +19,7 @@ from typing import Final
 import structlog
 
 from protocol.errors import ConfigError, ZfleetError
+from protocol.log import context_thread
 from workers.dataplane.ledger import GrantLedger
 from workers.dataplane.session import (
     HANDSHAKE_TIMEOUT,
@@ -97,7 +98,7 @@ class StreamServer:
             raise ConfigError(f"stream server cannot listen on {self._bind}: {exc}") from exc
         listener.settimeout(_ACCEPT_POLL)
         self._listener = listener
-        self._thread = threading.Thread(target=self._accept_loop, name="zfleet-stream-server")
+        self._thread = context_thread(self._accept_loop, name="zfleet-stream-server")
         self._thread.start()
         log.info("stream_server.started", host=self._ctx.host, address=self.address)
 
@@ -146,8 +147,8 @@ class StreamServer:
                 log.warning("stream_server.busy", peer=f"{peer[0]}:{peer[1]}")
                 sock.close()
                 continue
-            thread = threading.Thread(
-                target=self._serve, args=(sock, f"{peer[0]}:{peer[1]}"), name="zfleet-stream"
+            thread = context_thread(
+                self._serve, args=(sock, f"{peer[0]}:{peer[1]}"), name="zfleet-stream"
             )
             with self._lock:
                 self._connections[thread] = sock

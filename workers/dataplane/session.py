@@ -27,6 +27,7 @@ from protocol.errors import (
 )
 from protocol.frames import FrameKind
 from protocol.grants import Grant, verify_grant
+from protocol.log import context, context_thread
 from protocol.stream import DrrType, Record, decode_resume_token, parse_begin, read_records
 from workers.dataplane.ledger import GrantLedger
 from workers.dataplane.wire import PROTOCOL_VERSION, Wire, expect
@@ -114,29 +115,38 @@ class _StreamReader:
 
 
 def serve_stream(wire: Wire, ctx: ServerContext) -> None:
-    """Handle one connection to the end; refusals go back to the sender as ERROR frames."""
-    bound = log.bind(host=ctx.host, peer=wire.peer)
-    try:
-        hello = expect(wire.recv(timeout=HANDSHAKE_TIMEOUT), FrameKind.HELLO)
-        grant = _check_hello(hello.header, ctx)
-    except ZfleetError as exc:
-        bound.warning("stream.refused", error=str(exc), error_type=type(exc).__name__)
-        wire.send_error(exc)
-        return
-    bound = bound.bind(transfer=grant.transfer_id, dataset=grant.dataset)
+    """Handle one connection to the end; refusals go back to the sender as ERROR frames.
+
+    Every line logged while serving (here, in the backend, in helper threads) carries the host
+    and peer, and once the grant is read its transfer id and target dataset."""
+    with context(host=ctx.host, peer=wire.peer):
+        try:
+            hello = expect(wire.recv(timeout=HANDSHAKE_TIMEOUT), FrameKind.HELLO)
+            grant = _check_hello(hello.header, ctx)
+        except ZfleetError as exc:
+            log.warning("stream.refused", error=str(exc), error_type=type(exc).__name__)
+            wire.send_error(exc)
+            return
+        with context(transfer_id=grant.transfer_id, dataset=grant.dataset):
+            _serve_granted(wire, ctx, grant, hello.header)
+
+
+def _serve_granted(
+    wire: Wire, ctx: ServerContext, grant: Grant, header: Mapping[str, Any]
+) -> None:
     applied = False
     try:
-        result = _receive(wire, ctx, grant, hello.header)
+        result = _receive(wire, ctx, grant, header)
         applied = True
         wire.send(
             FrameKind.RESULT, {"snapshot": result.snapshot, "bytes": result.bytes_received}
         )
-        bound.info("stream.applied", snapshot=result.snapshot, bytes=result.bytes_received)
+        log.info("stream.applied", snapshot=result.snapshot, bytes=result.bytes_received)
     except ZfleetError as exc:
-        bound.warning("stream.failed", error=str(exc), error_type=type(exc).__name__)
+        log.warning("stream.failed", error=str(exc), error_type=type(exc).__name__)
         wire.send_error(exc)
     except Exception as exc:  # a backend bug: the sender still deserves an answer
-        bound.exception("stream.crashed")
+        log.exception("stream.crashed")
         wire.send_error(TransferError(f"receiver failed: {type(exc).__name__}: {exc}"))
     finally:
         ctx.ledger.end(grant, applied=applied)
@@ -347,7 +357,7 @@ def _finish(sink: ReceiveSink, wire: Wire, interval: float) -> ReceiveResult:
             except ZfleetError:
                 return
 
-    beater = threading.Thread(target=beat, name="zfleet-heartbeat", daemon=True)
+    beater = context_thread(beat, name="zfleet-heartbeat", daemon=True)
     beater.start()
     try:
         return sink.finish()

@@ -29,6 +29,7 @@ from protocol.errors import (
     ZfleetError,
 )
 from protocol.frames import FrameKind, Prepared
+from protocol.log import context_thread
 from workers.dataplane.targets import (
     FileTarget,
     Outcome,
@@ -102,7 +103,7 @@ class Sink(abc.ABC):
         """Connect and agree on the stream (may learn a resume token). Raises ZfleetError."""
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"zfleet-sink {self.label}")
+        self._thread = context_thread(self._run, name=f"zfleet-sink {self.label}")
         self._thread.start()
 
     def put(self, chunk: Chunk) -> bool:
