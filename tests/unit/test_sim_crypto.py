@@ -10,6 +10,7 @@ import pytest
 
 from protocol.errors import InvalidOperation, KeyNotLoaded
 from protocol.stream import DrrType, read_records
+from tests.unit.sim_helpers import new_sim, send_bytes
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -19,9 +20,7 @@ SECRET = b"top secret payload that must never travel in the clear " * 50
 
 @pytest.fixture
 def sim(tmp_path: Path) -> SimBackend:
-    backend = SimBackend(tmp_path / "pools")
-    backend.create_pool("fx")
-    backend.create_pool("dst")
+    backend = new_sim(tmp_path, ["fx", "dst"])
     keyfile = tmp_path / "key"
     keyfile.write_bytes(PASSPHRASE + b"\n")
     backend.create(
@@ -40,15 +39,6 @@ def sim(tmp_path: Path) -> SimBackend:
     (Path(mnt) / "dir" / "plain-name-visible-only-inside").write_text("x")
     backend.snapshot(["fx/secret@e1"])
     return backend
-
-
-def send_bytes(sim: SimBackend, spec: SendSpec) -> bytes:
-    stream = sim.send(spec)
-    out = bytearray()
-    while chunk := stream.read(65536):
-        out += chunk
-    stream.close()
-    return bytes(out)
 
 
 def writes(stream: bytes) -> list[bytes]:

@@ -17,22 +17,14 @@ from protocol.errors import (
     NameError_,
 )
 from tests.conftest import ZFS_STREAMS
+from tests.unit.sim_helpers import mnt, new_sim
 from workers.zfs.base import ObjType
 from workers.zfs.sim import SimBackend
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> SimBackend:
-    backend = SimBackend(tmp_path / "pools")
-    backend.create_pool("fx")
-    backend.create("fx/base")
-    return backend
-
-
-def mnt(sim: SimBackend, name: str) -> Path:
-    path = sim.mountpoint(name)
-    assert path is not None
-    return Path(path)
+    return new_sim(tmp_path, ["fx"], ["fx/base"])
 
 
 def fixture_error(title: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.sim_helpers import new_sim
 from workers.zfs.base import ObjType, SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -70,10 +71,7 @@ def check_invariants(sim: SimBackend) -> None:
 
 @pytest.fixture
 def sim(tmp_path: Path) -> SimBackend:
-    backend = SimBackend(tmp_path / "pools")
-    backend.create_pool("fx")
-    backend.create("fx/base")
-    return backend
+    return new_sim(tmp_path, ["fx"], ["fx/base"])
 
 
 def test_two_processes_snapshotting_one_pool_stay_consistent(sim: SimBackend) -> None:

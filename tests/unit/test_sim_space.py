@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.sim_helpers import mnt, new_sim
 from workers.zfs.sim import SimBackend
 
 RECORD = 128 * 1024
@@ -14,16 +15,7 @@ RECORD = 128 * 1024
 
 @pytest.fixture
 def sim(tmp_path: Path) -> SimBackend:
-    backend = SimBackend(tmp_path / "pools")
-    backend.create_pool("fx")
-    backend.create("fx/base")
-    return backend
-
-
-def mnt(sim: SimBackend, name: str) -> Path:
-    path = sim.mountpoint(name)
-    assert path is not None
-    return Path(path)
+    return new_sim(tmp_path, ["fx"], ["fx/base"])
 
 
 def row(sim: SimBackend, name: str) -> tuple[int, int, int]:

@@ -25,32 +25,14 @@ from protocol.errors import (
 )
 from protocol.stream import DrrType, decode_resume_token, parse_begin, read_records
 from tests.conftest import ZFS_STREAMS, need_binary
+from tests.unit.sim_helpers import mnt, new_sim, send_bytes
 from workers.zfs.base import ObjType, ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
 
 @pytest.fixture
 def sim(tmp_path: Path) -> SimBackend:
-    backend = SimBackend(tmp_path / "pools")
-    backend.create_pool("fx")
-    backend.create_pool("dst")
-    backend.create("fx/base")
-    return backend
-
-
-def mnt(sim: SimBackend, name: str) -> Path:
-    path = sim.mountpoint(name)
-    assert path is not None
-    return Path(path)
-
-
-def send_bytes(sim: SimBackend, spec: SendSpec) -> bytes:
-    stream = sim.send(spec)
-    out = bytearray()
-    while chunk := stream.read(65536):
-        out += chunk
-    stream.close()
-    return bytes(out)
+    return new_sim(tmp_path, ["fx", "dst"], ["fx/base"])
 
 
 def receive_bytes(sim: SimBackend, data: bytes, target: str, **kw: object) -> str | None:
