@@ -359,7 +359,7 @@ class Coordinator:
 
     def _load_quiet(self, job_id: str) -> Job | None:
         try:
-            return self.store.load(job_id)
+            return self._job(job_id)
         except JobError:
             return None
 
