@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from protocol.errors import ZfsError
 
@@ -33,14 +34,8 @@ class ObjectStore:
         """The nodes named by ``digests``; a missing one means the pool lost metadata."""
         wanted = list(set(digests))
         found: dict[bytes, Node] = {}
-        for i in range(0, len(wanted), BATCH):
-            part = wanted[i : i + BATCH]
-            marks = ",".join("?" * len(part))
-            for key, bonus, blob in self.conn.execute(
-                f"SELECT hash, bonus, blocks FROM nodes WHERE hash IN ({marks})",  # noqa: S608
-                part,
-            ):
-                found[bytes(key)] = Node(bytes(bonus), Node.split_blocks(bytes(blob)))
+        for key, bonus, blob in self._select("bonus, blocks", wanted):
+            found[bytes(key)] = Node(bytes(bonus), Node.split_blocks(bytes(blob)))
         if len(found) != len(wanted):
             raise ZfsError(f"pool metadata lost {len(wanted) - len(found)} object(s)")
         return found
@@ -52,15 +47,19 @@ class ObjectStore:
         """Allocated bytes of each node."""
         wanted = list(set(digests))
         out: dict[bytes, int] = {}
+        for key, size in self._select("size", wanted):
+            out[bytes(key)] = int(size)
+        return out
+
+    def _select(self, columns: str, wanted: list[bytes]) -> Iterator[tuple[Any, ...]]:
+        """Rows ``(hash, <columns>)`` of the nodes in ``wanted``, asked for in batches."""
         for i in range(0, len(wanted), BATCH):
             part = wanted[i : i + BATCH]
             marks = ",".join("?" * len(part))
-            for key, size in self.conn.execute(
-                f"SELECT hash, size FROM nodes WHERE hash IN ({marks})",  # noqa: S608
+            yield from self.conn.execute(
+                f"SELECT hash, {columns} FROM nodes WHERE hash IN ({marks})",  # noqa: S608
                 part,
-            ):
-                out[bytes(key)] = int(size)
-        return out
+            )
 
     def content(self, node: Node) -> bytes:
         """The whole content of a (small) object: a directory's entries or a symlink target."""
