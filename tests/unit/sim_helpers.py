@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,3 +36,28 @@ def send_bytes(sim: SimBackend, spec: SendSpec) -> bytes:
         out += chunk
     stream.close()
     return bytes(out)
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[object, ...]]:
+    """Everything about a tree a user would notice, keyed by path."""
+    out: dict[str, tuple[object, ...]] = {}
+    inodes: dict[int, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            full = Path(dirpath) / name
+            rel = str(full.relative_to(root))
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            else:
+                first = inodes.setdefault(st.st_ino, rel)
+                out[rel] = (
+                    "file",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_mtime_ns,
+                    full.read_bytes(),
+                    first if st.st_nlink > 1 else None,
+                )
+    return out

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.sim_helpers import new_sim, snapshot_tree
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -67,30 +67,6 @@ def apply(root: Path, op: tuple[object, ...]) -> None:
         pass
 
 
-def tree(root: Path) -> dict[str, tuple[object, ...]]:
-    out: dict[str, tuple[object, ...]] = {}
-    groups: dict[int, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = Path(dirpath) / name
-            st_ = os.lstat(full)
-            rel = str(full.relative_to(root))
-            if stat.S_ISLNK(st_.st_mode):
-                out[rel] = ("l", os.readlink(full))
-            elif stat.S_ISDIR(st_.st_mode):
-                out[rel] = ("d", stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
-            else:
-                first = groups.setdefault(st_.st_ino, rel)
-                out[rel] = (
-                    "f",
-                    stat.S_IMODE(st_.st_mode),
-                    st_.st_mtime_ns,
-                    full.read_bytes(),
-                    first if st_.st_nlink > 1 else None,
-                )
-    return out
-
-
 def transfer(sim: SimBackend, spec: SendSpec, target: str) -> None:
     stream = sim.send(spec)
     sink = sim.receive(ReceiveSpec(target))
@@ -104,10 +80,7 @@ def transfer(sim: SimBackend, spec: SendSpec, target: str) -> None:
 @given(st.lists(st.lists(OPS, min_size=1, max_size=8), min_size=2, max_size=4))
 def test_random_histories_replicate_exactly(rounds: list[list[tuple[object, ...]]]) -> None:
     with tempfile.TemporaryDirectory(prefix="sim-prop-") as tmp:
-        sim = SimBackend(Path(tmp))
-        sim.create_pool("src")
-        sim.create_pool("dst")
-        sim.create("src/fs")
+        sim = new_sim(Path(tmp), ["src", "dst"], ["src/fs"])
         src = Path(str(sim.mountpoint("src/fs")))
         previous = None
         for i, ops in enumerate(rounds):
@@ -120,6 +93,6 @@ def test_random_histories_replicate_exactly(rounds: list[list[tuple[object, ...]
             transfer(sim, spec, "dst/fs")
             previous = i
             dst = Path(str(sim.mountpoint("dst/fs")))
-            assert tree(dst) == tree(src), f"after round {i}"
+            assert snapshot_tree(dst) == snapshot_tree(src), f"after round {i}"
         sizes = [o.referenced for o in sim.list("src/fs")][1:]
         assert sizes == [o.referenced for o in sim.list("dst/fs")][1:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import subprocess
 import threading
 from pathlib import Path
@@ -25,7 +24,7 @@ from protocol.errors import (
 )
 from protocol.stream import DrrType, decode_resume_token, parse_begin, read_records
 from tests.conftest import ZFS_STREAMS, need_binary
-from tests.unit.sim_helpers import mnt, new_sim, send_bytes
+from tests.unit.sim_helpers import mnt, new_sim, send_bytes, snapshot_tree
 from workers.zfs.base import ObjType, ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -79,31 +78,6 @@ def change(root: Path) -> None:
     with open(root / "sparse.img", "r+b") as fp:
         fp.truncate(3 << 20)  # shrink: the tail goes, the hole stays
     os.chmod(root / "script.sh", 0o700)
-
-
-def snapshot_tree(root: Path) -> dict[str, tuple[object, ...]]:
-    """Everything about a tree a user would notice, keyed by path."""
-    out: dict[str, tuple[object, ...]] = {}
-    inodes: dict[int, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            full = Path(dirpath) / name
-            rel = str(full.relative_to(root))
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", os.readlink(full))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
-            else:
-                first = inodes.setdefault(st.st_ino, rel)
-                out[rel] = (
-                    "file",
-                    stat.S_IMODE(st.st_mode),
-                    st.st_mtime_ns,
-                    full.read_bytes(),
-                    first if st.st_nlink > 1 else None,
-                )
-    return out
 
 
 def allocated(path: Path) -> int:
