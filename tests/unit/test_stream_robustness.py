@@ -84,6 +84,15 @@ def _read_all(data: bytes) -> None:
         pass
 
 
+def _read_flipped(data: bytes, pos: int, bit: int) -> StreamError:
+    """The error that reading ``data`` with bit ``bit`` of byte ``pos`` flipped must raise."""
+    damaged = bytearray(data)
+    damaged[pos] ^= 1 << bit
+    with pytest.raises(StreamError) as info:
+        _read_all(bytes(damaged))
+    return info.value
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from([s.stem for s in SMALL]), st.floats(0, 1, exclude_max=True), st.integers(0, 7)
@@ -91,20 +100,17 @@ def _read_all(data: bytes) -> None:
 def test_flipped_bit_anywhere_is_reported_at_its_record(name: str, where: float, bit: int) -> None:
     data, recs = _layout(name)
     pos = int(where * len(data))
-    damaged = bytearray(data)
-    damaged[pos] ^= 1 << bit
-    with pytest.raises(StreamError) as info:
-        _read_all(bytes(damaged))
+    error = _read_flipped(data, pos, bit)
     expected = _expected(data, recs, pos, bit)
     if expected is None:
         begin = next(r for r in recs if r.offset <= pos < r.offset + r.size)
-        assert info.value.record == begin.index + 1 or isinstance(info.value, StreamTruncated)
+        assert error.record == begin.index + 1 or isinstance(error, StreamTruncated)
         return
     cls, index = expected
-    assert type(info.value) is cls, (pos, str(info.value))
-    assert info.value.record == index, (pos, str(info.value))
+    assert type(error) is cls, (pos, str(error))
+    assert error.record == index, (pos, str(error))
     if cls is not StreamTruncated:
-        assert info.value.offset == recs[index].offset
+        assert error.offset == recs[index].offset
 
 
 @pytest.mark.parametrize("name", ["incr-I-s1-s3", "raw-encrypted-e1", "clone-app-from-base-s2"])
@@ -116,15 +122,12 @@ def test_every_header_byte_of_the_first_records_and_wrapper_ends(name: str) -> N
         for rel in range(0, 312, 3):
             pos = rec.offset + rel
             bit = rel % 8
-            damaged = bytearray(data)
-            damaged[pos] ^= 1 << bit
-            with pytest.raises(StreamError) as info:
-                _read_all(bytes(damaged))
+            error = _read_flipped(data, pos, bit)
             expected = _expected(data, recs, pos, bit)
             if expected is None:
                 continue
             cls, index = expected
-            assert (type(info.value), info.value.record) == (cls, index), (pos, str(info.value))
+            assert (type(error), error.record) == (cls, index), (pos, str(error))
 
 
 @settings(max_examples=200, deadline=None)
