@@ -425,20 +425,21 @@ class Front:
             result += [o.name for o in self.backend.list(dataset) if o.name.endswith(f"@{short}")]
         return result
 
-    def hold(self, args: Sequence[str]) -> int:
-        found, operands = opts("hold", args, "r")
+    def _tag_and_snapshots(self, command: str, args: Sequence[str]) -> tuple[str, list[str]]:
+        """``zfs hold|release [-r] tag snapshot...``: the tag and the snapshots it applies to."""
+        found, operands = opts(command, args, "r")
         if len(operands) < 2:
             raise Usage("too few arguments")
-        tag, snaps = operands[0], self._snapshots(operands[1:], "-r" in found)
+        return operands[0], self._snapshots(operands[1:], "-r" in found)
+
+    def hold(self, args: Sequence[str]) -> int:
+        tag, snaps = self._tag_and_snapshots("hold", args)
         self.doing("hold snapshot", snaps[0] if snaps else "")
         self.backend.hold(tag, snaps)
         return 0
 
     def release(self, args: Sequence[str]) -> int:
-        found, operands = opts("release", args, "r")
-        if len(operands) < 2:
-            raise Usage("too few arguments")
-        tag, snaps = operands[0], self._snapshots(operands[1:], "-r" in found)
+        tag, snaps = self._tag_and_snapshots("release", args)
         self.doing("release hold from snapshot", snaps[0] if snaps else "")
         self.backend.release(tag, snaps)
         return 0
