@@ -32,6 +32,7 @@ from protocol.errors import MessageError, TransferCancelled, ZfleetError
 from protocol.log import bind_context, clear_context
 from protocol.messages import InventoryReport, StepCall, StepEvent, StepState, from_dict
 from workers.celery_app import NOOP_TASK, STEP_TASK, connect_signals, make_app
+from workers.metrics import observe_step, observe_transfer
 from workers.steps import Result, StepContext, is_retryable, run_step
 from workers.zfs.base import ZfsBackend
 
@@ -215,10 +216,12 @@ def _push_with_cancel(
         watcher = threading.Thread(target=watch, name="zfleet-cancel-watch", daemon=True)
         watcher.start()
         try:
-            return push(*args, cancel=stop, **kw)
+            report = push(*args, cancel=stop, **kw)
         finally:
             done.set()
             watcher.join(2)
+        observe_transfer(report)
+        return report
 
     return wrapped
 
@@ -261,6 +264,7 @@ def execute(rt: HostRuntime, call: StepCall) -> str:
             result["run_us"] = int((time.monotonic() - began) * 1e6)
             rt.client.set(done_key, json.dumps(result), ex=DONE_TTL)
             _emit(rt, call, StepState.SUCCEEDED, result=result)
+            observe_step(call.step_kind, "succeeded")
             log.info("step.succeeded", **result)
             return "succeeded"
         finally:
@@ -274,17 +278,20 @@ def _run(rt: HostRuntime, call: StepCall) -> Result | str:
         return run_step(context_for(rt, call), call.step_kind, call.args_json)
     except TransferCancelled as exc:
         _emit(rt, call, StepState.CANCELLED, error_type=type(exc).__name__, error_message=str(exc))
+        observe_step(call.step_kind, "cancelled")  # asked for: not an error
         log.info("step.cancelled")
         return "cancelled"
     except ZfleetError as exc:
         retry = is_retryable(exc)
         _emit(rt, call, StepState.FAILED, error_type=type(exc).__name__, error_message=str(exc),
               retryable=retry)  # fmt: skip
+        observe_step(call.step_kind, "retrying" if retry else "failed", exc)
         log.warning("step.failed", error=str(exc), error_type=type(exc).__name__, retryable=retry)
         return "failed"
     except Exception as exc:  # a bug: report it as a failure rather than lose the step
         _emit(rt, call, StepState.FAILED, error_type=type(exc).__name__,
               error_message=f"unexpected {type(exc).__name__}: {exc}")  # fmt: skip
+        observe_step(call.step_kind, "failed", exc)
         log.exception("step.crashed")
         return "failed"
 
@@ -309,7 +316,6 @@ def make_worker_app(rt: HostRuntime, redis_url: str) -> Celery:
         return x
 
     return app
-
 
 
 def store_opener(

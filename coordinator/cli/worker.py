@@ -17,6 +17,8 @@ from coordinator.cli.common import cli_errors, config_option, redis_client, sett
 from coordinator.config import HostConfig, load_config
 from protocol.errors import ConfigError
 from protocol.log import configure_from_settings
+from protocol.settings import Settings
+from workers.tls import TlsConfig, client_context
 from workers.zfs.base import ZfsBackend
 
 
@@ -34,6 +36,28 @@ def backend_for(host: HostConfig) -> ZfsBackend:
     return RealBackend(host.exec_prefix)
 
 
+def tls_config(settings: Settings) -> TlsConfig | None:
+    """The data plane's TLS files from the settings; None when TLS is not configured."""
+    given = (settings.tls_ca, settings.tls_cert, settings.tls_key)
+    if all(path is None for path in given):
+        return None
+    ca, cert, key = given
+    if ca is None or cert is None or key is None:
+        # half a TLS set-up would silently fall back to plain TCP on one side
+        raise ConfigError("TLS needs all of tls_ca, tls_cert and tls_key (ZFLEET_TLS_*)")
+    return TlsConfig(ca_file=ca, cert_file=cert, key_file=key)
+
+
+def ledger_path(data_dir: Path, host: str) -> Path:
+    """Where HOST's stream server remembers used grants (per host: a data dir may be shared)."""
+    directory = data_dir / "grants"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {directory}: {exc}") from exc
+    return directory / f"{host}.ledger"
+
+
 @click.command("worker")
 @click.option("--host", "host_name", required=True, help="This host's name in the fleet config.")
 @config_option()
@@ -44,13 +68,24 @@ def backend_for(host: HostConfig) -> ZfsBackend:
 @click.option("--stream-bind", default=None,
               help="host:port for the stream server (default: the host's stream_address, "
                    "else the stream_bind setting; port 0 picks a free one).")  # fmt: skip
-def worker(
-    host_name: str, config_path: Path, concurrency: int, pool: str, stream_bind: str | None
-) -> None:
-    """Run HOST's worker: Celery on queue zfleet.host.HOST plus its stream server."""
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True,
+              help="Address of the metrics endpoint (on the metrics_port setting; 0 turns it "
+                   "off); 0.0.0.0 inside a container.")  # fmt: skip
+def worker(  # keyword-only: click passes every option by name
+    *, host_name: str, config_path: Path, concurrency: int, pool: str, stream_bind: str | None,
+    metrics_bind: str,
+) -> None:  # fmt: skip
+    """Run HOST's worker: Celery on queue zfleet.host.HOST plus its stream server.
+
+    With the tls_ca, tls_cert and tls_key settings (ZFLEET_TLS_*) the stream server and the
+    sender speak mutual TLS. Grants used here are remembered in DATA_DIR/grants/HOST.ledger, so
+    a restart does not open a window for replays. The worker's own metrics (transfers, steps)
+    are served on metrics_port, counted in this process (the threads and solo pools).
+    """
     from protocol.settings import parse_hostport
+    from workers import metrics
     from workers.celery_app import queue_for
-    from workers.dataplane.sender import push_transfer
+    from workers.dataplane.sender import SendOptions, push_transfer
     from workers.dataplane.server import StreamServer
     from workers.tasks import HostRuntime, make_worker_app, store_opener
 
@@ -66,22 +101,39 @@ def worker(
             raise ConfigError("the worker needs fleet_secret (ZFLEET_FLEET_SECRET) to check grants")
         bind = parse_hostport(stream_bind or host.stream_address or settings.stream_bind,
                               allow_port_zero=True)  # fmt: skip
+        tls = tls_config(settings)
+        ledger = ledger_path(settings.data_dir, host_name)
         backend = backend_for(host)
         client = redis_client(settings)
-        server = StreamServer(backend, host=host_name, bind=bind,
+        server = StreamServer(backend, host=host_name, bind=bind, tls=tls, ledger_path=ledger,
                               secret=settings.fleet_secret.get().encode())  # fmt: skip
-        server.start()
+        options = SendOptions(tls=client_context(tls) if tls is not None else None)
         push = functools.partial(push_transfer, compression_level=settings.compression_level,
-                                 bwlimit=settings.bwlimit)  # fmt: skip
+                                 bwlimit=settings.bwlimit, options=options)  # fmt: skip
         s3 = {k: v for k, v in {
             "access_key": settings.store_access_key.get() if settings.store_access_key else None,
             "secret_key": settings.store_secret_key.get() if settings.store_secret_key else None,
             "region": settings.store_region,
         }.items() if v}  # fmt: skip
         opener = store_opener(os.environ.get("ZFLEET_PASSPHRASE"), s3)
+        server.start()
+        # peers dial the advertised address when one is set (a bind to 0.0.0.0 is not dialable)
+        advertise = (
+            settings.stream_advertise_addr
+            if settings.stream_advertise != settings.stream_bind
+            else server.address
+        )
         rt = HostRuntime(host=host_name, backend=backend, client=client,
-                         stream_address=server.address, push=push, open_store=opener)  # fmt: skip
+                         stream_address=advertise, push=push, open_store=opener)  # fmt: skip
+        endpoint = None
         try:
+            if settings.metrics_port:
+                try:
+                    endpoint, _port = metrics.serve(host_name, settings.metrics_port,
+                                                    metrics_bind)  # fmt: skip
+                except OSError as exc:
+                    raise ConfigError(f"metrics cannot listen on {metrics_bind}:"
+                                      f"{settings.metrics_port}: {exc}") from exc  # fmt: skip
             rt.start_heartbeat()
             app = make_worker_app(rt, settings.redis_url)
             app.worker_main([  # --quiet: no banner on stdout, the log stays JSON
@@ -92,3 +144,6 @@ def worker(
         finally:
             rt.stop()
             server.stop()
+            if endpoint is not None:
+                endpoint.shutdown()
+                endpoint.server_close()
