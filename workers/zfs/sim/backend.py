@@ -139,6 +139,18 @@ class SimBackend(ZfsBackend):
             return [o for p in self._pool_names() for o in self.list(p, types=types)]
         kind = zfsnames.validate_any(root, existing=True)
         pool = self._pool(root)
+        # One committed state for the whole listing, however busy other writers are.
+        with self._lock, db.reading(pool.conn):
+            return self._list(pool, root, kind, recursive, types)
+
+    def _list(
+        self,
+        pool: Pool,
+        root: str,
+        kind: zfsnames.NameKind,
+        recursive: bool,
+        types: Sequence[ObjType],
+    ) -> builtins.list[ZfsObject]:
         if kind != zfsnames.NameKind.DATASET:
             obj = self._object(pool, root, Space(pool))
             return [obj] if obj.type in types else []

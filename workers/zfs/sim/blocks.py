@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,8 +54,13 @@ class BlockStore:
             return
         except FileNotFoundError:
             pass
-        # A dot name: never read as a block, and swept if a killed writer leaves it behind.
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        # A dot name: never read as a block, and swept if a killed writer leaves it behind. Unique
+        # per writer (not just per process): two threads storing the same block must not
+        # truncate each other's temporary file and rename a torn block into place.
+        tmp = os.path.join(
+            os.path.dirname(path),
+            f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp",
+        )
         try:
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -121,6 +121,24 @@ def txg(conn: sqlite3.Connection) -> Iterator[int]:
         conn.execute("COMMIT")
 
 
+@contextmanager
+def reading(conn: sqlite3.Connection) -> Iterator[None]:
+    """Reads that all see one committed state, whatever other writers commit meanwhile.
+
+    A WAL read transaction: without it, each SELECT sees the latest commit, so an inventory
+    could find a snapshot in one query and miss it (or its dataset) in the next.
+    """
+    if conn.in_transaction:  # inside a txg (or another read): already one state
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def get_meta(conn: sqlite3.Connection, key: str, default: object = None) -> object:
     """A pool-wide value (size, guid, creation, txg)."""
     row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -144,20 +145,36 @@ def chunks(data: bytes) -> Iterator[bytes]:
 
 Manifest = dict[int, bytes]  # object id -> node digest
 
-_CCTX: Final = zstandard.ZstdCompressor(level=3)
-_DCTX: Final = zstandard.ZstdDecompressor()
+# A zstd context must never be used by two threads at once: it releases the GIL while it works,
+# so a shared one garbles (or fails on) concurrent manifests. Threads of one process that use
+# separate SimBackends (or a send thread and a receive) are not serialized by any lock.
+_local = threading.local()
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    cctx: zstandard.ZstdCompressor | None = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=3)
+    return cctx
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
 
 
 def encode_manifest(manifest: Mapping[int, bytes]) -> bytes:
     flat: list[object] = []
     for obj in sorted(manifest):
         flat += [obj, manifest[obj]]
-    return _CCTX.compress(msgpack.packb(flat))
+    return _cctx().compress(msgpack.packb(flat))
 
 
 def decode_manifest(blob: bytes) -> Manifest:
     try:
-        flat = msgpack.unpackb(_DCTX.decompress(blob))
+        flat = msgpack.unpackb(_dctx().decompress(blob))
     except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
         raise ZfsError(f"snapshot manifest is damaged: {exc}") from exc
     return {int(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat), 2)}

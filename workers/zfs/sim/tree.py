@@ -288,7 +288,10 @@ def walk(root: Path, exclude: frozenset[str] = frozenset()) -> Iterator[tuple[st
             child = f"{rel}/{entry.name}" if rel else entry.name
             if child in exclude:
                 continue
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the listing (a receive rewriting the mountpoint)
             yield child, st
             if stat.S_ISDIR(st.st_mode):
                 stack.append((child, entry.path))
