@@ -23,6 +23,7 @@ from protocol.stream import read_records
 from tests.unit.sim_helpers import mnt, new_sim, send_bytes, snapshot_tree
 from workers.zfs.base import ObjType, ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
+from workers.zfs.sim.blocks import BlockStore, digest
 from workers.zfs.sim.nodes import decode_manifest, encode_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,3 +225,31 @@ def test_manifests_encode_and_decode_on_many_threads_at_once() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_threads_storing_the_same_blocks_never_tear_one(tmp_path: Path) -> None:
+    # Writers of one block used to share a temporary name per process: one truncated the
+    # other's file and a torn block was renamed into place (or the second rename failed).
+    store = BlockStore(tmp_path / "blocks")
+    rng = random.Random(11)
+    datas = [rng.randbytes(rng.randint(60_000, 131_072)) for _ in range(150)]
+    failures: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def run() -> None:
+        start.wait()
+        try:
+            for data in datas:
+                store.put(data)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    for data in datas:
+        assert store.get(digest(data)) == data
+    assert not [p for p in store.root.rglob(".*")], "temporary files left behind"
