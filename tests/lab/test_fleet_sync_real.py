@@ -103,6 +103,7 @@ def objects(host: LabHost, root: str) -> dict[str, ZfsObject]:
 
 def modified(beta: LabHost, dst: str) -> dict[str, str]:
     """Replica datasets written since their newest snapshot: bytes written and ``zfs diff``."""
+    on_host(beta, f"zpool sync {beta.pool}")  # ``written`` shows only what a txg has synced
     found = objects(beta, dst)
     out = {}
     for name, o in found.items():
