@@ -16,7 +16,8 @@ half-way through a job. A minimal file::
     retention = { "zfleet-*" = 24 }
 
 With one source, a target names the exact dataset the source lands in; with several sources each
-lands under the target as ``<target>/<last component of the source>``.
+lands under the target as ``<target>/<last component of the source>``. Replicas are received
+unmounted with ``canmount=noauto`` unless the job says ``mount_targets = true``.
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ class JobConfig:
     retention: tuple[RetentionRule, ...] = ()
     force_rollback: bool = False
     incremental: Literal["I", "i"] = "I"
+    # False: replicas are received unmounted (-u) with canmount=noauto. Mounting received children
+    # rewrites their mountpoint directories in the parents, which then look modified (zfs#12580).
+    mount_targets: bool = False
 
     def target_dataset(self, source: DatasetRef, target: Target, dataset: str) -> str:
         """The dataset on ``target`` that ``dataset`` (at or under ``source``) lands in."""
@@ -264,7 +268,7 @@ def _store(w: _Where, name: str, raw: Any) -> StoreConfig:
 
 _JOB_KEYS: Final = {
     "source", "sources", "targets", "recursive", "include", "exclude", "schedule", "snapshot",
-    "retention", "force_rollback", "incremental",
+    "retention", "force_rollback", "incremental", "mount_targets",
 }  # fmt: skip
 
 
@@ -328,6 +332,7 @@ def _job(
         retention=tuple(retention),
         force_rollback=_bool(w, (*path, "force_rollback"), t.get("force_rollback", False)),
         incremental="I" if incremental == "I" else "i",
+        mount_targets=_bool(w, (*path, "mount_targets"), t.get("mount_targets", False)),
     )
 
 

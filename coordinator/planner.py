@@ -386,7 +386,10 @@ class _Builder:
         if leg is None:
             leg = _Leg(pr.src.host, pr.ds.name, send, guids[0], guids[1], estimate)
             self.legs[key] = leg
-        leg.targets.append({"host": pr.tkey, "dataset": pr.tname, "force": force, "origin": origin})
+        # no_mount (a missing one means mount: what a worker did before the option existed)
+        no_mount = not self.job.mount_targets and pr.ds.type == "filesystem"
+        leg.targets.append({"host": pr.tkey, "dataset": pr.tname, "force": force, "origin": origin,
+                            "no_mount": no_mount})  # fmt: skip
         deps = deps or set()
         leg.deps.update(deps)
         return key

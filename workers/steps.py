@@ -126,6 +126,7 @@ class TransferTarget:
     grant: str
     address: tuple[str, int] | None
     store: Mapping[str, Any] | None = None
+    no_mount: bool = False  # absent in messages from before mount_targets: mount, as then
 
     @property
     def label(self) -> str:
@@ -169,7 +170,8 @@ class TransferArgs:
             targets.append(
                 TransferTarget(host=_str(t, "host"), dataset=_str(t, "dataset"),
                                force=_bool(t, "force"), origin=_opt_str(t, "origin"),
-                               grant=_opt_str(t, "grant") or "", address=address, store=store)
+                               grant=_opt_str(t, "grant") or "", address=address, store=store,
+                               no_mount=_bool(t, "no_mount"))
             )  # fmt: skip
         if not targets:
             raise MessageError("a transfer needs at least one target")
@@ -333,7 +335,11 @@ def transfer(ctx: StepContext, raw: str) -> Result:
             PeerTarget(
                 host=t.host,
                 address=t.address or ctx.peer_address(t.host),
-                receive=ReceiveSpec(target=t.dataset, force=t.force, origin=t.origin),
+                receive=ReceiveSpec(
+                    target=t.dataset, force=t.force, origin=t.origin, no_mount=t.no_mount,
+                    # noauto: a reboot's `zfs mount -a` leaves the replica unmounted as well
+                    set_props={"canmount": "noauto"} if t.no_mount else {},
+                ),
                 grant=t.grant,
             )
         )

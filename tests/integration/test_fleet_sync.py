@@ -2,7 +2,8 @@
 
 alpha holds a hierarchy (a base with snapshots, nested children, three clones of different base
 snapshots); the job replicates it to beta and gamma. The targets must end up with clones as clones,
-equal guids and equal contents; a second run moves only the changes; a worker and the coordinator
+equal guids and equal contents, unmounted with canmount=noauto (the default), read through temporary
+clones of their newest snapshots; a second run moves only the changes; a worker and the coordinator
 killed (SIGKILL) mid-job do not stop the job from finishing correctly once they are back.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from coordinator import engine
+from coordinator.demo.verify import snapshot_files
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job
@@ -68,6 +70,15 @@ def files(backend: SimBackend, dataset: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in Path(mp).iterdir() if p.is_file()}
 
 
+def replica_files(backend: SimBackend, dataset: str) -> dict[str, bytes]:
+    """The files of an (unmounted) replica's newest snapshot, read through a temporary clone."""
+    snaps = [o for o in backend.list(dataset) if o.type is ObjType.SNAPSHOT]
+    newest = max((o for o in snaps if o.dataset == dataset), key=lambda o: o.createtxg)
+    pool = dataset.split("/", 1)[0]
+    with snapshot_files(backend, newest.name, f"{pool}/scratch") as mp:
+        return {p.name: p.read_bytes() for p in mp.iterdir() if p.is_file()}
+
+
 def assert_replicated(fleet: Fleet) -> None:
     alpha = fleet.backend("alpha")
     src = {o.name: o for o in alpha.list("tank/img")}
@@ -84,7 +95,10 @@ def assert_replicated(fleet: Fleet) -> None:
             twin = tgt[clone.replace("tank/img", "bk/img", 1)]
             assert twin.origin == f"bk/img/base@{origin}", f"{host}: {twin.name} is not a clone"
         for name in datasets:
-            assert files(tgt_backend, name.replace("tank/img", "bk/img", 1)) == files(alpha, name)
+            twin_name = name.replace("tank/img", "bk/img", 1)
+            props = tgt_backend.get(twin_name, ["mounted", "canmount"])
+            assert (props["mounted"].value, props["canmount"].value) == ("no", "noauto"), twin_name
+            assert replica_files(tgt_backend, twin_name) == files(alpha, name)
 
 
 def moved(job: Job) -> int:
@@ -138,8 +152,9 @@ def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> Non
     rows = json.loads(status.stdout)["datasets"]
     assert {t["snapshots_behind"] for r in rows for t in r["targets"]} == {0}
 
-    # someone writes into beta's copy: beta's base is refused by name, gamma still syncs
-    write(fleet.backend("beta"), "bk/img/base", "local-edit", b"oops")
+    # someone snapshots beta's copy (unmounted, the sim gives no way to write into it): beta's base
+    # is refused by name, gamma still syncs
+    fleet.backend("beta").snapshot(["bk/img/base@local-edit"])
     write(fleet.backend("alpha"), "tank/img/base", "patch2", os.urandom(4096))
     time.sleep(1.1)
     third = fleet.cli("sync", "img", "--config", str(fleet.config), "--wait", "--json",
@@ -148,10 +163,11 @@ def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> Non
     failed = [(s["id"], s["error"]) for s in steps if s["status"] != "succeeded"]
     assert third.returncode == 3, failed  # EXIT_REFUSED: all ran, but beta's base was refused
     (refusal,) = json.loads(third.stdout)["report"]["refusals"]
-    assert refusal["target"] == "beta:bk/img/base" and "modified" in refusal["reason"]
-    assert files(fleet.backend("gamma"), "bk/img/base") == files(fleet.backend("alpha"),
-                                                                 "tank/img/base")  # fmt: skip
-    assert "patch2" not in files(fleet.backend("beta"), "bk/img/base")
+    assert refusal["target"] == "beta:bk/img/base"
+    assert "snapshots the source lacks" in refusal["reason"], refusal
+    gamma_base = replica_files(fleet.backend("gamma"), "bk/img/base")
+    assert gamma_base == files(fleet.backend("alpha"), "tank/img/base")
+    assert "patch2" not in replica_files(fleet.backend("beta"), "bk/img/base")
 
     # retention kept the newest two zfleet snapshots everywhere it pruned, never a needed base
     for host, root in (("alpha", "tank/img"), ("gamma", "bk/img")):
@@ -271,4 +287,4 @@ def test_cancel_stops_a_running_transfer_and_releases_holds(fleet: Fleet) -> Non
     held = [o.name for o in alpha.list("tank/img")
             if o.type is ObjType.SNAPSHOT and tag in alpha.holds(o.name)]  # fmt: skip
     assert held == []  # the release step ran although the job was cancelled
-    assert "big" not in files(fleet.backend("beta"), "bk/img/base")
+    assert "big" not in replica_files(fleet.backend("beta"), "bk/img/base")

@@ -5,9 +5,10 @@ the VM's ssh exec prefix) and a `zfleet coordinator` process. So ``zfs send`` ru
 bytes come out over ssh into VM 1's worker, cross the data plane over 127.0.0.1 to VM 2's worker
 and go over ssh into ``zfs receive`` in VM 2. On VM 2 the replica must have the same guids, the
 clone must be a clone of the replicated base snapshot and the files must hash the same; a second
-run after a small change must move only that change. On real ZFS a fresh replica's parent datasets
-count as modified since their snapshots (their children's mountpoint directories were replaced when
-the children were mounted), so the next sync needs ``force_rollback``: recorded as a strict xfail.
+run after a small change must move only that change. Replicas are received unmounted with
+``canmount=noauto`` (the default): mounted, a fresh replica's parents would count as modified since
+their snapshots (mounting the children replaces their mountpoint directories, openzfs/zfs#12580) and
+the next sync would refuse them. A replica a user mounts and writes into is still refused.
 """
 
 from __future__ import annotations
@@ -89,6 +90,21 @@ def build_source(alpha: LabHost, root: str) -> None:
     ]), timeout=300)  # fmt: skip
 
 
+def snapshot_hashes(host: LabHost, snapshot: str) -> dict[str, str]:
+    """``hashes`` of an unmounted replica's snapshot, read through a temporary clone."""
+    scratch, mnt = f"{host.pool}/fleetscratch", "/run/fleetscratch"
+    on_host(host, f"zfs clone -o readonly=on -o mountpoint={mnt} {snapshot} {scratch}")
+    try:
+        return hashes(host, mnt)
+    finally:
+        on_host(host, f"zfs destroy {scratch}")
+
+
+def newest_snapshot(found: dict[str, ZfsObject], name: str) -> ZfsObject:
+    """The newest snapshot of ``name`` among ``found`` (keyed as ``objects`` keys them)."""
+    return max((o for k, o in found.items() if k.startswith(f"{name}@")), key=lambda o: o.createtxg)
+
+
 def hashes(host: LabHost, directory: str) -> dict[str, str]:
     """sha256 of every file under ``directory`` on ``host`` (not crossing into child datasets)."""
     out = on_host(host, f"cd {directory} && find . -xdev -type f -print0 | sort -z | "
@@ -116,10 +132,11 @@ def modified(beta: LabHost, dst: str) -> dict[str, str]:
 
 
 def assert_replicated(alpha: LabHost, beta: LabHost, src: str, dst: str) -> None:
-    """Every dataset and snapshot of ``src`` on VM 2 with its guid, clones as clones, same files.
+    """Every dataset and snapshot of ``src`` on VM 2 with its guid, clones as clones, same files,
+    unmounted with canmount=noauto.
 
-    Files are read through the newest snapshot's ``.zfs/snapshot`` directory: reading the live
-    replica would update atimes, which makes real ZFS count it as modified since that snapshot.
+    Files are read through the newest snapshot: on VM 1 its ``.zfs/snapshot`` directory (reading
+    the live source would update atimes), on VM 2 a temporary clone (the replica is unmounted).
     """
     ours, theirs = objects(alpha, src), objects(beta, dst)
     assert set(ours) <= set(theirs), f"missing on {beta.name}: {sorted(set(ours) - set(theirs))}"
@@ -131,13 +148,14 @@ def assert_replicated(alpha: LabHost, beta: LabHost, src: str, dst: str) -> None
     for name, obj in ours.items():
         if obj.type is not ObjType.FILESYSTEM:
             continue
-        snaps = [o for k, o in ours.items() if k.startswith(f"{name}@")]
-        newest = max(snaps, key=lambda o: o.createtxg)
-        mine = f"/{name.replace('ROOT', src, 1)}/.zfs/snapshot/{newest.short}"
-        twin = f"/{name.replace('ROOT', dst, 1)}/.zfs/snapshot/{newest.short}"
+        snap = newest_snapshot(ours, name)
+        mine = f"/{name.replace('ROOT', src, 1)}/.zfs/snapshot/{snap.short}"
+        twin = name.replace("ROOT", dst, 1)
         digests = hashes(alpha, mine)
         assert digests, f"no files in {mine}"
-        assert hashes(beta, twin) == digests, twin
+        assert snapshot_hashes(beta, f"{twin}@{snap.short}") == digests, twin
+        state = on_host(beta, f"zfs get -H -o value mounted,canmount {twin}")
+        assert state.split() == ["no", "noauto"], (twin, state)
 
 
 def moved(job: Job) -> int:
@@ -176,12 +194,10 @@ def test_hierarchy_replicates_between_real_hosts_then_only_changes(
     on_host(beta, f"zfs create {parent}")
     dst = f"{parent}/img"
     build_source(alpha, src)
-    # force_rollback: a fresh real replica's parents count as modified (the xfail test below);
-    # rolling them back to the common snapshot loses nothing of the source's.
-    with lab_fleet(tmp_path, redis_server, lab_hosts, src, dst, force_rollback=True) as fleet:
+    with lab_fleet(tmp_path, redis_server, lab_hosts, src, dst) as fleet:
         store = JobStore(fleet.client())
         first, first_s = run_sync(fleet, store)
-        print(f"\nreplica written since its snapshots after the first run: {modified(beta, dst)}")
+        assert modified(beta, dst) == {}, "the replica changed after it was received"
         assert_replicated(alpha, beta, src, dst)
         assert moved(first) > BASE_MIB * 1024 * 1024, moved(first)
 
@@ -189,7 +205,8 @@ def test_hierarchy_replicates_between_real_hosts_then_only_changes(
         time.sleep(1.1)  # the snapshot pattern has one-second resolution
         second, second_s = run_sync(fleet, store)
         assert_replicated(alpha, beta, src, dst)
-        assert "./patch" in hashes(beta, f"/{dst}/base")
+        theirs = objects(beta, dst)
+        assert "./patch" in snapshot_hashes(beta, newest_snapshot(theirs, "ROOT/base").name)
         transfers = [s for s in second.steps.values() if s.kind == "transfer"]
         assert transfers and all(s.args["send"]["from_snap"] for s in transfers)
         assert moved(second) * 10 < moved(first), (moved(first), moved(second))
@@ -198,12 +215,7 @@ def test_hierarchy_replicates_between_real_hosts_then_only_changes(
               f"{sorted(s.kind for s in second.steps.values())}")  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a fresh real replica is 'modified' right after the sync: mounting the received children "
-    "replaces their mountpoint directories in the parent datasets (zfs diff: '-'/'+' of the "
-    "directory, 'M' of its parent; atime=off changes nothing), so the parents have written > 0 "
-    "since their snapshots and the next sync refuses them as diverged unless force_rollback"))
-def test_second_sync_without_force_rollback(
+def test_second_sync_without_force_rollback_refuses_only_a_written_replica(
     lab_hosts: list[LabHost], names: tuple[str, str], tmp_path: Path,
     redis_server: RedisServer,  # noqa: F811
 ) -> None:  # fmt: skip
@@ -215,7 +227,18 @@ def test_second_sync_without_force_rollback(
     with lab_fleet(tmp_path, redis_server, lab_hosts, src, dst) as fleet:
         store = JobStore(fleet.client())
         run_sync(fleet, store)
-        print(f"\nreplica written since its snapshots after the first run: {modified(beta, dst)}")
+        assert modified(beta, dst) == {}, "the replica changed after it was received"
         on_host(alpha, f"echo b >> /{src}/child/f")
         time.sleep(1.1)
-        run_sync(fleet, store)
+        run_sync(fleet, store)  # unmounted replicas: no force_rollback needed
+
+        # a user mounts the child's replica and writes into it: that target is refused by name
+        on_host(beta, f"zfs mount {dst}/child && echo local >> /{dst}/child/f && zpool sync")
+        on_host(alpha, f"echo c >> /{src}/child/f")
+        time.sleep(1.1)
+        out = fleet.cli("sync", "lab", "--config", str(fleet.config), "--wait", "--json",
+                        timeout=JOB_TIMEOUT)  # fmt: skip
+        assert out.returncode == 3, out.stdout + out.stderr + fleet.logs()  # EXIT_REFUSED
+        (refusal,) = json.loads(out.stdout)["report"]["refusals"]
+        assert refusal["target"] == f"{beta.name}:{dst}/child", refusal
+        assert "modified" in refusal["reason"], refusal

@@ -84,5 +84,14 @@ def test_transfer_arguments_are_checked_and_unknown_kinds_refused(ctx: StepConte
     with pytest.raises(MessageError, match="at least one target"):
         TransferArgs.parse(json.dumps({"source": "tank/a", "send": {"snapshot": "tank/a@s2"},
                                        "to_guid": 1, "from_guid": 0, "targets": []}))  # fmt: skip
+    one = {"source": "tank/a", "send": {"snapshot": "tank/a@s2"}, "to_guid": 1, "from_guid": 0}
+    old = {"host": "beta", "dataset": "bk/a", "force": False, "origin": None}
+    # a target from a coordinator that predates mount_targets mounts, as it did then
+    (t,) = TransferArgs.parse(json.dumps({**one, "targets": [old]})).targets
+    assert t.no_mount is False
+    (t,) = TransferArgs.parse(json.dumps({**one, "targets": [{**old, "no_mount": True}]})).targets
+    assert t.no_mount is True
+    with pytest.raises(MessageError, match="no_mount"):
+        TransferArgs.parse(json.dumps({**one, "targets": [{**old, "no_mount": "yes"}]}))
     with pytest.raises(MessageError, match="unknown step kind"):
         run_step(ctx, "format-disk", "{}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from coordinator.planner import (
     HOLD,
     PRUNE,
@@ -13,6 +15,7 @@ from coordinator.planner import (
     plan_sync,
 )
 from tests.unit.fleetfakes import dataset, graph_of, guid_of, job
+from workers.zfs.base import ObjType
 
 
 def by_id(plan: Plan) -> dict[str, StepPlan]:
@@ -276,3 +279,18 @@ def test_store_target_shares_the_send_and_gets_no_holds() -> None:
     app = next(s for s in plan.transfers() if s.args["source"] == "tank/t/app")
     assert app.args["send"]["from_snap"] == "tank/t@s1"  # a clone stays a clone in the store
     assert not any(s.host and s.host.startswith("store:") for s in plan.steps)
+
+
+def test_replicas_are_received_unmounted_unless_the_job_mounts_them() -> None:
+    fs = dataset("tank/t", ["s1"])
+    vol = dataset("tank/t/vol", ["v1"])
+    vol[0] = dataclasses.replace(vol[0], type=ObjType.VOLUME)
+    g = graph_of(alpha=[fs, vol], beta=[])
+
+    def no_mount(extra: str = "") -> dict[str, bool]:
+        plan = plan_sync(g, job(extra, targets='["beta:bk/t"]'), job_id="J")
+        return {s.args["source"]: s.args["targets"][0]["no_mount"] for s in plan.transfers()}
+
+    # canmount and -u mean nothing to a volume
+    assert no_mount() == {"tank/t": True, "tank/t/vol": False}
+    assert no_mount("mount_targets = true") == {"tank/t": False, "tank/t/vol": False}
