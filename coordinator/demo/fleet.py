@@ -372,9 +372,13 @@ def _wait(fleet: DemoFleet, ready: Callable[[], bool], what: str) -> None:
 
 
 class TerminationAsInterrupt:
-    """Within this context SIGTERM and SIGHUP raise KeyboardInterrupt, so cleanup code runs."""
+    """Within this context SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so cleanup runs.
 
-    SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
+    SIGINT is included because a process started in the background of a non-interactive shell
+    inherits it ignored, and then Ctrl-C (or a supervisor's SIGINT) would not stop the demo.
+    """
+
+    SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __enter__(self) -> TerminationAsInterrupt:
         self._old = {s: signal.signal(s, self._raise) for s in self.SIGNALS}
