@@ -27,6 +27,7 @@ from coordinator.engine import JOB_FAILED, JOB_SUCCEEDED, SUCCEEDED, Job, Step
 from coordinator.jobstore import JobStore
 from protocol.messages import InventoryReport, ZfsObjectRecord
 from tests.conftest import need_binary
+from tests.services.process import stop_process
 from tests.services.redis import RedisServer, free_port, redis_server  # noqa: F401  (fixture)
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
@@ -108,12 +109,7 @@ def metrics_endpoint(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]
     try:
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
         assert proc.stderr is not None
         proc.stderr.close()
 
@@ -136,12 +132,7 @@ def prometheus(metrics_endpoint: int, tmp_path: Path) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
 
 
 def query(base: str, promql: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from tests.conftest import need
+from tests.services.process import stop_process
 
 
 def redis_binary() -> str | None:
@@ -75,12 +76,7 @@ def running_redis(binary: str) -> Iterator[RedisServer]:
                     time.sleep(0.05)
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 5)
 
 
 @pytest.fixture
