@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli.ca import init_ca, issue_host
+from app.cli.ca import init_ca, issue_host
 from protocol.errors import ConfigError
 from protocol.frames import Frame, FrameDecoder, FrameKind, compress_payload, encode_frame
 from protocol.grants import new_grant, sign_grant

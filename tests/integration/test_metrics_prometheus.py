@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from coordinator import keys
+from bus import keys
 from coordinator.engine import JOB_FAILED, JOB_SUCCEEDED, SUCCEEDED, Job, Step
 from coordinator.jobstore import JobStore
-from protocol.messages import InventoryReport, ZfsObjectRecord
+from protocol.zfs import InventoryReport
 from tests.conftest import need_binary
 from tests.services.process import stop_process
 from tests.services.redis import RedisServer, free_port, redis_server  # noqa: F401  (fixture)
@@ -80,7 +80,7 @@ def populate(server: RedisServer, root: Path) -> dict[str, int]:
         if upto == "s2":
             _receive(alpha, target, "tank/img@s2", "tank/img@s1")
     for host, backend in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        objects = tuple(ZfsObjectRecord.from_object(o) for o in backend.list())
+        objects = tuple(backend.list())
         store.put_inventory(InventoryReport(host=host, taken_at=time.time(), objects=objects))
     server.client().hset(keys.worker("alpha"), mapping={"instance": "test", "started": "1"})
     snaps = {o.short: o.creation for o in alpha.list("tank/img") if "@" in o.name}

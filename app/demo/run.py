@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from coordinator import engine
-from coordinator.demo import scenario, verify
-from coordinator.demo.fleet import (
+from app.demo import scenario, verify
+from app.demo.fleet import (
     HOSTS,
     SOURCE_POOL,
     TARGET_POOL,
@@ -23,7 +22,7 @@ from coordinator.demo.fleet import (
     prepare_hosts,
     start_fleet,
 )
-from coordinator.demo.store import (
+from app.demo.store import (
     StoreStats,
     open_repo,
     pack_bytes,
@@ -31,7 +30,8 @@ from coordinator.demo.store import (
     stats_since,
     stored_streams,
 )
-from coordinator.demo.verify import Check, Replica
+from app.demo.verify import Check, Replica
+from coordinator import engine
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.syncjob import submit_sync

@@ -14,20 +14,20 @@ import click
 
 # name -> "module:attribute" of a click.Command; kept sorted.
 SUBCOMMANDS: Final[dict[str, str]] = {
-    "ca": "coordinator.cli.ca:ca",
-    "cloud": "coordinator.cli.cloud:cloud",
-    "coordinator": "coordinator.cli.coordinator:coordinator",
-    "demo": "coordinator.cli.demo:demo",
-    "graph": "coordinator.cli.graph:graph",
-    "job": "coordinator.cli.jobs:job",
-    "jobs": "coordinator.cli.jobs:jobs",
-    "lab": "coordinator.cli.lab:lab",
-    "metrics": "coordinator.cli.metrics:metrics",
-    "sim": "coordinator.cli.sim:sim",
-    "status": "coordinator.cli.status:status",
-    "stream": "coordinator.cli.stream:stream",
-    "sync": "coordinator.cli.sync:sync",
-    "worker": "coordinator.cli.worker:worker",
+    "ca": "app.cli.ca:ca",
+    "cloud": "app.cli.cloud:cloud",
+    "coordinator": "app.cli.coordinator:coordinator",
+    "demo": "app.cli.demo:demo",
+    "graph": "app.cli.graph:graph",
+    "job": "app.cli.jobs:job",
+    "jobs": "app.cli.jobs:jobs",
+    "lab": "app.cli.lab:lab",
+    "metrics": "app.cli.metrics:metrics",
+    "sim": "app.cli.sim:sim",
+    "status": "app.cli.status:status",
+    "stream": "app.cli.stream:stream",
+    "sync": "app.cli.sync:sync",
+    "worker": "app.cli.worker:worker",
 }
 
 

@@ -1,4 +1,4 @@
-"""Every Redis key zfleet's coordination uses, in one place (``redis-cli --scan`` reads like a map).
+"""Every Redis key zfleet uses, in one place (``redis-cli --scan`` reads like a map).
 
 Job state is written by the active coordinator only; workers write events, inventories, progress,
 heartbeats and their idempotency records; the CLI writes new jobs and cancel requests.
@@ -14,6 +14,7 @@ EVENTS_GROUP: Final = "coordinator"
 LEADER: Final = f"{PREFIX}:leader"
 JOBS_ALL: Final = f"{PREFIX}:jobs"  # sorted set: job id by creation time
 JOBS_ACTIVE: Final = f"{PREFIX}:jobs:active"  # set of job ids the coordinator drives
+CONFIG_PREFIX: Final = f"{PREFIX}:config"  # a fleet config text by its SHA-256, shared by jobs
 
 
 def job(job_id: str) -> str:
@@ -58,3 +59,13 @@ def dataset_lock(resource: str) -> str:
 
 def schedule_last(job_name: str) -> str:
     return f"{PREFIX}:schedule:{job_name}:last"
+
+
+def config(digest: str) -> str:
+    """A fleet config's text, stored once per content (every run of a job shares it)."""
+    return f"{CONFIG_PREFIX}:{digest}"
+
+
+def epoch(job_name: str) -> str:
+    """A replication job's fencing epoch (an integer, raised by every failover)."""
+    return f"{PREFIX}:epoch:{job_name}"

@@ -18,11 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from app.cli.common import human_bytes, print_json
+from app.demo.verify import Check
 from coordinator import engine
-from coordinator.cli.common import human_bytes, print_json
-from coordinator.demo.verify import Check
 from coordinator.engine import Job, Step
 from coordinator.jobstore import JobStore
+from protocol.steps import TransferArgs
 
 EXIT_CHECKS_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -79,8 +80,8 @@ class RichNarrator:
             job = wait_job(store, job_id, timeout=timeout, poll=0.3, on_poll=update)
         transfers = [st for st in job.steps.values() if st.kind == "transfer"]
         if transfers:
-            hosts = sorted({str(t.get("host")) for st in transfers
-                            for t in st.args.get("targets") or []})  # fmt: skip
+            hosts = sorted({t.host for st in transfers if isinstance(st.args, TransferArgs)
+                            for t in st.args.targets})  # fmt: skip
             table = Table(box=None, padding=(0, 1), show_edge=False,
                           title=f"one send each, fanned out to {', '.join(hosts)}",
                           title_justify="left", title_style="dim")  # fmt: skip
@@ -100,11 +101,12 @@ class RichNarrator:
 
 def transfer_label(step: Step) -> tuple[str, str]:
     """(dataset without its pool, what is sent) for a transfer step, from its planned send."""
-    send = step.args.get("send") or {}
-    snapshot = str(send.get("snapshot", step.id))
+    if not isinstance(step.args, TransferArgs):
+        return step.id, step.kind
+    snapshot = step.args.send.snapshot
     dataset, _, short = snapshot.partition("@")
     shown = dataset.partition("/")[2] or dataset
-    base = send.get("from_snap")
+    base = step.args.send.from_snap
     if not base:
         return shown, f"@{short} full"
     base_ds, _, base_short = str(base).rpartition("@")
@@ -155,9 +157,9 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
 
     Exit codes: 0 every check passed, 1 a check failed or the demo broke, 130 interrupted.
     """
-    from coordinator.demo.fleet import TerminationAsInterrupt, claim_directory
-    from coordinator.demo.picture import status_tree, write_fleet_svg
-    from coordinator.demo.run import Demo
+    from app.demo.fleet import TerminationAsInterrupt, claim_directory
+    from app.demo.picture import status_tree, write_fleet_svg
+    from app.demo.run import Demo
     from protocol.errors import ConfigError
     from protocol.log import configure_logging
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rich.tree import Tree
 
+from app.demo.fleet import HOSTS, PASSPHRASE_FILE, STORE_NAME, DemoFleet
+from app.demo.store import open_repo
 from coordinator.config import load_config
-from coordinator.demo.fleet import HOSTS, PASSPHRASE_FILE, STORE_NAME, DemoFleet
-from coordinator.demo.store import open_repo
 from coordinator.graph import FleetGraph
 from coordinator.graphsvg import render_svg
 from coordinator.lag import UP_TO_DATE, fleet_lag

@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from coordinator.cli.common import cli_errors, config_option, redis_client, settings_for
+from app.cli.common import cli_errors, config_option, redis_client, settings_for
 from protocol.log import configure_from_settings
 
 
@@ -36,7 +36,8 @@ def coordinator(config_path: Path, lease_ttl: float) -> None:
         secret = settings.fleet_secret.get().encode() if settings.fleet_secret else None
         app = make_app(settings.redis_url)
         loop = Coordinator(client, celery_submitter(app), config_path=str(config_path),
-                           lease_ttl_ms=int(lease_ttl * 1000), grant_secret=secret)  # fmt: skip
+                           lease_ttl_ms=int(lease_ttl * 1000), grant_secret=secret,
+                           job_retention=float(settings.job_retention))  # fmt: skip
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from coordinator.cli.common import cli_errors, config_option, redis_client, settings_for
+from app.cli.common import cli_errors, config_option, redis_client, settings_for
 from coordinator.config import HostConfig, load_config
 from protocol.errors import ConfigError
 from protocol.log import configure_from_settings
@@ -58,11 +58,21 @@ def ledger_path(data_dir: Path, host: str) -> Path:
     return directory / f"{host}.ledger"
 
 
+def _version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zfleet")
+    except PackageNotFoundError:
+        return None
+
+
 @click.command("worker")
 @click.option("--host", "host_name", required=True, help="This host's name in the fleet config.")
 @config_option()
 @click.option("--concurrency", default=4, show_default=True,
-              help="Steps run at once (threads; time limits need --pool prefork).")  # fmt: skip
+              help="Steps run at once (threads; each step's time limit is the "
+                   "step_time_limit setting, enforced by zfleet's own watchdog).")  # fmt: skip
 @click.option("--pool", type=click.Choice(["threads", "solo", "prefork"]), default="threads",
               show_default=True, help="Celery execution pool.")  # fmt: skip
 @click.option("--stream-bind", default=None,
@@ -82,9 +92,9 @@ def worker(  # keyword-only: click passes every option by name
     a restart does not open a window for replays. The worker's own metrics (transfers, steps)
     are served on metrics_port, counted in this process (the threads and solo pools).
     """
+    from bus.queues import queue_for
     from protocol.settings import parse_hostport
     from workers import metrics
-    from workers.celery_app import queue_for
     from workers.dataplane.sender import SendOptions, push_transfer
     from workers.dataplane.server import StreamServer
     from workers.tasks import HostRuntime, make_worker_app, store_opener
@@ -124,7 +134,9 @@ def worker(  # keyword-only: click passes every option by name
             else server.address
         )
         rt = HostRuntime(host=host_name, backend=backend, client=client,
-                         stream_address=advertise, push=push, open_store=opener)  # fmt: skip
+                         stream_address=advertise, push=push, open_store=opener,
+                         step_time_limit=float(settings.step_time_limit),
+                         version=_version())  # fmt: skip
         endpoint = None
         try:
             if settings.metrics_port:

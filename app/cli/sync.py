@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from coordinator import engine
-from coordinator.cli.common import (
+from app.cli.common import (
     EXIT_OK,
     EXIT_TIMEOUT,
     cli_errors,
@@ -27,7 +26,8 @@ from coordinator.cli.common import (
     redis_client,
     settings_for,
 )
-from coordinator.cli.jobs import exit_code, job_detail, print_job
+from app.cli.jobs import exit_code, job_detail, print_job
+from coordinator import engine
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job

@@ -3,6 +3,10 @@
 An event is acknowledged (XACK) in the same transaction that stores its effect on the job, so a
 coordinator killed between reading and storing sees the event again after restart: the new leader
 claims the old consumers' pending entries (XAUTOCLAIM) before reading new ones.
+
+The stream is never capped on write (a MAXLEN could drop events no coordinator has read while
+none runs); the consumer trims it itself, only below the oldest entry the group has not yet
+both read and acknowledged (:meth:`EventConsumer.trim_acknowledged`).
 """
 
 from __future__ import annotations
@@ -14,20 +18,20 @@ from typing import Any, Final
 import redis
 import structlog
 
-from coordinator import keys
+from bus import keys
 from protocol.errors import MessageError
 from protocol.messages import StepEvent, decode, encode
 
 log = structlog.get_logger(__name__)
 
-# Enough history to debug a day of a busy fleet; XADD trims approximately, so it is cheap.
-MAX_EVENTS: Final = 200_000
 _FIELD: Final = b"m"
+# Acknowledged events kept for debugging (`redis-cli xrange`); older ones are trimmed.
+KEEP_ACKED: Final = 10_000
 
 
 def publish(client: redis.Redis[bytes], event: StepEvent) -> None:
     """Append ``event`` to the events stream."""
-    client.xadd(keys.EVENTS, {_FIELD: encode(event)}, maxlen=MAX_EVENTS, approximate=True)
+    client.xadd(keys.EVENTS, {_FIELD: encode(event)})
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,29 @@ class EventConsumer:
         if ids:
             (pipe or self.r).xack(keys.EVENTS, keys.EVENTS_GROUP, *ids)
 
+    def trim_acknowledged(self, keep: int = KEEP_ACKED) -> int:
+        """Drop acknowledged events beyond the newest ``keep``; never one still unread or
+        unacknowledged by the group. Returns how many entries were removed."""
+        groups: Any = self.r.xinfo_groups(keys.EVENTS)  # type: ignore[no-untyped-call]
+        ours = [g for g in groups if _text(g.get("name")) == keys.EVENTS_GROUP]
+        if not ours:
+            return 0  # no group yet: nothing is known to be read
+        last = _text(ours[0].get("last-delivered-id")) or "0-0"
+        pending: Any = self.r.xpending(keys.EVENTS, keys.EVENTS_GROUP)  # type: ignore[no-untyped-call]
+        floor = _text(pending.get("min")) if pending and pending.get("pending") else None
+        # entries before both the oldest unacknowledged and the next unread one are done with
+        bound = min((_id(x) for x in (last, floor) if x), default=(0, 0))
+        if bound == (0, 0):
+            return 0
+        # keep the newest `keep` of the done ones: find the id `keep` entries below the bound
+        older: Any = self.r.xrevrange(keys.EVENTS, max=f"({bound[0]}-{bound[1]}",
+                                      count=keep + 1)  # fmt: skip
+        if len(older) <= keep:
+            return 0
+        # XTRIM MINID drops ids below it: the oldest kept one, or the bound when keeping none
+        cut = _text(older[keep - 1][0]) if keep else f"{bound[0]}-{bound[1]}"
+        return int(self.r.xtrim(keys.EVENTS, minid=cut, approximate=False))
+
     def _decode(self, entry: Any) -> Delivery:
         entry_id, fields = entry
         try:
@@ -98,3 +125,14 @@ class EventConsumer:
 
 def now() -> float:
     return time.time()
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from coordinator.cli.common import cli_errors, config_option, redis_client, settings_for
+from app.cli.common import cli_errors, config_option, redis_client, settings_for
 
 
 @click.command("graph")

@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from coordinator.cli.common import cli_errors, config_option, redis_client, settings_for
+from app.cli.common import cli_errors, config_option, redis_client, settings_for
 
 
 @click.command("metrics")

@@ -10,8 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from coordinator import engine
-from coordinator.cli.common import (
+from app.cli.common import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
@@ -24,6 +23,7 @@ from coordinator.cli.common import (
     redis_client,
     settings_for,
 )
+from coordinator import engine
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 

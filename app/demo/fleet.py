@@ -31,7 +31,7 @@ from typing import IO, Final
 import redis
 import structlog
 
-from coordinator import keys
+from bus import keys
 from protocol.errors import ConfigError, ZfleetError
 from workers.zfs.sim import SimBackend
 
@@ -69,7 +69,7 @@ def zfleet_command() -> list[str]:
     script = Path(sys.executable).parent / "zfleet"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from coordinator.cli import main; main()"]
+    return [sys.executable, "-c", "from app.cli import main; main()"]
 
 
 def free_port() -> int:
