@@ -17,6 +17,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "ca": "coordinator.cli.ca:ca",
     "cloud": "coordinator.cli.cloud:cloud",
     "coordinator": "coordinator.cli.coordinator:coordinator",
+    "dedup": "coordinator.cli.dedup:dedup",
     "demo": "coordinator.cli.demo:demo",
     "graph": "coordinator.cli.graph:graph",
     "job": "coordinator.cli.jobs:job",

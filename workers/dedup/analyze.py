@@ -131,4 +131,3 @@ def _proposal(
         "exact" if exact else "sketch",
         threshold,
     )
-

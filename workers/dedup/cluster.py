@@ -75,8 +75,10 @@ def cost(assignment: dict[int, int], shared: Matrix) -> float:
     unique = np.diag(shared)
     total = 0.0
     for member, base in assignment.items():
-        total += float(unique[member]) if member == base else float(
-            unique[member] - shared[member, base]
+        total += (
+            float(unique[member])
+            if member == base
+            else float(unique[member] - shared[member, base])
         )
     return total
 

@@ -110,4 +110,3 @@ def heatmap(analysis: Analysis, title: str = "zfleet dedup analyze") -> str:
             )
     out.append("</svg>")
     return "\n".join(out) + "\n"
-
