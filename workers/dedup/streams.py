@@ -16,11 +16,11 @@ partial or meaningless record set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from protocol.errors import StreamFormatError
+from protocol.errors import StreamError, StreamFormatError
 from protocol.stream.reader import Readable, read_records
 from protocol.stream.record import Record
 from protocol.stream.types import DrrType, Feature
@@ -167,14 +167,32 @@ def read_stream(
     """
     receiver = receiver if receiver is not None else _Receiver()
     receiver.source = source
-    handlers = {
+    handlers: dict[DrrType, Callable[[Record], None]] = {
         DrrType.OBJECT: receiver.object,
         DrrType.FREE: receiver.free,
         DrrType.FREEOBJECTS: receiver.freeobjects,
         DrrType.WRITE: receiver.write,
         DrrType.WRITE_EMBEDDED: receiver.embedded,
     }
-    for record in read_records(fp):
+    try:
+        _apply(read_records(fp), receiver, handlers)
+    except StreamError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise type(exc)(f"{source}: {exc}") from exc
+    if receiver.toname:
+        raise StreamFormatError(f"{source}: the stream of {receiver.toname} has no END record")
+    return [
+        StreamDataset(ds, snap, _record_set(blocks)) for ds, (snap, blocks) in receiver.last.items()
+    ]
+
+
+def _apply(
+    records: Iterator[Record],
+    receiver: _Receiver,
+    handlers: dict[DrrType, Callable[[Record], None]],
+) -> None:
+    for record in records:
         if record.type == DrrType.BEGIN:
             if record.fields["hdrtype"] == 1:  # a substream; a compound header carries no data
                 receiver.begin(record)
@@ -182,17 +200,12 @@ def read_stream(
             receiver.end()
         elif record.type == DrrType.WRITE_BYREF:
             raise StreamFormatError(
-                f"{source}: a deduplicated (-D) stream's WRITE_BYREF records are not supported"
+                "a deduplicated (-D) stream's WRITE_BYREF records are not supported"
             )
         else:
             handler = handlers.get(record.type)
             if handler is not None:
                 handler(record)
-    if receiver.toname:
-        raise StreamFormatError(f"{source}: the stream of {receiver.toname} has no END record")
-    return [
-        StreamDataset(ds, snap, _record_set(blocks)) for ds, (snap, blocks) in receiver.last.items()
-    ]
 
 
 def _record_set(blocks: Blocks) -> RecordSet:
