@@ -48,6 +48,20 @@ def test_sketch_figures_are_close_to_exact() -> None:
     assert float(error.max()) < 0.06
 
 
+def test_union_sketch_is_exact_until_full_then_close() -> None:
+    from workers.dedup.sketch import UnionSketch
+
+    items = _families(6, families=3, per_family=20, base_records=2000, own_records=200)
+    truth = float(sum({k: v for _n, _s, rs in items for k, v in rs.sizes.items()}.values()))
+    roomy, tight = UnionSketch(1 << 20), UnionSketch(4096)
+    for _n, _s, records in items:
+        roomy.add(records)
+        tight.add(records)
+    assert not roomy.truncated and roomy.total() == truth
+    assert tight.truncated and tight.total() == pytest.approx(truth, rel=0.05)
+    assert len(tight.keys) == 4096
+
+
 def test_exact_figures_of_a_tiny_collection() -> None:
     a = {1: RECORD, 2: RECORD, 3: 512}
     b = {1: RECORD, 2: RECORD, 4: 4096}

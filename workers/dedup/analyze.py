@@ -21,7 +21,7 @@ from .cluster import Merge, agglomerate, choose_bases
 from .overlap import Matrix, overlaps, similarity, union_bytes
 from .proposal import ClusterPlan, MemberPlan, Proposal
 from .records import RecordSet
-from .sketch import Summary, summarize
+from .sketch import UNION_K, Summary, UnionSketch, summarize
 
 DEFAULT_THRESHOLD: Final = 0.25  # a dataset joins a base when a quarter of their union is shared
 EXACT_MAX: Final = 64  # above this many datasets, "auto" sketches: pairwise exact work is n^2
@@ -68,9 +68,22 @@ class Analysis:
         return out
 
 
+@dataclass(frozen=True, eq=False)
+class Collection:
+    """The summaries of a collection, and the sketch of its union (for the lower bound)."""
+
+    summaries: tuple[Summary, ...]
+    union: UnionSketch
+
+
 def summarize_all(
-    items: Iterable[tuple[str, str | None, RecordSet]], *, method: str, k: int, count: int
-) -> list[Summary]:
+    items: Iterable[tuple[str, str | None, RecordSet]],
+    *,
+    method: str,
+    k: int,
+    count: int,
+    union_k: int = UNION_K,
+) -> Collection:
     """Summaries of ``count`` datasets, exact or sketched as ``method`` says (auto: exact up to
     EXACT_MAX datasets). Each record set can be dropped once summarized: memory stays bounded."""
     if method not in ("auto", "exact", "sketch"):
@@ -78,11 +91,22 @@ def summarize_all(
     if k < 2:
         raise ConfigError(f"the sketch size must be at least 2, not {k}")
     exact = method == "exact" or (method == "auto" and count <= EXACT_MAX)
-    return [summarize(d, snap, records, None if exact else k) for d, snap, records in items]
+    union = UnionSketch(union_k)
+    summaries = []
+    for dataset, snapshot, records in items:
+        summaries.append(summarize(dataset, snapshot, records, None if exact else k))
+        if not exact:
+            union.add(records)
+    return Collection(tuple(summaries), union)
 
 
-def analyze(summaries: Sequence[Summary], *, threshold: float = DEFAULT_THRESHOLD) -> Analysis:
-    """Overlaps, clusters, bases and the figures for a collection."""
+def analyze(
+    collection: Collection | Sequence[Summary], *, threshold: float = DEFAULT_THRESHOLD
+) -> Analysis:
+    """Overlaps, clusters, bases and the figures for a collection (given summaries alone, a
+    sketched collection's lower bound comes from the small sketches, with a larger error)."""
+    union = collection.union if isinstance(collection, Collection) else None
+    summaries = collection.summaries if isinstance(collection, Collection) else collection
     if not summaries:
         raise ConfigError("nothing to analyse: no datasets")
     if not 0.0 < threshold <= 1.0:
@@ -95,12 +119,18 @@ def analyze(summaries: Sequence[Summary], *, threshold: float = DEFAULT_THRESHOL
     groups, merges = agglomerate(sim, threshold)
     assignment = choose_bases(groups, shared, sim, threshold)
     bases = tuple(assignment[i] for i in range(len(summaries)))
-    proposal = _proposal(summaries, shared, bases, threshold)
+    exact = all(s.exact for s in summaries)
+    bound = union_bytes(summaries) if exact or union is None else union.total()
+    proposal = _proposal(summaries, shared, bases, threshold, round(bound))
     return Analysis(tuple(summaries), shared, sim, bases, tuple(merges), proposal)
 
 
 def _proposal(
-    summaries: Sequence[Summary], shared: Matrix, bases: Sequence[int], threshold: float
+    summaries: Sequence[Summary],
+    shared: Matrix,
+    bases: Sequence[int],
+    threshold: float,
+    bound: int,
 ) -> Proposal:
     clusters = []
     for base in sorted(set(bases)):
@@ -122,7 +152,6 @@ def _proposal(
     now = sum(s.unique for s in summaries)
     after = sum(c.bytes_after for c in clusters)
     exact = all(s.exact for s in summaries)
-    bound = round(union_bytes(summaries))
     return Proposal(
         tuple(clusters),
         now,
