@@ -76,3 +76,14 @@ def test_errors_are_one_line_with_exit_codes(sim_root: Path) -> None:
     assert bad.exit_code == 2 and "threshold" in bad.output
     host = CliRunner().invoke(cli, ["dedup", "analyze", "tank", "--host", "alpha"])
     assert host.exit_code == 2 and "fleet config" in host.output
+
+
+def test_host_from_the_fleet_config(sim_root: Path, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f'[hosts.alpha]\nbackend = "sim"\nsim_root = "{sim_root}"\n')
+    args = ["dedup", "analyze", "tank", "--host", "alpha", "-c", str(fleet), "--json"]
+    result = CliRunner().invoke(cli, args, env={"ZFLEET_SIM_ROOT": str(tmp_path / "elsewhere")})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["bytes_after"] == (5 + 1 + 2) * RECORD
+    unknown = CliRunner().invoke(cli, [*args[:3], "--host", "gamma", "-c", str(fleet)])
+    assert unknown.exit_code == 2 and "gamma" in unknown.output
