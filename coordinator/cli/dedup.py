@@ -8,7 +8,7 @@ module only turns arguments into sources and the analysis into a table, JSON or 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -70,7 +70,10 @@ def _table(analysis: Analysis) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]  # fmt: skip
-    estimate = " (estimates from sketches)" if p.method == "sketch" else ""
+    estimate = {
+        "sketch": " (estimates from sketches)",
+        "sketch+reread": " (clusters from sketches; figures exact but the lower bound)",
+    }.get(p.method, "")
     ratio = p.bytes_now / p.bytes_after if p.bytes_after else 1.0
     lines += [
         "",
@@ -102,6 +105,8 @@ def _table(analysis: Analysis) -> str:
               help="Exact record sets or bottom-k sketches (auto: sketch above 64).")  # fmt: skip
 @click.option("--sketch-size", "k", type=int, default=DEFAULT_K, show_default=True,
               help="Records kept per dataset by a sketch.")  # fmt: skip
+@click.option("--reread/--no-reread", default=True, show_default=True,
+              help="After sketching, read clusters again for exact figures and bases.")  # fmt: skip
 def analyze_cmd(
     names: tuple[str, ...],
     *,
@@ -113,6 +118,7 @@ def analyze_cmd(
     threshold: float,
     method: str,
     k: int,
+    reread: bool,
 ) -> None:
     """Fingerprint datasets' 128 KiB records, cluster look-alikes, propose a base per cluster.
 
@@ -139,6 +145,7 @@ def analyze_cmd(
                 [(d.dataset, d.snapshot, d.records) for d in found]
             )
             count = len(found)
+            read_again: Callable[[int], RecordSet] = lambda i: found[i].records  # noqa: E731
         else:
             from workers.dedup.sources import expand, read_source
 
@@ -146,8 +153,13 @@ def analyze_cmd(
             sources = expand(backend, names)
             items = ((s.dataset, s.snapshot, read_source(backend, s)) for s in sources)
             count = len(sources)
+            read_again = lambda i: read_source(backend, sources[i])  # noqa: E731
         summaries = summarize_all(items, method=method, k=k, count=count)
         result = analyze(summaries, threshold=threshold)
+        if reread:
+            from workers.dedup.refine import reread as second_pass
+
+            result = second_pass(result, read_again)
         if svg_path is not None:
             from workers.dedup.svg import heatmap
 

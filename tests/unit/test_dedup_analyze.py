@@ -48,6 +48,37 @@ def test_sketch_figures_are_close_to_exact() -> None:
     assert float(error.max()) < 0.06
 
 
+def test_reread_pass_gives_exact_figures_for_the_plan() -> None:
+    from workers.dedup.refine import reread
+
+    items = _families(8, families=3, per_family=12, base_records=400, own_records=40)
+    exact = analyze(summarize_all(items, method="exact", k=8, count=len(items)))
+    sketch = analyze(summarize_all(items, method="sketch", k=48, count=len(items)))
+    reads: list[int] = []
+
+    def read(i: int) -> RecordSet:
+        reads.append(i)
+        return items[i][2]
+
+    again = reread(sketch, read)
+    p = again.proposal
+    assert p.method == "sketch+reread"
+    sets = {name: set(rs.sizes) for name, _s, rs in items}
+    sizes = {k: v for _n, _s, rs in items for k, v in rs.sizes.items()}
+    for cluster in p.clusters:
+        for m in cluster.members:
+            common = sets[m.dataset] & sets[cluster.base]
+            assert m.shared_with_base == sum(sizes[k] for k in common)
+    unique = np.diag(exact.shared)
+    truth = sum(
+        unique[m] - (exact.shared[m, b] if m != b else 0) for m, b in enumerate(again.bases)
+    )
+    assert p.bytes_after == pytest.approx(truth, abs=len(items))  # rounding per member only
+    assert p.bytes_after <= exact.proposal.bytes_after * 1.02
+    assert len(reads) == len(set(reads)) == len(items)  # each dataset read once
+    assert reread(exact, read) is exact
+
+
 def test_union_sketch_is_exact_until_full_then_close() -> None:
     from workers.dedup.sketch import UnionSketch
 

@@ -87,3 +87,13 @@ def test_host_from_the_fleet_config(sim_root: Path, tmp_path: Path) -> None:
     assert json.loads(result.output)["bytes_after"] == (5 + 1 + 2) * RECORD
     unknown = CliRunner().invoke(cli, [*args[:3], "--host", "gamma", "-c", str(fleet)])
     assert unknown.exit_code == 2 and "gamma" in unknown.output
+
+
+def test_sketched_run_rereads_for_exact_figures(sim_root: Path) -> None:
+    args = ["dedup", "analyze", "tank", "--method", "sketch", "--sketch-size", "3", "--json"]
+    data = json.loads(CliRunner().invoke(cli, args).output)
+    assert data["method"] == "sketch+reread"
+    assert data["bytes_after"] == (5 + 1 + 2) * RECORD
+    rough = json.loads(CliRunner().invoke(cli, [*args, "--no-reread"]).output)
+    assert rough["method"] == "sketch"
+    assert rough["bytes_now"] == data["bytes_now"]

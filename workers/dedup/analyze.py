@@ -121,17 +121,20 @@ def analyze(
     bases = tuple(assignment[i] for i in range(len(summaries)))
     exact = all(s.exact for s in summaries)
     bound = union_bytes(summaries) if exact or union is None else union.total()
-    proposal = _proposal(summaries, shared, bases, threshold, round(bound))
+    proposal = build_proposal(summaries, shared, bases, threshold=threshold, bound=round(bound))
     return Analysis(tuple(summaries), shared, sim, bases, tuple(merges), proposal)
 
 
-def _proposal(
+def build_proposal(
     summaries: Sequence[Summary],
     shared: Matrix,
     bases: Sequence[int],
+    *,
     threshold: float,
     bound: int,
+    method: str | None = None,
 ) -> Proposal:
+    """The proposal for given bases: each dataset's figures from ``shared`` with its base."""
     clusters = []
     for base in sorted(set(bases)):
         members = tuple(
@@ -157,6 +160,6 @@ def _proposal(
         now,
         after,
         bound,
-        "exact" if exact else "sketch",
+        method or ("exact" if exact else "sketch"),
         threshold,
     )

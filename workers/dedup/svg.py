@@ -65,7 +65,7 @@ def heatmap(analysis: Analysis, title: str = "zfleet dedup analyze") -> str:
     cell = CELL if side <= LABEL_MAX else max(2, 800 // max(side, 1))
     margin = 10 + (min(max(len(s) for s in labels), 40) * 7 if side <= LABEL_MAX else 10)
     top = 70 + (margin if side <= LABEL_MAX else 0)
-    width = margin + side * cell + 20
+    width = max(margin + side * cell + 20, 640)  # room for the two lines of figures
     height = top + side * cell + 20
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
