@@ -13,6 +13,7 @@ and the record-level lower bound. A :class:`Proposal` carries the plan to the op
     sketch.py     Summary: totals plus all records or a bottom-k sample (bounded memory)
     overlap.py    pairwise shared bytes and the collection's union, exact or estimated
     cluster.py    average-linkage clustering, medoid bases, reassignment for bytes
+    refine.py     the second pass after sketching: exact figures, better bases
     analyze.py    the figures and the proposal (pure)
     proposal.py   the frozen plan the optimizer consumes
     svg.py        the heatmap picture, plain SVG

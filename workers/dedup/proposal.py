@@ -3,7 +3,8 @@
 ``zfleet rebase --optimize`` consumes a :class:`Proposal`: for each :class:`ClusterPlan` it makes
 every member a clone of the base (a snapshot of it: ``base_snapshot``, or a new one when the base
 was read live) carrying the member's own content. The figures are what the analysis expects:
-exact when ``method`` is ``"exact"``, estimates from sketches when it is ``"sketch"``.
+exact when ``method`` is ``"exact"``, estimates from sketches when it is ``"sketch"``, exact but
+the lower bound when it is ``"sketch+reread"`` (clusters from sketches, then a second read).
 ``to_dict``/``from_dict`` give the JSON form a job message or a file carries.
 """
 
@@ -74,7 +75,7 @@ class Proposal:
     bytes_now: int  # sum of each dataset's unique bytes
     bytes_after: int  # each member stored as a clone of its base
     lower_bound: int  # distinct records of the whole collection: no layout stores less
-    method: str  # "exact" or "sketch"
+    method: str  # "exact", "sketch" or "sketch+reread"
     threshold: float
     record_size: int = RECORD
 
