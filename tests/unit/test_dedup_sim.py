@@ -16,7 +16,7 @@ from workers.dedup import RECORD, analyze, summarize_all
 from workers.dedup.records import RecordSet
 from workers.dedup.sources import Source, expand, read_live, read_sent, read_sim_snapshot
 from workers.dedup.streams import read_stream
-from workers.zfs.base import SendSpec
+from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
 SECTOR = 512
@@ -124,6 +124,23 @@ def test_clone_stream_after_its_origin_gives_the_clone_content(tmp_path: Path) -
     found = {d.dataset: d.records for d in read_stream(io.BytesIO(incr), "e", receiver)}
     assert found["tank/img/e"].sizes == read_live(sim, "tank/img/e").sizes
     assert found["tank/img/a"].sizes == read_sim_snapshot(sim, "tank/img/a@s1").sizes
+
+
+def test_pool_takes_unmounted_replicas_and_volumes_by_their_newest_snapshot(
+    tmp_path: Path,
+) -> None:
+    sim, _own = _collection(tmp_path)
+    sim.create("tank/vol", volsize=1 << 20)
+    sim.snapshot(["tank/vol@v1"])
+    sink = sim.receive(ReceiveSpec("tank/copy", no_mount=True))
+    sink.write(send_bytes(sim, SendSpec("tank/img/a@s1")))
+    sink.finish()
+    sources = {s.dataset: s.snapshot for s in expand(sim, ["tank"])}
+    assert sources["tank/vol"] == "tank/vol@v1"
+    assert sources["tank/copy"] == "tank/copy@s1"
+    assert sources["tank/img/a"] is None
+    copy = read_sim_snapshot(sim, "tank/copy@s1")
+    assert copy.sizes == read_sim_snapshot(sim, "tank/img/a@s1").sizes
 
 
 def test_bad_names_are_clear_errors(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ blocks it points at are the records, so nothing is materialized. A snapshot of a
 is read from a full ``zfs send`` of it (streams.py), which every backend can produce.
 
 :func:`collect` turns command-line names into record sets: ``pool/a@s1`` (a snapshot),
-``pool/a`` (the live data under its mountpoint) or a pool name (every leaf dataset in it).
+``pool/a`` (the live data under its mountpoint) or a pool name (every leaf dataset in it; a
+volume or an unmounted replica by its newest snapshot).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def expand(backend: ZfsBackend, names: Sequence[str]) -> list[Source]:
             continue
         parents = {d.name.rsplit("/", 1)[0] for d in found if "/" in d.name}
         leaves = [
-            _latest(backend, d) if d.type == ObjType.VOLUME else Source(d.name, None)
+            Source(d.name, None) if _mounted(backend, d) else _latest(backend, d)
             for d in found
             if d.name != name and d.name not in parents
         ]
@@ -175,12 +176,21 @@ def expand(backend: ZfsBackend, names: Sequence[str]) -> list[Source]:
     return out
 
 
-def _latest(backend: ZfsBackend, volume: ZfsObject) -> Source:
-    """A volume has no tree to read: its newest snapshot stands for it."""
-    snaps = backend.list(volume.name, recursive=False, types=[ObjType.SNAPSHOT])
+def _mounted(backend: ZfsBackend, obj: ZfsObject) -> bool:
+    if obj.type == ObjType.VOLUME:
+        return False
+    where = backend.mountpoint(obj.name)
+    return where is not None and os.path.isdir(where)
+
+
+def _latest(backend: ZfsBackend, obj: ZfsObject) -> Source:
+    """A volume or an unmounted filesystem (a replica) has no tree to read: its newest
+    snapshot stands for it."""
+    snaps = backend.list(obj.name, recursive=False, types=[ObjType.SNAPSHOT])
     if not snaps:
-        raise InvalidOperation(f"volume {volume.name} has no snapshot to read: take one first")
-    return Source(volume.name, max(snaps, key=lambda s: s.createtxg).name)
+        what = "volume" if obj.type == ObjType.VOLUME else "unmounted dataset"
+        raise InvalidOperation(f"{what} {obj.name} has no snapshot to read: take one first")
+    return Source(obj.name, max(snaps, key=lambda s: s.createtxg).name)
 
 
 def _datasets(backend: ZfsBackend, root: str) -> list[ZfsObject]:
