@@ -3,7 +3,7 @@
 Sketches pick bases with a bias: among a cluster's candidates, the one whose sample happens to
 overstate its overlaps wins, and the same sample then overstates the saving (bench/dedup.py
 measures it: tens of percent with small sketches). So, once the clusters are known, each
-cluster's few best candidates (by the sketches) are read again in full, then every member once,
+cluster's best candidates (16, by the sketches) are read again in full, then every member once,
 comparing it with those candidates exactly; the base becomes the candidate that really shares
 the most, and the members' figures are exact. Memory: the candidates' record sets only (a few
 per cluster), never the whole collection. Only the lower bound stays an estimate.
@@ -21,7 +21,7 @@ from .analyze import Analysis, build_proposal
 from .overlap import similarity
 from .records import RecordSet
 
-CANDIDATES: Final = 3
+CANDIDATES: Final = 16  # cheap: each is compared with the members already being read
 
 Arrays = tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]
 
