@@ -17,6 +17,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "ca": "app.cli.ca:ca",
     "cloud": "app.cli.cloud:cloud",
     "coordinator": "app.cli.coordinator:coordinator",
+    "dedup": "app.cli.dedup:dedup",
     "demo": "app.cli.demo:demo",
     "graph": "app.cli.graph:graph",
     "job": "app.cli.jobs:job",
