@@ -31,6 +31,7 @@ from coordinator.jobstore import JobStore
 from protocol.errors import MessageError, TransferCancelled, ZfleetError
 from protocol.log import bind_context, clear_context
 from protocol.messages import InventoryReport, StepCall, StepEvent, StepState, from_dict
+from protocol.version import zfleet_version
 from workers.celery_app import NOOP_TASK, STEP_TASK, connect_signals, make_app
 from workers.metrics import observe_step, observe_transfer
 from workers.steps import Result, StepContext, is_retryable, run_step
@@ -65,6 +66,7 @@ class HostRuntime:
         key = keys.worker(self.host)
         fields: dict[str | bytes, bytes | float | int | str] = {
             "instance": self.instance, "started": repr(self.started), "beat": repr(time.time()),
+            "version": zfleet_version(),
         }  # fmt: skip
         if self.stream_address is not None:
             fields["stream"] = f"{self.stream_address[0]}:{self.stream_address[1]}"

@@ -14,7 +14,13 @@ import redis
 
 from coordinator.api.auth import TokenAuth
 from coordinator.api.routes import ApiError, Request, Response, Route, Router, json_response
-from coordinator.api.server import ApiHandle, parse_address, start_server, tls_context
+from coordinator.api.server import (
+    REQUEST_TIMEOUT,
+    ApiHandle,
+    parse_address,
+    start_server,
+    tls_context,
+)
 from coordinator.api.views import ApiContext, build_router
 from protocol.errors import ConfigError
 
@@ -31,11 +37,13 @@ def serve_api(
     token_file: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> ApiHandle:
     """Serve the API for the fleet in ``config_path`` (Redis ``client``) until ``.stop()``.
 
     Exactly one of ``token`` and ``token_file`` is required; TLS needs both ``tls_cert`` and
-    ``tls_key``. Bad arguments raise ConfigError before anything listens.
+    ``tls_key``. ``request_timeout`` is how long a silent connection is kept. Bad arguments
+    raise ConfigError before anything listens.
     """
     if (token is None) == (token_file is None):
         raise ConfigError("the API needs a token: give exactly one of token and token_file")
@@ -49,4 +57,4 @@ def serve_api(
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     where = parse_address(address) if isinstance(address, str) else address
     router = build_router(ApiContext(client, config_path))
-    return start_server(where, router, auth, tls)
+    return start_server(where, router, auth, tls, request_timeout=request_timeout)

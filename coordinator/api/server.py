@@ -61,8 +61,10 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], router: Router, auth: TokenAuth,
-                 tls: ssl.SSLContext | None = None) -> None:  # fmt: skip
+                 tls: ssl.SSLContext | None = None, *,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:  # fmt: skip
         self.router = router
+        self.request_timeout = request_timeout
         self.auth = auth
         self.tls = tls
         self.inflight = threading.BoundedSemaphore(MAX_INFLIGHT)
@@ -82,6 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
+        self.timeout = self.server.request_timeout
         if self.server.tls is not None:
             self.request.settimeout(self.timeout)
             self.request = self.server.tls.wrap_socket(self.request, server_side=True)
@@ -171,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # http.server's own refusals (bad request line, huge headers, unknown method): JSON too
         self.close_connection = True
+        # a garbled request line reads as HTTP/0.9, which has no status line: answer with one
+        self.request_version = "HTTP/1.0"
         with contextlib.suppress(OSError):
             self._send(error_response(ApiError(code, message or "bad request")))
 
@@ -209,10 +214,11 @@ class ApiHandle:
 
 
 def start_server(address: tuple[str, int], router: Router, auth: TokenAuth,
-                 tls: ssl.SSLContext | None = None) -> ApiHandle:  # fmt: skip
+                 tls: ssl.SSLContext | None = None, *,
+                 request_timeout: float = REQUEST_TIMEOUT) -> ApiHandle:  # fmt: skip
     """Bind ``address`` (port 0 picks one) and serve ``router`` in a background thread."""
     try:
-        server = ApiServer(address, router, auth, tls)
+        server = ApiServer(address, router, auth, tls, request_timeout=request_timeout)
     except OSError as exc:
         where = f"{address[0]}:{address[1]}"
         raise ConfigError(f"cannot listen on {where} for the API: {exc}") from None

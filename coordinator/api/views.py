@@ -8,7 +8,6 @@ and survives restarts. :func:`build_router` returns the route table; add routes 
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,16 +30,10 @@ from coordinator.metrics import ConfigWatcher, FleetCollector, fleet_graph
 from coordinator.planner import store_host
 from coordinator.syncjob import submit_sync
 from protocol.errors import ConfigError, JobError
+from protocol.version import zfleet_version
 
 MAX_JOBS: Final = 200
 _STATE_RANK: Final = {UP_TO_DATE: 0, BEHIND: 1, MISSING: 2}
-
-
-def zfleet_version() -> str:
-    try:
-        return importlib.metadata.version("zfleet")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass
