@@ -79,14 +79,13 @@ class ApiServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: ApiServer
-    timeout = REQUEST_TIMEOUT
     server_version = "zfleet"
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout
+        # the server's timeout, not a class-wide one; a TLS socket inherits it from the raw one
+        self.request.settimeout(self.server.request_timeout)
         if self.server.tls is not None:
-            self.request.settimeout(self.timeout)
             self.request = self.server.tls.wrap_socket(self.request, server_side=True)
         super().setup()
 
