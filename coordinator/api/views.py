@@ -95,7 +95,8 @@ def transfers(job: Job, progress: dict[str, dict[str, Any]]) -> list[dict[str, A
             rate = done / (at - started)
         fraction = min(1.0, done / total) if total else None
         out.append({"step": step_id, "target": target, "status": status, "done": done,
-                    "total": total, "fraction": fraction, "bytes_per_second": rate})  # fmt: skip
+                    "total": total, "fraction": fraction, "bytes_per_second": rate,
+                    "at": at})  # fmt: skip
     return out
 
 
