@@ -81,8 +81,9 @@ def test_man_pages_cover_every_command_and_render(tmp_path: Path) -> None:
     need(groff is not None, "groff (Debian groff-base)")
     assert groff is not None
     for page in pages.values():
-        out = subprocess.run([groff, "-man", "-ww", "-Tutf8", "-P-cbou", str(page)], capture_output=True,
-                             text=True, check=False, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        out = subprocess.run([groff, "-man", "-ww", "-Tutf8", "-P-cbou", str(page)],
+                             capture_output=True, text=True, check=False,
+                             env={**os.environ, "LC_ALL": "C.UTF-8"})  # fmt: skip
         assert out.returncode == 0 and not out.stderr, (page.name, out.stderr)
         assert "NAME" in out.stdout and "SYNOPSIS" in out.stdout, page.name
     rendered = subprocess.run([groff, "-man", "-Tutf8", "-P-cbou", str(pages["zfleet-sync.1"])],
