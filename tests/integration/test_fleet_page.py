@@ -193,3 +193,18 @@ def test_page_shows_hosts_a_running_job_and_a_failure(
 
     shot = screenshot(url, tmp_path / "fleet-page.png", budget_ms=5000)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_page_with_a_wrong_token_asks_for_one(redis_server: RedisServer,  # noqa: F811
+                                              tmp_path: Path) -> None:  # fmt: skip
+    chromium_binary()
+    config = tmp_path / "fleet.toml"
+    config.write_text('[hosts.alpha]\nbackend = "sim"\n')
+    handle = serve_api(redis_server.client(), config_path=config, token=TOKEN)
+    try:
+        dom = parse(dump_dom(f"{handle.url}/#token=not-the-token-at-all", budget_ms=2000))
+    finally:
+        handle.stop()
+    assert "display: block" in dom.by_id("login").attrs.get("style", "")
+    assert "display: none" in dom.by_id("main").attrs.get("style", "")
+    assert not dom.find(cls="host")  # nothing was shown without the right token
