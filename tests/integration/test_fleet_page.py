@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -117,7 +118,7 @@ def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[Fleet]:  # noqa
         mp = alpha.mountpoint("tank/img/base")
         assert mp is not None
         # incompressible, so the bandwidth limit keeps the transfer running for a while
-        Path(mp, "big").write_bytes(os.urandom(6 * 1024 * 1024))
+        Path(mp, "big").write_bytes(os.urandom(12 * 1024 * 1024))  # about 40 s at 300 KiB/s
         alpha.snapshot(["tank/img@s1", "tank/img/base@s1", "tank/logs@s1"])
         alpha.clone("tank/img/base@s1", "tank/img/app")
         f.backend("beta").create_pool("bk")
@@ -193,6 +194,14 @@ def test_page_shows_hosts_a_running_job_and_a_failure(
 
     shot = screenshot(url, tmp_path / "fleet-page.png", budget_ms=5000)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+    # cancelled through the API, the running job stops at its next check (and the fleet with it)
+    req = urllib.request.Request(f"{api.url}/v1/jobs/{running}/cancel", method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 202
+    stopped = wait_job(store, running, timeout=60)
+    assert stopped.status == engine.JOB_CANCELLED, (stopped.status, fleet.logs())
 
 
 def test_page_with_a_wrong_token_asks_for_one(redis_server: RedisServer,  # noqa: F811
