@@ -79,8 +79,8 @@ class ApiServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: ApiServer
-    server_version = "zfleet"
-    sys_version = ""
+    def version_string(self) -> str:
+        return "zfleet"  # not the Python version: nothing a scanner can use
 
     def setup(self) -> None:
         # the server's timeout, not a class-wide one; a TLS socket inherits it from the raw one
