@@ -60,11 +60,17 @@ class ApiContext:
 
 # -- jobs -------------------------------------------------------------------------------------
 def job_summary(ctx: ApiContext, job: Job, *, with_progress: bool) -> dict[str, Any]:
-    """A job as JSON: its counts, bytes moved, failed steps and (when asked) live transfers."""
+    """A job as JSON: its counts, bytes moved, failed steps and (when asked) live transfers.
+
+    ``failures`` holds the steps that failed and those whose last attempt failed and that wait
+    for a retry (``retrying``: the engine clears a step's error only when it succeeds).
+    """
     failures = [
         {"step": s.id, "kind": s.kind, "host": s.host, "attempt": s.attempt,
-         "error": s.error, "error_type": s.error_type, "at": s.finished_at}
-        for s in job.steps.values() if s.status == engine.FAILED
+         "error": s.error, "error_type": s.error_type, "at": s.finished_at or s.reported_at,
+         "retrying": s.status != engine.FAILED}
+        for s in job.steps.values()
+        if s.status == engine.FAILED or (s.error and s.status not in engine.TERMINAL)
     ]  # fmt: skip
     out: dict[str, Any] = {
         "id": job.id, "job": job.name, "kind": job.kind, "status": job.status,

@@ -74,7 +74,10 @@ def populate(server: RedisServer, root: Path) -> None:
                                "modified since most recent snapshot")})
     run = Job(id=RUN_ID, name="images", status=JOB_RUNNING, created=3.0, steps={
         "xfer0001": Step(id="xfer0001", kind="transfer", host="alpha", args={}, status=RUNNING,
-                         started_at=time.time() - 4.0)})  # fmt: skip
+                         started_at=time.time() - 4.0),
+        "xfer0002": Step(id="xfer0002", kind="transfer", host="alpha", args={}, status="pending",
+                         attempt=1, error_type="HostUnreachable",
+                         error="ssh: connect refused")})  # fmt: skip
     for job in (ok, bad, run):
         store.create(job)
         store.save(job)
@@ -171,6 +174,9 @@ def test_jobs_list_show_and_failures(api: ApiHandle) -> None:
     (failure,) = bad["failures"]
     assert failure["error_type"] == "DestinationModified"
     assert "has been modified" in failure["error"]
+    (retrying,) = running["failures"]  # a failed attempt that waits for its retry
+    assert retrying["retrying"] and retrying["error_type"] == "HostUnreachable"
+    assert not bad["failures"][0]["retrying"]
     (transfer,) = running["transfers"]
     assert transfer["target"] == "beta:bk/img" and transfer["fraction"] == 0.25
     assert 100_000 < transfer["bytes_per_second"] < 400_000  # 1 MB over about 4 s
