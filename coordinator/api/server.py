@@ -79,6 +79,7 @@ class ApiServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: ApiServer
+
     def version_string(self) -> str:
         return "zfleet"  # not the Python version: nothing a scanner can use
 
@@ -121,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
             req = Request(self.command, url.path, query, headers, body, params)
             return route.handler(req)
         except ApiError as exc:
+            if exc.status == 401:  # worth an audit line: who knocked without the token
+                log.info("api.unauthorized", client=self.client_address[0], path=self.path)
             return error_response(exc)
         except redis.RedisError as exc:
             log.warning("api.redis_failed", path=self.path, error=str(exc))
