@@ -40,6 +40,7 @@ from protocol.errors import MessageError, TransferCancelled, TransferInterrupted
 from protocol.log import bind_context, clear_context
 from protocol.messages import StepCall, StepEvent, StepState, from_dict
 from protocol.steps import StepArgs, StoreRef, args_from_bytes
+from protocol.version import zfleet_version
 from protocol.zfs import InventoryReport
 from workers.celery_app import HARD_TIME_LIMIT, connect_signals, make_app
 from workers.metrics import observe_step, observe_transfer
@@ -68,7 +69,7 @@ class HostRuntime:
     open_store: Callable[[StoreRef], Any] | None = None
     step_time_limit: float = float(HARD_TIME_LIMIT)
     watchdog_grace: float = WATCHDOG_GRACE
-    version: str | None = None
+    version: str | None = field(default_factory=zfleet_version)
     started: float = field(default_factory=time.time)
     _stop: threading.Event = field(default_factory=threading.Event)
     _beat: threading.Thread | None = None

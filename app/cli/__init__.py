@@ -16,6 +16,7 @@ import click
 SUBCOMMANDS: Final[dict[str, str]] = {
     "ca": "app.cli.ca:ca",
     "cloud": "app.cli.cloud:cloud",
+    "completion": "app.cli.completion:completion",
     "coordinator": "app.cli.coordinator:coordinator",
     "dedup": "app.cli.dedup:dedup",
     "demo": "app.cli.demo:demo",
@@ -23,6 +24,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "job": "app.cli.jobs:job",
     "jobs": "app.cli.jobs:jobs",
     "lab": "app.cli.lab:lab",
+    "man": "app.cli.man:man",
     "metrics": "app.cli.metrics:metrics",
     "sim": "app.cli.sim:sim",
     "status": "app.cli.status:status",

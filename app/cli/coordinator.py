@@ -10,6 +10,7 @@ from types import FrameType
 import click
 
 from app.cli.common import cli_errors, config_option, redis_client, settings_for
+from protocol.errors import ConfigError
 from protocol.log import configure_from_settings
 
 
@@ -17,7 +18,17 @@ from protocol.log import configure_from_settings
 @config_option()
 @click.option("--lease-ttl", default=10.0, show_default=True,
               help="Seconds a dead coordinator's lease lasts before another takes over.")
-def coordinator(config_path: Path, lease_ttl: float) -> None:
+@click.option("--http", "http", metavar="ADDR:PORT",
+              help="Also serve the HTTP API and the fleet page here (docs/api.md).")
+@click.option("--api-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the API's bearer token (needed with --http).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate: serve the API over HTTPS (with --tls-key).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key of --tls-cert.")
+def coordinator(config_path: Path, lease_ttl: float, *, http: str | None,
+                api_token_file: Path | None, tls_cert: Path | None,
+                tls_key: Path | None) -> None:  # fmt: skip
     """Drive every job: submit ready steps, apply their events, start scheduled jobs.
 
     Run one per fleet (more stand by: only the holder of the leader lease acts). SIGTERM or
@@ -45,4 +56,16 @@ def coordinator(config_path: Path, lease_ttl: float) -> None:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        loop.run(stop)
+        api = None
+        if http is not None:
+            from coordinator.api import serve_api
+
+            if api_token_file is None:
+                raise ConfigError("--http needs --api-token-file (the API always wants a token)")
+            api = serve_api(client, config_path=config_path, address=http,
+                            token_file=api_token_file, tls_cert=tls_cert, tls_key=tls_key)
+        try:
+            loop.run(stop)
+        finally:
+            if api is not None:
+                api.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from coordinator.cli.common import (
+from app.cli.common import (
     cli_errors,
     config_option,
     human_bytes,

@@ -58,15 +58,6 @@ def ledger_path(data_dir: Path, host: str) -> Path:
     return directory / f"{host}.ledger"
 
 
-def _version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("zfleet")
-    except PackageNotFoundError:
-        return None
-
-
 @click.command("worker")
 @click.option("--host", "host_name", required=True, help="This host's name in the fleet config.")
 @config_option()
@@ -135,8 +126,7 @@ def worker(  # keyword-only: click passes every option by name
         )
         rt = HostRuntime(host=host_name, backend=backend, client=client,
                          stream_address=advertise, push=push, open_store=opener,
-                         step_time_limit=float(settings.step_time_limit),
-                         version=_version())  # fmt: skip
+                         step_time_limit=float(settings.step_time_limit))  # fmt: skip
         endpoint = None
         try:
             if settings.metrics_port:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator.cli import cli
+from app.cli import cli
 from tests.conftest import FIXTURES
 from tests.unit.sim_helpers import mnt, new_sim
 from workers.dedup import RECORD, Proposal
