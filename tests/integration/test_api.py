@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from coordinator import keys
+from bus import keys
 from coordinator.api import ApiHandle, Response, json_response, serve_api
 from coordinator.engine import FAILED, JOB_FAILED, JOB_RUNNING, JOB_SUCCEEDED, RUNNING, Job, Step
 from coordinator.jobstore import JobStore
