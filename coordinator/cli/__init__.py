@@ -23,6 +23,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "jobs": "coordinator.cli.jobs:jobs",
     "lab": "coordinator.cli.lab:lab",
     "metrics": "coordinator.cli.metrics:metrics",
+    "rebase": "coordinator.cli.rebase:rebase",
     "sim": "coordinator.cli.sim:sim",
     "status": "coordinator.cli.status:status",
     "stream": "coordinator.cli.stream:stream",
