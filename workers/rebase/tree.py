@@ -216,10 +216,11 @@ def remove(full: str) -> None:
         os.unlink(full)
 
 
-def _patch_file(src: str, dst: str, budget: Budget) -> int:
+def _patch_file(src: str, dst: str, budget: Budget) -> tuple[int, bool]:
     """Make ``dst`` (a regular file with one link) hold ``src``'s bytes: write only the records
-    that differ. Returns the bytes written."""
+    that differ. Returns the bytes written, and whether the file changed at all."""
     written = 0
+    cut = False
     with open(src, "rb", buffering=0) as fin, open(dst, "r+b", buffering=0) as fout:
         offset = 0
         while True:
@@ -233,8 +234,10 @@ def _patch_file(src: str, dst: str, budget: Budget) -> int:
                 written += len(new)
             offset += len(new)
             fout.seek(offset)
-        fout.truncate(offset)
-    return written
+        if os.fstat(fout.fileno()).st_size != offset:
+            fout.truncate(offset)  # only then: ftruncate moves mtime even to the same size
+            cut = True
+    return written, cut or written > 0
 
 
 def _copy_file(src: str, dst: str, budget: Budget) -> int:
@@ -315,8 +318,10 @@ def sync_entry(
             if have is not None and have.nlink > 1:
                 remove(dst)  # patching would change the other links too
                 have = None
-            n = _patch_file(src, dst, budget) if have is not None else _copy_file(src, dst, budget)
-            wrote = bool(n) or have is None
+            if have is not None:
+                n, wrote = _patch_file(src, dst, budget)
+            else:
+                n, wrote = _copy_file(src, dst, budget), True
             if wrote:
                 result.files_written += 1
                 result.bytes_written += n
