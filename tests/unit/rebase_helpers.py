@@ -36,7 +36,8 @@ def stamp_tree(root: Path) -> None:
 
 
 def copy_tree(src: Path, dst: Path) -> None:
-    """A plain copy (new inodes, new blocks), as an image imported as a full copy is."""
+    """A copy with modes and mtimes (``cp -a``: new inodes, new blocks), as an image imported
+    as a full copy is."""
     for dirpath, dirnames, filenames in os.walk(src):
         rel = Path(dirpath).relative_to(src)
         for d in dirnames:
@@ -52,6 +53,10 @@ def copy_tree(src: Path, dst: Path) -> None:
             else:
                 (dst / rel / f).write_bytes(full.read_bytes())
                 os.chmod(dst / rel / f, stat.S_IMODE(full.stat().st_mode))
+    for path in sorted(src.rglob("*"), key=lambda p: -len(p.parts)) + [src]:
+        st = os.lstat(path)
+        os.utime(dst / path.relative_to(src), ns=(st.st_mtime_ns, st.st_mtime_ns),
+                 follow_symlinks=False)  # fmt: skip
 
 
 def listing(root: Path) -> dict[str, tuple[object, ...]]:
