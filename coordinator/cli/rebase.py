@@ -53,22 +53,38 @@ def _hook(command: str | None) -> Any:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("images", nargs=-1)
 @click.option("--onto", metavar="BASE@SNAP", help="The base snapshot the images become clones of.")
-@click.option("--old-base", metavar="DATASET@SNAP",
-              help="What the images were based on (default: their origin).")
-@click.option("--prefer", type=click.Choice(["image", "base"]),
-              help="Who wins a path both changed (default: stop, changing nothing).")
-@click.option("--keep-content", is_flag=True,
-              help="Representation only: the files stay exactly as they are, verified.")
+@click.option(
+    "--old-base",
+    metavar="DATASET@SNAP",
+    help="What the images were based on (default: their origin).",
+)
+@click.option(
+    "--prefer",
+    type=click.Choice(["image", "base"]),
+    help="Who wins a path both changed (default: stop, changing nothing).",
+)
+@click.option(
+    "--keep-content",
+    is_flag=True,
+    help="Representation only: the files stay exactly as they are, verified.",
+)
 @click.option("--drop-old", is_flag=True, help="Destroy the old image after the swap.")
-@click.option("--before", "before_cmd", metavar="CMD",
-              help="Run before the swap to stop what uses the image (non-zero: refuse).")
+@click.option(
+    "--before",
+    "before_cmd",
+    metavar="CMD",
+    help="Run before the swap to stop what uses the image (non-zero: refuse).",
+)
 @click.option("--after", "after_cmd", metavar="CMD", help="Run afterwards to start it again.")
 @click.option("--undo", is_flag=True, help="Swap each IMAGE back for its pre-rebase backup.")
-@click.option("--proposal", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='Rebase a collection: JSON {"clusters": [{"base", "members"}]}.')
+@click.option(
+    "--proposal",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Rebase a collection: JSON {"clusters": [{"base", "members"}]}.',
+)
 @click.option("--real", is_flag=True, help="OpenZFS on this host instead of the simulation.")
 @json_option
-def rebase(  # noqa: PLR0913, PLR0917
+def rebase(  # noqa: PLR0917
     images: tuple[str, ...],
     onto: str | None,
     old_base: str | None,
@@ -105,8 +121,11 @@ def rebase(  # noqa: PLR0913, PLR0917
         if proposal is not None:
             if images or onto or undo:
                 raise ConfigError("--proposal takes no IMAGE, --onto or --undo")
-            sys.exit(_collection(_backend(real), proposal, drop_old, _hooks(before_cmd, after_cmd),
-                                 as_json))  # fmt: skip
+            sys.exit(
+                _collection(
+                    _backend(real), proposal, drop_old, _hooks(before_cmd, after_cmd), as_json
+                )
+            )
         if not images:
             raise ConfigError("name at least one IMAGE (or --proposal FILE)")
         if not undo and not onto:
@@ -128,15 +147,22 @@ def rebase(  # noqa: PLR0913, PLR0917
                 done = do_undo(backend, image, hooks=hooks)
                 out.append({"image": image, "undone": done})
                 if not as_json:
-                    click.echo(f"{image}: back to {done['restored_from']}; the rebased one is "
-                               f"{done['rebased']}")  # fmt: skip
+                    click.echo(
+                        f"{image}: back to {done['restored_from']}; the rebased one is "
+                        f"{done['rebased']}"
+                    )
                 continue
             assert onto is not None
             report = do_rebase(
-                backend, image, onto, old_base=old_base,
+                backend,
+                image,
+                onto,
+                old_base=old_base,
                 prefer="image" if prefer == "image" else "base" if prefer == "base" else None,
-                keep_content=keep_content, drop_old=drop_old, hooks=hooks,
-            )  # fmt: skip
+                keep_content=keep_content,
+                drop_old=drop_old,
+                hooks=hooks,
+            )
             out.append(report.to_json())
             if not as_json:
                 click.echo("\n".join(report_lines(report, human_bytes)))
@@ -177,10 +203,14 @@ def _collection(backend: ZfsBackend, path: Path, drop_old: bool, hooks: Any, as_
         print_json(report.to_json())
     else:
         for r in report.rebased:
-            click.echo(f"{r.image}: onto {r.onto}, wrote {human_bytes(r.bytes_written)}, "
-                       f"used {human_bytes(r.used_before)} -> {human_bytes(r.used_after)}")  # fmt: skip
+            click.echo(
+                f"{r.image}: onto {r.onto}, wrote {human_bytes(r.bytes_written)}, "
+                f"used {human_bytes(r.used_before)} -> {human_bytes(r.used_after)}"
+            )
         for member, why in report.failed.items():
             click.echo(f"{member}: not rebased: {why}", err=True)
-        click.echo(f"pool allocated: {human_bytes(report.allocated_before)} -> "
-                   f"{human_bytes(report.allocated_after)}")  # fmt: skip
+        click.echo(
+            f"pool allocated: {human_bytes(report.allocated_before)} -> "
+            f"{human_bytes(report.allocated_after)}"
+        )
     return EXIT_FAILED if report.failed else EXIT_OK

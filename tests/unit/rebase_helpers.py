@@ -53,10 +53,11 @@ def copy_tree(src: Path, dst: Path) -> None:
             else:
                 (dst / rel / f).write_bytes(full.read_bytes())
                 os.chmod(dst / rel / f, stat.S_IMODE(full.stat().st_mode))
-    for path in sorted(src.rglob("*"), key=lambda p: -len(p.parts)) + [src]:
+    for path in [*sorted(src.rglob("*"), key=lambda p: -len(p.parts)), src]:
         st = os.lstat(path)
-        os.utime(dst / path.relative_to(src), ns=(st.st_mtime_ns, st.st_mtime_ns),
-                 follow_symlinks=False)  # fmt: skip
+        os.utime(
+            dst / path.relative_to(src), ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False
+        )
 
 
 def listing(root: Path) -> dict[str, tuple[object, ...]]:

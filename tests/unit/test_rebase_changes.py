@@ -49,8 +49,14 @@ def test_the_image_changes_are_replayed_onto_the_new_base(sim: SimBackend) -> No
     after = listing(mount(sim, "tank/app"))
     assert report.method == "zfs-diff" and report.conflicts == ()
     assert sim.get("tank/app", ["origin"])["origin"].value == "tank/base@v2"
-    for own in ("srv/app.py", "srv/app-link.py", "etc/hosts", "etc/os-release.orig",
-                "usr/bin/app", "usr/bin/tool"):  # fmt: skip
+    for own in (
+        "srv/app.py",
+        "srv/app-link.py",
+        "etc/hosts",
+        "etc/os-release.orig",
+        "usr/bin/app",
+        "usr/bin/tool",
+    ):
         assert after[own] == mine[own], own
     assert "usr/share/doc" not in after and "etc/os-release" not in after
     assert (app / "etc" / "motd").read_text() == "v2\n"
@@ -79,10 +85,13 @@ def test_prefer_decides_a_conflict(sim: SimBackend, prefer: str) -> None:
     base = mount(sim, "tank/base")
     (base / "etc" / "hosts").write_text("127.0.0.1 localhost base\n")
     sim.snapshot(["tank/base@v3"])
-    report = rebase(sim, "tank/app", "tank/base@v3", prefer="image" if prefer == "image" else "base")
+    report = rebase(
+        sim, "tank/app", "tank/base@v3", prefer="image" if prefer == "image" else "base"
+    )
     hosts = (mount(sim, "tank/app") / "etc" / "hosts").read_text()
-    assert hosts == ("127.0.0.1 localhost app\n" if prefer == "image" else
-                     "127.0.0.1 localhost base\n")  # fmt: skip
+    assert hosts == (
+        "127.0.0.1 localhost app\n" if prefer == "image" else "127.0.0.1 localhost base\n"
+    )
     assert [(c.path, c.resolution) for c in report.conflicts] == [("etc/hosts", prefer)]
 
 

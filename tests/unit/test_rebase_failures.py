@@ -41,9 +41,20 @@ class State:
     def __init__(self, sim: SimBackend, tmp_path: Path) -> None:
         self.names = names(sim, "tank")
         self.tree = listing(mount(sim, "tank/app"))
-        self.props = {k: v.value for k, v in sim.get("tank/app").items()
-                      if k not in ("used", "available", "written", "referenced",
-                                   "logicalused", "logicalreferenced", "usedbydataset")}  # fmt: skip
+        self.props = {
+            k: v.value
+            for k, v in sim.get("tank/app").items()
+            if k
+            not in (
+                "used",
+                "available",
+                "written",
+                "referenced",
+                "logicalused",
+                "logicalreferenced",
+                "usedbydataset",
+            )
+        }
         self.dirs = sorted(p.name for p in mount(sim, "tank/app").parent.iterdir())
 
     def same(self, sim: SimBackend) -> bool:
@@ -84,8 +95,9 @@ def test_an_image_with_child_datasets_is_refused(sim: SimBackend, tmp_path: Path
 
 def test_an_image_in_use_by_a_process_is_refused(sim: SimBackend, tmp_path: Path) -> None:
     state = State(sim, tmp_path)
-    user = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                            cwd=mount(sim, "tank/app"))  # fmt: skip
+    user = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], cwd=mount(sim, "tank/app")
+    )
     try:
         with pytest.raises(ImageInUse, match=str(user.pid)):
             rebase(sim, "tank/app", "tank/base@v1", keep_content=True)
@@ -97,8 +109,9 @@ def test_an_image_in_use_by_a_process_is_refused(sim: SimBackend, tmp_path: Path
             user.wait()
             stopped.append(image)
 
-        report = rebase(sim, "tank/app", "tank/base@v1", keep_content=True,
-                        hooks=Hooks(before=stop))  # fmt: skip
+        report = rebase(
+            sim, "tank/app", "tank/base@v1", keep_content=True, hooks=Hooks(before=stop)
+        )
         assert stopped == ["tank/app"] and report.backup is not None
     finally:
         user.kill()
@@ -123,8 +136,9 @@ def test_a_full_pool_midway_is_rolled_back(tmp_path: Path) -> None:
     state = State(sim, tmp_path)
     allocated = sim.pools()[0].allocated
     calls: list[str] = []
-    hooks = Hooks(before=lambda i, m: calls.append("before"),
-                  after=lambda i, m: calls.append("after"))  # fmt: skip
+    hooks = Hooks(
+        before=lambda i, m: calls.append("before"), after=lambda i, m: calls.append("after")
+    )
     with pytest.raises(RebaseNoSpace, match="out of space") as caught:
         rebase(sim, "tank/app", "tank/base@v1", keep_content=True, hooks=hooks)
     assert "available" in str(caught.value)
@@ -143,7 +157,7 @@ def test_a_failure_in_the_swap_puts_every_name_back(sim: SimBackend, tmp_path: P
     (blocker / "someone-elses").write_text("x")
     listed = names(sim, "tank")
     before = listing(where)
-    with pytest.raises(RebaseError, match="rolled back|not empty"):
+    with pytest.raises(RebaseError, match=r"rolled back|not empty"):
         rebase(sim, "tank/web", "tank/base@v1", keep_content=True, now=lambda: NOW)
     assert names(sim, "tank") == listed
     assert sim.mountpoint("tank/web") == str(where)

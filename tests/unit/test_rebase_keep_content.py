@@ -63,8 +63,10 @@ def make_full_copy(sim: SimBackend, name: str) -> Path:
 def test_keep_content_rebase_keeps_every_file_and_its_metadata(sim: SimBackend) -> None:
     root = make_full_copy(sim, "tank/img/app")
     before = listing(root)
-    sim.set("tank/img/app", {"zfleet:role": "web", "user:owner": "team-a", "quota": "1G",
-                             "compression": "zstd"})  # fmt: skip
+    sim.set(
+        "tank/img/app",
+        {"zfleet:role": "web", "user:owner": "team-a", "quota": "1G", "compression": "zstd"},
+    )
     report = rebase(sim, "tank/img/app", "tank/img/base@v1", keep_content=True)
 
     after = listing(mount(sim, "tank/img/app"))
@@ -122,9 +124,7 @@ def test_an_explicit_mountpoint_stays_with_the_name(sim: SimBackend, tmp_path: P
     undo(sim, "tank/img/app", drop_rebased=True)
     assert sim.mountpoint("tank/img/app") == str(where)
     assert listing(where) == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("srv-app")) == [
-        "srv-app"
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("srv-app")) == ["srv-app"]
 
 
 def test_already_a_clone_of_the_base_is_left_alone(sim: SimBackend) -> None:

@@ -5,26 +5,38 @@ from __future__ import annotations
 import pytest
 
 from protocol.errors import RebaseConflict, RebaseError
-from workers.rebase.plan import Change, make_plan, relative
+from workers.rebase.plan import Change, RebasePlan, make_plan, relative
 
 DIRS = {"", "etc", "usr", "usr/bin"}
 
 
-def plan(image: list[Change], base: list[Change], prefer: str | None = None,
-         same: frozenset[str] = frozenset()):  # type: ignore[no-untyped-def]  # fmt: skip
+def plan(
+    image: list[Change],
+    base: list[Change],
+    prefer: str | None = None,
+    same: frozenset[str] = frozenset(),
+) -> RebasePlan:
     return make_plan(
-        "tank/app", image, base,
+        "tank/app",
+        image,
+        base,
         prefer="image" if prefer == "image" else "base" if prefer == "base" else None,
-        is_dir=lambda p: p in DIRS, same_result=lambda p: p in same,
-    )  # fmt: skip
+        is_dir=lambda p: p in DIRS,
+        same_result=lambda p: p in same,
+    )
 
 
 def test_disjoint_changes_replay_in_order() -> None:
     p = plan(
-        [Change("+", "usr/bin/new"), Change("-", "etc/old"), Change("M", "etc"),
-         Change("R", "etc/a", "etc/b"), Change("+", "usr")],
+        [
+            Change("+", "usr/bin/new"),
+            Change("-", "etc/old"),
+            Change("M", "etc"),
+            Change("R", "etc/a", "etc/b"),
+            Change("+", "usr"),
+        ],
         [Change("M", "etc/motd"), Change("M", "etc")],
-    )  # fmt: skip
+    )
     assert p.conflicts == ()
     assert p.removes == ("etc/old",)
     assert p.renames == (("etc/a", "etc/b"),)
@@ -34,8 +46,10 @@ def test_disjoint_changes_replay_in_order() -> None:
 
 def test_both_sides_changing_a_file_stops_naming_every_path() -> None:
     with pytest.raises(RebaseConflict) as caught:
-        plan([Change("M", "etc/hosts"), Change("-", "etc/motd"), Change("+", "x")],
-             [Change("M", "etc/hosts"), Change("M", "etc/motd")])  # fmt: skip
+        plan(
+            [Change("M", "etc/hosts"), Change("-", "etc/motd"), Change("+", "x")],
+            [Change("M", "etc/hosts"), Change("M", "etc/motd")],
+        )
     assert caught.value.paths == ["etc/hosts", "etc/motd"]
 
 
@@ -59,8 +73,11 @@ def test_prefer_base_drops_the_image_change_and_prefer_image_keeps_it() -> None:
 
 
 def test_directories_and_identical_results_are_not_conflicts() -> None:
-    p = plan([Change("M", "usr/bin"), Change("M", "etc/hosts")],
-             [Change("M", "usr/bin"), Change("M", "etc/hosts")], same=frozenset({"etc/hosts"}))  # fmt: skip
+    p = plan(
+        [Change("M", "usr/bin"), Change("M", "etc/hosts")],
+        [Change("M", "usr/bin"), Change("M", "etc/hosts")],
+        same=frozenset({"etc/hosts"}),
+    )
     assert [(c.path, c.resolution) for c in p.conflicts] == [("etc/hosts", "same")]
     assert p.copies == ("usr/bin",)
 

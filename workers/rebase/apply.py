@@ -197,8 +197,18 @@ def rebase(
         old_base = current_origin
     used_before = _int_prop(backend, image, "used")
     if current_origin == onto and (keep_content or old_base in (None, onto)):
-        return RebaseReport(image, onto, old_base, "none", None, None, False, used_before=used_before,
-                            used_after=used_before, seconds=time.monotonic() - started)  # fmt: skip
+        return RebaseReport(
+            image,
+            onto,
+            old_base,
+            "none",
+            None,
+            None,
+            False,
+            used_before=used_before,
+            used_after=used_before,
+            seconds=time.monotonic() - started,
+        )
     ts = swap.stamp(now())
     tmp = swap.free_name(backend, f"{image}.rebase-{ts}")
     parent = image.rsplit("/", 1)[0]
@@ -226,7 +236,12 @@ def rebase(
         if keep_content or old_base is None:
             method = "keep-content" if keep_content else "tree"
             built = keep_content_build(src, dst, budget, result)
-            counts, removed, verified, digest = built.counts, built.removed, built.verified, built.digest
+            counts, removed, verified, digest = (
+                built.counts,
+                built.removed,
+                built.verified,
+                built.digest,
+            )
         else:
             views: dict[str, Path] = {}
 
@@ -242,10 +257,13 @@ def rebase(
             method, mine = _image_changes(backend, old_base, image, src, view)
             theirs = _base_changes(backend, old_base, onto, dst, view)
             plan = make_plan(
-                image, mine, theirs, prefer=prefer,
+                image,
+                mine,
+                theirs,
+                prefer=prefer,
                 is_dir=lambda p: _is_dir(src, p) or _is_dir(dst, p),
                 same_result=lambda p: trees.same_path(src, dst, p),
-            )  # fmt: skip
+            )
             conflicts, counts = plan.conflicts, plan.counts
             removed, verified = apply_plan(plan, src, dst, budget, result)
             digest = None
@@ -288,17 +306,33 @@ def rebase(
         if warning:
             warnings.append(warning)
     report = RebaseReport(
-        image=image, onto=onto, old_base=old_base, method=method,
-        backup=None if dropped else backup, snapshot=f"{image}@rebase-{ts}", dropped=dropped,
+        image=image,
+        onto=onto,
+        old_base=old_base,
+        method=method,
+        backup=None if dropped else backup,
+        snapshot=f"{image}@rebase-{ts}",
+        dropped=dropped,
         counts=counts,
-        conflicts=conflicts, files_written=result.files_written,
-        bytes_written=result.bytes_written, removed=removed, verified=verified,
-        tree_hash=digest, used_before=used_before,
+        conflicts=conflicts,
+        files_written=result.files_written,
+        bytes_written=result.bytes_written,
+        removed=removed,
+        verified=verified,
+        tree_hash=digest,
+        used_before=used_before,
         used_after=_int_prop(backend, image, "used"),
-        seconds=time.monotonic() - started, warnings=tuple(warnings),
-    )  # fmt: skip
-    log.info("rebase.done", image=image, onto=onto, method=method,
-             bytes_written=report.bytes_written, backup=report.backup)  # fmt: skip
+        seconds=time.monotonic() - started,
+        warnings=tuple(warnings),
+    )
+    log.info(
+        "rebase.done",
+        image=image,
+        onto=onto,
+        method=method,
+        bytes_written=report.bytes_written,
+        backup=report.backup,
+    )
     return report
 
 
@@ -319,10 +353,13 @@ def _is_dir(root: Path, rel: str) -> bool:
 
 def _diff(backend: ZfsBackend, earlier: str, later: str, root: str) -> list[Change]:
     return [
-        Change(e.change.value, relative(e.path, root),
-               relative(e.new_path, root) if e.new_path is not None else None)
+        Change(
+            e.change.value,
+            relative(e.path, root),
+            relative(e.new_path, root) if e.new_path is not None else None,
+        )
         for e in backend.diff(earlier, later)
-    ]  # fmt: skip
+    ]
 
 
 def _image_changes(
@@ -405,10 +442,11 @@ def report_lines(report: RebaseReport, human: Callable[[int], str]) -> list[str]
     ]
     if report.method != "none":
         lines.append(
-            "  changes: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+            "  changes: "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
             + f"; wrote {report.files_written} files ({human(report.bytes_written)}),"
             f" removed {report.removed}, verified {report.verified} paths"
-        )  # fmt: skip
+        )
         lines.append(f"  used: {human(report.used_before)} -> {human(report.used_after)}")
         lines.append(f"  old image: {'destroyed' if report.dropped else report.backup}")
     for c in report.conflicts:

@@ -76,7 +76,9 @@ def sync_tree(
         want = entries[rel]
         link_to = next((m for m in groups.get(rel, ()) if m in done), None)
         existed = os.path.lexists(_full(dst, rel))
-        changed = trees.sync_entry(src, dst, rel, want, budget, result, link_to=link_to)
+        changed = trees.sync_entry(
+            src, dst, rel, want, budget=budget, result=result, link_to=link_to
+        )
         done.add(rel)
         if want.kind == "dir":
             dirs.append(rel)
@@ -87,7 +89,9 @@ def sync_tree(
     return counts, removed
 
 
-def keep_content_build(src: Path, dst: Path, budget: trees.Budget, result: trees.SyncResult) -> Built:
+def keep_content_build(
+    src: Path, dst: Path, budget: trees.Budget, result: trees.SyncResult
+) -> Built:
     """Make ``dst`` hold exactly ``src``'s tree, then prove it: every path's fingerprint."""
     entries = trees.scan(src)
     counts, removed = sync_tree(src, dst, entries, budget, result, have=trees.scan(dst))
@@ -169,7 +173,7 @@ def apply_plan(
                 ):
                     link_to = other
                     break
-        trees.sync_entry(src, dst, rel, want, budget, result, link_to=link_to)
+        trees.sync_entry(src, dst, rel, want, budget=budget, result=result, link_to=link_to)
         done.add(rel)
         if want.kind == "dir":
             dirs.append((rel, want))

@@ -55,10 +55,12 @@ class Proposal:
         for i, item in enumerate(raw):
             base = item.get("base") if isinstance(item, Mapping) else None
             members = item.get("members") if isinstance(item, Mapping) else None
-            if not isinstance(base, str) or not isinstance(members, list) or not all(
-                isinstance(m, str) for m in members
+            if (
+                not isinstance(base, str)
+                or not isinstance(members, list)
+                or not all(isinstance(m, str) for m in members)
             ):
-                raise ConfigError(f"cluster {i}: needs a \"base\" name and a \"members\" list")
+                raise ConfigError(f'cluster {i}: needs a "base" name and a "members" list')
             clusters.append(Cluster(base, tuple(members)))
         return cls(tuple(clusters))
 
@@ -170,8 +172,15 @@ def rebase_collection(
                     backend.snapshot([onto])
                 snapshots[base_ds] = onto
             reports.append(
-                rebase(backend, member, onto, keep_content=True, drop_old=drop_old,
-                       hooks=hooks, now=now)  # fmt: skip
+                rebase(
+                    backend,
+                    member,
+                    onto,
+                    keep_content=True,
+                    drop_old=drop_old,
+                    hooks=hooks,
+                    now=now,
+                )
             )
         except ZfleetError as exc:
             failed[member] = str(exc)

@@ -10,6 +10,7 @@ files lie under the mountpoint, and the rebase refuses while there is one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Sequence
@@ -68,10 +69,8 @@ def processes_using(mountpoint: str, *, proc: Path = Path("/proc")) -> list[tupl
             continue
         base = proc / str(pid)
         links = [base / "cwd", base / "root"]
-        try:
+        with contextlib.suppress(OSError):  # gone, or not ours to look at
             links += list((base / "fd").iterdir())
-        except OSError:
-            pass
         for link in links:
             try:
                 target = os.readlink(link)

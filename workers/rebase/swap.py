@@ -126,8 +126,10 @@ def exchange(backend: ZfsBackend, live: str, spare: str, aside: str, undo: Undo)
     elif spare_mountpoint is not None:
         backend.inherit(live, "mountpoint")
     if mountpoint is not None or spare_mountpoint is not None:
-        undo.push(f"mountpoint of {live} back", lambda: _restore_mountpoint(backend, live,
-                                                                              spare_mountpoint))  # fmt: skip
+        undo.push(
+            f"mountpoint of {live} back",
+            lambda: _restore_mountpoint(backend, live, spare_mountpoint),
+        )
     log.info("rebase.swapped", live=live, aside=aside, spare=spare)
 
 

@@ -53,9 +53,27 @@ class Entry:
 
     def same_meta(self, other: Entry) -> bool:
         """Equal in everything but content, inode and link count."""
-        return (self.kind, self.mode, self.uid, self.gid, self.mtime_ns, self.size, self.rdev,
-                self.target, self.xattrs) == (other.kind, other.mode, other.uid, other.gid,
-                other.mtime_ns, other.size, other.rdev, other.target, other.xattrs)  # fmt: skip
+        return (
+            self.kind,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.mtime_ns,
+            self.size,
+            self.rdev,
+            self.target,
+            self.xattrs,
+        ) == (
+            other.kind,
+            other.mode,
+            other.uid,
+            other.gid,
+            other.mtime_ns,
+            other.size,
+            other.rdev,
+            other.target,
+            other.xattrs,
+        )
 
 
 def _kind(mode: int) -> str:
@@ -164,8 +182,19 @@ def fingerprint(root: Path, entries: Mapping[str, Entry] | None = None) -> dict[
                 hashes[e.ino] = content_hash(str(root / rel) if rel else str(root))
             digest = hashes[e.ino]
         group = groups.get(rel, (rel,))[0] if e.kind != "dir" else rel
-        out[rel] = (e.kind, e.mode, e.uid, e.gid, e.mtime_ns, e.size, e.rdev, e.target,
-                    e.xattrs, digest, group)  # fmt: skip
+        out[rel] = (
+            e.kind,
+            e.mode,
+            e.uid,
+            e.gid,
+            e.mtime_ns,
+            e.size,
+            e.rdev,
+            e.target,
+            e.xattrs,
+            digest,
+            group,
+        )
     return out
 
 
@@ -285,9 +314,9 @@ def sync_entry(
     dst_root: Path,
     rel: str,
     want: Entry,
+    *,
     budget: Budget,
     result: SyncResult,
-    *,
     link_to: str | None = None,
 ) -> bool:
     """Make ``dst_root/rel`` equal ``src_root/rel``; True if anything had to change.
@@ -358,8 +387,15 @@ def same_path(a_root: Path, b_root: Path, rel: str) -> bool:
     if ea is None or eb is None:
         return ea is eb
     if (ea.kind, ea.mode, ea.uid, ea.gid, ea.size, ea.rdev, ea.target, ea.xattrs) != (
-        eb.kind, eb.mode, eb.uid, eb.gid, eb.size, eb.rdev, eb.target, eb.xattrs,
-    ):  # fmt: skip
+        eb.kind,
+        eb.mode,
+        eb.uid,
+        eb.gid,
+        eb.size,
+        eb.rdev,
+        eb.target,
+        eb.xattrs,
+    ):
         return False
     return ea.kind != "file" or content_hash(fa) == content_hash(fb)
 
