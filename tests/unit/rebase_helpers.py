@@ -25,6 +25,7 @@ def fill_base(root: Path) -> None:
     os.symlink("../lib/libbig.so", root / "usr" / "bin" / "big-link")
     (root / "var" / "empty").mkdir(parents=True)
     (root / "usr" / "bin" / "tool").chmod(0o755)
+    os.link(root / "usr" / "bin" / "tool", root / "usr" / "bin" / "tool-alias")
     stamp_tree(root)
 
 

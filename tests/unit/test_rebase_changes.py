@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import RebaseConflict
+from protocol.errors import InvalidOperation, RebaseConflict
 from tests.unit.rebase_helpers import copy_tree, fill_base, listing, mount, names
 from workers.rebase import rebase
 from workers.zfs.sim import SimBackend
@@ -133,3 +133,20 @@ def test_without_any_old_base_the_image_is_kept_as_it_is(sim: SimBackend) -> Non
     report = rebase(sim, "tank/lone", "tank/base@v2")
     assert report.method == "tree"
     assert listing(mount(sim, "tank/lone")) == before
+
+
+def test_zfs_diff_reads_a_clone_against_its_origin_as_libzfs_does(sim: SimBackend) -> None:
+    app = str(mount(sim, "tank/app"))
+    entries = {
+        (e.change.value, e.path[len(app) + 1 :]) for e in sim.diff("tank/base@v1", "tank/app")
+    }
+    assert ("+", "srv/app.py") in entries and ("-", "usr/share/doc") in entries
+    assert ("M", "etc/hosts") in entries
+    assert not any(p == "etc/motd" for _c, p in entries)  # the base's own later change
+    sim.create("tank/other")
+    with pytest.raises(InvalidOperation, match="Unable to obtain diffs"):
+        sim.diff("tank/base@v1", "tank/other")
+    sim.snapshot(["tank/base@v3"])
+    sim.clone("tank/base@v1", "tank/early")
+    with pytest.raises(InvalidOperation):  # branched off before v3: not a later state of it
+        sim.diff("tank/base@v3", "tank/early")

@@ -39,6 +39,8 @@ def make_full_copy(sim: SimBackend, name: str) -> Path:
     sim.create(name)
     root = mount(sim, name)
     copy_tree(mount(sim, "tank/img/base"), root)
+    (root / "usr" / "bin" / "tool-alias").unlink()  # the import kept the base's hard link
+    os.link(root / "usr" / "bin" / "tool", root / "usr" / "bin" / "tool-alias")
     (root / "srv").mkdir()
     (root / "srv" / "app.bin").write_bytes(os.urandom(300_000))
     (root / "etc" / "hosts").write_text("127.0.0.1 localhost app\n")  # same size class, new bytes

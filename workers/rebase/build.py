@@ -69,6 +69,7 @@ def sync_tree(
         for rel in trees.order_for_removal([p for p in have if p not in entries]):
             removed += _remove(dst, rel)
     groups = trees.link_groups(entries)
+    theirs = trees.link_groups(have) if have is not None else {}
     done: set[str] = set()
     dirs: list[str] = []
     counts = {"added": 0, "changed": 0, "unchanged": 0, "removed": removed}
@@ -77,7 +78,14 @@ def sync_tree(
         link_to = next((m for m in groups.get(rel, ()) if m in done), None)
         existed = os.path.lexists(_full(dst, rel))
         changed = trees.sync_entry(
-            src, dst, rel, want, budget=budget, result=result, link_to=link_to
+            src,
+            dst,
+            rel,
+            want,
+            budget=budget,
+            result=result,
+            link_to=link_to,
+            links_match=rel in groups and groups.get(rel) == theirs.get(rel),
         )
         done.add(rel)
         if want.kind == "dir":

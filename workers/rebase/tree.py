@@ -318,11 +318,14 @@ def sync_entry(
     budget: Budget,
     result: SyncResult,
     link_to: str | None = None,
+    links_match: bool = False,
 ) -> bool:
     """Make ``dst_root/rel`` equal ``src_root/rel``; True if anything had to change.
 
     A directory's entries are left alone and its metadata is the caller's to set, after its
     children. ``link_to``: a path already made equal that ``rel`` must be a hard link of.
+    ``links_match``: ``dst``'s file has the same hard links as ``src``'s, so patching it in
+    place changes only paths that must change alike.
     """
     src = str(src_root / rel) if rel else str(src_root)
     dst = str(dst_root / rel) if rel else str(dst_root)
@@ -344,7 +347,7 @@ def sync_entry(
             return have is None or not have.same_meta(want)
         wrote = False
         if want.kind == "file":
-            if have is not None and have.nlink > 1:
+            if have is not None and have.nlink > 1 and not links_match:
                 remove(dst)  # patching would change the other links too
                 have = None
             if have is not None:
