@@ -212,13 +212,7 @@ def rebase(
     ts = swap.stamp(now())
     tmp = swap.free_name(backend, f"{image}.rebase-{ts}")
     parent = image.rsplit("/", 1)[0]
-    if hooks.before is not None:
-        try:
-            hooks.before(image, mountpoint)
-        except ZfleetError:
-            raise
-        except Exception as exc:  # a user's hook: whatever it raised means "not stopped"
-            raise ImageInUse(f"the before hook for '{image}' failed: {exc}") from exc
+    _run_before(hooks, image, mountpoint)
     undo = swap.Undo()
     temporary: list[str] = []
     try:
@@ -336,6 +330,17 @@ def rebase(
     return report
 
 
+def _run_before(hooks: Hooks, image: str, mountpoint: str | None) -> None:
+    if hooks.before is None:
+        return
+    try:
+        hooks.before(image, mountpoint)
+    except ZfleetError:
+        raise
+    except Exception as exc:  # a user's hook: whatever it raised means "not stopped"
+        raise ImageInUse(f"the before hook for '{image}' failed: {exc}") from exc
+
+
 def _run_after(hooks: Hooks, image: str, backend: ZfsBackend) -> str | None:
     assert hooks.after is not None
     try:
@@ -410,8 +415,7 @@ def undo(
     if of is None or of.value != image:
         raise RebaseError(f"{backup} is not marked as the backup of '{image}'")
     mountpoint = backend.mountpoint(image)
-    if hooks.before is not None:
-        hooks.before(image, mountpoint)
+    _run_before(hooks, image, mountpoint)
     aside = swap.free_name(backend, f"{image}.rebased-{swap.stamp(now())}")
     steps = swap.Undo()
     try:

@@ -13,6 +13,8 @@ properties, quotas, compression, readonly...) were copied onto the clone before.
 its backup point at each other through ``zfleet:rebase-backup`` / ``zfleet:rebase-backup-of``,
 so :func:`workers.rebase.apply.undo` can swap back. Each step pushes its inverse on an
 :class:`Undo` stack: a failure part-way unwinds it, and names and mountpoints are as before.
+"Atomic" is meant as all or nothing: ZFS has no rename-exchange, so for the moment between the
+two renames the name is absent, which is why the before hook stops the image's users first.
 """
 
 from __future__ import annotations

@@ -127,9 +127,14 @@ def entry_of(full: str, st: os.stat_result | None = None) -> Entry:
 
 
 def scan(root: Path) -> dict[str, Entry]:
-    """Every path under ``root`` (``""`` is the root itself), parents before children."""
+    """Every path under ``root`` (``""`` is the root itself), parents before children.
+
+    Another filesystem mounted inside (another dataset) is not part of the tree: entries on
+    another device are left out, as ``zfs send`` leaves them out.
+    """
     out: dict[str, Entry] = {}
     try:
+        device = os.lstat(root).st_dev
         out[""] = entry_of(str(root))
     except OSError as exc:
         raise RebaseError(f"cannot read {root}: {exc.strerror}") from exc
@@ -142,7 +147,10 @@ def scan(root: Path) -> dict[str, Entry]:
             raise RebaseError(f"cannot read {full}: {exc.strerror}") from exc
         for item in listing:
             child = f"{rel}/{item.name}" if rel else item.name
-            entry = entry_of(item.path, item.stat(follow_symlinks=False))
+            st = item.stat(follow_symlinks=False)
+            if st.st_dev != device:
+                continue
+            entry = entry_of(item.path, st)
             out[child] = entry
             if entry.kind == "dir":
                 stack.append((child, item.path))
