@@ -186,3 +186,31 @@ def test_drop_old_is_refused_while_clones_depend_on_the_image(
     with pytest.raises(RebaseError, match="tank/dependent"):
         rebase(sim, "tank/app", "tank/base@v1", keep_content=True, drop_old=True)
     assert state.same(sim)
+
+
+def test_command_hooks_stop_and_start_around_the_swap(sim: SimBackend, tmp_path: Path) -> None:
+    log = tmp_path / "hooks.log"
+    script = tmp_path / "hook.sh"
+    script.write_text(f'#!/bin/sh\necho "$1 $ZFLEET_IMAGE $ZFLEET_MOUNTPOINT" >> {log}\n')
+    script.chmod(0o755)
+    hooks = Hooks(
+        before=command_hook([str(script), "stop"]), after=command_hook([str(script), "start"])
+    )
+    report = rebase(sim, "tank/app", "tank/base@v1", keep_content=True, hooks=hooks)
+    where = sim.mountpoint("tank/app")
+    assert log.read_text().splitlines() == [f"stop tank/app {where}", f"start tank/app {where}"]
+    assert report.warnings == ()
+    assert sim.get("tank/app", ["origin"])["origin"].value == "tank/base@v1"
+
+
+def test_a_quota_above_the_image_is_respected(tmp_path: Path) -> None:
+    sim = build(tmp_path, extra=1_000_000)
+    sim.create("tank/images")
+    sim.rename("tank/app", "tank/images/app")
+    sim.rename("tank/base", "tank/images/base")
+    taken = int(sim.get("tank/images", ["used"])["used"].value)
+    sim.set("tank/images", {"quota": str(taken + 300_000)})
+    listed = names(sim, "tank")
+    with pytest.raises(RebaseNoSpace):
+        rebase(sim, "tank/images/app", "tank/images/base@v1", keep_content=True)
+    assert names(sim, "tank") == listed
