@@ -160,16 +160,44 @@ def _budget(backend: ZfsBackend, parent: str) -> trees.Budget:
     return trees.Budget(min(limits) if limits else None)
 
 
-class _View:
-    """A snapshot's files, readable: a temporary clone mounted beside the image."""
+class _Views:
+    """Snapshots' files, readable: temporary clones mounted beside the image (a clone costs
+    ZFS nothing; the same call works on every backend, where ``.zfs/snapshot`` would not)."""
 
-    def __init__(self, backend: ZfsBackend, snapshot: str, name: str, mountpoint: str) -> None:
-        backend.clone(snapshot, name, props={"mountpoint": mountpoint})
-        self.name = name
-        where = backend.mountpoint(name)
-        if where is None:
-            raise RebaseError(f"cannot read {snapshot}: its temporary clone {name} did not mount")
-        self.root = Path(where)
+    def __init__(
+        self, backend: ZfsBackend, image: str, mountpoint: str, ts: str, undo: swap.Undo
+    ) -> None:
+        self.backend, self.image, self.mountpoint, self.ts, self.undo = (
+            backend,
+            image,
+            mountpoint,
+            ts,
+            undo,
+        )
+        self.roots: dict[str, Path] = {}
+        self.names: list[str] = []
+
+    def get(self, snapshot: str) -> Path:
+        if snapshot not in self.roots:
+            backend = self.backend
+            name = swap.free_name(backend, f"{self.image}.rebase-view-{self.ts}")
+            backend.clone(
+                snapshot, name, props={"mountpoint": self.mountpoint + name[len(self.image) :]}
+            )
+            self.names.append(name)
+            self.undo.push(f"destroy {name}", lambda: swap.destroy_quietly(backend, name))
+            where = backend.mountpoint(name)
+            if where is None:
+                raise RebaseError(
+                    f"cannot read {snapshot}: its temporary clone {name} did not mount"
+                )
+            self.roots[snapshot] = Path(where)
+        return self.roots[snapshot]
+
+    def close(self) -> None:
+        for name in self.names:
+            swap.destroy_quietly(self.backend, name)
+        self.names.clear()
 
 
 def rebase(
@@ -214,7 +242,6 @@ def rebase(
     parent = image.rsplit("/", 1)[0]
     _run_before(hooks, image, mountpoint)
     undo = swap.Undo()
-    temporary: list[str] = []
     try:
         refuse_if_busy(image, mountpoint)
         budget = _budget(backend, parent)
@@ -237,19 +264,10 @@ def rebase(
                 built.digest,
             )
         else:
-            views: dict[str, Path] = {}
-
-            def view(snapshot: str, tag: str) -> Path:
-                if snapshot not in views:
-                    name = swap.free_name(backend, f"{image}.rebase-{tag}-{ts}")
-                    temporary.append(name)
-                    undo.push(f"destroy {name}", lambda: swap.destroy_quietly(backend, name))
-                    root = _View(backend, snapshot, name, mountpoint + name[len(image) :]).root
-                    views[snapshot] = root
-                return views[snapshot]
-
-            method, mine = _image_changes(backend, old_base, image, src, view)
-            theirs = _base_changes(backend, old_base, onto, dst, view)
+            views = _Views(backend, image, mountpoint, ts, undo)
+            method, mine = _image_changes(backend, old_base, image, src, views.get)
+            theirs = _base_changes(backend, old_base, onto, dst, views.get)
+            views.close()  # the old base's files are not needed past planning
             plan = make_plan(
                 image,
                 mine,
@@ -261,9 +279,6 @@ def rebase(
             conflicts, counts = plan.conflicts, plan.counts
             removed, verified = apply_plan(plan, src, dst, budget, result)
             digest = None
-        for name in temporary:  # the old base's view is not needed past planning
-            swap.destroy_quietly(backend, name)
-        temporary.clear()
         # the verified state, as a snapshot: replicas that hold the base receive the image as
         # an incremental from the base snapshot to this one
         backend.snapshot([f"{tmp}@rebase-{ts}"])
@@ -278,7 +293,7 @@ def rebase(
         failed = undo.unwind()
         if hooks.after is not None:
             _run_after(hooks, image, backend)
-        if isinstance(exc, ZfleetError):
+        if isinstance(exc, (ZfleetError, OSError)):
             if failed:
                 raise RebaseError(f"{exc}; and the rollback failed: {'; '.join(failed)}") from exc
             if isinstance(exc, RebaseError):
@@ -368,26 +383,26 @@ def _diff(backend: ZfsBackend, earlier: str, later: str, root: str) -> list[Chan
 
 
 def _image_changes(
-    backend: ZfsBackend, old_base: str, image: str, src: Path, view: Callable[[str, str], Path]
+    backend: ZfsBackend, old_base: str, image: str, src: Path, view: Callable[[str], Path]
 ) -> tuple[str, list[Change]]:
     """The image's changes since ``old_base``: ``zfs diff`` if it descends from it, else a tree
     compare against a view of the old base."""
     try:
         return "zfs-diff", _diff(backend, old_base, image, str(src))
     except ZfsError:
-        old_root = view(old_base, "old")
+        old_root = view(old_base)
         return "tree", tree_changes(trees.fingerprint(old_root), trees.fingerprint(src))
 
 
 def _base_changes(
-    backend: ZfsBackend, old_base: str, onto: str, dst: Path, view: Callable[[str, str], Path]
+    backend: ZfsBackend, old_base: str, onto: str, dst: Path, view: Callable[[str], Path]
 ) -> list[Change]:
     base_ds = onto.split("@", 1)[0]
     root = backend.mountpoint(base_ds) or f"/{base_ds}"
     try:
         return _diff(backend, old_base, onto, root)
     except ZfsError:
-        old_root = view(old_base, "old")
+        old_root = view(old_base)
         return tree_changes(trees.fingerprint(old_root), trees.fingerprint(dst))
 
 
@@ -423,7 +438,7 @@ def undo(
         swap.exchange(backend, image, backup, aside, steps)
         backend.inherit(image, swap.BACKUP_OF_PROP)
         backend.inherit(aside, swap.BACKUP_PROP)
-    except ZfleetError as exc:
+    except (ZfleetError, OSError) as exc:
         failed = steps.unwind()
         if hooks.after is not None:
             _run_after(hooks, image, backend)
