@@ -20,7 +20,10 @@ from tests.unit.rebase_helpers import (
     used,
 )
 from workers.rebase import rebase, undo
+from workers.rebase.swap import stamp
 from workers.zfs.sim import SimBackend
+
+NOW = 1_780_000_000.0
 
 
 @pytest.fixture
@@ -135,3 +138,13 @@ def test_already_a_clone_of_the_base_is_left_alone(sim: SimBackend) -> None:
     report = rebase(sim, "tank/img/app", "tank/img/base@v1", keep_content=True)
     assert report.method == "none"
     assert names(sim, "tank") == listed
+
+
+def test_a_directory_where_the_clone_would_mount_is_left_alone(sim: SimBackend) -> None:
+    make_full_copy(sim, "tank/img/app")
+    stray = Path(f"{mount(sim, 'tank/img/app')}.rebase-{stamp(NOW)}")
+    stray.mkdir()
+    (stray / "notes.txt").write_text("not zfleet's")
+    report = rebase(sim, "tank/img/app", "tank/img/base@v1", keep_content=True, now=lambda: NOW)
+    assert (stray / "notes.txt").read_text() == "not zfleet's"
+    assert report.backup is not None

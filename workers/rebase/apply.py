@@ -165,8 +165,16 @@ class _Views:
     ZFS nothing; the same call works on every backend, where ``.zfs/snapshot`` would not)."""
 
     def __init__(
-        self, backend: ZfsBackend, image: str, mountpoint: str, ts: str, undo: swap.Undo
+        self,
+        backend: ZfsBackend,
+        image: str,
+        mountpoint: str,
+        ts: str,
+        *,
+        undo: swap.Undo,
+        taken: Callable[[str], bool],
     ) -> None:
+        self.taken = taken
         self.backend, self.image, self.mountpoint, self.ts, self.undo = (
             backend,
             image,
@@ -180,7 +188,7 @@ class _Views:
     def get(self, snapshot: str) -> Path:
         if snapshot not in self.roots:
             backend = self.backend
-            name = swap.free_name(backend, f"{self.image}.rebase-view-{self.ts}")
+            name = swap.free_name(backend, f"{self.image}.rebase-view-{self.ts}", self.taken)
             backend.clone(
                 snapshot, name, props={"mountpoint": self.mountpoint + name[len(self.image) :]}
             )
@@ -238,7 +246,12 @@ def rebase(
             seconds=time.monotonic() - started,
         )
     ts = swap.stamp(now())
-    tmp = swap.free_name(backend, f"{image}.rebase-{ts}")
+
+    # a directory where a clone would be mounted is never reused: mounting would change it
+    def spot_taken(name: str) -> bool:
+        return os.path.lexists(mountpoint + name[len(image) :])
+
+    tmp = swap.free_name(backend, f"{image}.rebase-{ts}", spot_taken)
     parent = image.rsplit("/", 1)[0]
     _run_before(hooks, image, mountpoint)
     undo = swap.Undo()
@@ -264,7 +277,7 @@ def rebase(
                 built.digest,
             )
         else:
-            views = _Views(backend, image, mountpoint, ts, undo)
+            views = _Views(backend, image, mountpoint, ts, undo=undo, taken=spot_taken)
             method, mine = _image_changes(backend, old_base, image, src, views.get)
             theirs = _base_changes(backend, old_base, onto, dst, views.get)
             views.close()  # the old base's files are not needed past planning

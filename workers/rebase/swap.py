@@ -58,10 +58,13 @@ def stamp(now: float | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
 
 
-def free_name(backend: ZfsBackend, wanted: str) -> str:
-    """``wanted``, or ``wanted-2``, ``-3``... the first that does not exist."""
+def free_name(
+    backend: ZfsBackend, wanted: str, taken: Callable[[str], bool] = lambda _name: False
+) -> str:
+    """``wanted``, or ``wanted-2``, ``-3``... the first that does not exist (and that
+    ``taken`` does not refuse: a directory already where it would be mounted)."""
     name, n = wanted, 1
-    while backend.exists(name):
+    while backend.exists(name) or taken(name):
         n += 1
         name = f"{wanted}-{n}"
     return name
