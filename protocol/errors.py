@@ -37,6 +37,11 @@ never crosses a public API without being wrapped in one of these.
     ├── JobError                     job engine / planner refusals
     │   ├── PlanRefused              e.g. a diverged target without force_rollback
     │   └── LeaseLost                another coordinator holds the leader lease
+    ├── RebaseError                  an image could not be rebased; nothing was changed
+    │   ├── RebaseConflict           paths changed in the image and in the base (``paths``)
+    │   ├── ImageInUse               a process or a hook says the image is in use
+    │   ├── RebaseNoSpace            the pool or a quota ran out while the new clone was written
+    │   └── RebaseVerifyError        the rebased tree does not equal the original (``paths``)
     ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
     └── RetryableError               mixin-style branch: safe to retry with backoff
 
@@ -237,3 +242,39 @@ class LeaseLost(JobError):
 
 class LabError(ZfleetError):
     """The lab failed: its image is missing or did not build, or a VM did not boot or answer."""
+
+
+class RebaseError(ZfleetError):
+    """An image could not be rebased onto a base; the image and its names are as they were."""
+
+
+class RebaseConflict(RebaseError):
+    """Paths changed both in the image and between its old base and the new base.
+
+    ``paths`` lists them (relative to the image's root), so a user can decide which side wins.
+    """
+
+    def __init__(self, image: str, paths: list[str]) -> None:
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        super().__init__(
+            f"cannot rebase '{image}': {len(paths)} path(s) changed in the image and in the "
+            f"base: {shown} (choose --prefer image or --prefer base)"
+        )
+        self.image = image
+        self.paths = paths
+
+
+class ImageInUse(RebaseError):
+    """A process has files open under the image's mountpoint, or a hook refused to stop it."""
+
+
+class RebaseNoSpace(RebaseError):
+    """The pool (or a quota) has no room for the rebased clone's own blocks."""
+
+
+class RebaseVerifyError(RebaseError):
+    """The rebased tree differs from the one it must equal; ``paths`` names the differences."""
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths

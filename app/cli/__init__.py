@@ -26,6 +26,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "lab": "app.cli.lab:lab",
     "man": "app.cli.man:man",
     "metrics": "app.cli.metrics:metrics",
+    "rebase": "app.cli.rebase:rebase",
     "sim": "app.cli.sim:sim",
     "status": "app.cli.status:status",
     "stream": "app.cli.stream:stream",
