@@ -260,6 +260,15 @@ class ZfsBackend(abc.ABC):
     @abc.abstractmethod
     def unload_key(self, name: str) -> None: ...
 
+    # -- mounting ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def mount(self, name: str) -> None:
+        """``zfs mount NAME``: refused when already mounted, canmount=off or no mountpoint."""
+
+    @abc.abstractmethod
+    def unmount(self, name: str) -> None:
+        """``zfs unmount NAME``: refused when not mounted or busy (mounts below it)."""
+
     # -- helpers every backend gets -------------------------------------------------------
     def exists(self, name: str) -> bool:
         from protocol.errors import DatasetNotFound

@@ -414,6 +414,15 @@ class RealBackend(ZfsBackend):
     def unload_key(self, name: str) -> None:
         self._run(["unload-key", check_existing(name)])
 
+    # -- mounting -------------------------------------------------------------------------
+    def mount(self, name: str) -> None:
+        rules.validate_dataset(name, existing=True)
+        self._run(["mount", name])
+
+    def unmount(self, name: str) -> None:
+        rules.validate_dataset(name, existing=True)
+        self._run(["unmount", name])
+
 
 def _with_user_props(obj: ZfsObject, props: Mapping[str, str]) -> ZfsObject:
     if not props:

@@ -408,6 +408,21 @@ class SimBackend(ZfsBackend):
         with self._lock:
             unload_key(self._pool(name), name)
 
+    # -- mounting ---------------------------------------------------------------------------
+    def mount(self, name: str) -> None:
+        from .mounts import mount
+
+        zfsnames.validate_dataset(name, existing=True)
+        with self._lock:
+            mount(self._pool(name), name)
+
+    def unmount(self, name: str) -> None:
+        from .mounts import unmount
+
+        zfsnames.validate_dataset(name, existing=True)
+        with self._lock:
+            unmount(self._pool(name), name)
+
     # -- sim extras -------------------------------------------------------------------------
     def pool(self, name: str) -> Pool:
         """The :class:`Pool` holding ``name`` (for the simulation's own tools and tests)."""
