@@ -13,7 +13,8 @@ never crosses a public API without being wrapped in one of these.
     │   │   └── StreamFormatError    bad magic, bad record type, impossible lengths
     │   ├── TokenError               a resume token that cannot be decoded
     │   ├── FrameError               a data-plane frame that is corrupt or out of place
-    │   └── MessageError             a task/event message with an unknown version or missing field
+    │   ├── MessageError             a task/event message with an unknown version or missing field
+│   └── WebhookError             a webhook body (Alertmanager's) that is malformed or too big
     ├── ZfsError                     a ZFS operation failed (real or simulated backend)
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -38,6 +39,7 @@ never crosses a public API without being wrapped in one of these.
     │   ├── PlanRefused              e.g. a diverged target without force_rollback
     │   └── LeaseLost                another coordinator holds the leader lease
     ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
+    ├── Unauthorized                 a request without valid credentials (bearer token, basic auth)
     └── RetryableError               mixin-style branch: safe to retry with backoff
 
 ``RetryableError`` is also used as a second base (``class X(TransferError, RetryableError)``) so
@@ -111,6 +113,10 @@ class FrameError(ProtocolError):
 
 class MessageError(ProtocolError):
     """A task or event message with an unknown version, a missing field, or a wrong type."""
+
+
+class WebhookError(ProtocolError):
+    """A webhook request body that is too big, not JSON, or not in the sender's format."""
 
 
 # -- zfs --------------------------------------------------------------------------------------
@@ -237,3 +243,7 @@ class LeaseLost(JobError):
 
 class LabError(ZfleetError):
     """The lab failed: its image is missing or did not build, or a VM did not boot or answer."""
+
+
+class Unauthorized(ZfleetError):
+    """A request whose credentials are missing or wrong; the message never contains them."""
