@@ -37,7 +37,9 @@ never crosses a public API without being wrapped in one of these.
     │   └── StoreCorrupt             a pack, index or manifest that fails authentication
     ├── JobError                     job engine / planner refusals
     │   ├── PlanRefused              e.g. a diverged target without force_rollback
-    │   └── LeaseLost                another coordinator holds the leader lease
+    │   ├── LeaseLost                another coordinator holds the leader lease
+    │   ├── StaleEpoch               a fencing epoch older than the job's current one
+    │   └── RedisUnavailable         Redis did not answer (also RetryableError)
     ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
     ├── Unauthorized                 a request without valid credentials (bearer token, basic auth)
     └── RetryableError               mixin-style branch: safe to retry with backoff
@@ -239,6 +241,19 @@ class PlanRefused(JobError):
 
 class LeaseLost(JobError):
     """Another coordinator holds the leader lease."""
+
+
+class StaleEpoch(JobError):
+    """A step or a role change carries a fencing epoch older than the job's current one."""
+
+    def __init__(self, message: str, *, seen: int, current: int) -> None:
+        super().__init__(message)
+        self.seen = seen
+        self.current = current
+
+
+class RedisUnavailable(JobError, RetryableError):
+    """Redis could not be reached or timed out; retry the call (they are made idempotent)."""
 
 
 class LabError(ZfleetError):
