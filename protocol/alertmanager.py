@@ -58,8 +58,12 @@ class Alert:
 
     @property
     def idempotency_key(self) -> str:
-        """The same for every notification of one outage: fingerprint and start (UTC, µs)."""
-        return f"{self.fingerprint}@{self.starts_at.astimezone(UTC).isoformat()}"
+        """The same for every notification of one outage: fingerprint and start, in whole UTC
+        seconds. Whole seconds because the start's precision changes along the way: Alertmanager
+        keeps nanoseconds, its v2 API gives milliseconds, and an alert re-posted from there
+        (a resolve, another client) makes the millisecond start the stored one."""
+        start = self.starts_at.astimezone(UTC).replace(microsecond=0)
+        return f"{self.fingerprint}@{start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
 
 @dataclass(frozen=True)

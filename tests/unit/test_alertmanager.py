@@ -87,9 +87,13 @@ def test_idempotency_key_is_one_per_outage() -> None:
     later = sample()
     later["alerts"][0]["startsAt"] = "2026-12-02T18:00:00Z"
     assert parse_webhook(body(later)).alerts[0].idempotency_key != a.idempotency_key
-    same_instant = sample()
-    same_instant["alerts"][0]["startsAt"] = "2026-12-02T17:30:00.123456+01:00"
-    assert parse_webhook(body(same_instant)).alerts[0].idempotency_key == a.idempotency_key
+    assert a.idempotency_key == "0a1b2c3d4e5f6789@2026-12-02T16:30:00Z"
+    for same_second in ("2026-12-02T17:30:00.123+01:00", "2026-12-02T16:30:00Z"):
+        again["alerts"][0]["startsAt"] = same_second
+        assert parse_webhook(body(again)).alerts[0].idempotency_key == a.idempotency_key
+    other = sample()
+    other["alerts"][0]["fingerprint"] = "0a1b2c3d4e5f6780"
+    assert parse_webhook(body(other)).alerts[0].idempotency_key != a.idempotency_key
 
 
 def mutate(path: tuple[str | int, ...], value: Any) -> bytes:
