@@ -95,11 +95,14 @@ class DivergenceReport:
 
 
 def _state(backend: ZfsBackend, name: str) -> dict[str, str]:
-    """The properties the role changes look at, ``""`` for the unset ones."""
+    """The properties the role changes look at, ``""`` for the unset ones; ``readonly_local``
+    is ``readonly``'s value when set on ``name`` itself (one ``zfs get`` for all of it)."""
     got: Mapping[str, PropertyValue] = backend.get(name, list(_STATE_PROPS))
     out = {k: v.value for k, v in got.items()}
     role = out.get(ROLE_PROP, "")
     out[ROLE_PROP] = "" if role == "-" else role
+    readonly = got.get("readonly")
+    out["readonly_local"] = readonly.value if readonly and readonly.source == "local" else ""
     return out
 
 
@@ -169,7 +172,7 @@ def promote_writable(backend: ZfsBackend, datasets: Sequence[str]) -> tuple[Prom
         is_fs = st.get("type") == "filesystem"
         change = {}
         writable = st.get("readonly") == "off"
-        if not writable or _local(backend, name, "readonly") is None:
+        if not writable or not st["readonly_local"]:
             change["readonly"] = "off"  # local, so a parent's readonly=on cannot reach it
         if is_fs and st.get("canmount") != "on":
             change["canmount"] = "on"
@@ -198,7 +201,7 @@ def demote_readonly(
     for name in order:
         st = _state(backend, name)
         change = {}
-        if st.get("readonly") != "on" or _local(backend, name, "readonly") is None:
+        if st.get("readonly") != "on" or not st["readonly_local"]:
             change["readonly"] = "on"
         if st[ROLE_PROP] != "replica":
             change[ROLE_PROP] = "replica"
