@@ -13,13 +13,17 @@ failover happen now. A config example::
     hooks = { promote = "systemctl start app", demote = ["systemctl", "stop", "app"] }
 
 The promote hook runs on the new primary after its datasets are writable, the demote hook on the
-old primary before they are made read-only.
+old primary before they are made read-only. coordinator/config.py reads it with, in ``_job``
+(after adding "failover" to its known keys)::
+
+    roles = parse_failover(name, t["failover"], hosts=hosts, source_host=sources[0].host,
+                           replica_hosts={x.host for x in targets if x.host}, error=w.error)
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -60,17 +64,22 @@ def parse_failover(
     source_host: str,
     replica_hosts: Collection[str],
     where: str = "<string>",
+    error: Callable[[tuple[str, ...], str], ConfigError] | None = None,
 ) -> FailoverRoles:
     """Validate the ``[jobs.JOB.failover]`` table (as ``tomllib`` gives it).
 
     ``hosts`` are the fleet's hosts, ``source_host`` the job's source (the default primary) and
     ``replica_hosts`` the hosts the job replicates to: a candidate must be one of them, since only
-    a replica has the data. Errors name the file (``where``) and the key.
+    a replica has the data. Errors name the file (``where``) and the key; config.py passes its
+    own ``error(path, message)`` builder instead, which adds the line.
     """
-    path = f"jobs.{job}.failover"
+    base = ("jobs", job, "failover")
 
     def bad(key: str | None, message: str) -> ConfigError:
-        return ConfigError(f"{where}: {path}{'.' + key if key else ''}: {message}")
+        path = (*base, *key.split(".")) if key else base
+        if error is not None:
+            return error(path, message)
+        return ConfigError(f"{where}: {'.'.join(path)}: {message}")
 
     if not isinstance(table, dict):
         raise bad(None, f"must be a table, not {type(table).__name__}")

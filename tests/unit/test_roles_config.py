@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.config import _Where
 from coordinator.roles import DEFAULT_MIN_INTERVAL, FailoverRoles, parse_failover
 from protocol.errors import ConfigError
 
@@ -82,3 +83,13 @@ def test_each_mistake_is_named_with_file_and_key(body: str, message: str) -> Non
 def test_a_failover_that_is_not_a_table(raw: Any) -> None:
     with pytest.raises(ConfigError, match="failover: must be a table"):
         parse_failover("images", raw, hosts=HOSTS, source_host="alpha", replica_hosts=())
+
+
+def test_config_py_error_builder_adds_the_line() -> None:
+    text = '[hosts.alpha]\n\n[jobs.images.failover]\npolicy = "auto"\nhooks = { x = "y" }\n'
+    table = tomllib.loads(text)["jobs"]["images"]["failover"]
+    where = _Where(text, "fleet.toml")
+    with pytest.raises(ConfigError, match=r"^fleet\.toml:5: jobs\.images\.failover\.hooks\.x: "):
+        parse_failover(
+            "images", table, hosts=HOSTS, source_host="alpha", replica_hosts=(), error=where.error
+        )
