@@ -6,6 +6,7 @@ never crosses a public API without being wrapped in one of these.
     ZfleetError
     ├── ConfigError                  bad fleet config, settings or arguments
     ├── NameError_                   a pool/dataset/snapshot/bookmark name breaks an OpenZFS rule
+    ├── Unauthorized                 a request without valid credentials (bearer token, basic auth)
     ├── ProtocolError                bytes or messages that do not follow the protocol
     │   ├── StreamError              a ZFS send stream that cannot be read
     │   │   ├── StreamTruncated      ended early (offset of the cut)
@@ -14,7 +15,7 @@ never crosses a public API without being wrapped in one of these.
     │   ├── TokenError               a resume token that cannot be decoded
     │   ├── FrameError               a data-plane frame that is corrupt or out of place
     │   ├── MessageError             a task/event message with an unknown version or missing field
-│   └── WebhookError             a webhook body (Alertmanager's) that is malformed or too big
+    │   └── WebhookError             a webhook body (Alertmanager's) that is malformed or too big
     ├── ZfsError                     a ZFS operation failed (real or simulated backend)
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -36,12 +37,11 @@ never crosses a public API without being wrapped in one of these.
     │   ├── StoreConflict            a conditional write lost the race
     │   └── StoreCorrupt             a pack, index or manifest that fails authentication
     ├── JobError                     job engine / planner refusals
+    │   ├── StaleEpoch               a fencing epoch that is not the job's current one
+    │   ├── RedisUnavailable         Redis did not answer (also RetryableError)
     │   ├── PlanRefused              e.g. a diverged target without force_rollback
-    │   ├── LeaseLost                another coordinator holds the leader lease
-    │   ├── StaleEpoch               a fencing epoch older than the job's current one
-    │   └── RedisUnavailable         Redis did not answer (also RetryableError)
+    │   └── LeaseLost                another coordinator holds the leader lease
     ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
-    ├── Unauthorized                 a request without valid credentials (bearer token, basic auth)
     └── RetryableError               mixin-style branch: safe to retry with backoff
 
 ``RetryableError`` is also used as a second base (``class X(TransferError, RetryableError)``) so
@@ -70,6 +70,10 @@ class NameError_(ZfleetError):
         super().__init__(f"invalid name {name!r}: {rule}")
         self.name = name
         self.rule = rule
+
+
+class Unauthorized(ZfleetError):
+    """A request whose credentials are missing or wrong; the message never contains them."""
 
 
 # -- protocol ---------------------------------------------------------------------------------
@@ -244,7 +248,7 @@ class LeaseLost(JobError):
 
 
 class StaleEpoch(JobError):
-    """A step or a role change carries a fencing epoch older than the job's current one."""
+    """A step or a role change carries a fencing epoch other than the job's current one."""
 
     def __init__(self, message: str, *, seen: int, current: int) -> None:
         super().__init__(message)
@@ -258,7 +262,3 @@ class RedisUnavailable(JobError, RetryableError):
 
 class LabError(ZfleetError):
     """The lab failed: its image is missing or did not build, or a VM did not boot or answer."""
-
-
-class Unauthorized(ZfleetError):
-    """A request whose credentials are missing or wrong; the message never contains them."""
