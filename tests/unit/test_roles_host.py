@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import DatasetBusy, DatasetNotFound, InvalidOperation, NoCommonSnapshot
+from protocol.errors import DatasetNotFound, InvalidOperation, NoCommonSnapshot
 from tests.unit.sim_helpers import mnt, new_sim, send_bytes
 from workers.roles import (
     DivergenceReport,
@@ -155,29 +155,16 @@ def test_demote_makes_read_only_and_unmounts_children_first(sim: SimBackend) -> 
     assert not any(r.made_readonly or r.unmounted for r in again)
 
 
-def test_sim_mount_and_unmount_refuse_as_zfs_does(sim: SimBackend) -> None:
+def test_demote_unmounts_a_whole_tree_and_promote_mounts_it_back(sim: SimBackend) -> None:
     sim.create("src/a/c")
     (mnt(sim, "src/a") / "f").write_text("kept")
-    with pytest.raises(DatasetBusy, match="busy"):
-        sim.unmount("src/a")  # a child is mounted below it
-    sim.unmount("src/a/c")
-    sim.unmount("src/a")
+    (mnt(sim, "src/a/c") / "g").write_text("child")
+    demote_readonly(sim, ["src/a", "src/a/c"], unmount=True)
+    assert [name for name, _ in sim.mounted()] == ["dst", "src"]
     with pytest.raises(InvalidOperation, match="cannot unmount 'src/a': not currently mounted"):
         sim.unmount("src/a")
-    path = sim.pool("src").mountpoint(sim.pool("src").dataset("src/a"))
-    assert path is not None
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "someone-elses").write_text("x")
-    with pytest.raises(InvalidOperation, match="directory is not empty"):
-        sim.mount("src/a")
-    (path / "someone-elses").unlink()
-    sim.mount("src/a")
-    with pytest.raises(InvalidOperation, match="filesystem already mounted"):
-        sim.mount("src/a")
-    assert live(sim, "src/a") == {"f": "kept"}
-    sim.set("src/a/c", {"canmount": "off"})
-    with pytest.raises(InvalidOperation, match="'canmount' property is set to 'off'"):
-        sim.mount("src/a/c")
+    promote_writable(sim, ["src/a", "src/a/c"])
+    assert live(sim, "src/a") == {"f": "kept", "c/g": "child"}
 
 
 def test_fence_sets_readonly_on_what_exists_and_reports_the_rest(sim: SimBackend) -> None:

@@ -260,14 +260,18 @@ class ZfsBackend(abc.ABC):
     @abc.abstractmethod
     def unload_key(self, name: str) -> None: ...
 
-    # -- mounting ---------------------------------------------------------------------------
+    # -- mounts ---------------------------------------------------------------------------
     @abc.abstractmethod
     def mount(self, name: str) -> None:
-        """``zfs mount NAME``: refused when already mounted, canmount=off or no mountpoint."""
+        """``zfs mount NAME``: make a filesystem's files visible at its mountpoint."""
 
     @abc.abstractmethod
     def unmount(self, name: str) -> None:
-        """``zfs unmount NAME``: refused when not mounted or busy (mounts below it)."""
+        """``zfs unmount NAME``: the filesystem and the ones mounted below it."""
+
+    @abc.abstractmethod
+    def mounted(self) -> builtins.list[tuple[str, str]]:
+        """(filesystem, mountpoint) of every mounted filesystem, as ``zfs mount`` lists them."""
 
     # -- helpers every backend gets -------------------------------------------------------
     def exists(self, name: str) -> bool:

@@ -83,10 +83,8 @@ USAGE: Final[dict[str, str]] = {
     "diff": "diff [-FHth] <snapshot> [snapshot|filesystem]",
     "load-key": "load-key [-rn] [-L <keylocation>] <-a | filesystem|volume>",
     "unload-key": "unload-key [-r] <-a | filesystem|volume>",
-    "mount": "mount\n\tmount [-flvO] [-o opts] <-a|-R filesystem|filesystem>",
-    "unmount": "unmount [-fu] <-a | filesystem|mountpoint>",
 }
-ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot", "umount": "unmount"}
+ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot"}
 
 
 class Usage(Exception):
@@ -245,8 +243,6 @@ class Front:
             "diff": self.diff,
             "load-key": self.load_key,
             "unload-key": self.unload_key,
-            "mount": self.mount,
-            "unmount": self.unmount,
         }
 
     # -- properties ---------------------------------------------------------------------------
@@ -513,23 +509,6 @@ class Front:
         for name in self._key_targets(found, operands):
             self.doing("unload key for", name)
             self.backend.unload_key(name)
-        return 0
-
-    # -- mounting (one named filesystem; -a and the listing are not simulated) ------------------
-    def mount(self, args: Sequence[str]) -> int:
-        _, operands = opts("mount", args, "flvOo:")
-        if len(operands) != 1:
-            raise Usage("missing dataset argument" if not operands else "too many arguments")
-        rules.validate_dataset(operands[0], existing=True)
-        self.backend.mount(operands[0])
-        return 0
-
-    def unmount(self, args: Sequence[str]) -> int:
-        _, operands = opts("unmount", args, "fu")
-        if len(operands) != 1:
-            raise Usage("missing filesystem argument" if not operands else "too many arguments")
-        rules.validate_dataset(operands[0], existing=True)
-        self.backend.unmount(operands[0])
         return 0
 
 

@@ -1,81 +1,102 @@
-"""``zfs mount`` / ``zfs unmount`` on one pool: a dataset's live data in or out of its mountpoint.
+"""``zfs mount`` and ``zfs unmount`` for simulated pools.
 
-An unmounted filesystem keeps its live data as a head manifest (pool.py); mounting writes it out
-into the mountpoint. Refusals and their messages are OpenZFS's on Linux, with one deliberate
-difference: a mountpoint that already holds files is refused (as OpenZFS did before ``overlay``
-became the default) because writing the dataset's files over a user's would lose theirs.
+A mounted simulated filesystem is a real directory holding its files; an unmounted one keeps its
+live data as a manifest (the pool's ``head``) and its directory is emptied, as the kernel's would
+look once unmounted. The refusals are libzfs 2.3.2's (cmd/zfs/zfs_main.c share_mount_one and
+unshare_unmount, lib/libzfs/libzfs_mount.c), word for word.
 """
 
 from __future__ import annotations
 
-from protocol.errors import DatasetBusy, InvalidOperation, KeyNotLoaded
+from protocol.errors import InvalidOperation, KeyNotLoaded
 
 from . import db
 from .nodes import decode_manifest
-from .pool import Pool
+from .pool import Dataset, Pool
+from .properties import resolve
+
+
+def is_mounted(ds: Dataset) -> bool:
+    """The data is in its directory (not kept aside as a head manifest)."""
+    return ds.kind == "filesystem" and ds.mounted and ds.head is None
+
+
+def effective(pool: Pool, ds: Dataset, prop: str) -> str:
+    """A property's value as it applies to ``ds`` (set, received, inherited or default)."""
+    found = resolve(pool, ds, prop)
+    return found.value if found is not None else ""
+
+
+def _filesystem(pool: Pool, name: str, verb: str) -> Dataset:
+    ds = pool.dataset(name)
+    if ds.kind != "filesystem":
+        raise InvalidOperation(
+            f"cannot open '{name}': operation not applicable to datasets of this type"
+        )
+    if ds.inconsistent:
+        raise InvalidOperation(f"cannot {verb} '{name}': dataset is busy")
+    return ds
 
 
 def mount(pool: Pool, name: str) -> None:
-    """Make the filesystem's live data visible at its mountpoint."""
+    """Mount one filesystem, refusing as ``zfs mount NAME`` does."""
     with db.txg(pool.conn):
-        ds = pool.dataset(name)
-        if ds.kind != "filesystem":
+        ds = _filesystem(pool, name, "mount")
+        mountpoint = effective(pool, ds, "mountpoint")
+        if mountpoint == "legacy":
             raise InvalidOperation(
-                f"cannot mount '{name}': operation not applicable to datasets of this type"
+                f"cannot mount '{name}': legacy mountpoint\nuse mount(8) to mount this filesystem"
             )
-        if ds.inconsistent:
-            raise InvalidOperation(f"cannot mount '{name}': dataset is being received")
-        if ds.mounted and ds.head is None:
-            raise InvalidOperation(f"cannot mount '{name}': filesystem already mounted")
-        canmount = ds.props.get("canmount") or ds.received.get("canmount") or "on"
-        if canmount == "off":
-            raise InvalidOperation(f"cannot mount '{name}': 'canmount' property is set to 'off'")
-        setting = ds.props.get("mountpoint") or ds.received.get("mountpoint")
-        mnt = pool.mountpoint(ds)
-        if mnt is None:
-            if setting == "legacy":
-                raise InvalidOperation(
-                    f"cannot mount '{name}': legacy mountpoint\n"
-                    "use mount(8) to mount this filesystem"
-                )
+        if mountpoint == "none":
             raise InvalidOperation(f"cannot mount '{name}': no mountpoint set")
+        if effective(pool, ds, "canmount") == "off":
+            raise InvalidOperation(f"cannot mount '{name}': 'canmount' property is set to 'off'")
+        if is_mounted(ds):
+            raise InvalidOperation(f"cannot mount '{name}': filesystem already mounted")
         if ds.crypt and not ds.crypt.get("loaded"):
             raise KeyNotLoaded(f"cannot mount '{name}': encryption key not loaded")
-        inner = pool.exclude(ds, mnt)
-        if mnt.exists() and any(
-            e.name not in inner and not _holds_inner(e.name, inner) for e in mnt.iterdir()
-        ):
-            raise InvalidOperation(f"cannot mount '{mnt}': directory is not empty")
         pool.conn.execute("UPDATE datasets SET mounted=1 WHERE id=?", (ds.id,))
         fresh = pool.dataset_by_id(ds.id)
         pool.install(fresh, decode_manifest(fresh.head or b""), mount=True)
 
 
 def unmount(pool: Pool, name: str) -> None:
-    """Keep the live data in the pool and empty the mountpoint."""
+    """Unmount a filesystem and every mounted filesystem below it (zfs_unmountall)."""
     with db.txg(pool.conn):
-        ds = pool.dataset(name)
-        if ds.kind != "filesystem":
+        ds = _filesystem(pool, name, "unmount")
+        if effective(pool, ds, "mountpoint") == "legacy":
             raise InvalidOperation(
-                f"cannot unmount '{name}': operation not applicable to datasets of this type"
+                f"cannot unmount '{name}': legacy mountpoint\n"
+                "use umount(8) to unmount this filesystem"
             )
-        if not ds.mounted or ds.head is not None:
+        if not is_mounted(ds):
             raise InvalidOperation(f"cannot unmount '{name}': not currently mounted")
-        mnt = pool.mountpoint(ds)
-        for child in pool.descendants(name):
-            theirs = pool.mountpoint(child)
-            if (
-                child.mounted
-                and child.head is None
-                and theirs is not None
-                and mnt is not None
-                and theirs.is_relative_to(mnt)
-            ):
-                # Linux refuses to unmount a filesystem with mounts below it (EBUSY).
-                raise DatasetBusy(f"cannot unmount '{mnt}': pool or dataset is busy")
-        pool.unmount(ds)
+        below = [d for d in pool.datasets() if d.name.startswith(name + "/") and is_mounted(d)]
+        # deepest first, so that a parent's directory is emptied around nothing still mounted
+        for member in sorted(below, key=lambda d: -d.name.count("/")):
+            pool.unmount(member)
+        pool.unmount(pool.dataset_by_id(ds.id))
 
 
-def _holds_inner(entry: str, inner: frozenset[str]) -> bool:
-    """True when ``entry`` is a directory on the way to another filesystem's mountpoint."""
-    return any(e.startswith(entry + "/") for e in inner)
+def mounted(pool: Pool) -> list[tuple[str, str]]:
+    """(filesystem, mountpoint) of every mounted filesystem, as ``zfs mount`` lists them."""
+    found = []
+    for ds in pool.datasets():
+        where = pool.mountpoint(ds)
+        if is_mounted(ds) and where is not None:
+            found.append((ds.name, str(where)))
+    return found
+
+
+def mount_all(pool: Pool) -> None:
+    """``zfs mount -a``: every filesystem that may mount automatically and is not mounted."""
+    for ds in sorted(pool.datasets(), key=lambda d: d.name.count("/")):
+        if ds.kind != "filesystem" or is_mounted(ds) or ds.inconsistent:
+            continue
+        if effective(pool, ds, "mountpoint") in ("none", "legacy"):
+            continue
+        if effective(pool, ds, "canmount") != "on":
+            continue
+        if ds.crypt and not ds.crypt.get("loaded"):
+            continue
+        mount(pool, ds.name)
