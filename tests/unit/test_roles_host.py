@@ -285,3 +285,29 @@ def test_keep_diverged_makes_the_diverged_side_the_main_line(sim: SimBackend) ->
     assert sim.list("src/app", recursive=False)[0].origin == "src/a@s1"
     assert sim.exists("src/a/c@s1") and not sim.exists("src/a.replaced-t1/c")
     assert not sim.exists("src/a.diverged-t1")
+
+
+def test_a_clone_keeps_its_origin_and_a_volume_is_kept_aside_too(sim: SimBackend) -> None:
+    sim.create("src/base")
+    (mnt(sim, "src/base") / "os").write_text("base image")
+    sim.snapshot(["src/base@b1"])
+    sim.clone("src/base@b1", "src/img")
+    (mnt(sim, "src/img") / "app").write_text("v1")
+    sim.snapshot(["src/img@s1"])
+    (mnt(sim, "src/img") / "app").write_text("v2, diverged")
+    sim.create("src/vol", volsize=1 << 20)
+    sim.snapshot(["src/vol@s1"])
+    sim.snapshot(["src/vol@s2"])
+
+    img = preserve_divergence(sim, "src/img", "s1", "t1")
+    vol = preserve_divergence(sim, "src/vol", "s1", "t1")
+
+    assert sim.list("src/img", recursive=False)[0].origin == "src/base@b1"
+    assert sim.list("src/img.diverged-t1", recursive=False)[0].origin == "src/img@s1"
+    assert files(sim, "src/img@s1") == {"os": "base image", "app": "v1"}
+    assert files(sim, img.snapshot or "") == {"os": "base image", "app": "v2, diverged"}
+    assert vol.kept_snapshots == ("s2", "zfleet-diverged-t1")
+    assert sim.get("src/vol", ["type"])["type"].value == "volume"
+    assert [o.short for o in sim.list("src/vol", recursive=False, types=[ObjType.SNAPSHOT])] == [
+        "s1"
+    ]
