@@ -130,6 +130,12 @@ def _origin(backend: ZfsBackend, dataset: str) -> str | None:
     return None if got is None or got.value in _UNSET else got.value
 
 
+def _is_replica(st: Mapping[str, str]) -> bool:
+    """Changes since the newest snapshot cannot be a user's: the dataset is marked a replica,
+    read-only, or not mounted (replicas are received unmounted)."""
+    return st[ROLE_PROP] == "replica" or st.get("readonly") == "on" or st.get("mounted") != "yes"
+
+
 def _parents_first(datasets: Sequence[str]) -> list[str]:
     for name in datasets:
         zfsnames.validate_dataset(name, existing=True)
@@ -150,8 +156,9 @@ def promote_writable(backend: ZfsBackend, datasets: Sequence[str]) -> tuple[Prom
     """Make replicas the writable primary: abort partial receives, roll back to the newest
     complete snapshot, readonly=off, canmount=on, mount (parents first).
 
-    Once a dataset carries ``zfleet:role=primary`` it is never rolled back again: a second run
-    after users wrote to it must not discard their writes.
+    Only a replica's changes are rolled back (marked ``zfleet:role=replica``, read-only or
+    unmounted); once a dataset carries ``zfleet:role=primary`` it is never rolled back again, so
+    a second run after users wrote to it, or a run on a dataset users write to, loses nothing.
     """
     order = _parents_first(datasets)
     _require(backend, order)
@@ -165,10 +172,14 @@ def promote_writable(backend: ZfsBackend, datasets: Sequence[str]) -> tuple[Prom
             aborted = True
         rolled: str | None = None
         if not already and st.get("written", "0") not in ("0", *_UNSET):
-            snaps = _snapshots(backend, name)
-            if snaps:
-                rolled = snaps[-1].name
-                backend.rollback(rolled)
+            if _is_replica(st):
+                snaps = _snapshots(backend, name)
+                if snaps:
+                    rolled = snaps[-1].name
+                    backend.rollback(rolled)
+            else:
+                # Mounted, writable and not marked a replica: the changes may be a user's.
+                log.warning("roles.kept_live_changes", dataset=name)
         is_fs = st.get("type") == "filesystem"
         change = {}
         writable = st.get("readonly") == "off"

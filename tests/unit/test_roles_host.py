@@ -103,7 +103,8 @@ def test_promote_twice_keeps_what_users_wrote_in_between(sim: SimBackend) -> Non
 def test_promote_rolls_a_touched_replica_back_to_its_newest_snapshot(sim: SimBackend) -> None:
     (mnt(sim, "src/a") / "f").write_text("one")
     sim.snapshot(["src/a@s1"])
-    sink = sim.receive(ReceiveSpec("dst/a"))  # received mounted, then touched by someone
+    # received mounted and read-only, then touched by someone all the same
+    sink = sim.receive(ReceiveSpec("dst/a", set_props={"readonly": "on"}))
     sink.write(send_bytes(sim, SendSpec("src/a@s1")))
     sink.finish()
     (mnt(sim, "dst/a") / "stray").write_text("not replicated")
@@ -112,6 +113,17 @@ def test_promote_rolls_a_touched_replica_back_to_its_newest_snapshot(sim: SimBac
 
     assert report.rolled_back_to == "dst/a@s1"
     assert live(sim, "dst/a") == {"f": "one"}
+
+
+def test_promote_never_rolls_back_what_may_be_a_users_writes(sim: SimBackend) -> None:
+    (mnt(sim, "src/a") / "f").write_text("one")
+    sim.snapshot(["src/a@s1"])
+    (mnt(sim, "src/a") / "draft").write_text("a user's unsnapshotted work")
+
+    (report,) = promote_writable(sim, ["src/a"])  # mounted, writable, not marked a replica
+
+    assert report.rolled_back_to is None
+    assert live(sim, "src/a") == {"f": "one", "draft": "a user's unsnapshotted work"}
 
 
 def test_promote_refuses_before_changing_anything_when_a_dataset_is_missing(
