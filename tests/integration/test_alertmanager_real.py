@@ -1,6 +1,7 @@
 """protocol.alertmanager against the real thing: Debian's Alertmanager 0.25 posts its webhook
 to a local HTTP server, and the parser, the auth check and the host rule accept what it sends;
-then the whole alert path, with Debian's Prometheus 2.42 firing a rule on a target gone down.
+then the whole alert path: a worker's heartbeat leaves Redis, `zfleet metrics` reports it down,
+Debian's Prometheus 2.42 fires the rule and the webhook names the host.
 
 Alerts are added with ``amtool alert add`` (as an operator or a test would) and resolved through
 Alertmanager's v2 API; a short repeat_interval makes it repeat the notification, which must give
@@ -9,19 +10,22 @@ the same idempotency key.
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import json
+import os
 import subprocess
-import threading
+import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coordinator import keys
 from protocol.alertmanager import (
     Notification,
     WebhookAuth,
@@ -31,7 +35,9 @@ from protocol.alertmanager import (
 )
 from tests.conftest import need_binary
 from tests.services.alertmanager import WebhookSink, running_alertmanager
+from tests.services.process import stop_process
 from tests.services.prometheus import running_prometheus
+from tests.services.redis import RedisServer, free_port, redis_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -142,83 +148,86 @@ def test_real_alertmanager_webhooks_parse_authenticate_and_map(tmp_path: Path) -
         assert host_of(note.alerts[0], rule, {"alpha", "beta"}) == "beta"
 
 
-class MetricsTarget:
-    """Something for Prometheus to scrape, standing in for a worker's metrics endpoint; once
-    stopped, its ``up`` goes to 0 as a dead worker's would."""
+FLEET = """
+[hosts.alpha]
+backend = "sim"
+sim_root = "{root}/alpha"
+[hosts.beta]
+backend = "sim"
+sim_root = "{root}/beta"
+"""
 
-    def __init__(self) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                payload = b"zfleet_worker_info 1\n"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
+# deploy/alerts.yml's ZfleetWorkerDown, without its 5 minutes of patience
 RULES = """
 groups:
   - name: zfleet
     rules:
       - alert: ZfleetWorkerDown
-        expr: up{job="zfleet-workers"} == 0
+        expr: zfleet_worker_up == 0
         for: 0s
         labels: { severity: critical }
-        annotations: { summary: "zfleet worker on {{ $labels.zfleet_host }} is down" }
+        annotations: { summary: "the zfleet worker of {{ $labels.host }} has stopped reporting" }
 """
 
 
-def test_prometheus_rule_on_a_dead_target_reaches_the_webhook(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def zfleet_metrics(redis_url: str, config: Path) -> Iterator[int]:
+    """`zfleet metrics` as a real process; its port."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZFLEET_")}
+    env |= {"ZFLEET_REDIS_URL": redis_url, "ZFLEET_LOG_FORMAT": "json"}
+    zfleet = str(Path(sys.executable).parent / "zfleet")
+    argv = [zfleet, "metrics", "--port", str(port), "--config", str(config)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        stop_process(proc, 10)
+
+
+def test_worker_heartbeat_gone_fires_prometheus_and_reaches_the_webhook(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
     secret_file = tmp_path / "webhook.secret"
     secret_file.write_text(SECRET + "\n")
     bearer = WebhookAuth.from_file(secret_file)
-    target = MetricsTarget()
-    try:
-        with WebhookSink() as sink, running_alertmanager(config(sink, secret_file)) as am:
-            prom_config = f"""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET.format(root=tmp_path))
+    r = redis_server.client()
+    for host in ("alpha", "beta"):
+        r.hset(keys.worker(host), mapping={"instance": "test", "started": "1"})
+    with (
+        WebhookSink() as sink,
+        running_alertmanager(config(sink, secret_file)) as am,
+        zfleet_metrics(redis_server.url, fleet) as port,
+    ):
+        prom_config = f"""
 global: {{ scrape_interval: 1s, evaluation_interval: 1s }}
 alerting:
   alertmanagers:
     - static_configs: [{{ targets: ['{am.url.removeprefix("http://")}'] }}]
 rule_files: [rules.yml]
 scrape_configs:
-  - job_name: zfleet-workers
-    static_configs:
-      - targets: ['127.0.0.1:{target.port}']
-        labels: {{ zfleet_host: alpha }}
+  - job_name: zfleet-coordinator
+    static_configs: [{{ targets: ['127.0.0.1:{port}'] }}]
 """
-            with running_prometheus(prom_config, RULES) as prom:
-                deadline = time.monotonic() + 30
-                while not [r for r in prom.query("up") if r["value"][1] == "1"]:
-                    assert time.monotonic() < deadline, prom.log()[-2000:]
-                    time.sleep(0.2)
-                stopped = time.monotonic()
-                target.stop()
-                note = receive(sink, bearer, status="firing")
-                latency = time.monotonic() - stopped
-                (alert,) = note.alerts
-                assert alert.labels["alertname"] == "ZfleetWorkerDown"
-                assert alert.annotations["summary"] == "zfleet worker on alpha is down"
-                assert host_of(alert, parse_host_rule("zfleet_host"), {"alpha"}) == "alpha"
-                # Prometheus names itself by the machine's host name, so compare the port only
-                link = urllib.parse.urlsplit(alert.generator_url)
-                assert link.port == urllib.parse.urlsplit(prom.url).port
-                assert link.path == "/graph"
-                print(f"target down -> webhook received: {latency:.2f} s; endsAt {alert.ends_at}")
-    finally:
-        if target.thread.is_alive():
-            target.stop()
+        with running_prometheus(prom_config, RULES) as prom:
+            deadline = time.monotonic() + 60
+            while len([x for x in prom.query("zfleet_worker_up == 1")]) < 2:
+                assert time.monotonic() < deadline, prom.log()[-2000:]
+                time.sleep(0.2)
+            died = time.monotonic()
+            r.delete(keys.worker("alpha"))  # what an expired heartbeat leaves
+            note = receive(sink, bearer, status="firing")
+            latency = time.monotonic() - died
+            (alert,) = note.alerts
+            assert alert.labels["alertname"] == "ZfleetWorkerDown"
+            assert host_of(alert, parse_host_rule("host"), {"alpha", "beta"}) == "alpha"
+            assert alert.annotations["summary"] == (
+                "the zfleet worker of alpha has stopped reporting"
+            )
+            # Prometheus names itself by the machine's host name, so compare the port only
+            link = urllib.parse.urlsplit(alert.generator_url)
+            assert link.port == urllib.parse.urlsplit(prom.url).port
+            print(f"heartbeat gone -> webhook received: {latency:.2f} s; endsAt {alert.ends_at}")
