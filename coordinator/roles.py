@@ -349,8 +349,9 @@ def gate(
         return Gate(False, f"job {roles.job} has policy manual: recorded, not acted on")
     wait = flap_wait(last_failover_at, now, roles.min_interval)
     if wait > 0:
-        return Gate(False, f"job {roles.job} failed over {now - (last_failover_at or now):.0f}s "
-                    f"ago (min_interval {roles.min_interval}s)", wait)  # fmt: skip
+        ago = max(0.0, now - (last_failover_at or now))
+        return Gate(False, f"job {roles.job} failed over {ago:.0f}s ago "
+                    f"(min_interval {roles.min_interval}s)", wait)  # fmt: skip
     return Gate(True, "allowed")
 
 

@@ -118,3 +118,6 @@ def test_gate_manual_policy_and_min_interval() -> None:
     assert (g.allowed, g.wait) == (False, 500)
     assert "failed over 100s ago" in g.reason
     assert gate(auto, last_failover_at=300, now=1000, from_alert=True).allowed
+    backwards = gate(auto, last_failover_at=1500, now=1000, from_alert=False)  # clock stepped back
+    assert (backwards.allowed, backwards.wait) == (False, 600)
+    assert "failed over 0s ago" in backwards.reason
