@@ -6,6 +6,7 @@ never crosses a public API without being wrapped in one of these.
     ZfleetError
     ├── ConfigError                  bad fleet config, settings or arguments
     ├── NameError_                   a pool/dataset/snapshot/bookmark name breaks an OpenZFS rule
+    ├── Unauthorized                 a request without valid credentials (bearer token, basic auth)
     ├── ProtocolError                bytes or messages that do not follow the protocol
     │   ├── StreamError              a ZFS send stream that cannot be read
     │   │   ├── StreamTruncated      ended early (offset of the cut)
@@ -13,7 +14,8 @@ never crosses a public API without being wrapped in one of these.
     │   │   └── StreamFormatError    bad magic, bad record type, impossible lengths
     │   ├── TokenError               a resume token that cannot be decoded
     │   ├── FrameError               a data-plane frame that is corrupt or out of place
-    │   └── MessageError             a task/event message with an unknown version or missing field
+    │   ├── MessageError             a task/event message with an unknown version or missing field
+    │   └── WebhookError             a webhook body (Alertmanager's) that is malformed or too big
     ├── ZfsError                     a ZFS operation failed (real or simulated backend)
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -35,6 +37,8 @@ never crosses a public API without being wrapped in one of these.
     │   ├── StoreConflict            a conditional write lost the race
     │   └── StoreCorrupt             a pack, index or manifest that fails authentication
     ├── JobError                     job engine / planner refusals
+    │   ├── StaleEpoch               a fencing epoch that is not the job's current one
+    │   ├── RedisUnavailable         Redis did not answer (also RetryableError)
     │   ├── PlanRefused              e.g. a diverged target without force_rollback
     │   └── LeaseLost                another coordinator holds the leader lease
     ├── RebaseError                  an image could not be rebased; nothing was changed
@@ -71,6 +75,10 @@ class NameError_(ZfleetError):
         super().__init__(f"invalid name {name!r}: {rule}")
         self.name = name
         self.rule = rule
+
+
+class Unauthorized(ZfleetError):
+    """A request whose credentials are missing or wrong; the message never contains them."""
 
 
 # -- protocol ---------------------------------------------------------------------------------
@@ -116,6 +124,10 @@ class FrameError(ProtocolError):
 
 class MessageError(ProtocolError):
     """A task or event message with an unknown version, a missing field, or a wrong type."""
+
+
+class WebhookError(ProtocolError):
+    """A webhook request body that is too big, not JSON, or not in the sender's format."""
 
 
 # -- zfs --------------------------------------------------------------------------------------
@@ -238,6 +250,19 @@ class PlanRefused(JobError):
 
 class LeaseLost(JobError):
     """Another coordinator holds the leader lease."""
+
+
+class StaleEpoch(JobError):
+    """A step or a role change carries a fencing epoch other than the job's current one."""
+
+    def __init__(self, message: str, *, seen: int, current: int) -> None:
+        super().__init__(message)
+        self.seen = seen
+        self.current = current
+
+
+class RedisUnavailable(JobError, RetryableError):
+    """Redis could not be reached or timed out; retry the call (they are made idempotent)."""
 
 
 class LabError(ZfleetError):
