@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from coordinator import keys
+from bus import keys
 from protocol.alertmanager import (
     Notification,
     WebhookAuth,
