@@ -26,7 +26,7 @@ from coordinator.api import ApiHandle, Response, json_response, serve_api
 from coordinator.engine import FAILED, JOB_FAILED, JOB_RUNNING, JOB_SUCCEEDED, RUNNING, Job, Step
 from coordinator.jobstore import JobStore
 from protocol.errors import ConfigError
-from protocol.messages import InventoryReport, ZfsObjectRecord
+from protocol.zfs import InventoryReport
 from tests.services.fleet import zfleet_binary
 from tests.services.process import stop_process
 from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
@@ -95,7 +95,7 @@ def populate(server: RedisServer, root: Path) -> None:
         if upto == "s2":
             _receive(alpha, target, "tank/img@s2", "tank/img@s1")
     for host, backend in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        objects = tuple(ZfsObjectRecord.from_object(o) for o in backend.list())
+        objects = tuple(backend.list())
         store.put_inventory(InventoryReport(host=host, taken_at=time.time(), objects=objects))
     server.client().hset(keys.worker("alpha"), mapping={
         "instance": "i1", "started": "1.0", "beat": repr(time.time()), "version": "9.9.9"})
