@@ -23,13 +23,23 @@ import pytest
 
 from bus import keys
 from coordinator.api import ApiHandle, Response, json_response, serve_api
-from coordinator.engine import FAILED, JOB_FAILED, JOB_RUNNING, JOB_SUCCEEDED, RUNNING, Job, Step
+from coordinator.engine import (
+    FAILED,
+    JOB_FAILED,
+    JOB_RUNNING,
+    JOB_SUCCEEDED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    Step,
+)
 from coordinator.jobstore import JobStore
 from protocol.errors import ConfigError
 from protocol.zfs import InventoryReport
 from tests.services.fleet import zfleet_binary
 from tests.services.process import stop_process
 from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.unit.dagfakes import args_of
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -53,6 +63,9 @@ targets = ["beta:bk/img", "gamma:bk/img"]
 OK_ID, BAD_ID, RUN_ID = "20261128T080000-aaaaaa", "20261128T090000-bbbbbb", "20261128T100000-cccccc"
 
 
+XFER = args_of("transfer")
+
+
 def _receive(src: SimBackend, dst: SimBackend, snap: str, base: str | None) -> None:
     stream = src.send(SendSpec(snapshot=snap, from_snap=base))
     sink = dst.receive(ReceiveSpec(target="bk/img"))
@@ -65,17 +78,17 @@ def _receive(src: SimBackend, dst: SimBackend, snap: str, base: str | None) -> N
 def populate(server: RedisServer, root: Path) -> None:
     store = JobStore(server.client())
     ok = Job(id=OK_ID, name="images", status=JOB_SUCCEEDED, created=1.0, finished=5.0, steps={
-        "xfer0000": Step(id="xfer0000", kind="transfer", host="alpha", args={}, status="succeeded",
+        "xfer0000": Step(id="xfer0000", kind="transfer", host="alpha", args=XFER, status=SUCCEEDED,
                          result={"bytes": 3_000_000}, started_at=1.0, finished_at=4.0)})
     bad = Job(id=BAD_ID, name="images", status=JOB_FAILED, created=2.0, steps={
-        "xfer0000": Step(id="xfer0000", kind="transfer", host="alpha", args={}, status=FAILED,
+        "xfer0000": Step(id="xfer0000", kind="transfer", host="alpha", args=XFER, status=FAILED,
                          attempt=2, error_type="DestinationModified",
                          error="cannot receive incremental stream: destination bk/img has been "
                                "modified since most recent snapshot")})
     run = Job(id=RUN_ID, name="images", status=JOB_RUNNING, created=3.0, steps={
-        "xfer0001": Step(id="xfer0001", kind="transfer", host="alpha", args={}, status=RUNNING,
+        "xfer0001": Step(id="xfer0001", kind="transfer", host="alpha", args=XFER, status=RUNNING,
                          started_at=time.time() - 4.0),
-        "xfer0002": Step(id="xfer0002", kind="transfer", host="alpha", args={}, status="pending",
+        "xfer0002": Step(id="xfer0002", kind="transfer", host="alpha", args=XFER, status="pending",
                          attempt=1, error_type="HostUnreachable",
                          error="ssh: connect refused")})  # fmt: skip
     for job in (ok, bad, run):
