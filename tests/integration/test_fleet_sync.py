@@ -150,7 +150,7 @@ def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> Non
     status = fleet.cli("status", "--config", str(fleet.config), "--json")
     assert status.returncode == 0, status.stderr
     rows = json.loads(status.stdout)["datasets"]
-    assert {t.snapshots_behind for r in rows for t in r["targets"]} == {0}
+    assert {t["snapshots_behind"] for r in rows for t in r["targets"]} == {0}
 
     # someone snapshots beta's copy (unmounted, the sim gives no way to write into it): beta's base
     # is refused by name, gamma still syncs
