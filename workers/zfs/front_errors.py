@@ -49,7 +49,11 @@ class Context:
 
 def _receive_message(error: ZfleetError, ctx: Context) -> str | None:
     kind = "new filesystem" if ctx.new_stream else "incremental"
-    target = ctx.subject
+    target = ctx.subject.split("@", 1)[0]  # libzfs names the dataset, even for `receive fs@snap`
+    if isinstance(error, DatasetExists | DestinationHasSnapshots) and str(error).startswith(
+        "cannot receive"
+    ):
+        return str(error)  # the backend's words name the case (a clone, a snapshot it holds)
     if isinstance(error, NoCommonSnapshot):
         return (
             f"cannot receive incremental stream: most recent snapshot of {target} does not\n"
@@ -71,7 +75,7 @@ def _receive_message(error: ZfleetError, ctx: Context) -> str | None:
             "must destroy them to overwrite it"
         )
     if isinstance(error, OriginMissing):
-        return f"cannot receive {kind} stream: local origin for clone {target} does not exist"
+        return f"cannot receive {kind} stream: local origin for clone {ctx.subject} does not exist"
     if isinstance(error, StreamIncomplete) and error.token:
         return (
             f"cannot receive {kind} stream: checksum mismatch or incomplete stream.\n"
@@ -195,6 +199,6 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
         return f"cannot {ctx.verb} '{subject}': dataset is busy", EXIT_FAILURE
     if isinstance(error, KeyNotLoaded):
         return f"cannot {ctx.verb} '{subject}': encryption key not loaded", EXIT_FAILURE
-    if str(error).startswith("cannot "):
+    if str(error).startswith(("cannot ", "warning: cannot ")):
         return str(error), EXIT_FAILURE  # the backend already speaks OpenZFS's words
     return f"cannot {ctx.verb} '{subject}': {error}", EXIT_FAILURE
