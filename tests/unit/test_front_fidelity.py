@@ -139,15 +139,15 @@ def test_incremental_already_received_is_consumed(sh: Shell) -> None:
     [("@1", "tank/a@1"), ("tank/a@1", "tank/a@1"), ("@2", "tank/a@1"), ("#m1", "tank/a@1")],
     ids=["same-short", "same-full", "later", "bookmark-of-it"],
 )
-def test_send_from_a_snapshot_not_earlier_is_refused(
-    sh: Shell, source: str, snapshot: str
-) -> None:
+def test_send_from_a_snapshot_not_earlier_is_refused(sh: Shell, source: str, snapshot: str) -> None:
     # zfs_send_one_cb_impl: snapshot_is_before() (the kernel's EXDEV for a bookmark)
     sh.ok("zfs", "snapshot", "tank/a@2")
     sh.ok("zfs", "bookmark", "tank/a@1", "tank/a#m1")
     ran = sh("zfs", "send", "-i", source, snapshot)
     assert (ran.code, ran.out) == (1, b"")
-    assert ran.err == f"warning: cannot send '{snapshot}': not an earlier snapshot from the same fs\n"
+    assert (
+        ran.err == f"warning: cannot send '{snapshot}': not an earlier snapshot from the same fs\n"
+    )
 
 
 def test_send_from_another_filesystem_is_refused(sh: Shell) -> None:
@@ -166,3 +166,173 @@ def test_send_from_the_origin_of_a_clone_is_allowed(sh: Shell) -> None:
     assert sh.ok("zfs", "send", "-i", "tank/a@1", "tank/c@c1")
     ran = sh("zfs", "send", "-i", "tank/a@2", "tank/c@c1")
     assert ran.err == "warning: cannot send 'tank/c@c1': not an earlier snapshot from the same fs\n"
+
+
+# -- mount and unmount -------------------------------------------------------------------------
+
+
+def test_unmount_keeps_the_files_and_mount_brings_them_back(sh: Shell) -> None:
+    where = sh.backend.mountpoint("tank/a")
+    assert where is not None
+    (Path(where) / "f.txt").write_bytes(b"kept\n")
+    sh.ok("zfs", "create", "tank/a/child")
+    listed = sh.ok("zfs", "mount").decode()
+    assert f"{'tank/a/child':<30}  {where}/child\n" in listed
+    sh.ok("zfs", "unmount", "tank/a")  # the child goes with it, as zfs_unmountall does
+    assert "tank/a" not in sh.ok("zfs", "mount").decode()
+    assert not (Path(where) / "f.txt").exists()
+    ran = sh("zfs", "unmount", "tank/a")
+    assert (ran.code, ran.err) == (1, "cannot unmount 'tank/a': not currently mounted\n")
+    sh.ok("zfs", "mount", "tank/a")
+    assert (Path(where) / "f.txt").read_bytes() == b"kept\n"
+    ran = sh("zfs", "mount", "tank/a")
+    assert (ran.code, ran.err) == (1, "cannot mount 'tank/a': filesystem already mounted\n")
+    sh.ok("zfs", "mount", "-a")
+    assert f"{'tank/a/child':<30}  {where}/child\n" in sh.ok("zfs", "mount").decode()
+    sh.ok("zfs", "umount", where)  # by its mountpoint, under its other name
+    assert sh.backend.get("tank/a", ["mounted"])["mounted"].value == "no"
+
+
+@pytest.mark.parametrize(
+    ("argv", "err"),
+    [
+        (("mount", "tank/nope"), "cannot open 'tank/nope': dataset does not exist\n"),
+        (("unmount", "tank/nope"), "cannot open 'tank/nope': dataset does not exist\n"),
+        (("mount", "tank/none"), "cannot mount 'tank/none': no mountpoint set\n"),
+        (("mount", "tank/off"), "cannot mount 'tank/off': 'canmount' property is set to 'off'\n"),
+        (
+            ("mount", "tank/vol"),
+            "cannot open 'tank/vol': operation not applicable to datasets of this type\n",
+        ),
+    ],
+)
+def test_mount_refusals(sh: Shell, argv: tuple[str, ...], err: str) -> None:
+    sh.ok("zfs", "create", "-o", "mountpoint=none", "tank/none")
+    sh.ok("zfs", "create", "-o", "canmount=off", "tank/off")
+    sh.ok("zfs", "create", "-V", "1M", "tank/vol")
+    ran = sh("zfs", *argv)
+    assert (ran.code, ran.err) == (1, err)
+
+
+# -- common mistakes ---------------------------------------------------------------------------
+
+TRAILER = (
+    "\nFor the property list, run: zfs set|get\n"
+    "\nFor the delegated permission list, run: zfs allow|unallow\n"
+    "\nFor further help on a command or topic, run: zfs help [<topic>]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "err"),
+    [
+        # libzfs_dataset.c check_parents
+        (("create", "tank/nope/x"), 1, "cannot create 'tank/nope/x': parent does not exist\n"),
+        (("create", "nopool/x"), 1, "cannot create 'nopool/x': no such pool 'nopool'\n"),
+        # zfs_do_snapshot: zfs_open fails, then usage(B_FALSE)
+        (
+            ("snapshot", "tank/nope@s"),
+            2,
+            "cannot open 'tank/nope': dataset does not exist\nusage:\n"
+            "\tsnapshot [-r] [-o property=value] ... <filesystem|volume>@<snap> ...\n" + TRAILER,
+        ),
+        # zfs_validate_name: NAME_ERR_INVALCHAR, and '%' on its own
+        (
+            ("create", "tank/bad name!"),
+            1,
+            "cannot create 'tank/bad name!': invalid character '!' in name\n",
+        ),
+        (("create", "tank/a%b"), 1, "cannot create 'tank/a%b': invalid character % in name\n"),
+        (
+            ("snapshot", "tank/a@x@y"),
+            1,
+            "cannot create snapshot 'tank/a@x@y': multiple '@' and/or '#' delimiters in name\n",
+        ),
+        # zfs_do_clone: zfs_open(snapshot)
+        (
+            ("clone", "tank/a@nope", "tank/c"),
+            1,
+            "cannot open 'tank/a@nope': dataset does not exist\n",
+        ),
+        # zfs_do_bookmark: lzc_bookmark EEXIST; a missing source is a usage error
+        (
+            ("bookmark", "tank/a@1", "tank/a#m"),
+            1,
+            "cannot create bookmark 'tank/a#m': bookmark exists\n",
+        ),
+        (
+            ("bookmark", "tank/a@nope", "tank/a#n"),
+            2,
+            "cannot open 'tank/a@nope': dataset does not exist\nusage:\n"
+            "\tbookmark <snapshot|bookmark> <newbookmark>\n" + TRAILER,
+        ),
+        # zfs_release: lzc_get_holds fails (ENOENT); EZFS_REFTAG_RELE; zfs_hold: EZFS_REFTAG_HOLD
+        (
+            ("release", "keep", "tank/a@nope"),
+            1,
+            "cannot release hold from snapshot 'tank/a@nope': dataset does not exist\n",
+        ),
+        (
+            ("release", "keep", "tank/nope@1"),
+            1,
+            "cannot open 'tank/nope': dataset does not exist\n",
+        ),
+        (
+            ("release", "other", "tank/a@1"),
+            1,
+            "cannot release hold from snapshot 'tank/a@1': no such tag on this dataset\n",
+        ),
+        (
+            ("hold", "keep", "tank/a@1"),
+            1,
+            "cannot hold snapshot 'tank/a@1': tag already exists on this dataset\n",
+        ),
+        # zfs_valid_proplist
+        (
+            ("set", "bogus=1", "tank/a"),
+            1,
+            "cannot set property for 'tank/a': invalid property 'bogus'\n",
+        ),
+        (
+            ("create", "-o", "bogus=1", "tank/p"),
+            1,
+            "cannot create 'tank/p': invalid property 'bogus'\n",
+        ),
+        # zfs_do_create: zfs_nicestrtonum, then exit 1 without usage
+        (
+            ("create", "-V", "99999999999999999999999", "tank/vol2"),
+            1,
+            "bad volume size '99999999999999999999999': numeric value is too large\n",
+        ),
+        (
+            ("create", "-V", "lots", "tank/v"),
+            1,
+            "bad volume size 'lots': bad numeric value 'lots'\n",
+        ),
+    ],
+)
+def test_common_mistakes_in_openzfs_words(
+    sh: Shell, argv: tuple[str, ...], code: int, err: str
+) -> None:
+    sh.ok("zfs", "bookmark", "tank/a@1", "tank/a#m")
+    sh.ok("zfs", "hold", "keep", "tank/a@1")
+    before = sh.names()
+    ran = sh("zfs", *argv)
+    assert (ran.code, ran.err) == (code, err)
+    assert sh.names() == before
+
+
+@pytest.mark.parametrize(
+    ("stdin", "err"),
+    [
+        (b"", "cannot receive: failed to read from stream\n"),
+        (b"hello\n", "cannot receive: failed to read from stream\n"),  # shorter than a BEGIN
+        (bytes(range(256)) * 4, "cannot receive: invalid stream (bad magic number)\n"),
+    ],
+    ids=["empty", "short", "garbage"],
+)
+def test_garbage_on_receive(sh: Shell, stdin: bytes, err: str) -> None:
+    recorded = recorded_failures()["garbage"]
+    ran = sh("zfs", "receive", "tank/g", stdin=stdin)
+    assert (ran.code, ran.err) == (recorded.exit_code, err)
+    assert "tank/g" not in sh.names()

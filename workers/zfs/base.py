@@ -260,6 +260,19 @@ class ZfsBackend(abc.ABC):
     @abc.abstractmethod
     def unload_key(self, name: str) -> None: ...
 
+    # -- mounts ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def mount(self, name: str) -> None:
+        """``zfs mount NAME``: make a filesystem's files visible at its mountpoint."""
+
+    @abc.abstractmethod
+    def unmount(self, name: str) -> None:
+        """``zfs unmount NAME``: the filesystem and the ones mounted below it."""
+
+    @abc.abstractmethod
+    def mounted(self) -> builtins.list[tuple[str, str]]:
+        """(filesystem, mountpoint) of every mounted filesystem, as ``zfs mount`` lists them."""
+
     # -- helpers every backend gets -------------------------------------------------------
     def exists(self, name: str) -> bool:
         from protocol.errors import DatasetNotFound

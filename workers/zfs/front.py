@@ -30,6 +30,7 @@ from protocol.errors import ConfigError, ZfleetError
 from protocol.log import configure_logging
 from workers.zfs.base import ObjType, ZfsBackend
 from workers.zfs.front_errors import EXIT_FAILURE, EXIT_USAGE, Context, render
+from workers.zfs.front_mount import USAGE as MOUNT_USAGE
 from workers.zfs.front_table import is_property, table
 
 log = structlog.get_logger(__name__)
@@ -84,7 +85,15 @@ USAGE: Final[dict[str, str]] = {
     "load-key": "load-key [-rn] [-L <keylocation>] <-a | filesystem|volume>",
     "unload-key": "unload-key [-r] <-a | filesystem|volume>",
 }
-ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot"}
+USAGE.update(MOUNT_USAGE)
+ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot", "umount": "unmount"}
+# what zfs_main.c usage() prints after a command's usage, unless it lists the properties
+USAGE_TRAILER: Final = (
+    "\nFor the property list, run: zfs set|get\n"
+    "\nFor the delegated permission list, run: zfs allow|unallow\n"
+    "\nFor further help on a command or topic, run: zfs help [<topic>]"
+)
+PROPERTY_USAGE: Final = frozenset({"set", "get", "inherit", "list"})
 
 
 class Usage(Exception):
@@ -178,7 +187,7 @@ class Front:
 
     def run(self, program: str, args: Sequence[str]) -> int:
         """Run ``zfs ARGS`` or ``zpool ARGS``; the exit code."""
-        from workers.zfs import front_list, front_pool, front_send
+        from workers.zfs import front_list, front_mount, front_pool, front_send
 
         commands: dict[str, Callable[[Sequence[str]], int]]
         if program == "zpool":
@@ -188,6 +197,7 @@ class Front:
                 **self.zfs_commands(),
                 **front_list.commands(self),
                 **front_send.commands(self),
+                **front_mount.commands(self),
             }
         else:
             self.err(f"unknown program '{program}': expected zfs or zpool")
@@ -210,8 +220,7 @@ class Front:
         try:
             return command(args[1:])
         except Usage as exc:
-            usage = USAGE.get(exc.command or name, f"{name} ...")
-            self.err(f"{exc}\nusage:\n\t{usage}")
+            self.usage(program, exc.command or name, str(exc))
             return EXIT_USAGE
         except ZfleetError as exc:
             message, code = render(exc, self.ctx, self.backend)
@@ -224,6 +233,12 @@ class Front:
             log.debug("front.internal_error_trace", command=name, exc_info=True)
             self.err(f"internal error: {type(exc).__name__}: {exc}")
             return EXIT_FAILURE
+
+    def usage(self, program: str, command: str, message: str = "") -> None:
+        """A refused command line: the reason (if any), then the command's usage, as zfs does."""
+        usage = USAGE.get(command, f"{command} ...")
+        trailer = USAGE_TRAILER if program == "zfs" and command not in PROPERTY_USAGE else ""
+        self.err(f"{message}\n" * bool(message) + f"usage:\n\t{usage}\n{trailer}")
 
     def zfs_commands(self) -> dict[str, Callable[[Sequence[str]], int]]:
         return {
@@ -296,15 +311,40 @@ class Front:
             try:
                 volsize = parse_size(found["-V"][-1])
             except ConfigError as exc:
-                raise Usage(str(exc)) from None
+                # zfs_do_create: "bad volume size '%s': %s", then exit 1 (no usage)
+                self.err(f"bad volume size '{found['-V'][-1]}': {exc}")
+                return EXIT_FAILURE
         if "-b" in found:
             props["volblocksize"] = found["-b"][-1]
         self.doing("create", name)
         rules.validate_dataset(name)
+        if "-p" not in found and not self._parent_exists(name):
+            return EXIT_FAILURE
         if "-n" in found:
             return 0
         self.backend.create(name, props=props or None, volsize=volsize, parents="-p" in found)
         return 0
+
+    def _parent_exists(self, name: str) -> bool:
+        """libzfs's check_parents: say which part is missing ("no such pool", "parent...")."""
+        parent = name.rpartition("/")[0]
+        if not parent or self.backend.exists(parent):
+            return True
+        pool = rules.pool_of(name)
+        if pool not in {p.name for p in self.backend.pools()}:
+            self.err(f"cannot create '{name}': no such pool '{pool}'")
+        else:
+            self.err(f"cannot create '{name}': parent does not exist")
+        return False
+
+    def _opened(self, name: str, command: str) -> bool:
+        """zfs_open before the work: a missing one is "cannot open", and (for some) usage."""
+        if self.backend.exists(name):
+            return True
+        self.err(f"cannot open '{name}': dataset does not exist")
+        if command:
+            self.usage("zfs", command)
+        return False
 
     def destroy(self, args: Sequence[str]) -> int:
         found, operands = opts("destroy", args, "dfnprRv")
@@ -347,6 +387,9 @@ class Front:
         for name in operands:
             self.doing("create snapshot", name)
             rules.validate_snapshot(name)
+        for name in operands:
+            if not self._opened(name.split("@", 1)[0], "snapshot"):
+                return EXIT_USAGE
         self.doing("create snapshot", operands[0])
         props = prop_pairs(found.get("-o", []), "snapshot")
         self.backend.snapshot(operands, recursive="-r" in found, props=props or None)
@@ -361,6 +404,10 @@ class Front:
         rules.validate_snapshot(snapshot, existing=True)
         rules.validate_dataset(target)
         props = prop_pairs(found.get("-o", []), "clone")
+        if not self._opened(snapshot, ""):
+            return EXIT_FAILURE
+        if "-p" not in found and not self._parent_exists(target):
+            return EXIT_FAILURE
         if "-p" in found and "/" in target:
             parent = target.rsplit("/", 1)[0]
             if not self.backend.exists(parent):
@@ -410,6 +457,11 @@ class Front:
         self.doing("create bookmark", mark)
         rules.validate_snapshot(source, existing=True)
         rules.validate_bookmark(mark)
+        if not self._opened(source, "bookmark"):
+            return EXIT_USAGE
+        if self.backend.exists(mark):
+            self.err(f"cannot create bookmark '{mark}': bookmark exists")
+            return EXIT_FAILURE
         self.backend.bookmark(source, mark)
         return 0
 
@@ -433,16 +485,33 @@ class Front:
         return operands[0], self._snapshots(operands[1:], "-r" in found)
 
     def hold(self, args: Sequence[str]) -> int:
-        tag, snaps = self._tag_and_snapshots("hold", args)
-        self.doing("hold snapshot", snaps[0] if snaps else "")
-        self.backend.hold(tag, snaps)
-        return 0
+        return self._hold_or_release("hold", args)
 
     def release(self, args: Sequence[str]) -> int:
-        tag, snaps = self._tag_and_snapshots("release", args)
-        self.doing("release hold from snapshot", snaps[0] if snaps else "")
-        self.backend.release(tag, snaps)
-        return 0
+        return self._hold_or_release("release", args)
+
+    def _hold_or_release(self, command: str, args: Sequence[str]) -> int:
+        """Each snapshot alone, the failures counted (zfs_do_hold_rele_impl), exit 1 if any."""
+        tag, snaps = self._tag_and_snapshots(command, args)
+        holding = command == "hold"
+        verb = "hold snapshot" if holding else "release hold from snapshot"
+        failed = 0
+        for snap in snaps:
+            if not self._opened(snap.split("@", 1)[0], ""):
+                failed += 1
+                continue
+            if not self.backend.exists(snap):
+                self.err(f"cannot {verb} '{snap}': dataset does not exist")
+                failed += 1
+                continue
+            if (tag in self.backend.holds(snap)) == holding:
+                why = "tag already exists on this" if holding else "no such tag on this"
+                self.err(f"cannot {verb} '{snap}': {why} dataset")
+                failed += 1
+                continue
+            self.doing(verb, snap)
+            (self.backend.hold if holding else self.backend.release)(tag, [snap])
+        return EXIT_FAILURE if failed else 0
 
     def holds(self, args: Sequence[str]) -> int:
         found, operands = opts("holds", args, "rHp")
@@ -544,4 +613,8 @@ def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m workers.zfs.front`, this file is __main__; front_list and friends raise
+    # workers.zfs.front.Usage, which only that module's main catches
+    from workers.zfs.front import main as imported_main
+
+    sys.exit(imported_main())

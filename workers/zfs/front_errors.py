@@ -8,6 +8,7 @@ cli-samples.txt; the line breaks are libzfs's own.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -150,13 +151,61 @@ def _token_reason(reason: str) -> str:
     return "resume token is corrupt (invalid format)"
 
 
+# the offending character, as our rules quote it (repr: '!' or "'")
+_CHAR: Final = re.compile(r"invalid character '(.)'|invalid character \"(.)\"")
+# protocol.names' rules -> zfs_validate_name's words (lib/libzfs/libzfs_dataset.c), first match
+_NAME_RULES: Final = (
+    (re.compile(r"reserved for OpenZFS's temporary names"), "invalid character % in name"),
+    (_CHAR, "invalid character '{}' in name"),
+    (re.compile(r"name is too long"), "name is too long"),
+    (re.compile(r"leading slash"), "leading slash in name"),
+    (re.compile(r"trailing slash"), "trailing slash in name"),
+    (
+        re.compile(r"empty (component|name)"),
+        "empty component or misplaced '@' or '#' delimiter in name",
+    ),
+    (
+        re.compile(r"multiple .* delimiters|both '@' and '#'"),
+        "multiple '@' and/or '#' delimiters in name",
+    ),
+    (re.compile(r"self reference"), "self reference, '.' is found in name"),
+    (re.compile(r"parent reference"), "parent reference, '..' is found in name"),
+    (re.compile(r"must begin with a letter"), "pool doesn't begin with a letter"),
+    (re.compile(r"pool name is reserved"), "name is reserved"),
+    (re.compile(r"'/' is not allowed after"), "invalid character '/' in name"),
+)
+
+
+# zpool_name_valid (lib/libzfs/libzfs_pool.c) words the pool rules its own way
+_POOL_RULES: Final = (
+    (_CHAR, "invalid character '{}' in pool name"),
+    (re.compile(r"must begin with a letter"), "name must begin with a letter"),
+    (re.compile(r"pool name is reserved \("), "name is reserved"),
+    (re.compile(r"pool name is reserved"), "pool name is reserved"),
+    (re.compile(r"name is too long"), "name is too long"),
+    (re.compile(r"empty component"), "empty component in name"),
+)
+
+
+def libzfs_rule(rule: str, *, pool: bool = False) -> str:
+    """The words ``zfs`` (or ``zpool``, for a bare pool name) uses for a broken naming rule."""
+    for pattern, words in _POOL_RULES if pool else _NAME_RULES:
+        match = pattern.search(rule)
+        if match:
+            chars = [g for g in match.groups() if g] if match.groups() else []
+            return words.format(*chars[:1])
+    return rule
+
+
 def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, int]:
     """OpenZFS's message (without the final newline) and exit code for ``error``."""
     subject = ctx.subject
     if isinstance(error, ConfigError):
         return str(error), EXIT_USAGE
     if isinstance(error, NameError_):
-        return f"cannot {ctx.verb} '{error.name}': {error.rule}", EXIT_FAILURE
+        bare = not any(sep in error.name for sep in "/@#")  # a pool's own name: zpool's words
+        words = libzfs_rule(error.rule, pool=bare)
+        return f"cannot {ctx.verb} '{error.name}': {words}", EXIT_FAILURE
     if isinstance(error, TokenError):
         return f"cannot resume send: {_token_reason(str(error))}", EXIT_SEND_RESUME
     if isinstance(error, ResumeTokenStale):
@@ -189,6 +238,8 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
             f"Run 'zfs holds -r {subject}' to see holders.",
             EXIT_FAILURE,
         )
+    if isinstance(error, DatasetNotFound) and str(error).startswith("cannot "):
+        return str(error), EXIT_FAILURE  # the backend names what is missing (parent, origin...)
     if isinstance(error, DatasetNotFound) and "no such pool" in str(error):
         return f"cannot open '{subject}': no such pool", EXIT_FAILURE
     if isinstance(error, DatasetNotFound):

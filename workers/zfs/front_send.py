@@ -185,7 +185,8 @@ def receive(front: Front, args: Sequence[str]) -> int:
     if origin is not None:
         rules.validate_snapshot(origin, existing=True)
     head = front.stdin.read(BEGIN_SIZE)
-    if not head:
+    if len(head) < BEGIN_SIZE:
+        # recv_read wants a whole BEGIN record; anything shorter is a failed read, not bad magic
         front.err("cannot receive: failed to read from stream")
         return EXIT_FAILURE
     begin = peek_begin(head)
