@@ -336,3 +336,69 @@ def test_garbage_on_receive(sh: Shell, stdin: bytes, err: str) -> None:
     ran = sh("zfs", "receive", "tank/g", stdin=stdin)
     assert (ran.code, ran.err) == (recorded.exit_code, err)
     assert "tank/g" not in sh.names()
+
+
+# -- an interrupted send | receive -----------------------------------------------------------
+
+
+class CutStdin(io.BytesIO):
+    """A pipe whose reader is interrupted (Ctrl-C, SIGTERM) once ``cut`` bytes have come."""
+
+    def __init__(self, data: bytes, cut: int) -> None:
+        super().__init__(data)
+        self.cut = cut
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() >= self.cut:
+            raise KeyboardInterrupt
+        wanted = self.cut - self.tell() if size is None or size < 0 else size
+        return super().read(min(wanted, self.cut - self.tell()))
+
+
+class CutStdout(io.BytesIO):
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        raise KeyboardInterrupt
+
+
+def _big_stream(sh: Shell) -> bytes:
+    where = sh.backend.mountpoint("tank/a")
+    assert where is not None
+    (Path(where) / "big.bin").write_bytes(bytes(range(256)) * 4096)
+    sh.ok("zfs", "snapshot", "tank/a@big")
+    return sh.ok("zfs", "send", "tank/a@big")
+
+
+def test_interrupted_resumable_receive_says_so_and_keeps_the_part(sh: Shell) -> None:
+    stream = _big_stream(sh)
+    err = io.StringIO()
+    front = Front(
+        sh.backend, stdin=CutStdin(stream, len(stream) // 2), stdout=io.BytesIO(), stderr=err
+    )
+    code = front.run("zfs", ["receive", "-s", "tank/b"])
+    token = sh.backend.get("tank/b", ["receive_resume_token"])["receive_resume_token"].value
+    assert (code, err.getvalue()) == (
+        1,
+        "cannot receive new filesystem stream: checksum mismatch or incomplete stream.\n"
+        "Partially received snapshot is saved.\n"
+        "A resuming stream can be generated on the sending system by running:\n"
+        f"    zfs send -t {token}\n",
+    )
+    sh.ok("zfs", "receive", "-s", "tank/b", stdin=sh.ok("zfs", "send", "-t", token))
+    assert "tank/b@big" in sh.names()
+
+
+def test_interrupted_receive_without_s_leaves_nothing(sh: Shell) -> None:
+    stream = _big_stream(sh)
+    err = io.StringIO()
+    front = Front(sh.backend, stdin=CutStdin(stream, 4096), stdout=io.BytesIO(), stderr=err)
+    assert front.run("zfs", ["receive", "tank/b"]) == 1
+    assert err.getvalue() == "cannot receive new filesystem stream: incomplete stream\n"
+    assert "tank/b" not in sh.names()
+
+
+def test_interrupted_send_is_silent(sh: Shell) -> None:
+    _big_stream(sh)
+    err = io.StringIO()
+    front = Front(sh.backend, stdin=io.BytesIO(), stdout=CutStdout(), stderr=err)
+    assert front.run("zfs", ["send", "tank/a@big"]) == 130
+    assert err.getvalue() == ""

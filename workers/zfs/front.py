@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import getopt
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO, Final, TextIO
 
 import structlog
@@ -29,7 +32,13 @@ from protocol import names as rules
 from protocol.errors import ConfigError, ZfleetError
 from protocol.log import configure_logging
 from workers.zfs.base import ObjType, ZfsBackend
-from workers.zfs.front_errors import EXIT_FAILURE, EXIT_USAGE, Context, render
+from workers.zfs.front_errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Context,
+    render,
+)
 from workers.zfs.front_mount import USAGE as MOUNT_USAGE
 from workers.zfs.front_table import is_property, table
 
@@ -581,6 +590,20 @@ class Front:
         return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _term_interrupts() -> signal.Handlers | Callable[[int, FrameType | None], object] | int | None:
+    """SIGTERM stops a command the way Ctrl-C does (a receive keeps what arrived, with -s).
+
+    Only the main thread may set handlers; elsewhere (a test's thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None) -> int:
     """``main(["zfs", "list"])``: run one command on the standard streams; the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -601,9 +624,14 @@ def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None
         stderr=sys.stderr,
         stdout_is_tty=sys.stdout.isatty(),
     )
+    previous = _term_interrupts()
     try:
         return front.run(args[0], args[1:])
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # zfs dies of the signal without a word; so do we, and no trace
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         try:
             sys.stdout.flush()
         except BrokenPipeError:
