@@ -39,6 +39,7 @@ INCREMENTAL_POLICIES: Final = ("I", "i")
 _HOST_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DATASET: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$")
 STORE_PREFIX: Final = "store:"
+_LONG_QUOTED: Final = re.compile(r"(['\"])([^'\"\n]{61,})\1")
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,12 @@ class _Where:
     def error(self, path: tuple[str, ...], message: str) -> ConfigError:
         line = self.line_of(path)
         where = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{where}: {'.'.join(path)}: {message}")
+        # a value can be a megabyte on one line: quote the start of a long one, not all of it
+        shown = _LONG_QUOTED.sub(lambda m: f"{m.group(1)}{m.group(2)[:57]}...{m.group(1)}", message)
+        if len(shown) > 240:  # an unquoted one (a list's repr), cut the same way
+            shown = shown[:237] + "..."
+        keys = ".".join(k if len(k) <= 60 else k[:57] + "..." for k in path)
+        return ConfigError(f"{where}: {keys}: {shown}")
 
 
 def read_text(path: Path | str) -> str:
