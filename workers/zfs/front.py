@@ -9,8 +9,9 @@ Arguments and names are checked before the backend is touched: a bad one is refu
 rule it broke (exit 2 for usage, 1 for a bad name, as OpenZFS does).
 
 The subset: ``zfs list get set inherit create destroy snapshot hold release holds bookmark
-clone promote rename rollback send receive/recv diff load-key unload-key`` and ``zpool create
-destroy list get``. Modules: front_list (list/get), front_send (send/receive), front_pool
+clone promote rename rollback send receive/recv diff load-key unload-key mount unmount/umount``
+and ``zpool create destroy list get``. Modules: front_list (list/get), front_send
+(send/receive), front_holds (hold/release/holds), front_mount (mount/unmount), front_pool
 (zpool), front_table (formats), front_errors (messages and exit codes).
 """
 
@@ -40,7 +41,7 @@ from workers.zfs.front_errors import (
     render,
 )
 from workers.zfs.front_mount import USAGE as MOUNT_USAGE
-from workers.zfs.front_table import is_property, table
+from workers.zfs.front_table import is_property
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +197,7 @@ class Front:
 
     def run(self, program: str, args: Sequence[str]) -> int:
         """Run ``zfs ARGS`` or ``zpool ARGS``; the exit code."""
-        from workers.zfs import front_list, front_mount, front_pool, front_send
+        from workers.zfs import front_holds, front_list, front_mount, front_pool, front_send
 
         commands: dict[str, Callable[[Sequence[str]], int]]
         if program == "zpool":
@@ -207,6 +208,7 @@ class Front:
                 **front_list.commands(self),
                 **front_send.commands(self),
                 **front_mount.commands(self),
+                **front_holds.commands(self),
             }
         else:
             self.err(f"unknown program '{program}': expected zfs or zpool")
@@ -256,9 +258,6 @@ class Front:
             "create": self.create,
             "destroy": self.destroy,
             "snapshot": self.snapshot,
-            "hold": self.hold,
-            "release": self.release,
-            "holds": self.holds,
             "bookmark": self.bookmark,
             "clone": self.clone,
             "promote": self.promote,
@@ -346,7 +345,7 @@ class Front:
             self.err(f"cannot create '{name}': parent does not exist")
         return False
 
-    def _opened(self, name: str, command: str) -> bool:
+    def opened(self, name: str, command: str) -> bool:
         """zfs_open before the work: a missing one is "cannot open", and (for some) usage."""
         if self.backend.exists(name):
             return True
@@ -397,7 +396,7 @@ class Front:
             self.doing("create snapshot", name)
             rules.validate_snapshot(name)
         for name in operands:
-            if not self._opened(name.split("@", 1)[0], "snapshot"):
+            if not self.opened(name.split("@", 1)[0], "snapshot"):
                 return EXIT_USAGE
         self.doing("create snapshot", operands[0])
         props = prop_pairs(found.get("-o", []), "snapshot")
@@ -413,7 +412,7 @@ class Front:
         rules.validate_snapshot(snapshot, existing=True)
         rules.validate_dataset(target)
         props = prop_pairs(found.get("-o", []), "clone")
-        if not self._opened(snapshot, ""):
+        if not self.opened(snapshot, ""):
             return EXIT_FAILURE
         if "-p" not in found and not self._parent_exists(target):
             return EXIT_FAILURE
@@ -466,72 +465,12 @@ class Front:
         self.doing("create bookmark", mark)
         rules.validate_snapshot(source, existing=True)
         rules.validate_bookmark(mark)
-        if not self._opened(source, "bookmark"):
+        if not self.opened(source, "bookmark"):
             return EXIT_USAGE
         if self.backend.exists(mark):
             self.err(f"cannot create bookmark '{mark}': bookmark exists")
             return EXIT_FAILURE
         self.backend.bookmark(source, mark)
-        return 0
-
-    # -- holds --------------------------------------------------------------------------------
-    def _snapshots(self, names: Sequence[str], recursive: bool) -> list[str]:
-        for name in names:
-            rules.validate_snapshot(name, existing=True)
-        if not recursive:
-            return list(names)
-        result = []
-        for name in names:
-            dataset, short = name.split("@", 1)
-            result += [o.name for o in self.backend.list(dataset) if o.name.endswith(f"@{short}")]
-        return result
-
-    def _tag_and_snapshots(self, command: str, args: Sequence[str]) -> tuple[str, list[str]]:
-        """``zfs hold|release [-r] tag snapshot...``: the tag and the snapshots it applies to."""
-        found, operands = opts(command, args, "r")
-        if len(operands) < 2:
-            raise Usage("too few arguments")
-        return operands[0], self._snapshots(operands[1:], "-r" in found)
-
-    def hold(self, args: Sequence[str]) -> int:
-        return self._hold_or_release("hold", args)
-
-    def release(self, args: Sequence[str]) -> int:
-        return self._hold_or_release("release", args)
-
-    def _hold_or_release(self, command: str, args: Sequence[str]) -> int:
-        """Each snapshot alone, the failures counted (zfs_do_hold_rele_impl), exit 1 if any."""
-        tag, snaps = self._tag_and_snapshots(command, args)
-        holding = command == "hold"
-        verb = "hold snapshot" if holding else "release hold from snapshot"
-        failed = 0
-        for snap in snaps:
-            if not self._opened(snap.split("@", 1)[0], ""):
-                failed += 1
-                continue
-            if not self.backend.exists(snap):
-                self.err(f"cannot {verb} '{snap}': dataset does not exist")
-                failed += 1
-                continue
-            if (tag in self.backend.holds(snap)) == holding:
-                why = "tag already exists on this" if holding else "no such tag on this"
-                self.err(f"cannot {verb} '{snap}': {why} dataset")
-                failed += 1
-                continue
-            self.doing(verb, snap)
-            (self.backend.hold if holding else self.backend.release)(tag, [snap])
-        return EXIT_FAILURE if failed else 0
-
-    def holds(self, args: Sequence[str]) -> int:
-        found, operands = opts("holds", args, "rHp")
-        if not operands:
-            raise Usage("missing snapshot argument")
-        rows = []
-        for snap in self._snapshots(operands, "-r" in found):
-            self.doing("open", snap)
-            # the backend contract keeps tags only; the hold's time is not known here
-            rows += [[snap, tag, "-"] for tag in self.backend.holds(snap)]
-        self.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted="-H" in found))
         return 0
 
     # -- diff and keys --------------------------------------------------------------------------
