@@ -146,15 +146,17 @@ NAMES: Final = (
     "tank/", "/tank", "tank//a", "tank/a@", "tank/a@x@y", "tank/a#", "tank/a@s1#b", "tank/%a",
     "tank/" + "x" * 300, "tank/a b", "tank/\x00", "tank/é", "-", "--", "@s1", "#b1", "tank/v",
     "tank/a/b/c/d/e", "tank@s1", "TANK", "1tank", "mirror", "tank/.", "tank/..", "tank/c",
+    "tank/\udcff", "tank/a\x01", "tank/a@\udc80x", "user:\udcff",
 )  # fmt: skip
 VALUES: Final = (
     "1", "0", "-1", "99999999999999999999999", "1.5G", "1e9", "nan", "16E", "17E", "lots",
     "on", "off", "none", "legacy", "/mnt/x", "x" * 2000, "", "=", "a=b", "\x00", "lz4", "12P",
+    "\udcff", "caf\u00e9",
 )  # fmt: skip
 PROPS: Final = (
     "compression", "mountpoint", "canmount", "quota", "volsize", "recordsize", "atime",
     "user:note", "zfleet:role", "bogus", "readonly", "refquota", "copies", "volblocksize",
-    "encryption", "keyformat", "origin", "name", "guid", "all", "",
+    "encryption", "keyformat", "origin", "name", "guid", "all", "", "user:\udcff",
 )  # fmt: skip
 COMMANDS: Final = (
     "list", "get", "set", "inherit", "create", "destroy", "snapshot", "hold", "release",

@@ -402,3 +402,19 @@ def test_interrupted_send_is_silent(sh: Shell) -> None:
     front = Front(sh.backend, stdin=io.BytesIO(), stdout=CutStdout(), stderr=err)
     assert front.run("zfs", ["send", "tank/a@big"]) == 130
     assert err.getvalue() == ""
+
+
+# -- bytes that are not UTF-8 ----------------------------------------------------------------
+
+
+def test_a_byte_that_is_not_utf8_is_named_and_stored_as_the_byte(sh: Shell) -> None:
+    # argv's \xff arrives as the lone surrogate \udcff (surrogateescape): zfs prints the byte
+    ran = sh("zfs", "create", "tank/\udcff")
+    assert (ran.code, ran.err) == (
+        1,
+        "cannot create 'tank/\udcff': invalid character '\udcff' in name\n",
+    )
+    ran = sh("zfs", "create", "tank/a\x01b")
+    assert ran.err == "cannot create 'tank/a\x01b': invalid character '\x01' in name\n"
+    sh.ok("zfs", "set", "user:x=\udcff", "tank/a")
+    assert sh.ok("zfs", "get", "-H", "-o", "value", "user:x", "tank/a") == b"\xff\n"

@@ -186,7 +186,9 @@ class Front:
 
     # -- plumbing ---------------------------------------------------------------------------
     def out(self, text: str) -> None:
-        self.stdout.write(text.encode())
+        # a byte that is not UTF-8 came in through argv as a lone surrogate: out as that byte,
+        # as zfs would print what it stored
+        self.stdout.write(text.encode(errors="surrogateescape"))
 
     def err(self, text: str) -> None:
         self.stderr.write(text if text.endswith("\n") else text + "\n")

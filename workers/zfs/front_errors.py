@@ -8,6 +8,7 @@ cli-samples.txt; the line breaks are libzfs's own.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -152,8 +153,10 @@ def _token_reason(reason: str) -> str:
     return "resume token is corrupt (invalid format)"
 
 
-# the offending character, as our rules quote it (repr: '!' or "'")
-_CHAR: Final = re.compile(r"invalid character '(.)'|invalid character \"(.)\"")
+# the offending character, as our rules quote it with repr: '!', "'", '\x01', '\udcff'
+_CHAR: Final = re.compile(
+    r"invalid character ('(?:.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})'|\"'\")"
+)
 # protocol.names' rules -> zfs_validate_name's words (lib/libzfs/libzfs_dataset.c), first match
 _NAME_RULES: Final = (
     (re.compile(r"reserved for OpenZFS's temporary names"), "invalid character % in name"),
@@ -162,7 +165,7 @@ _NAME_RULES: Final = (
     (re.compile(r"leading slash"), "leading slash in name"),
     (re.compile(r"trailing slash"), "trailing slash in name"),
     (
-        re.compile(r"empty (component|name)"),
+        re.compile(r"empty (?:component|name)"),
         "empty component or misplaced '@' or '#' delimiter in name",
     ),
     (
@@ -193,7 +196,8 @@ def libzfs_rule(rule: str, *, pool: bool = False) -> str:
     for pattern, words in _POOL_RULES if pool else _NAME_RULES:
         match = pattern.search(rule)
         if match:
-            chars = [g for g in match.groups() if g] if match.groups() else []
+            # libzfs prints the character itself (%c), not a Python repr of it
+            chars = [ast.literal_eval(g) for g in match.groups() if g]
             return words.format(*chars[:1])
     return rule
 
