@@ -13,7 +13,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from coordinator.config import FleetConfig, JobConfig, parse_config, read_text, store_descriptor
+from coordinator.config import FleetConfig, JobConfig, parse_config, store_descriptor
 from coordinator.engine import Job, add_steps
 from coordinator.graph import FleetGraph
 from coordinator.jobstore import JobStore
@@ -108,7 +108,8 @@ def submit_sync(
     store: JobStore, config_path: str, name: str, *, dry_run: bool = False, trigger: str = "cli"
 ) -> Job:
     """Read the config, build the job and hand it to the coordinator; returns the stored job."""
-    text = read_text(config_path)
+    with open(config_path, encoding="utf-8") as fh:
+        text = fh.read()
     config = parse_config(text, source=config_path)
     job = new_sync_job(text, config, name, dry_run=dry_run, trigger=trigger)
     store.create(job)

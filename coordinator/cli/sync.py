@@ -28,6 +28,7 @@ from coordinator.cli.common import (
     settings_for,
 )
 from coordinator.cli.jobs import exit_code, job_detail, print_job
+from coordinator.config import load_config
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job
@@ -50,6 +51,7 @@ def sync(
     (diverged targets), 4 Redis unreachable, 5 --wait timed out, 6 cancelled.
     """
     with cli_errors():
+        load_config(config_path)  # a bad file is refused in words before Redis is needed
         store = JobStore(redis_client(settings_for(config_path)))
         job = submit_sync(store, str(config_path), job_name, dry_run=dry_run)
         console = Console(stderr=as_json)

@@ -86,3 +86,19 @@ def test_settings_from_a_bad_file_are_config_errors(tmp_path: Path, content: byt
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=str(path)):
         load_settings(path, env={})
+
+
+@pytest.mark.parametrize("command", [["sync", "j"], ["graph"], ["coordinator"]])
+def test_the_cli_refuses_a_bad_file_before_it_needs_redis(
+    tmp_path: Path, command: list[str]
+) -> None:
+    from click.testing import CliRunner
+
+    from coordinator.cli import cli
+
+    path = tmp_path / "fleet.toml"
+    path.write_bytes(b"\xff\xfe not text")
+    env = {"ZFLEET_REDIS_URL": "redis://127.0.0.1:9/0", "ZFLEET_CONFIG": ""}
+    result = CliRunner().invoke(cli, [*command[:1], "--config", str(path), *command[1:]], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"zfleet: {path}: not UTF-8 text")
