@@ -28,7 +28,6 @@ from coordinator.cli.common import (
     settings_for,
 )
 from coordinator.cli.jobs import exit_code, job_detail, print_job
-from coordinator.config import load_config
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job
@@ -50,6 +49,8 @@ def sync(
     Exit codes: 0 done (or submitted), 1 failed, 2 bad config, 3 some datasets refused
     (diverged targets), 4 Redis unreachable, 5 --wait timed out, 6 cancelled.
     """
+    from coordinator.config import load_config
+
     with cli_errors():
         load_config(config_path)  # a bad file is refused in words before Redis is needed
         store = JobStore(redis_client(settings_for(config_path)))
