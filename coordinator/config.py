@@ -39,6 +39,7 @@ INCREMENTAL_POLICIES: Final = ("I", "i")
 _HOST_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DATASET: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$")
 STORE_PREFIX: Final = "store:"
+_LONG_QUOTED: Final = re.compile(r"(['\"])([^'\"\n]{61,})\1")
 
 
 @dataclass(frozen=True)
@@ -180,27 +181,57 @@ class _Where:
     def error(self, path: tuple[str, ...], message: str) -> ConfigError:
         line = self.line_of(path)
         where = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{where}: {'.'.join(path)}: {message}")
+        # a value can be a megabyte on one line: quote the start of a long one, not all of it
+        shown = _LONG_QUOTED.sub(lambda m: f"{m.group(1)}{m.group(2)[:57]}...{m.group(1)}", message)
+        if len(shown) > 240:  # an unquoted one (a list's repr), cut the same way
+            shown = shown[:237] + "..."
+        keys = ".".join(k if len(k) <= 60 else k[:57] + "..." for k in path)
+        return ConfigError(f"{where}: {keys}: {shown}")
+
+
+def read_text(path: Path | str) -> str:
+    """The config file's text: its bytes, which must be UTF-8 (TOML's rule), else ConfigError."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the fleet config: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL byte in the path
+        raise ConfigError(f"{str(p)!r}: not a usable path: {exc}") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a binary file, or Latin-1 text: say where, in words, without echoing the bytes
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}); TOML files are "
+            "UTF-8: convert it (iconv -f latin1 -t utf-8) or fix the file"
+        ) from None
+
+
+def parse_toml(text: str, *, source: str = "<string>") -> dict[str, Any]:
+    """``text`` as TOML, or ConfigError (bad syntax, or nesting too deep for the parser)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """The file at ``path`` parsed as TOML, every failure a ConfigError naming the file."""
+    return parse_toml(read_text(path), source=str(path))
 
 
 def load_config(path: Path | str) -> FleetConfig:
-    """Read and validate the fleet config at ``path``."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the fleet config: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not UTF-8 text: {exc}") from exc
-    return parse_config(text, source=str(p))
+    """Read and validate the fleet config at ``path``; any problem is a ConfigError."""
+    return parse_config(read_text(path), source=str(Path(path)))
 
 
 def parse_config(text: str, *, source: str = "<string>") -> FleetConfig:
     """Validate fleet config TOML ``text``; ``source`` names it in error messages."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    data = parse_toml(text, source=source)
     w = _Where(text, source)
     # [settings] belongs to protocol/settings.py when both live in one file.
     _only(w, (), data, {"hosts", "stores", "jobs", "settings"})
@@ -227,7 +258,10 @@ def _host(w: _Where, name: str, raw: Any) -> HostConfig:
         raise w.error((*path, "backend"), f"must be one of {', '.join(BACKENDS)}, not {backend!r}")
     prefix_raw = t.get("exec_prefix", [])
     if isinstance(prefix_raw, str):
-        prefix = tuple(shlex.split(prefix_raw))
+        try:
+            prefix = tuple(shlex.split(prefix_raw))
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise w.error((*path, "exec_prefix"), f"cannot split {prefix_raw!r}: {exc}") from None
     else:
         prefix = tuple(_str_list(w, (*path, "exec_prefix"), prefix_raw))
     address = t.get("stream_address")

@@ -16,6 +16,7 @@ _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _INTERVAL: Final = re.compile(r"^(\d+[smhdw])+$")
 _FIELDS: Final = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12),
                   ("weekday", 0, 6))  # fmt: skip
+MAX_INTERVAL: Final = 3650 * 86400
 # A cron expression that can never fire (e.g. 30 February) must not spin forever.
 _SEARCH_DAYS: Final = 366 * 5
 
@@ -63,18 +64,32 @@ class Schedule:
         return dom and dow
 
 
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut short: a config can hold a megabyte on one line."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
 def parse_schedule(text: str) -> Schedule:
     """Parse ``15m``/``1h30m`` intervals or ``*/15 * * * *`` cron expressions."""
     s = text.strip()
     if _INTERVAL.match(s):
-        seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", s))
+        parts = re.findall(r"(\d+)([smhdw])", s)
+        # a number of more than 12 digits is past the limit in any unit (and int() refuses
+        # strings over 4300 digits with a ValueError of its own)
+        if any(len(n.lstrip("0")) > 12 for n, _ in parts):
+            raise ConfigError(f"interval {_shown(text)} is longer than ten years (3650d)")
+        seconds = sum(int(n) * _UNITS[u] for n, u in parts)
         if seconds < 1:
-            raise ConfigError(f"interval {text!r} must be at least one second")
+            raise ConfigError(f"interval {_shown(text)} must be at least one second")
+        if seconds > MAX_INTERVAL:
+            # datetime arithmetic overflows long before such a number runs out (year 9999);
+            # refuse it here, where the config is read, not when the scheduler adds it
+            raise ConfigError(f"interval {_shown(text)} is longer than ten years (3650d)")
         return Schedule(text=s, interval=seconds)
     parts = s.split()
     if len(parts) != 5:
         raise ConfigError(
-            f"{text!r} is neither an interval (like 15m, 1h30m) nor a cron expression "
+            f"{_shown(text)} is neither an interval (like 15m, 1h30m) nor a cron expression "
             "(five fields: minute hour day month weekday)"
         )
     sets = [_cron_field(p, name, lo, hi) for p, (name, lo, hi) in zip(parts, _FIELDS, strict=True)]
@@ -94,9 +109,9 @@ def _cron_field(part: str, name: str, lo: int, hi: int) -> frozenset[int]:
     top = 7 if name == "weekday" else hi
     out: set[int] = set()
     for item in part.split(","):
-        m = re.fullmatch(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?", item)
+        m = re.fullmatch(r"(\*|\d{1,4})(?:-(\d{1,4}))?(?:/(\d{1,4}))?", item)
         if not m:
-            raise ConfigError(f"cron {name} field {part!r}: cannot read {item!r}")
+            raise ConfigError(f"cron {name} field {_shown(part)}: cannot read {_shown(item)}")
         first, last, step = m.group(1), m.group(2), m.group(3)
         if first == "*":
             a, b = lo, hi
@@ -105,6 +120,8 @@ def _cron_field(part: str, name: str, lo: int, hi: int) -> frozenset[int]:
             b = int(last) if last else (top if step else a)
         n = int(step) if step else 1
         if not (lo <= a <= top and lo <= b <= top and a <= b and n >= 1):
-            raise ConfigError(f"cron {name} field {part!r}: {item!r} is outside {lo}-{top}")
+            raise ConfigError(
+                f"cron {name} field {_shown(part)}: {_shown(item)} is outside {lo}-{top}"
+            )
         out.update(range(a, b + 1, n))
     return frozenset(0 if (name == "weekday" and v == 7) else v for v in out)

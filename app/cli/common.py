@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Final, TypeVar
 import click
 import redis
 
+from coordinator.config import read_toml
 from protocol.errors import ConfigError, JobError, ZfleetError
 from protocol.settings import Settings, load_settings
 
@@ -46,8 +46,8 @@ def settings_for(config_path: Path | None) -> Settings:
     """Process settings: the fleet file's [settings] table when it has one, and ZFLEET_* vars."""
     if config_path is not None:
         try:
-            has_table = "settings" in tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            has_table = "settings" in read_toml(config_path)
+        except ConfigError:
             has_table = False  # load_config reports the file's problem with line numbers
         if has_table:
             return load_settings(config_path)

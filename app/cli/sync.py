@@ -49,7 +49,10 @@ def sync(
     Exit codes: 0 done (or submitted), 1 failed, 2 bad config, 3 some datasets refused
     (diverged targets), 4 Redis unreachable, 5 --wait timed out, 6 cancelled.
     """
+    from coordinator.config import load_config
+
     with cli_errors():
+        load_config(config_path)  # a bad file is refused in words before Redis is needed
         store = JobStore(redis_client(settings_for(config_path)))
         job = submit_sync(store, str(config_path), job_name, dry_run=dry_run)
         console = Console(stderr=as_json)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from _pytest.mark import ParameterSet
 
-from tests.conformance import admin, sends
+from tests.conformance import admin, fidelity, sends
 from tests.conformance.target import Target
 
 Scenario = Callable[[Target], None]
@@ -57,6 +57,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     admin.properties_set_get_inherit,
     admin.space_shared_by_clones,
     admin.bad_names_refused,
+    fidelity.full_stream_onto_existing_refused,
+    fidelity.forced_full_stream_needs_no_snapshots,
+    fidelity.send_from_itself_refused,
+    fidelity.unmount_and_mount_keep_the_files,
 )
 
 

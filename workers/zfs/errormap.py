@@ -167,7 +167,8 @@ RULES: Final[tuple[_Rule, ...]] = (
         r"invalid character|in name|name is too long|leading slash|trailing slash"
         r"|empty component|missing '[@#]' delimiter|reserved name|multiple '[@#]'"
         r"|both '@' and '#'|self reference|parent reference|must begin with a letter"
-        r"|pool name is reserved|empty (snapshot |bookmark )?name|is not allowed after the",
+        r"|pool name is reserved|empty (snapshot |bookmark )?name|is not allowed after the"
+        r"|doesn't begin with a letter|name is reserved|misplaced '@'",
         _bad_name,
     ),
     _rule(

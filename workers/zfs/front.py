@@ -9,8 +9,9 @@ Arguments and names are checked before the backend is touched: a bad one is refu
 rule it broke (exit 2 for usage, 1 for a bad name, as OpenZFS does).
 
 The subset: ``zfs list get set inherit create destroy snapshot hold release holds bookmark
-clone promote rename rollback send receive/recv diff load-key unload-key`` and ``zpool create
-destroy list get``. Modules: front_list (list/get), front_send (send/receive), front_pool
+clone promote rename rollback send receive/recv diff load-key unload-key mount unmount/umount``
+and ``zpool create destroy list get``. Modules: front_list (list/get), front_send
+(send/receive), front_holds (hold/release/holds), front_mount (mount/unmount), front_pool
 (zpool), front_table (formats), front_errors (messages and exit codes).
 """
 
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import getopt
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO, Final, TextIO
 
 import structlog
@@ -29,8 +33,15 @@ from protocol import names as rules
 from protocol.errors import ConfigError, ZfleetError
 from protocol.log import configure_logging
 from workers.zfs.base import ObjType, ZfsBackend
-from workers.zfs.front_errors import EXIT_FAILURE, EXIT_USAGE, Context, render
-from workers.zfs.front_table import is_property, table
+from workers.zfs.front_errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Context,
+    render,
+)
+from workers.zfs.front_mount import USAGE as MOUNT_USAGE
+from workers.zfs.front_table import is_property
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +95,15 @@ USAGE: Final[dict[str, str]] = {
     "load-key": "load-key [-rn] [-L <keylocation>] <-a | filesystem|volume>",
     "unload-key": "unload-key [-r] <-a | filesystem|volume>",
 }
-ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot"}
+USAGE.update(MOUNT_USAGE)
+ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot", "umount": "unmount"}
+# what zfs_main.c usage() prints after a command's usage, unless it lists the properties
+USAGE_TRAILER: Final = (
+    "\nFor the property list, run: zfs set|get\n"
+    "\nFor the delegated permission list, run: zfs allow|unallow\n"
+    "\nFor further help on a command or topic, run: zfs help [<topic>]"
+)
+PROPERTY_USAGE: Final = frozenset({"set", "get", "inherit", "list"})
 
 
 class Usage(Exception):
@@ -167,7 +186,9 @@ class Front:
 
     # -- plumbing ---------------------------------------------------------------------------
     def out(self, text: str) -> None:
-        self.stdout.write(text.encode())
+        # a byte that is not UTF-8 came in through argv as a lone surrogate: out as that byte,
+        # as zfs would print what it stored
+        self.stdout.write(text.encode(errors="surrogateescape"))
 
     def err(self, text: str) -> None:
         self.stderr.write(text if text.endswith("\n") else text + "\n")
@@ -178,7 +199,7 @@ class Front:
 
     def run(self, program: str, args: Sequence[str]) -> int:
         """Run ``zfs ARGS`` or ``zpool ARGS``; the exit code."""
-        from workers.zfs import front_list, front_pool, front_send
+        from workers.zfs import front_holds, front_list, front_mount, front_pool, front_send
 
         commands: dict[str, Callable[[Sequence[str]], int]]
         if program == "zpool":
@@ -188,6 +209,8 @@ class Front:
                 **self.zfs_commands(),
                 **front_list.commands(self),
                 **front_send.commands(self),
+                **front_mount.commands(self),
+                **front_holds.commands(self),
             }
         else:
             self.err(f"unknown program '{program}': expected zfs or zpool")
@@ -210,8 +233,7 @@ class Front:
         try:
             return command(args[1:])
         except Usage as exc:
-            usage = USAGE.get(exc.command or name, f"{name} ...")
-            self.err(f"{exc}\nusage:\n\t{usage}")
+            self.usage(program, exc.command or name, str(exc))
             return EXIT_USAGE
         except ZfleetError as exc:
             message, code = render(exc, self.ctx, self.backend)
@@ -225,6 +247,12 @@ class Front:
             self.err(f"internal error: {type(exc).__name__}: {exc}")
             return EXIT_FAILURE
 
+    def usage(self, program: str, command: str, message: str = "") -> None:
+        """A refused command line: the reason (if any), then the command's usage, as zfs does."""
+        usage = USAGE.get(command, f"{command} ...")
+        trailer = USAGE_TRAILER if program == "zfs" and command not in PROPERTY_USAGE else ""
+        self.err(f"{message}\n" * bool(message) + f"usage:\n\t{usage}\n{trailer}")
+
     def zfs_commands(self) -> dict[str, Callable[[Sequence[str]], int]]:
         return {
             "set": self.set,
@@ -232,9 +260,6 @@ class Front:
             "create": self.create,
             "destroy": self.destroy,
             "snapshot": self.snapshot,
-            "hold": self.hold,
-            "release": self.release,
-            "holds": self.holds,
             "bookmark": self.bookmark,
             "clone": self.clone,
             "promote": self.promote,
@@ -296,15 +321,40 @@ class Front:
             try:
                 volsize = parse_size(found["-V"][-1])
             except ConfigError as exc:
-                raise Usage(str(exc)) from None
+                # zfs_do_create: "bad volume size '%s': %s", then exit 1 (no usage)
+                self.err(f"bad volume size '{found['-V'][-1]}': {exc}")
+                return EXIT_FAILURE
         if "-b" in found:
             props["volblocksize"] = found["-b"][-1]
         self.doing("create", name)
         rules.validate_dataset(name)
+        if "-p" not in found and not self._parent_exists(name):
+            return EXIT_FAILURE
         if "-n" in found:
             return 0
         self.backend.create(name, props=props or None, volsize=volsize, parents="-p" in found)
         return 0
+
+    def _parent_exists(self, name: str) -> bool:
+        """libzfs's check_parents: say which part is missing ("no such pool", "parent...")."""
+        parent = name.rpartition("/")[0]
+        if not parent or self.backend.exists(parent):
+            return True
+        pool = rules.pool_of(name)
+        if pool not in {p.name for p in self.backend.pools()}:
+            self.err(f"cannot create '{name}': no such pool '{pool}'")
+        else:
+            self.err(f"cannot create '{name}': parent does not exist")
+        return False
+
+    def opened(self, name: str, command: str) -> bool:
+        """zfs_open before the work: a missing one is "cannot open", and (for some) usage."""
+        if self.backend.exists(name):
+            return True
+        self.err(f"cannot open '{name}': dataset does not exist")
+        if command:
+            self.usage("zfs", command)
+        return False
 
     def destroy(self, args: Sequence[str]) -> int:
         found, operands = opts("destroy", args, "dfnprRv")
@@ -347,6 +397,9 @@ class Front:
         for name in operands:
             self.doing("create snapshot", name)
             rules.validate_snapshot(name)
+        for name in operands:
+            if not self.opened(name.split("@", 1)[0], "snapshot"):
+                return EXIT_USAGE
         self.doing("create snapshot", operands[0])
         props = prop_pairs(found.get("-o", []), "snapshot")
         self.backend.snapshot(operands, recursive="-r" in found, props=props or None)
@@ -361,6 +414,10 @@ class Front:
         rules.validate_snapshot(snapshot, existing=True)
         rules.validate_dataset(target)
         props = prop_pairs(found.get("-o", []), "clone")
+        if not self.opened(snapshot, ""):
+            return EXIT_FAILURE
+        if "-p" not in found and not self._parent_exists(target):
+            return EXIT_FAILURE
         if "-p" in found and "/" in target:
             parent = target.rsplit("/", 1)[0]
             if not self.backend.exists(parent):
@@ -410,50 +467,12 @@ class Front:
         self.doing("create bookmark", mark)
         rules.validate_snapshot(source, existing=True)
         rules.validate_bookmark(mark)
+        if not self.opened(source, "bookmark"):
+            return EXIT_USAGE
+        if self.backend.exists(mark):
+            self.err(f"cannot create bookmark '{mark}': bookmark exists")
+            return EXIT_FAILURE
         self.backend.bookmark(source, mark)
-        return 0
-
-    # -- holds --------------------------------------------------------------------------------
-    def _snapshots(self, names: Sequence[str], recursive: bool) -> list[str]:
-        for name in names:
-            rules.validate_snapshot(name, existing=True)
-        if not recursive:
-            return list(names)
-        result = []
-        for name in names:
-            dataset, short = name.split("@", 1)
-            result += [o.name for o in self.backend.list(dataset) if o.name.endswith(f"@{short}")]
-        return result
-
-    def _tag_and_snapshots(self, command: str, args: Sequence[str]) -> tuple[str, list[str]]:
-        """``zfs hold|release [-r] tag snapshot...``: the tag and the snapshots it applies to."""
-        found, operands = opts(command, args, "r")
-        if len(operands) < 2:
-            raise Usage("too few arguments")
-        return operands[0], self._snapshots(operands[1:], "-r" in found)
-
-    def hold(self, args: Sequence[str]) -> int:
-        tag, snaps = self._tag_and_snapshots("hold", args)
-        self.doing("hold snapshot", snaps[0] if snaps else "")
-        self.backend.hold(tag, snaps)
-        return 0
-
-    def release(self, args: Sequence[str]) -> int:
-        tag, snaps = self._tag_and_snapshots("release", args)
-        self.doing("release hold from snapshot", snaps[0] if snaps else "")
-        self.backend.release(tag, snaps)
-        return 0
-
-    def holds(self, args: Sequence[str]) -> int:
-        found, operands = opts("holds", args, "rHp")
-        if not operands:
-            raise Usage("missing snapshot argument")
-        rows = []
-        for snap in self._snapshots(operands, "-r" in found):
-            self.doing("open", snap)
-            # the backend contract keeps tags only; the hold's time is not known here
-            rows += [[snap, tag, "-"] for tag in self.backend.holds(snap)]
-        self.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted="-H" in found))
         return 0
 
     # -- diff and keys --------------------------------------------------------------------------
@@ -512,6 +531,20 @@ class Front:
         return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _term_interrupts() -> signal.Handlers | Callable[[int, FrameType | None], object] | int | None:
+    """SIGTERM stops a command the way Ctrl-C does (a receive keeps what arrived, with -s).
+
+    Only the main thread may set handlers; elsewhere (a test's thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None) -> int:
     """``main(["zfs", "list"])``: run one command on the standard streams; the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -532,9 +565,14 @@ def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None
         stderr=sys.stderr,
         stdout_is_tty=sys.stdout.isatty(),
     )
+    previous = _term_interrupts()
     try:
         return front.run(args[0], args[1:])
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # zfs dies of the signal without a word; so do we, and no trace
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         try:
             sys.stdout.flush()
         except BrokenPipeError:
@@ -544,4 +582,8 @@ def main(argv: Sequence[str] | None = None, *, backend: ZfsBackend | None = None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m workers.zfs.front`, this file is __main__; front_list and friends raise
+    # workers.zfs.front.Usage, which only that module's main catches
+    from workers.zfs.front import main as imported_main
+
+    sys.exit(imported_main())

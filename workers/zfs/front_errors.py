@@ -8,6 +8,8 @@ cli-samples.txt; the line breaks are libzfs's own.
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +38,7 @@ from workers.zfs.base import ObjType, ZfsBackend
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_SEND_RESUME: Final = 255  # zfs send -t exits with libzfs's -1
+EXIT_INTERRUPTED: Final = 130  # what a shell reports for a command SIGINT ended
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,11 @@ class Context:
 
 def _receive_message(error: ZfleetError, ctx: Context) -> str | None:
     kind = "new filesystem" if ctx.new_stream else "incremental"
-    target = ctx.subject
+    target = ctx.subject.split("@", 1)[0]  # libzfs names the dataset, even for `receive fs@snap`
+    if isinstance(error, DatasetExists | DestinationHasSnapshots) and str(error).startswith(
+        "cannot receive"
+    ):
+        return str(error)  # the backend's words name the case (a clone, a snapshot it holds)
     if isinstance(error, NoCommonSnapshot):
         return (
             f"cannot receive incremental stream: most recent snapshot of {target} does not\n"
@@ -71,7 +78,7 @@ def _receive_message(error: ZfleetError, ctx: Context) -> str | None:
             "must destroy them to overwrite it"
         )
     if isinstance(error, OriginMissing):
-        return f"cannot receive {kind} stream: local origin for clone {target} does not exist"
+        return f"cannot receive {kind} stream: local origin for clone {ctx.subject} does not exist"
     if isinstance(error, StreamIncomplete) and error.token:
         return (
             f"cannot receive {kind} stream: checksum mismatch or incomplete stream.\n"
@@ -146,13 +153,64 @@ def _token_reason(reason: str) -> str:
     return "resume token is corrupt (invalid format)"
 
 
+# the offending character, as our rules quote it with repr: '!', "'", '\x01', '\udcff'
+_CHAR: Final = re.compile(
+    r"invalid character ('(?:.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})'|\"'\")"
+)
+# protocol.names' rules -> zfs_validate_name's words (lib/libzfs/libzfs_dataset.c), first match
+_NAME_RULES: Final = (
+    (re.compile(r"reserved for OpenZFS's temporary names"), "invalid character % in name"),
+    (_CHAR, "invalid character '{}' in name"),
+    (re.compile(r"name is too long"), "name is too long"),
+    (re.compile(r"leading slash"), "leading slash in name"),
+    (re.compile(r"trailing slash"), "trailing slash in name"),
+    (
+        re.compile(r"empty (?:component|name)"),
+        "empty component or misplaced '@' or '#' delimiter in name",
+    ),
+    (
+        re.compile(r"multiple .* delimiters|both '@' and '#'"),
+        "multiple '@' and/or '#' delimiters in name",
+    ),
+    (re.compile(r"self reference"), "self reference, '.' is found in name"),
+    (re.compile(r"parent reference"), "parent reference, '..' is found in name"),
+    (re.compile(r"must begin with a letter"), "pool doesn't begin with a letter"),
+    (re.compile(r"pool name is reserved"), "name is reserved"),
+    (re.compile(r"'/' is not allowed after"), "invalid character '/' in name"),
+)
+
+
+# zpool_name_valid (lib/libzfs/libzfs_pool.c) words the pool rules its own way
+_POOL_RULES: Final = (
+    (_CHAR, "invalid character '{}' in pool name"),
+    (re.compile(r"must begin with a letter"), "name must begin with a letter"),
+    (re.compile(r"pool name is reserved \("), "name is reserved"),
+    (re.compile(r"pool name is reserved"), "pool name is reserved"),
+    (re.compile(r"name is too long"), "name is too long"),
+    (re.compile(r"empty component"), "empty component in name"),
+)
+
+
+def libzfs_rule(rule: str, *, pool: bool = False) -> str:
+    """The words ``zfs`` (or ``zpool``, for a bare pool name) uses for a broken naming rule."""
+    for pattern, words in _POOL_RULES if pool else _NAME_RULES:
+        match = pattern.search(rule)
+        if match:
+            # libzfs prints the character itself (%c), not a Python repr of it
+            chars = [ast.literal_eval(g) for g in match.groups() if g]
+            return words.format(*chars[:1])
+    return rule
+
+
 def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, int]:
     """OpenZFS's message (without the final newline) and exit code for ``error``."""
     subject = ctx.subject
     if isinstance(error, ConfigError):
         return str(error), EXIT_USAGE
     if isinstance(error, NameError_):
-        return f"cannot {ctx.verb} '{error.name}': {error.rule}", EXIT_FAILURE
+        bare = not any(sep in error.name for sep in "/@#")  # a pool's own name: zpool's words
+        words = libzfs_rule(error.rule, pool=bare)
+        return f"cannot {ctx.verb} '{error.name}': {words}", EXIT_FAILURE
     if isinstance(error, TokenError):
         return f"cannot resume send: {_token_reason(str(error))}", EXIT_SEND_RESUME
     if isinstance(error, ResumeTokenStale):
@@ -185,6 +243,8 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
             f"Run 'zfs holds -r {subject}' to see holders.",
             EXIT_FAILURE,
         )
+    if isinstance(error, DatasetNotFound) and str(error).startswith("cannot "):
+        return str(error), EXIT_FAILURE  # the backend names what is missing (parent, origin...)
     if isinstance(error, DatasetNotFound) and "no such pool" in str(error):
         return f"cannot open '{subject}': no such pool", EXIT_FAILURE
     if isinstance(error, DatasetNotFound):
@@ -195,6 +255,6 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
         return f"cannot {ctx.verb} '{subject}': dataset is busy", EXIT_FAILURE
     if isinstance(error, KeyNotLoaded):
         return f"cannot {ctx.verb} '{subject}': encryption key not loaded", EXIT_FAILURE
-    if str(error).startswith("cannot "):
+    if str(error).startswith(("cannot ", "warning: cannot ")):
         return str(error), EXIT_FAILURE  # the backend already speaks OpenZFS's words
     return f"cannot {ctx.verb} '{subject}': {error}", EXIT_FAILURE

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from protocol import names as rules
 from protocol.errors import StreamFormatError, ZfleetError
 from workers.zfs.base import ReceiveSpec, SendSpec
-from workers.zfs.front_errors import EXIT_FAILURE
+from workers.zfs.front_errors import EXIT_FAILURE, EXIT_INTERRUPTED, render
 from workers.zfs.front_table import nicenum
 
 if TYPE_CHECKING:
@@ -118,6 +118,11 @@ def send(front: Front, args: Sequence[str]) -> int:
         stream.cancel()
         front.err(f"warning: cannot send '{snapshot}': Broken pipe")
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM, see main): a zfs send killed by it says nothing; the receiver
+        # on the other end of the pipe is the one that reports the stream as cut
+        stream.cancel()
+        return EXIT_INTERRUPTED
     except BaseException:
         stream.cancel()
         raise
@@ -185,7 +190,8 @@ def receive(front: Front, args: Sequence[str]) -> int:
     if origin is not None:
         rules.validate_snapshot(origin, existing=True)
     head = front.stdin.read(BEGIN_SIZE)
-    if not head:
+    if len(head) < BEGIN_SIZE:
+        # recv_read wants a whole BEGIN record; anything shorter is a failed read, not bad magic
         front.err("cannot receive: failed to read from stream")
         return EXIT_FAILURE
     begin = peek_begin(head)
@@ -210,6 +216,16 @@ def receive(front: Front, args: Sequence[str]) -> int:
         sink.write(head)
         while chunk := front.stdin.read(CHUNK):
             sink.write(chunk)
+    except KeyboardInterrupt:
+        # interrupted mid-stream: end the receive with what arrived, as the kernel does, so
+        # that -s keeps it; the message (the resume token with -s) is the receiver's, as libzfs
+        # prints it for a cut stream (recv_ecksum_set_aux)
+        try:
+            sink.finish()
+        except ZfleetError as exc:
+            message, _ = render(exc, front.ctx, front.backend)
+            front.err(message)
+        return EXIT_FAILURE
     except BaseException:
         # the receive failed (or we were interrupted): stop it; with -s its partial state stays
         with contextlib.suppress(ZfleetError):

@@ -127,7 +127,13 @@ def parse_size(text: str) -> int:
     if not match:
         raise ConfigError(f"bad numeric value '{text}'")
     number, unit = match.groups()
-    return int(float(number) * 1024 ** _UNITS.index(unit.upper() or "B"))
+    value = int(float(number) * 1024 ** _UNITS.index(unit.upper() or "B"))
+    if value > MAX_U64:
+        raise ConfigError("numeric value is too large")  # zfs_nicestrtonum's words
+    return value
+
+
+MAX_U64: Final = (1 << 64) - 1
 
 
 def header(prop: str) -> str:

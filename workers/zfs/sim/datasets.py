@@ -62,6 +62,10 @@ def create(
     local = {k: normalize(name, k, v, creating=True, kind=kind) for k, v in props.items()}
     if volsize is not None and volsize <= 0:
         raise InvalidOperation(f"cannot create '{name}': volume size must be greater than zero")
+    if volsize is not None and volsize > int(str(db.get_meta(pool.conn, "size", 1 << 62))):
+        # a volume reserves its size (refreservation) and the pool cannot hold it: as the
+        # kernel's ENOSPC. The simulation also keeps one entry per block, so no sparse giant.
+        raise InvalidOperation(f"cannot create '{name}': out of space")
     with db.txg(pool.conn) as txg:
         if pool.find(name) is not None:
             if parents:

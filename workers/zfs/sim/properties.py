@@ -270,6 +270,9 @@ def _resize_volume(pool: Pool, ds: Dataset, size: int) -> None:
     path = pool.volume_path(ds)
     if ds.head is not None or not ds.mounted or not path.exists():
         raise InvalidOperation(f"cannot set property for '{ds.name}': dataset is not mounted")
+    if size > int(str(db.get_meta(pool.conn, "size", 1 << 62))):
+        # the volume's reservation grows with it (as at create): more than the pool is ENOSPC
+        raise InvalidOperation(f"cannot set property for '{ds.name}': out of space")
     with open(path, "r+b") as fp:
         fp.truncate(size)
 

@@ -202,6 +202,8 @@ def normalize(
         size = parse_size(value)
         if size is None:
             raise InvalidOperation(f"{prefix}: bad numeric value '{value}'")
+        if size >= 1 << 64:
+            raise InvalidOperation(f"{prefix}: numeric value is too large")  # zfs_nicestrtonum
         if name == "recordsize" and (size < 512 or size > 16 << 20 or size & (size - 1)):
             raise InvalidOperation(f"{prefix}: 'recordsize' must be power of 2 from 512B to 16M")
         return str(size)

@@ -129,17 +129,30 @@ def build_plan(pool: Pool, spec: SendSpec) -> Plan:
 
 
 def check_source(pool: Pool, snap: Snapshot, base: Snapshot | Bookmark) -> None:
-    """OpenZFS's refusals for a bad incremental source."""
-    ds = pool.dataset_by_id(snap.dataset)
-    if base.dataset not in lineage(pool, ds):
+    """OpenZFS's refusal of a bad incremental source: not strictly before ``snap`` in its history.
+
+    The snapshot itself (``send -i @s1 fs@s1``) and a bookmark of it are refused too, as the
+    kernel does (dsl_dataset_is_before wants a smaller txg); libzfs words all cases alike.
+    """
+    if not _is_before(pool, base, snap):
         raise InvalidOperation(
-            f"cannot send '{snap.name}': incremental source ({base.name}) is not in the "
-            "same dataset or an origin of it"
+            f"warning: cannot send '{snap.name}': not an earlier snapshot from the same fs"
         )
-    if base.createtxg >= snap.createtxg and base.guid != snap.guid:
-        raise InvalidOperation(
-            f"cannot send '{snap.name}': incremental source ({base.name}) is not earlier than it"
-        )
+
+
+def _is_before(pool: Pool, base: Snapshot | Bookmark, snap: Snapshot) -> bool:
+    """``base`` is older than ``snap`` in its dataset, or at or before the origin of a clone."""
+    dataset, newest = snap.dataset, snap.createtxg - 1  # strictly before snap itself
+    while True:
+        if base.createtxg > newest:
+            return False
+        if base.dataset == dataset:
+            return True
+        origin = pool.dataset_by_id(dataset).origin
+        if origin is None:
+            return False
+        found = pool.snapshot_by_id(origin)
+        dataset, newest = found.dataset, found.createtxg  # the origin itself may be the base
 
 
 def intermediate_snaps(pool: Pool, snap: Snapshot, base: Snapshot | Bookmark) -> list[Snapshot]:

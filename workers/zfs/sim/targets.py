@@ -22,7 +22,7 @@ from protocol.errors import (
     OriginMissing,
     ResumeTokenStale,
 )
-from protocol.stream import BeginInfo
+from protocol.stream import BeginInfo, Feature
 from protocol.stream.types import DMU_OST_ZVOL, DRR_FLAG_CLONE
 from workers.zfs.base import ReceiveSpec
 
@@ -54,8 +54,16 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
     kind = "incremental" if info.fromguid else "new filesystem"
     if info.resuming:
         return _resume_target(pool, info, ds_name, short, ds)
+    wants_new = not info.fromguid or bool(info.flags & DRR_FLAG_CLONE) or bool(spec.origin)
+    if ds is not None and wants_new and not spec.force:
+        # libzfs refuses before the kernel looks at anything, so even a stream whose snapshot
+        # the target already holds (the dataset's own, sent back to it) is an error here
+        raise DatasetExists(
+            f"cannot receive new filesystem stream: destination '{ds_name}' exists\n"
+            "must specify -F to overwrite it"
+        )
     if ds is not None:
-        if any(s.guid == info.toguid for s in pool.snapshots(ds.id)):
+        if info.fromguid and any(s.guid == info.toguid for s in pool.snapshots(ds.id)):
             return Target(ds_name, short, None, False, None, None, skip=True)
         partial = pool.conn.execute("SELECT 1 FROM partial WHERE dataset=?", (ds.id,)).fetchone()
         if partial and not spec.force:
@@ -64,7 +72,7 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
                 'state from "zfs receive -s".'
             )
     if not info.fromguid:
-        return _full_target(pool, ds_name, short, ds, spec)
+        return _full_target(pool, ds_name, short, ds, spec, raw=info.has(Feature.RAW))
     if ds is None:
         parent = ds_name.rpartition("/")[0]
         if parent and pool.find(parent) is None:
@@ -104,7 +112,7 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
 
 
 def _full_target(
-    pool: Pool, ds_name: str, short: str, ds: Dataset | None, spec: ReceiveSpec
+    pool: Pool, ds_name: str, short: str, ds: Dataset | None, spec: ReceiveSpec, *, raw: bool
 ) -> Target:
     if ds is None:
         parent = ds_name.rpartition("/")[0]
@@ -116,11 +124,23 @@ def _full_target(
             f"cannot receive new filesystem stream: destination '{ds_name}' exists\n"
             "must specify -F to overwrite it"
         )
+    # -F on an existing dataset, in libzfs's order: it must hold no snapshot, not be a clone,
+    # and neither it nor the stream may be encrypted (the key could not be swapped)
     snaps = pool.snapshots(ds.id)
     if snaps:
         raise DestinationHasSnapshots(
             f"cannot receive new filesystem stream: destination has snapshots (eg. "
             f"{snaps[0].name})\nmust destroy them to overwrite it"
+        )
+    if ds.origin is not None:
+        raise InvalidOperation(
+            f"cannot receive new filesystem stream: destination '{ds_name}' is a clone\n"
+            "must destroy it to overwrite it"
+        )
+    if ds.crypt or raw:
+        raise InvalidOperation(
+            "cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an "
+            "encrypted filesystem or overwrite an unencrypted one with an encrypted one"
         )
     return Target(ds_name, short, None, False, None, None)
 

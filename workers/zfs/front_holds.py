@@ -1,0 +1,100 @@
+"""`zfs hold`, `zfs release` and `zfs holds` for the front end.
+
+Each snapshot is taken on its own and the failures counted, as zfs_do_hold_rele_impl does: a
+missing dataset is "cannot open", a missing snapshot "dataset does not exist", a tag held twice or
+never held is refused in libzfs's words (EZFS_REFTAG_HOLD, EZFS_REFTAG_RELE); exit 1 if any failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from protocol import names as rules
+from workers.zfs.front_errors import EXIT_FAILURE
+from workers.zfs.front_table import table
+
+if TYPE_CHECKING:
+    from workers.zfs.front import Front
+
+
+def commands(front: Front) -> dict[str, Callable[[Sequence[str]], int]]:
+    """The hold commands of ``zfs``, bound to one front-end invocation."""
+    return {
+        "hold": lambda args: hold(front, args),
+        "release": lambda args: release(front, args),
+        "holds": lambda args: holds(front, args),
+    }
+
+
+def snapshots(front: Front, names: Sequence[str], recursive: bool) -> list[str]:
+    """The snapshots named (checked), with ``-r`` also those of that name below them."""
+    for name in names:
+        rules.validate_snapshot(name, existing=True)
+    if not recursive:
+        return list(names)
+    result = []
+    for name in names:
+        dataset, short = name.split("@", 1)
+        result += [o.name for o in front.backend.list(dataset) if o.name.endswith(f"@{short}")]
+    return result
+
+
+def _tag_and_snapshots(front: Front, command: str, args: Sequence[str]) -> tuple[str, list[str]]:
+    """``zfs hold|release [-r] tag snapshot...``: the tag and the snapshots it applies to."""
+    from workers.zfs.front import Usage, opts
+
+    found, operands = opts(command, args, "r")
+    if len(operands) < 2:
+        raise Usage("too few arguments")
+    return operands[0], snapshots(front, operands[1:], "-r" in found)
+
+
+def hold(front: Front, args: Sequence[str]) -> int:
+    """``zfs hold [-r] tag snapshot...``."""
+    return _hold_or_release(front, "hold", args)
+
+
+def release(front: Front, args: Sequence[str]) -> int:
+    """``zfs release [-r] tag snapshot...``."""
+    return _hold_or_release(front, "release", args)
+
+
+def _hold_or_release(front: Front, command: str, args: Sequence[str]) -> int:
+    """Each snapshot alone, the failures counted (zfs_do_hold_rele_impl), exit 1 if any."""
+    tag, snaps = _tag_and_snapshots(front, command, args)
+    holding = command == "hold"
+    verb = "hold snapshot" if holding else "release hold from snapshot"
+    failed = 0
+    for snap in snaps:
+        if not front.opened(snap.split("@", 1)[0], ""):
+            failed += 1
+            continue
+        if not front.backend.exists(snap):
+            front.err(f"cannot {verb} '{snap}': dataset does not exist")
+            failed += 1
+            continue
+        if (tag in front.backend.holds(snap)) == holding:
+            why = "tag already exists on this" if holding else "no such tag on this"
+            front.err(f"cannot {verb} '{snap}': {why} dataset")
+            failed += 1
+            continue
+        front.doing(verb, snap)
+        (front.backend.hold if holding else front.backend.release)(tag, [snap])
+    return EXIT_FAILURE if failed else 0
+
+
+def holds(front: Front, args: Sequence[str]) -> int:
+    """``zfs holds [-rH] snapshot...``: a NAME, TAG, TIMESTAMP table."""
+    from workers.zfs.front import Usage, opts
+
+    found, operands = opts("holds", args, "rHp")
+    if not operands:
+        raise Usage("missing snapshot argument")
+    rows = []
+    for snap in snapshots(front, operands, "-r" in found):
+        front.doing("open", snap)
+        # the backend contract keeps tags only; the hold's time is not known here
+        rows += [[snap, tag, "-"] for tag in front.backend.holds(snap)]
+    front.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted="-H" in found))
+    return 0
