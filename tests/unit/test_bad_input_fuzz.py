@@ -295,7 +295,7 @@ def test_fuzzed_configs_through_the_cli_exit_with_a_message(tmp_path: Path) -> N
     # a config that does load ends at once with "cannot reach Redis" (exit 4)
     from click.testing import CliRunner
 
-    from coordinator.cli import cli
+    from app.cli import cli
 
     path = tmp_path / "fleet.toml"
     env = {"ZFLEET_REDIS_URL": "redis://127.0.0.1:9/0", "ZFLEET_CONFIG": ""}

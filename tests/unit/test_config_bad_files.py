@@ -94,7 +94,7 @@ def test_the_cli_refuses_a_bad_file_before_it_needs_redis(
 ) -> None:
     from click.testing import CliRunner
 
-    from coordinator.cli import cli
+    from app.cli import cli
 
     path = tmp_path / "fleet.toml"
     path.write_bytes(b"\xff\xfe not text")
