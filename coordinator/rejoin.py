@@ -19,6 +19,7 @@ created after the failover are left alone and listed in the report.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Final
 
@@ -32,6 +33,7 @@ from coordinator.failover import FailoverRefused, active_job, failover_config, j
 from coordinator.graph import Dataset
 from coordinator.jobkinds import JobKind, register
 from coordinator.jobstore import JobStore
+from coordinator.planner import Plan
 from coordinator.rolestate import JobRoles, RoleStore, oriented, placements, replica_root
 from coordinator.syncjob import expand, host_roots, new_job_id, plan_job
 from protocol.errors import PlanRefused
@@ -44,6 +46,7 @@ from protocol.steps import (
     PreserveArgs,
     RecordArgs,
     RejoinPlanArgs,
+    TransferArgs,
 )
 
 log = structlog.get_logger(__name__)
@@ -98,7 +101,8 @@ def submit_rejoin(
     rs = RoleStore(store.r)
     names = jobs or sorted(n for n, j in config.jobs.items() if j.failover is not None)
     report = store.inventory(host)
-    known = [o.name for o in report.objects] if report is not None else []
+    known = [o.name for o in (report.objects if report is not None else ())
+             if o.type.value in ("filesystem", "volume")]  # fmt: skip
     out = []
     for name in names:
         jc, _ = failover_config(config, name)
@@ -163,7 +167,13 @@ def rejoin_plan(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]
         steps.append(StepPlan(id="record", host=None, args=RecordArgs(), deps=(f"keep-{host}",)))
         add_steps(job, steps, after=step.id)
         return {"datasets": len(pairs), "only_here": len(only_here)}
-    oj = oriented(jc, primary, skip=job.options.get("skip", ()))
+    # Only the returning host receives here (the others sync as usual), with a rollback allowed:
+    # it was fenced (no writes since) and every change it had made is aside now, so what still
+    # differs from the common snapshot is the split's own doing (mountpoint directories of
+    # renamed children in their parents, zfs#12580), never a user's data.
+    job.options.update(only_targets=[host], force_rollback=True)
+    oj = oriented(jc, primary, skip=[h for h in job.options.get("skip", ()) if h != host])
+    oj = dataclasses.replace(oj, targets=tuple(t for t in oj.targets if t.host == host))
     inv = [StepPlan(id=f"inventory-sync-{h}", host=h, args=InventoryArgs(roots=tuple(r)),
                     deps=(f"preserve-{host}",)) for h, r in sorted(host_roots(oj).items())]
     steps += inv
@@ -172,12 +182,29 @@ def rejoin_plan(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]
     return {"datasets": len(pairs), "only_here": len(only_here)}
 
 
+def forced_on(plan: Plan, host: str) -> Plan:
+    """The plan with ``receive -F`` on ``host``: a split can also leave a parent's live tree
+    changed in a way its ``written`` does not show yet, which only -F's rollback clears (safe for
+    the same reason as ``force_rollback`` here)."""
+    steps = []
+    for s in plan.steps:
+        args = s.args
+        if isinstance(args, TransferArgs) and any(t.host == host for t in args.targets):
+            targets = tuple(dataclasses.replace(t, force=True) if t.host == host else t
+                            for t in args.targets)  # fmt: skip
+            args = dataclasses.replace(args, targets=targets)
+        steps.append(dataclasses.replace(s, args=args))
+    return dataclasses.replace(plan, steps=tuple(steps))
+
+
 def plan(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     """The sync planner from the primary (only the rejoining host's increments are new)."""
     p = plan_job(store, job)
     if p.refusals:
         raise PlanRefused("; ".join(str(r) for r in p.refusals))
-    expand(job, p)
+    kept = dict(job.report)
+    expand(job, forced_on(p, str(job.options["host"])))
+    job.report = {**kept, **job.report}
     last = tuple(s.id for s in p.steps) or (step.id,)
     add_steps(job, [StepPlan(id="record", host=None, args=RecordArgs(), deps=last)])
     return {"steps": len(p.steps), "estimate": p.estimate}

@@ -170,7 +170,9 @@ def plan(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     p = plan_job(store, job)
     if p.refusals:
         raise PlanRefused("; ".join(str(r) for r in p.refusals))
+    kept = dict(job.report)
     expand(job, p)
+    job.report = {**kept, **job.report}
     last = tuple(s.id for s in p.steps) or (step.id,)
     add_steps(job, [StepPlan(id="handover", host=None, args=HandoverArgs(), deps=last)])
     return {"steps": len(p.steps), "estimate": p.estimate}

@@ -8,6 +8,7 @@ restarted coordinator plans exactly what was asked.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -131,7 +132,14 @@ def job_config(config: FleetConfig, job: Job) -> JobConfig:
     primary = job.options.get("primary")
     if primary is None:
         return jc
-    return oriented(jc, str(primary), skip=tuple(job.options.get("skip", ())))
+    jc = oriented(jc, str(primary), skip=tuple(job.options.get("skip", ())))
+    only = job.options.get("only_targets")
+    if only is not None:
+        # a rejoin: only the returning host, rolled back past what its own split changed
+        targets = tuple(t for t in jc.targets if t.host in only)
+        force = bool(job.options.get("force_rollback"))
+        jc = dataclasses.replace(jc, targets=targets, force_rollback=force)
+    return jc
 
 
 def orient(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:

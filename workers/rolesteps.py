@@ -57,10 +57,11 @@ def fence(ctx: StepContext, args: FenceArgs) -> Result:
 
 @handles(PreserveArgs)
 def preserve_divergence(ctx: StepContext, args: PreserveArgs) -> Result:
-    # Parents first: a parent's split moves its children aside and back, and the children's own
-    # split then finds them where they belong.
+    # Deepest first: each dataset's divergence is judged before any split. A parent's split
+    # renames its children aside and back, which rewrites the mountpoint directories inside them
+    # (zfs#12580), so a child judged after it would look changed and be split for nothing.
     kept: list[str] = []
-    for dataset, common in sorted(args.datasets, key=lambda d: (d[0].count("/"), d[0])):
+    for dataset, common in sorted(args.datasets, key=lambda d: (-d[0].count("/"), d[0])):
         report = roles.preserve_divergence(ctx.backend, dataset, common, args.tag)
         if report.aside is not None:
             kept.append(report.aside)

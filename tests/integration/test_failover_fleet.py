@@ -1,0 +1,157 @@
+"""Failover, fencing and rejoin on a whole simulated fleet: real redis-server, three real
+`zfleet worker` processes, a real coordinator, the `zfleet` CLI.
+
+alpha replicates a hierarchy with clones to beta and gamma; alpha's worker dies after writing
+something that never got replicated; `zfleet failover alpha` makes beta the writable primary
+(epoch bumped, a step planned under the old epoch refused); beta takes writes and replicates them
+to gamma; alpha comes back, `zfleet rejoin alpha` keeps its unreplicated writes aside and sends it
+only the increment. Clones stay clones on every host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bus import records
+from coordinator import engine
+from coordinator.engine import Job, StepPlan, add_steps
+from coordinator.jobstore import JobStore
+from coordinator.runner import wait_job
+from protocol.steps import SnapshotArgs
+from tests.integration.test_fleet_sync import CLONES, build_source, files, write
+from tests.services.fleet import Fleet, running_fleet
+from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
+from workers.zfs.base import ObjType
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HOSTS = ("alpha", "beta", "gamma")
+JOB = """
+[jobs.img]
+source = "alpha:tank/img"
+targets = ["beta:bk/img", "gamma:bk/img"]
+snapshot = "zfleet-%Y%m%dT%H%M%SZ"
+
+[jobs.img.failover]
+candidates = ["beta", "auto"]
+policy = "auto"
+min_interval = "1h"
+"""
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[Fleet]:  # noqa: F811
+    with running_fleet(tmp_path, redis_server, HOSTS, JOB) as f:
+        build_source(f.backend("alpha"))
+        for host in ("beta", "gamma"):
+            f.backend(host).create_pool("bk")
+        for host in HOSTS:
+            f.start_worker(host)
+        f.start_coordinator()
+        yield f
+
+
+def run(fleet: Fleet, *args: str, code: int = 0) -> dict[str, object]:
+    out = fleet.cli(*args, "--config", str(fleet.config), "--json", timeout=180)
+    assert out.returncode == code, f"{args}: {out.returncode}\n{out.stdout}\n{out.stderr}\n" + (
+        fleet.logs()
+    )
+    data: dict[str, object] = json.loads(out.stdout)
+    return data
+
+
+def sync(fleet: Fleet, store: JobStore) -> Job:
+    out = run(fleet, "sync", "img")
+    job = wait_job(store, str(out["id"]), timeout=120)
+    assert job.status == engine.JOB_SUCCEEDED, f"{job.error}\n{fleet.logs()}"
+    return job
+
+
+def moved(job: Job) -> int:
+    return sum(int(s.result.get("bytes") or 0) for s in job.steps.values() if s.kind == "transfer")
+
+
+def snaps(fleet: Fleet, host: str, dataset: str) -> dict[str, int]:
+    rows = fleet.backend(host).list(dataset, recursive=False, types=[ObjType.SNAPSHOT])
+    return {r.short: r.guid for r in rows if r.dataset == dataset}
+
+
+def test_failover_fences_the_old_epoch_and_rejoin_moves_only_the_increment(fleet: Fleet) -> None:
+    client = fleet.client()
+    store = JobStore(client)
+    first = sync(fleet, store)
+    full = moved(first)
+    # alpha writes something that never leaves it, then dies
+    alpha = fleet.backend("alpha")
+    write(alpha, "tank/img/base", "unreplicated", os.urandom(32 * 1024))
+    fleet.kill_worker("alpha")
+    assert records.get_beat(client, "alpha") is None
+
+    t0 = time.time()
+    out = run(fleet, "failover", "alpha", "--job", "img", "--wait")
+    took = time.time() - t0
+    (job,) = out["details"]  # type: ignore[misc]
+    assert job["status"] == "succeeded", job
+    report = job["report"]
+    assert report["primary"] == "beta" and report["epoch"] == 1
+    assert report["data_loss_window"] is not None and report["data_loss_window"] >= 0
+    assert 0 <= report["time_to_writable"] <= took
+    beta = fleet.backend("beta")
+    for name in ("bk/img", "bk/img/base", "bk/img/app1"):
+        props = beta.get(name, ["readonly", "mounted"])
+        assert (props["readonly"].value, props["mounted"].value) == ("off", "yes"), name
+    assert records.current_epoch(client, "img") == 1
+
+    # a step planned under epoch 0 (before the failover) is refused by beta's worker
+    stale = Job(id="stale-epoch-job", name="img", kind="sync", created=time.time(),
+                options={"epoch": 0, "fence": "img"})  # fmt: skip
+    add_steps(stale, [StepPlan(id="snap", host="beta",
+                               args=SnapshotArgs(names=("bk/img/base@stale",)))])  # fmt: skip
+    store.create(stale)
+    refused = wait_job(store, stale.id, timeout=30)
+    assert refused.steps["snap"].error_type == "Fenced", refused.steps["snap"]
+    assert not beta.exists("bk/img/base@stale")
+
+    # the job now runs from beta: a write there reaches gamma, alpha (out) is left alone
+    write(beta, "bk/img/base", "after-failover", os.urandom(48 * 1024))
+    time.sleep(1.1)  # one-second snapshot names
+    after = sync(fleet, store)
+    assert {s.host for s in after.steps.values() if s.kind == "snapshot"} == {"beta"}
+    assert snaps(fleet, "gamma", "bk/img/base") == snaps(fleet, "beta", "bk/img/base")
+    # no second failover within min_interval, even by hand: refused (3), nothing changes
+    run(fleet, "failover", "beta", "--force", code=3)
+    assert records.current_epoch(client, "img") == 1
+
+    fleet.start_worker("alpha")
+    out = run(fleet, "rejoin", "alpha", "--wait")
+    (job,) = out["details"]  # type: ignore[misc]
+    assert job["status"] == "succeeded", job
+    aside = job["report"]["aside"]
+    assert aside == [f"tank/img/base.diverged-{job['id']}"], job["report"]
+    # alpha's unreplicated write is kept aside, in the diverged snapshot of the aside clone
+    kept = snaps(fleet, "alpha", aside[0])
+    assert f"zfleet-diverged-{job['id']}" in kept
+    # alpha's main line is beta's again (same guids), and it received only the increment
+    assert snaps(fleet, "alpha", "tank/img/base") == snaps(fleet, "beta", "bk/img/base")
+    rejoined = job["report"]["bytes"]
+    assert 0 < rejoined * 5 < full, (rejoined, full)
+    props = alpha.get("tank/img/base", ["readonly"])
+    assert props["readonly"].value == "on"  # a replica now
+    for clone, origin in CLONES.items():
+        assert alpha.get(clone, ["origin"])["origin"].value == f"tank/img/base@{origin}"
+        twin = clone.replace("tank/img", "bk/img", 1)
+        assert beta.get(twin, ["origin"])["origin"].value == f"bk/img/base@{origin}"
+    assert "after-failover" in files(beta, "bk/img/base")
+    # alpha is a replica again: the next sync sends to it as well, incrementally
+    write(beta, "bk/img/base", "later", os.urandom(8 * 1024))
+    time.sleep(1.1)
+    last = sync(fleet, store)
+    targets = {t.host for s in last.steps.values() if s.kind == "transfer" for t in s.args.targets}
+    assert "alpha" in targets
+    assert snaps(fleet, "alpha", "tank/img/base") == snaps(fleet, "beta", "bk/img/base")
