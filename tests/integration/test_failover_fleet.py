@@ -10,9 +10,14 @@ only the increment. Clones stay clones on every host.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +160,91 @@ def test_failover_fences_the_old_epoch_and_rejoin_moves_only_the_increment(fleet
     targets = {t.host for s in last.steps.values() if s.kind == "transfer" for t in s.args.targets}
     assert "alpha" in targets
     assert snaps(fleet, "alpha", "tank/img/base") == snaps(fleet, "beta", "bk/img/base")
+
+
+def post(url: str, body: bytes, auth: str | None) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    if auth is not None:
+        req.add_header("Authorization", auth)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def notification(status: str, host: str) -> bytes:
+    alert = {"status": status, "labels": {"alertname": "ZfleetWorkerDown", "host": host},
+             "annotations": {}, "startsAt": "2026-12-02T10:00:00Z",
+             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+             "fingerprint": hashlib.sha256(host.encode()).hexdigest()[:16]}
+    return json.dumps({
+        "version": "4", "groupKey": "{}:{alertname=\"ZfleetWorkerDown\"}", "truncatedAlerts": 0,
+        "status": status, "receiver": "zfleet", "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": {}, "externalURL": "http://am", "alerts": [alert],
+    }).encode()  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_alertmanager_webhook_fails_over_once_and_refuses_bad_requests(
+    tmp_path: Path, redis_server: RedisServer  # noqa: F811
+) -> None:
+    with running_fleet(tmp_path, redis_server, HOSTS, JOB) as fleet:
+        build_source(fleet.backend("alpha"))
+        for host in ("beta", "gamma"):
+            fleet.backend(host).create_pool("bk")
+        for host in HOSTS:
+            fleet.start_worker(host)
+        (tmp_path / "api.token").write_text("api-token-0123456789abcdef\n")
+        (tmp_path / "am.secret").write_text("alertmanager-secret-0123456789\n")
+        port = free_port()
+        fleet.coordinator = fleet._spawn("coordinator", [
+            "coordinator", "--config", str(fleet.config), "--lease-ttl", "2",
+            "--http", f"127.0.0.1:{port}", "--api-token-file", str(tmp_path / "api.token"),
+            "--alertmanager-secret-file", str(tmp_path / "am.secret")], {})  # fmt: skip
+        client = fleet.client()
+        store = JobStore(client)
+        sync(fleet, store)
+        url = f"http://127.0.0.1:{port}/v1/alerts/alertmanager"
+        good = "Bearer alertmanager-secret-0123456789"
+        basic = "Basic " + base64.b64encode(b"am:alertmanager-secret-0123456789").decode()
+        firing = notification("firing", "alpha")
+
+        # unauthorised and malformed: 4xx, nothing changes
+        assert post(url, firing, None)[0] == 401
+        assert post(url, firing, "Bearer wrong-secret-0123456789")[0] == 401
+        assert post(url, b'{"alerts": [', good)[0] == 400
+        # alpha's worker still beats: the alert alone is not evidence enough
+        code, body = post(url, firing, basic)
+        assert code == 200 and body["failovers"][0]["outcome"] == "refused", body
+        assert records.current_epoch(client, "img") == 0
+
+        fleet.kill_worker("alpha")
+        code, body = post(url, firing, good)
+        assert code == 200 and body["failovers"][0]["outcome"] == "started", body
+        job_id = str(body["failovers"][0]["id"])  # type: ignore[index]
+        # a repeat (Alertmanager's repeat_interval, a second Alertmanager) starts nothing new
+        code, again = post(url, firing, good)
+        assert again["failovers"][0] == {"host": "alpha", "job": "img", "id": job_id,  # type: ignore[index]
+                                         "outcome": "repeat"}  # fmt: skip
+        job = wait_job(store, job_id, timeout=60)
+        assert job.status == engine.JOB_SUCCEEDED, f"{job.error}\n{fleet.logs()}"
+        assert job.report["primary"] == "beta" and job.report["time_to_writable"] > 0
+        props = fleet.backend("beta").get("bk/img/base", ["readonly", "mounted"])
+        assert (props["readonly"].value, props["mounted"].value) == ("off", "yes")
+        # alpha returns: the resolved alert fails nothing back; beta's own flap is gated
+        fleet.start_worker("alpha")
+        code, body = post(url, notification("resolved", "alpha"), good)
+        assert code == 200 and body["failovers"] == [] and body["ignored"], body
+        fleet.kill_worker("beta")
+        code, body = post(url, notification("firing", "beta"), good)
+        assert body["failovers"][0]["outcome"] == "refused", body  # type: ignore[index]
+        assert "min_interval" in str(body["failovers"][0]["reason"])  # type: ignore[index]
+        assert records.current_epoch(client, "img") == 1
+        assert len([j for j in store.recent(50) if j.kind == "failover"]) == 1
