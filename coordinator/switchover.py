@@ -8,7 +8,8 @@ The DAG, in the order that loses nothing::
     snapshot-old                    the final snapshot, taken after the last write
     inventory-*  -> plan            the sync planner: the increment to every replica
     handover                        the epoch bumped (compare-and-set), direction reversed
-    promote-new, unmount-old        the new primary writable and mounted, the old one unmounted
+    promote-new                     the new primary writable and mounted (the old one stays
+                                    mounted read-only, a replica)
     hook-promote (optional), record
 
 Every replica received the final snapshot before the hand-over, so the replicas (the old primary
@@ -146,13 +147,13 @@ def handover(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     job.options.update(epoch=bump.epoch, primary=to)
     names = list(job.options["old_datasets"])
     mapped = [placements(jc, old, names)[n][to] for n in names]
+    # The old primary stays mounted, read-only: unmounting its children would rewrite their
+    # mountpoint directories in the parents (zfs#12580), which then refuse the next incremental.
     steps = [
         StepPlan(id="promote-new", host=to,
                  args=PromoteArgs(datasets=tuple(mapped), epoch=bump.epoch)),
-        StepPlan(id="unmount-old", host=old,
-                 args=DemoteArgs(datasets=tuple(names), unmount=True, epoch=bump.epoch)),
     ]  # fmt: skip
-    last: tuple[str, ...] = ("promote-new", "unmount-old")
+    last: tuple[str, ...] = ("promote-new",)
     if fo.promote_hook:
         steps.append(StepPlan(id="hook-promote", host=to, deps=("promote-new",),
                               args=HookArgs(argv=fo.promote_hook, epoch=bump.epoch)))  # fmt: skip

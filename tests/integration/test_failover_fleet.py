@@ -248,3 +248,36 @@ def test_alertmanager_webhook_fails_over_once_and_refuses_bad_requests(
         assert "min_interval" in str(body["failovers"][0]["reason"])  # type: ignore[index]
         assert records.current_epoch(client, "img") == 1
         assert len([j for j in store.recent(50) if j.kind == "failover"]) == 1
+
+
+def test_switchover_loses_nothing_and_reverses_the_direction(fleet: Fleet) -> None:
+    client = fleet.client()
+    store = JobStore(client)
+    first = sync(fleet, store)
+    # written after the last sync: the switchover's final snapshot must carry it
+    write(fleet.backend("alpha"), "tank/img/base", "last-words", b"x" * 4096)
+    out = run(fleet, "switchover", "img", "--to", "beta", "--wait")
+    (job,) = out["details"]  # type: ignore[misc]
+    assert job["status"] == "succeeded", job
+    assert job["report"]["data_loss_window"] == 0.0 and job["report"]["epoch"] == 1
+    final = str(job["report"]["final_snapshot"])
+    beta, alpha = fleet.backend("beta"), fleet.backend("alpha")
+    # every replica got the final snapshot incrementally, nothing full
+    transfers = [s for s in job["step_list"] if s["kind"] == "transfer"]  # type: ignore[union-attr]
+    assert transfers and 0 < job["report"]["final_bytes"] * 5 < moved(first)
+    for host, name in (("beta", "bk/img/base"), ("gamma", "bk/img/base")):
+        assert final in snaps(fleet, host, name), host
+    props = beta.get("bk/img/base", ["readonly", "mounted"])
+    assert (props["readonly"].value, props["mounted"].value) == ("off", "yes")
+    assert files(beta, "bk/img/base")["last-words"] == b"x" * 4096
+    assert alpha.get("tank/img/base", ["readonly"])["readonly"].value == "on"
+    # the next sync runs from beta to alpha and gamma, incrementally
+    write(beta, "bk/img/base", "new-primary", os.urandom(8 * 1024))
+    time.sleep(1.1)
+    nxt = sync(fleet, store)
+    targets = {t.host for s in nxt.steps.values() if s.kind == "transfer" for t in s.args.targets}
+    assert targets == {"alpha", "gamma"}
+    assert all(s.args.send.from_snap for s in nxt.steps.values() if s.kind == "transfer")
+    assert snaps(fleet, "alpha", "tank/img/base") == snaps(fleet, "beta", "bk/img/base")
+    for clone, origin in CLONES.items():
+        assert alpha.get(clone, ["origin"])["origin"].value == f"tank/img/base@{origin}"
