@@ -37,6 +37,8 @@ from protocol.zfs import InventoryReport, ZfsObject
 
 log = structlog.get_logger(__name__)
 
+ASIDE_PATTERNS: Final = ("*.diverged-*", "*.replaced-*")  # workers/roles.py's aside names
+
 
 def new_job_id() -> str:
     """Sortable by time, unique without coordination: ``20261128T075812-1a2b3c``."""
@@ -132,6 +134,8 @@ def job_config(config: FleetConfig, job: Job) -> JobConfig:
     primary = job.options.get("primary")
     if primary is None:
         return jc
+    # a rejoin's kept-aside datasets stay on the host that made them (zfleet status lists them)
+    jc = dataclasses.replace(jc, exclude=(*jc.exclude, *ASIDE_PATTERNS))
     jc = oriented(jc, str(primary), skip=tuple(job.options.get("skip", ())))
     only = job.options.get("only_targets")
     if only is not None:
