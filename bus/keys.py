@@ -69,3 +69,9 @@ def config(digest: str) -> str:
 def epoch(job_name: str) -> str:
     """A replication job's fencing epoch (an integer, raised by every failover)."""
     return f"{PREFIX}:epoch:{job_name}"
+
+
+def roles(job_name: str) -> str:
+    """Hash of a replication job's role state beside its epoch: ``out:<host>`` -> unix time, for
+    each former primary that has not rejoined yet (no sync sends to it meanwhile)."""
+    return f"{PREFIX}:roles:{job_name}"

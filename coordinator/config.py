@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from coordinator.roles import FailoverRoles, parse_failover
 from coordinator.schedule import Schedule, parse_schedule
 from protocol.errors import ConfigError
 
@@ -124,6 +125,8 @@ class JobConfig:
     # False: replicas are received unmounted (-u) with canmount=noauto. Mounting received children
     # rewrites their mountpoint directories in the parents, which then look modified (zfs#12580).
     mount_targets: bool = False
+    # [jobs.NAME.failover]: who is primary, who takes over, when (coordinator/roles.py)
+    failover: FailoverRoles | None = None
 
     def target_dataset(self, source: DatasetRef, target: Target, dataset: str) -> str:
         """The dataset on ``target`` that ``dataset`` (at or under ``source``) lands in."""
@@ -302,7 +305,7 @@ def _store(w: _Where, name: str, raw: Any) -> StoreConfig:
 
 _JOB_KEYS: Final = {
     "source", "sources", "targets", "recursive", "include", "exclude", "schedule", "snapshot",
-    "retention", "force_rollback", "incremental", "mount_targets",
+    "retention", "force_rollback", "incremental", "mount_targets", "failover",
 }  # fmt: skip
 
 
@@ -351,6 +354,18 @@ def _job(
         if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
             raise w.error((*path, "retention", pat), f"keep must be an integer >= 1: {keep!r}")
         retention.append(RetentionRule(pattern=pat, keep=keep))
+    failover = None
+    if "failover" in t:
+        if len(sources) != 1:
+            raise w.error((*path, "failover"), "failover needs a job with exactly one source "
+                          "(the primary's datasets); split the job per source")  # fmt: skip
+        failover = parse_failover(name, t["failover"], hosts=hosts, source_host=sources[0].host,
+                                  replica_hosts={x.host for x in targets if x.host},
+                                  where=w.source, error=w.error)  # fmt: skip
+        if failover.primary not in {sources[0].host, *(x.host for x in targets if x.host)}:
+            raise w.error((*path, "failover", "primary"),
+                          f"{failover.primary!r} holds none of the job's datasets (the source "
+                          f"{sources[0].host!r} or a target host)")  # fmt: skip
     incremental = _str(w, (*path, "incremental"), t.get("incremental", "I"))
     if incremental not in INCREMENTAL_POLICIES:
         raise w.error((*path, "incremental"), "must be \"I\" (one -I send) or \"i\" (chain of -i)")
@@ -367,6 +382,7 @@ def _job(
         force_rollback=_bool(w, (*path, "force_rollback"), t.get("force_rollback", False)),
         incremental="I" if incremental == "I" else "i",
         mount_targets=_bool(w, (*path, "mount_targets"), t.get("mount_targets", False)),
+        failover=failover,
     )
 
 

@@ -33,6 +33,9 @@ Scheduled = Callable[[str, "FleetConfig", str, float], "Job"]
 
 # kind name -> the module that registers it (imported on first use)
 BUILTIN: Final[dict[str, str]] = {
+    "failover": "coordinator.failover",
+    "rejoin": "coordinator.rejoin",
+    "switchover": "coordinator.switchover",
     "sync": "coordinator.syncjob",
 }
 

@@ -228,6 +228,7 @@ class Coordinator:
         call = StepCall(
             job_id=job.id, step_id=step.id, attempt=step.attempt, host=step.host,
             args=args_to_bytes(args), epoch=int(job.options.get("epoch", 0)),
+            fence=str(job.options.get("fence", "")),
             time_limit=float(job.options.get("step_time_limit", 0.0)),
         )  # fmt: skip
         self.submit(step.host, call)

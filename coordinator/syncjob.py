@@ -8,6 +8,7 @@ restarted coordinator plans exactly what was asked.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,11 +23,21 @@ from coordinator.graph import FleetGraph
 from coordinator.jobkinds import JobKind, register
 from coordinator.jobstore import JobStore
 from coordinator.planner import Plan, StepPlan, plan_sync, store_host
+from coordinator.rolestate import RoleStore, oriented
 from protocol.messages import ResultValue
-from protocol.steps import InventoryArgs, PlanArgs, SnapshotArgs, StoreRef, args_to_data
+from protocol.steps import (
+    InventoryArgs,
+    OrientArgs,
+    PlanArgs,
+    SnapshotArgs,
+    StoreRef,
+    args_to_data,
+)
 from protocol.zfs import InventoryReport, ZfsObject
 
 log = structlog.get_logger(__name__)
+
+ASIDE_PATTERNS: Final = ("*.diverged-*", "*.replaced-*")  # workers/roles.py's aside names
 
 
 def new_job_id() -> str:
@@ -62,7 +73,12 @@ def new_sync_job(
     job_id: str | None = None,
     trigger: str = "cli",
 ) -> Job:
-    """The DAG's first steps for one run of the job ``name``."""
+    """The DAG's first steps for one run of the job ``name``.
+
+    A job with a failover table starts with the coordinator-side ``orient`` step instead: who is
+    primary is read from Redis when the run starts (not when it was queued), and the snapshot,
+    inventory and plan steps follow it in that direction, fenced by the job's epoch.
+    """
     when = time.time() if now is None else now
     jc = config.job(name)
     stores = {t.store: store_descriptor(config.stores[t.store]) for t in jc.targets if t.store}
@@ -74,9 +90,19 @@ def new_sync_job(
         options={"config": config_text, "source": config.source, "dry_run": dry_run,
                  "trigger": trigger, "stores": stores, "snapshot_pattern": jc.snapshot_pattern},
     )  # fmt: skip
+    if jc.failover is not None:
+        add_steps(job, [StepPlan(id="orient", host=None, args=OrientArgs())])
+    else:
+        add_steps(job, first_steps(jc, job))
+    return job
+
+
+def first_steps(jc: JobConfig, job: Job) -> list[StepPlan]:
+    """Snapshot per source host (unless a dry run), inventory per host, then ``plan``."""
+    stores = job.options.get("stores", {})
     steps: list[StepPlan] = []
     snap_ids: dict[str, str] = {}
-    snap = None if dry_run else snapshot_name(jc, when)
+    snap = None if job.options.get("dry_run") else snapshot_name(jc, job.created)
     if snap:
         by_host: dict[str, list[str]] = {}
         for src in jc.sources:
@@ -99,8 +125,38 @@ def new_sync_job(
         args = InventoryArgs(roots=tuple(roots), stores=refs)
         steps.append(StepPlan(id=sid, host=host, args=args, deps=deps))
     steps.append(StepPlan(id="plan", host=None, args=PlanArgs(), deps=tuple(inv_ids)))
-    add_steps(job, steps)
-    return job
+    return steps
+
+
+def job_config(config: FleetConfig, job: Job) -> JobConfig:
+    """The replication job as this run sees it: oriented from the primary ``orient`` read."""
+    jc = config.job(job.name)
+    primary = job.options.get("primary")
+    if primary is None:
+        return jc
+    # a rejoin's kept-aside datasets stay on the host that made them (zfleet status lists them)
+    jc = dataclasses.replace(jc, exclude=(*jc.exclude, *ASIDE_PATTERNS))
+    jc = oriented(jc, str(primary), skip=tuple(job.options.get("skip", ())))
+    only = job.options.get("only_targets")
+    if only is not None:
+        # a rejoin: only the returning host, rolled back past what its own split changed
+        targets = tuple(t for t in jc.targets if t.host in only)
+        force = bool(job.options.get("force_rollback"))
+        jc = dataclasses.replace(jc, targets=targets, force_rollback=force)
+    return jc
+
+
+def orient(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
+    """The coordinator-side ``orient`` step: read the job's primary and epoch from Redis, fence
+    every later step with that epoch, and append the run's steps in that direction."""
+    config = parse_config(store.config_text(job), source=str(job.options.get("source", "<job>")))
+    roles = RoleStore(store.r).read(config.job(job.name))
+    job.options.update(primary=roles.primary, skip=list(roles.out), epoch=roles.epoch,
+                       fence=job.name)  # fmt: skip
+    add_steps(job, first_steps(job_config(config, job), job), after=step.id)
+    log.info("sync.oriented", job_id=job.id, primary=roles.primary, epoch=roles.epoch,
+             skip=list(roles.out))  # fmt: skip
+    return {"primary": roles.primary, "epoch": roles.epoch, "skip": ",".join(roles.out)}
 
 
 def submit_sync(
@@ -130,7 +186,7 @@ def plan_job(store: JobStore, job: Job) -> Plan:
         report = store.inventory(store_host(name), job.id)
         if report is not None:
             graph.add_inventory(store_host(name), report_objects(report), report.taken_at)
-    return plan_sync(graph, config.job(job.name), job_id=job.id)
+    return plan_sync(graph, job_config(config, job), job_id=job.id)
 
 
 def report_objects(report: InventoryReport) -> list[ZfsObject]:
@@ -195,6 +251,7 @@ def _scheduled(config_text: str, config: FleetConfig, name: str, now: float) -> 
 
 
 SYNC: Final = register(JobKind(
-    name="sync", local_steps={PlanArgs.KIND: run_plan}, scheduled=_scheduled,
+    name="sync", local_steps={PlanArgs.KIND: run_plan, OrientArgs.KIND: orient},
+    scheduled=_scheduled,
     description="replicate a configured job's datasets to its targets, clones as clones",
 ))  # fmt: skip

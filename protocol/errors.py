@@ -46,6 +46,7 @@ never crosses a public API without being wrapped in one of these.
     │   ├── ImageInUse               a process or a hook says the image is in use
     │   ├── RebaseNoSpace            the pool or a quota ran out while the new clone was written
     │   └── RebaseVerifyError        the rebased tree does not equal the original (``paths``)
+    ├── HookFailed                   a configured hook command failed or did not run
     ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
     └── RetryableError               mixin-style branch: safe to retry with backoff
 
@@ -263,6 +264,10 @@ class StaleEpoch(JobError):
 
 class RedisUnavailable(JobError, RetryableError):
     """Redis could not be reached or timed out; retry the call (they are made idempotent)."""
+
+
+class HookFailed(ZfleetError):
+    """A failover hook (quiesce, promote, demote) exited non-zero, timed out or did not start."""
 
 
 class LabError(ZfleetError):

@@ -19,6 +19,20 @@ The kinds known today::
     prune      PruneArgs      old snapshots destroyed, unless held, replaced or an origin
     rollback   RollbackArgs   a diverged target rolled back to its newest common snapshot
     plan       PlanArgs       runs in the coordinator: the job kind's planner appends steps
+
+Role changes (failover, switchover, rejoin; workers/roles.py does the work), each carrying the
+fencing ``epoch`` it was planned under (the StepCall's epoch is what the worker checks)::
+
+    promote              PromoteArgs    replicas made the writable primary (rolled back, mounted)
+    demote               DemoteArgs     datasets made read-only replicas (optionally unmounted)
+    fence                FenceArgs      readonly=on on a returning old primary, first thing
+    preserve-divergence  PreserveArgs   diverged changes kept aside as a clone, main line rewound
+    keep-diverged        KeepDivergedArgs  the diverged side made the main line again
+    hook                 HookArgs       a configured command (quiesce, promote, demote hooks)
+
+and the coordinator-side steps of those job kinds: ``orient`` (a sync reads who is primary),
+``choose`` (failover: pick the successor, bump the epoch), ``handover`` (switchover: bump the
+epoch), ``rejoin-plan`` (find the common snapshots) and ``record`` (write the report).
 """
 
 from __future__ import annotations
@@ -192,3 +206,100 @@ def args_from_bytes(raw: bytes) -> StepArgs:
     if not isinstance(msg, StepArgs):
         raise MessageError(f"{type(msg).__name__} is not a step's arguments")
     return msg
+
+
+# -- role changes (failover, switchover, rejoin) ----------------------------------------------
+
+
+@message("step.promote", version=1, strict=True)
+@dataclass(frozen=True)
+class PromoteArgs(StepArgs):
+    KIND: ClassVar[str] = "promote"
+    datasets: tuple[str, ...]
+    epoch: int = 0
+
+
+@message("step.demote", version=1, strict=True)
+@dataclass(frozen=True)
+class DemoteArgs(StepArgs):
+    KIND: ClassVar[str] = "demote"
+    datasets: tuple[str, ...]
+    unmount: bool = False
+    epoch: int = 0
+
+
+@message("step.fence", version=1, strict=True)
+@dataclass(frozen=True)
+class FenceArgs(StepArgs):
+    KIND: ClassVar[str] = "fence"
+    datasets: tuple[str, ...]
+    epoch: int = 0
+
+
+DatasetCommon = tuple[str, str]  # a dataset and the short name of its newest common snapshot
+
+
+@message("step.preserve-divergence", version=1, strict=True)
+@dataclass(frozen=True)
+class PreserveArgs(StepArgs):
+    KIND: ClassVar[str] = "preserve-divergence"
+    datasets: tuple[DatasetCommon, ...]
+    tag: str
+    epoch: int = 0
+
+
+@message("step.keep-diverged", version=1, strict=True)
+@dataclass(frozen=True)
+class KeepDivergedArgs(StepArgs):
+    KIND: ClassVar[str] = "keep-diverged"
+    datasets: tuple[str, ...]
+    tag: str
+    epoch: int = 0
+
+
+@message("step.hook", version=1, strict=True)
+@dataclass(frozen=True)
+class HookArgs(StepArgs):
+    KIND: ClassVar[str] = "hook"
+    argv: tuple[str, ...]
+    timeout: float = 300.0
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.argv or not self.argv[0]:
+            raise ValueError("a hook needs a command")
+
+
+@message("step.orient", version=1, strict=True)
+@dataclass(frozen=True)
+class OrientArgs(StepArgs):
+    KIND: ClassVar[str] = "orient"
+
+
+@message("step.choose", version=1, strict=True)
+@dataclass(frozen=True)
+class ChooseArgs(StepArgs):
+    KIND: ClassVar[str] = "choose"
+
+
+@message("step.handover", version=1, strict=True)
+@dataclass(frozen=True)
+class HandoverArgs(StepArgs):
+    KIND: ClassVar[str] = "handover"
+
+
+@message("step.rejoin-plan", version=1, strict=True)
+@dataclass(frozen=True)
+class RejoinPlanArgs(StepArgs):
+    KIND: ClassVar[str] = "rejoin-plan"
+
+
+@message("step.record", version=1, strict=True)
+@dataclass(frozen=True)
+class RecordArgs(StepArgs):
+    KIND: ClassVar[str] = "record"
+
+
+for _role_cls in (PromoteArgs, DemoteArgs, FenceArgs, PreserveArgs, KeepDivergedArgs, HookArgs,
+                  OrientArgs, ChooseArgs, HandoverArgs, RejoinPlanArgs, RecordArgs):  # fmt: skip
+    register_step(_role_cls)

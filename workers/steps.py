@@ -305,3 +305,5 @@ def run_step(ctx: StepContext, args: StepArgs) -> Result:
 
 def is_retryable(exc: ZfleetError) -> bool:
     return isinstance(exc, RetryableError)
+
+from workers import rolesteps as _rolesteps  # noqa: E402,F401  (registers the role-change handlers)

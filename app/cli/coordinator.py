@@ -22,12 +22,20 @@ from protocol.log import configure_from_settings
               help="Also serve the HTTP API and the fleet page here (docs/api.md).")
 @click.option("--api-token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="File holding the API's bearer token (needed with --http).")
+@click.option("--alertmanager-secret-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --http: serve POST /v1/alerts/alertmanager, whose bearer token or "
+                   "basic-auth password is this file's content (16+ bytes).")
+@click.option("--alert-host-label", default="host", show_default=True,
+              help="The alert label that names the fleet host.")
+@click.option("--alert-host-regex", default=None,
+              help="Regex over that label's value; its (?P<host>...) group is the host.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM certificate: serve the API over HTTPS (with --tls-key).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM private key of --tls-cert.")
 def coordinator(config_path: Path, lease_ttl: float, *, http: str | None,
-                api_token_file: Path | None, tls_cert: Path | None,
+                api_token_file: Path | None, alertmanager_secret_file: Path | None,
+                alert_host_label: str, alert_host_regex: str | None, tls_cert: Path | None,
                 tls_key: Path | None) -> None:  # fmt: skip
     """Drive every job: submit ready steps, apply their events, start scheduled jobs.
 
@@ -62,8 +70,16 @@ def coordinator(config_path: Path, lease_ttl: float, *, http: str | None,
 
             if api_token_file is None:
                 raise ConfigError("--http needs --api-token-file (the API always wants a token)")
+            from protocol.alertmanager import parse_host_rule
+
+            rule = parse_host_rule(alert_host_label, alert_host_regex)
             api = serve_api(client, config_path=config_path, address=http,
-                            token_file=api_token_file, tls_cert=tls_cert, tls_key=tls_key)
+                            token_file=api_token_file, tls_cert=tls_cert, tls_key=tls_key,
+                            alert_secret_file=alertmanager_secret_file,
+                            alert_host_rule=rule)  # fmt: skip
+        elif alertmanager_secret_file is not None:
+            raise ConfigError("--alertmanager-secret-file needs --http (the webhook is served "
+                              "by the API server)")  # fmt: skip
         try:
             loop.run(stop)
         finally:

@@ -22,6 +22,7 @@ from coordinator.api.server import (
     tls_context,
 )
 from coordinator.api.views import ApiContext, build_router
+from protocol.alertmanager import HostRule, WebhookAuth
 from protocol.errors import ConfigError
 
 __all__ = ["ApiError", "ApiHandle", "Request", "Response", "Route", "Router", "json_response",
@@ -38,12 +39,16 @@ def serve_api(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
+    alert_secret_file: Path | None = None,
+    alert_host_rule: HostRule | None = None,
 ) -> ApiHandle:
     """Serve the API for the fleet in ``config_path`` (Redis ``client``) until ``.stop()``.
 
     Exactly one of ``token`` and ``token_file`` is required; TLS needs both ``tls_cert`` and
-    ``tls_key``. ``request_timeout`` is how long a silent connection is kept. Bad arguments
-    raise ConfigError before anything listens.
+    ``tls_key``. ``request_timeout`` is how long a silent connection is kept. With
+    ``alert_secret_file`` it also serves Alertmanager's webhook (``alertroute.py``), alerts
+    mapped to hosts by ``alert_host_rule`` (default: the ``host`` label). Bad arguments raise
+    ConfigError before anything listens.
     """
     if (token is None) == (token_file is None):
         raise ConfigError("the API needs a token: give exactly one of token and token_file")
@@ -56,5 +61,11 @@ def serve_api(
         raise ConfigError("TLS for the API needs both a certificate and a key")
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     where = parse_address(address) if isinstance(address, str) else address
-    router = build_router(ApiContext(client, config_path))
+    ctx = ApiContext(client, config_path)
+    router = build_router(ctx)
+    if alert_secret_file is not None:
+        from coordinator.api.alertroute import add_alert_route
+
+        webhook = WebhookAuth.from_file(alert_secret_file)
+        add_alert_route(router, ctx, webhook, alert_host_rule or HostRule("host"))
     return start_server(where, router, auth, tls, request_timeout=request_timeout)
