@@ -27,7 +27,9 @@ decompression bomb is refused before it expands.
 The data plane compresses DATA payloads on several threads: :func:`compress_payload` gives a
 :class:`Prepared` payload (raw when zstd does not shrink it), which :func:`encode_frame` takes as
 ``prepared=``. :class:`FrameDecoder` reads incrementally (``feed`` bytes from a non-blocking
-socket) or blocking (``read_from(read_exact)``). Every problem is a
+socket), blocking (``read_from(read_exact)``) or blocking into its own reused buffer
+(``read_into(fill)``, for sockets: ``fill`` is a ``recv_into``, so a frame's bytes are copied once,
+by the kernel, and a compressed payload is expanded straight from there). Every problem is a
 :class:`protocol.errors.FrameError`; once one occurs the decoder refuses further input, since the
 stream has lost its framing.
 """
@@ -251,6 +253,10 @@ class FrameDecoder:
         self._failed: FrameError | None = None
         self._offset = 0  # stream offset of the frame being read, for error messages
         self.frames = 0
+        # read_into's buffers, reused frame after frame (a fresh buffer per frame costs a zeroing
+        # pass and, being large, page faults); the body one grows to the largest frame seen
+        self._head = bytearray(PREAMBLE_SIZE)
+        self._body = bytearray()
 
     @property
     def buffered(self) -> int:
@@ -319,6 +325,35 @@ class FrameDecoder:
             self._failed = exc
             raise
 
+    def read_into(self, fill: Callable[[memoryview], int]) -> Frame | None:
+        """Read one frame with a blocking ``fill(view)`` that reads into ``view`` and returns the
+        bytes it read (0 only at end of stream), as ``socket.recv_into`` and ``readinto`` do.
+
+        None at a clean end of stream; FrameError on a cut frame. The frame's bytes land in a
+        buffer this decoder reuses, and the returned payload never refers to it.
+        """
+        self._check_usable()
+        if self._buf or self._pending is not None:
+            raise FrameError("read_into cannot follow a partial feed")
+        try:
+            with memoryview(self._head) as head:
+                got = _fill(fill, head)
+                if not got:
+                    return None
+                if got < PREAMBLE_SIZE:
+                    raise self._truncated(got, PREAMBLE_SIZE)
+                pre = self._parse_preamble(bytes(head))
+            if len(self._body) < pre.body_len:
+                self._body = bytearray(pre.body_len)
+            with memoryview(self._body) as whole, whole[: pre.body_len] as body:
+                got = _fill(fill, body)
+                if got < pre.body_len:
+                    raise self._truncated(PREAMBLE_SIZE + got, PREAMBLE_SIZE + pre.body_len)
+                return self._finish(pre, body)
+        except FrameError as exc:
+            self._failed = exc
+            raise
+
     def _truncated(self, have: int, want: int) -> FrameError:
         return FrameError(
             f"stream truncated inside frame {self.frames} at offset {self._offset}: "
@@ -372,8 +407,12 @@ class FrameDecoder:
                 "(a frame was lost, repeated or reordered)"
             )
         header = _decode_header(bytes(body[:header_end]), where)
-        wire = bytes(body[header_end:payload_end])  # the one copy out of the receive buffer
-        payload = _decompress(wire, pre.plain_len, where) if pre.flags & FLAG_ZSTD else wire
+        with body[header_end:payload_end] as wire:
+            # either way the one copy out of the receive buffer: zstd expands from it in place
+            if pre.flags & FLAG_ZSTD:
+                payload = _decompress(wire, pre.plain_len, where)
+            else:
+                payload = bytes(wire)
         self._next_seq = pre.seq + 1
         self._offset += PREAMBLE_SIZE + pre.body_len
         self.frames += 1
@@ -388,6 +427,21 @@ def _read(read_exact: Callable[[int], bytes], n: int) -> bytes:
     if len(data) > n:
         raise FrameError(f"reader returned {len(data)} bytes when asked for {n}")
     return bytes(data)
+
+
+def _fill(fill: Callable[[memoryview], int], view: memoryview) -> int:
+    """Fill ``view`` with ``fill``; the bytes read (fewer only at end of stream)."""
+    got = 0
+    size = len(view)
+    while got < size:
+        with view[got:] as rest:
+            n = fill(rest)
+        if not n:
+            break
+        if not 0 < n <= size - got:
+            raise FrameError(f"reader claims {n} bytes into a buffer of {size - got}")
+        got += n
+    return got
 
 
 def _decode_header(raw: bytes, where: str) -> dict[str, Any]:
@@ -406,7 +460,7 @@ def _decode_header(raw: bytes, where: str) -> dict[str, Any]:
     return header
 
 
-def _decompress(wire: bytes, plain_len: int, where: str) -> bytes:
+def _decompress(wire: bytes | memoryview, plain_len: int, where: str) -> bytes:
     try:
         declared = zstandard.frame_content_size(wire)
     except zstandard.ZstdError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from collections.abc import Callable
 
 import blake3
 import msgpack
@@ -154,6 +155,50 @@ def test_blocking_reader_reports_a_cut_frame() -> None:
     assert decoder.read_from(stream.read) is not None
     with pytest.raises(FrameError, match="truncated inside frame 2"):
         decoder.read_from(stream.read)
+
+
+def _filler(data: bytes, most: int) -> Callable[[memoryview], int]:
+    """A ``recv_into`` over ``data`` that hands out at most ``most`` bytes a call."""
+    stream = io.BytesIO(data)
+
+    def fill(view: memoryview) -> int:
+        with view[:most] as part:
+            return stream.readinto(part)
+
+    return fill
+
+
+@pytest.mark.parametrize("most", [1, 7, 4096, 1 << 20])
+def test_reader_into_its_own_buffer_gives_the_same_frames(most: int) -> None:
+    frames = _conversation()
+    fill = _filler(_wire(frames), most)
+    decoder = FrameDecoder()
+    got = []
+    while (frame := decoder.read_into(fill)) is not None:
+        got.append(frame)
+    assert got == frames
+    # payloads are the frames' own bytes, not views of the buffer the decoder reuses
+    assert all(type(f.payload) is bytes for f in got)
+
+
+def test_reader_into_its_own_buffer_reports_a_cut_or_corrupt_frame() -> None:
+    wire = _wire(_conversation()[:3])
+    decoder = FrameDecoder()
+    fill = _filler(wire[:-5], 1000)
+    assert decoder.read_into(fill) is not None
+    assert decoder.read_into(fill) is not None
+    with pytest.raises(FrameError, match="truncated inside frame 2"):
+        decoder.read_into(fill)
+    broken = bytearray(wire)
+    broken[-20] ^= 0x10
+    decoder = FrameDecoder()
+    fill = _filler(bytes(broken), 1 << 20)
+    decoder.read_into(fill)
+    decoder.read_into(fill)
+    with pytest.raises(FrameError, match="digest mismatch"):
+        decoder.read_into(fill)
+    with pytest.raises(FrameError, match="already failed"):
+        decoder.read_into(fill)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -76,33 +76,30 @@ class Wire:
         return size
 
     # -- in ----------------------------------------------------------------------------------
-    def _read_exact(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            try:
-                size = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
-            except TimeoutError as exc:
-                raise TransferInterrupted(
-                    f"peer {self.peer} stalled: nothing received for {self.timeout:g}s"
-                ) from exc
-            except (OSError, ssl.SSLError) as exc:
-                raise TransferInterrupted(f"connection to {self.peer} lost: {exc}") from exc
-            if not size:
-                raise TransferInterrupted(
-                    f"connection to {self.peer} closed after {self.received_bytes + got} bytes"
-                )
-            got += size
-        self.received_bytes += n
-        return bytes(buf)
+    def _fill(self, view: memoryview) -> int:
+        """Read what is there (at least a byte) into ``view``; the peer's close is an interruption
+        (it never closes between frames of a conversation still going)."""
+        try:
+            size = self.sock.recv_into(view)
+        except TimeoutError as exc:
+            raise TransferInterrupted(
+                f"peer {self.peer} stalled: nothing received for {self.timeout:g}s"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise TransferInterrupted(f"connection to {self.peer} lost: {exc}") from exc
+        if not size:
+            raise TransferInterrupted(
+                f"connection to {self.peer} closed after {self.received_bytes} bytes"
+            )
+        self.received_bytes += size
+        return size
 
     def recv(self, timeout: float | None = None) -> Frame:
         """The next frame; raises TransferInterrupted on a drop or stall, FrameError if corrupt."""
         if timeout is not None:
             self.sock.settimeout(timeout)
         try:
-            frame = self._decoder.read_from(self._read_exact)
+            frame = self._decoder.read_into(self._fill)
         finally:
             if timeout is not None:
                 self.sock.settimeout(self.timeout)
