@@ -1,7 +1,11 @@
-"""A framed connection: protocol/frames over a plain or TLS socket, with timeouts that mean stall.
+"""A framed connection: protocol/frames over a plain socket or a TlsStream, with timeouts that mean
+stall.
 
 Every socket operation of one connection happens on one thread (TLS objects must not be shared
-between threads), so a sender checks for a peer's early ERROR by polling between frames.
+between threads), so a sender checks for a peer's early ERROR by polling between frames. A frame
+goes out gathered (preamble, header, payload and digest in one ``sendmsg`` where the socket takes
+them), in slices only where a slice's time must stay short: under a bandwidth limit, and over TLS,
+whose send of a batch waits for the whole batch.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from protocol import errors
 from protocol.errors import FrameError, TransferError, TransferInterrupted, ZfleetError
@@ -25,11 +29,33 @@ PROTOCOL_VERSION: Final = 1  # of the conversation (frames have their own versio
 _SEND_SLICE: Final = 256 * 1024
 
 
+class Transport(Protocol):
+    """What a Wire needs of its connection: a socket.socket or a tlsio.TlsStream."""
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0, /) -> int: ...
+
+    def recv(self, size: int, /) -> bytes: ...
+
+    def sendmsg(self, buffers: list[memoryview], /) -> int: ...
+
+    def settimeout(self, timeout: float | None, /) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Wire:
     """Frames in and out over ``sock``; numbering of outgoing frames is kept here."""
 
-    def __init__(self, sock: socket.socket, *, peer: str, timeout: float) -> None:
+    def __init__(self, sock: Transport, *, peer: str, timeout: float) -> None:
+        if isinstance(sock, ssl.SSLSocket):  # its sendmsg is not implemented
+            raise TransferError("a Wire runs over a tlsio.TlsStream, not an ssl.SSLSocket")
         self.sock = sock
+        # a TLS batch is one send that must finish within the timeout: keep batches small
+        self._sliced = not isinstance(sock, socket.socket)
         self.peer = peer
         self.timeout = timeout
         self.sent_bytes = 0
@@ -55,17 +81,18 @@ class Wire:
         """
         parts = encode_frame_parts(Frame(kind, self._seq, header or {}), prepared=prepared)
         self._seq += 1
-        step = _SEND_SLICE if throttle is None else min(_SEND_SLICE, max(4096, throttle.rate // 4))
-        size = 0
+        size = sum(len(part) for part in parts)
+        if throttle is not None:
+            step = min(_SEND_SLICE, max(4096, throttle.rate // 4))
+        elif self._sliced:
+            step = _SEND_SLICE
+        else:
+            step = size  # one gathered write; each sendmsg waits at most the timeout for room
         try:
-            for part in parts:
-                view = memoryview(part)
-                for start in range(0, len(view), step):
-                    piece = view[start : start + step]
-                    if throttle is not None:
-                        throttle.wait(len(piece), stop)
-                    self.sock.sendall(piece)
-                size += len(part)
+            for batch in _batches(parts, step):
+                if throttle is not None:
+                    throttle.wait(sum(len(view) for view in batch), stop)
+                self._send_all(batch)
         except TimeoutError as exc:
             raise TransferInterrupted(
                 f"peer {self.peer} stalled: nothing accepted for {self.timeout:g}s"
@@ -74,6 +101,16 @@ class Wire:
             raise TransferInterrupted(f"connection to {self.peer} lost: {exc}") from exc
         self.sent_bytes += size
         return size
+
+    def _send_all(self, views: list[memoryview]) -> None:
+        """Write ``views`` in order; a socket may take part of them per call."""
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views = views[1:]
+            if sent:
+                views = [views[0][sent:], *views[1:]]
 
     # -- in ----------------------------------------------------------------------------------
     def _fill(self, view: memoryview) -> int:
@@ -109,7 +146,8 @@ class Wire:
 
     def readable(self) -> bool:
         """True when a frame (or a close) is waiting, without blocking."""
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
             return True
         try:
             ready, _, _ = select.select([self.sock], [], [], 0)
@@ -145,6 +183,27 @@ class Wire:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+
+
+def _batches(parts: list[bytes], step: int) -> list[list[memoryview]]:
+    """The frame's parts cut into batches of about ``step`` bytes; the small parts (preamble,
+    header, digest) ride along with their neighbouring payload bytes."""
+    batches: list[list[memoryview]] = []
+    batch: list[memoryview] = []
+    room = step
+    for part in parts:
+        view = memoryview(part)
+        while len(view) > 0:
+            piece = view[:room] if len(view) > room else view
+            batch.append(piece)
+            view = view[len(piece) :]
+            room -= len(piece)
+            if room <= 0:
+                batches.append(batch)
+                batch, room = [], step
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def error_from_frame(frame: Frame) -> ZfleetError:
