@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 # one receive takes what the socket holds, up to this; records decrypt from it without syscalls
-_READ_SIZE: Final = 256 * 1024
+_READ_SIZE: Final = 1 << 20
+# taken from the engine's output a piece at a time, so a large batch needs no large buffer
+_WRITE_SIZE: Final = 1 << 20
 
 
 class TlsStream:
@@ -87,8 +89,13 @@ class TlsStream:
             return
 
     def _flush(self) -> None:
-        if self._out.pending:
-            self.raw.sendall(self._out.read())
+        """Send what the TLS engine wrote. Each send waits at most the socket's timeout for room,
+        so a batch of any size stalls only when the peer accepts nothing for that long."""
+        while self._out.pending:
+            with memoryview(self._out.read(_WRITE_SIZE)) as view:
+                sent = 0
+                while sent < len(view):
+                    sent += self.raw.send(view[sent:])
 
     def _pull(self) -> bool:
         """Move what the socket holds into the TLS engine; False at the end of the stream."""
@@ -126,7 +133,8 @@ class TlsStream:
         return bytes(buf[:got])
 
     def sendmsg(self, buffers: Iterable[Any]) -> int:
-        """Encrypt ``buffers`` and send them all (within the socket's timeout); their length."""
+        """Encrypt ``buffers`` and send them all; their length. TimeoutError when the peer takes
+        nothing for the socket's timeout."""
         total = 0
         for data in buffers:
             total += self._obj.write(data)

@@ -4,8 +4,7 @@ stall.
 Every socket operation of one connection happens on one thread (TLS objects must not be shared
 between threads), so a sender checks for a peer's early ERROR by polling between frames. A frame
 goes out gathered (preamble, header, payload and digest in one ``sendmsg`` where the socket takes
-them), in slices only where a slice's time must stay short: under a bandwidth limit, and over TLS,
-whose send of a batch waits for the whole batch.
+them, or encrypted together over TLS), in slices only under a bandwidth limit.
 """
 
 from __future__ import annotations
@@ -54,8 +53,6 @@ class Wire:
         if isinstance(sock, ssl.SSLSocket):  # its sendmsg is not implemented
             raise TransferError("a Wire runs over a tlsio.TlsStream, not an ssl.SSLSocket")
         self.sock = sock
-        # a TLS batch is one send that must finish within the timeout: keep batches small
-        self._sliced = not isinstance(sock, socket.socket)
         self.peer = peer
         self.timeout = timeout
         self.sent_bytes = 0
@@ -84,10 +81,8 @@ class Wire:
         size = sum(len(part) for part in parts)
         if throttle is not None:
             step = min(_SEND_SLICE, max(4096, throttle.rate // 4))
-        elif self._sliced:
-            step = _SEND_SLICE
         else:
-            step = size  # one gathered write; each sendmsg waits at most the timeout for room
+            step = size  # one gathered write; each send waits at most the timeout for room
         try:
             for batch in _batches(parts, step):
                 if throttle is not None:
