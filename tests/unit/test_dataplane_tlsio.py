@@ -9,11 +9,12 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from coordinator.cli.ca import init_ca, issue_host
 from protocol.errors import FrameError, TransferInterrupted
-from protocol.frames import FrameKind, compress_payload
+from protocol.frames import PREAMBLE_SIZE, FrameKind, compress_payload
 from workers.dataplane.tlsio import TlsStream
 from workers.dataplane.wire import Wire, _batches
 from workers.tls import TlsConfig, client_context, server_context
@@ -95,10 +96,20 @@ def test_frames_cross_mutual_tls_unchanged_and_with_an_aead_cipher(
         return [receiver.recv().payload for _ in payloads]
 
     thread, got = _in_thread(receive)
+    sizes = []
     for payload in payloads:
-        sender.send(FrameKind.DATA, {"n": len(payload)}, compress_payload(payload, 1))
+        prepared = compress_payload(payload, 1)
+        size = sender.send(FrameKind.DATA, {"n": len(payload)}, prepared)
+        header = msgpack.packb({"n": len(payload)})
+        sizes.append(size - len(prepared.data) - len(header))
     thread.join(10)
     assert got == [payloads]
+    # TLS authenticates every byte: the frames go without their own digest
+    assert sender.authenticated and receiver.authenticated
+    plain = Wire(socket.socket(), peer="x", timeout=1)
+    sockets.append(plain.sock)  # type: ignore[arg-type]
+    assert not plain.authenticated
+    assert sizes == [PREAMBLE_SIZE] * len(payloads)  # no DIGEST_SIZE bytes behind the payload
     sender.close()  # with the server's session tickets unread: a reset, or a plain close
     with pytest.raises(TransferInterrupted, match=r"closed|reset"):
         receiver.recv()

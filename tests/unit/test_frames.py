@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
@@ -26,6 +27,7 @@ from protocol.frames import (
     compress_payload,
     encode_frame,
     encode_frame_parts,
+    payload_digest,
 )
 
 KEY = bytes(range(32))
@@ -289,7 +291,8 @@ def test_decompression_bombs_are_refused_before_expanding() -> None:
     ("fields", "message"),
     [
         ({"magic": b"HTTP"}, "bad magic"),
-        ({"version": 2}, "unsupported frame version 2"),
+        ({"version": 3}, "unsupported frame version 3"),
+        ({"flags": 0x02}, "unknown flags"),  # no-digest does not exist in version 1
         ({"kind": 99}, "unknown frame kind 99"),
         ({"flags": 0x80}, "unknown flags"),
         ({"reserved": 1}, "unknown flags"),
@@ -364,3 +367,44 @@ def test_random_splices_never_deliver_a_damaged_frame(data: st.DataObject) -> No
         pass
     # Whatever happened, only whole, unaltered frames of the original stream came out, in order.
     assert got == frames[: len(got)]
+
+
+def test_version_1_frames_are_still_read() -> None:
+    """Frames from a sender of the previous release (digest over the whole payload)."""
+    old = [
+        _raw_frame(seq=0, payload=b"raw stream bytes"),
+        _raw_frame(seq=1, flags=1, payload=_zeros_bomb(5000), plain_len=5000),
+    ]
+    frames = FrameDecoder().feed(b"".join(old))
+    assert [f.payload for f in frames] == [b"raw stream bytes", bytes(5000)]
+    tampered = bytearray(old[0])
+    tampered[PREAMBLE_SIZE + 3] ^= 0x01
+    with pytest.raises(FrameError, match="digest mismatch"):
+        FrameDecoder().feed(bytes(tampered))
+
+
+def test_version_2_digest_stands_on_the_payload_digest_computed_once() -> None:
+    prepared = compress_payload(COMPRESSIBLE, 1)
+    assert prepared.digest == payload_digest(prepared.data)
+    # two connections (different sequence numbers) share the payload's digest, not the frame's
+    a = encode_frame_parts(Frame(FrameKind.DATA, 3, {}), prepared=prepared)
+    b = encode_frame_parts(Frame(FrameKind.DATA, 4, {}), prepared=prepared)
+    assert a[0][4] == 2 and a[2] is b[2] and a[3] != b[3]
+    expected = blake3.blake3(a[0] + a[1] + payload_digest(a[2])).digest(length=DIGEST_SIZE)
+    assert a[3] == expected
+    # a Prepared whose digest does not match its data makes a frame the receiver refuses
+    forged = dataclasses.replace(prepared, digest=payload_digest(b"other"))
+    wire = encode_frame(Frame(FrameKind.DATA, 0, {}), prepared=forged)
+    with pytest.raises(FrameError, match="digest mismatch"):
+        FrameDecoder().feed(wire)
+
+
+def test_frames_without_digest_only_on_an_authenticated_transport() -> None:
+    frames = _conversation()
+    wire = b"".join(encode_frame(f, compress=True, digest=False) for f in frames)
+    assert len(wire) == len(_wire(frames)) - DIGEST_SIZE * len(frames)
+    assert FrameDecoder(authenticated_transport=True).feed(wire) == frames
+    with pytest.raises(FrameError, match="does not authenticate"):
+        FrameDecoder().feed(wire)
+    # and a digested stream still reads on an authenticated transport
+    assert FrameDecoder(authenticated_transport=True).feed(_wire(frames)) == frames

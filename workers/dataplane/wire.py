@@ -4,7 +4,9 @@ stall.
 Every socket operation of one connection happens on one thread (TLS objects must not be shared
 between threads), so a sender checks for a peer's early ERROR by polling between frames. A frame
 goes out gathered (preamble, header, payload and digest in one ``sendmsg`` where the socket takes
-them, or encrypted together over TLS), in slices only under a bandwidth limit.
+them, or encrypted together over TLS), in slices only under a bandwidth limit. Over mutual TLS,
+frames go without their digest (protocol/frames), since TLS's AEAD already authenticates every
+byte between the two hosts; on a plain socket every frame carries one and must.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from protocol import errors
 from protocol.errors import FrameError, TransferError, TransferInterrupted, ZfleetError
 from protocol.frames import Frame, FrameDecoder, FrameKind, Prepared, encode_frame_parts
 from workers.dataplane.throttle import Throttle
+from workers.dataplane.tlsio import TlsStream
 
 PROTOCOL_VERSION: Final = 1  # of the conversation (frames have their own version)
 
@@ -58,7 +61,9 @@ class Wire:
         self.sent_bytes = 0
         self.received_bytes = 0
         self._seq = 0
-        self._decoder = FrameDecoder()
+        # mutual TLS authenticates every byte (AEAD): frame digests would check it a second time
+        self.authenticated = isinstance(sock, TlsStream)
+        self._decoder = FrameDecoder(authenticated_transport=self.authenticated)
         sock.settimeout(timeout)
 
     # -- out ---------------------------------------------------------------------------------
@@ -76,7 +81,9 @@ class Wire:
         With ``throttle`` the frame goes out in small slices at the limited rate, so that even
         a slow link keeps bytes flowing (a peer waiting for a whole frame would call it a stall).
         """
-        parts = encode_frame_parts(Frame(kind, self._seq, header or {}), prepared=prepared)
+        parts = encode_frame_parts(
+            Frame(kind, self._seq, header or {}), prepared=prepared, digest=not self.authenticated
+        )
         self._seq += 1
         size = sum(len(part) for part in parts)
         if throttle is not None:
