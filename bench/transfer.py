@@ -385,7 +385,6 @@ def main() -> None:
         def rate(rows: list[dict[str, float]], peers: int) -> float:
             return peers * size / 1e6 / med(rows, "seconds")
 
-        base, base3 = rate(hand, 1), rate(hand3, 3)
         print(
             f"{'pipeline':34} {'MB/s':>8} {'ratio':>6} {'CPU s/GB':>9} {'peak RSS':>9} "
             f"{'(+transfer)':>11}  baseline"
@@ -398,22 +397,32 @@ def main() -> None:
                 f"{name:34} {rate(rows, peers):8.0f} {'-':>6} "
                 f"{med(rows, 'cpu') / gb / peers:9.2f} {'-':>9} {'-':>11}"
             )
-        plain_rate = rate(one, 1)
+
+        def paired(rows: list[dict[str, float]], against: list[dict[str, float]]) -> float:
+            # the ratio to the baseline run of the same round, then the median over rounds:
+            # on a shared machine the load drifts between rounds more than within one
+            return statistics.median(
+                b["seconds"] / r["seconds"] for r, b in zip(rows, against, strict=True)
+            )
+
         for name, rows, peers, against, label in (
-            ("zfleet, 1 peer", one, 1, base, "hand"),
-            ("zfleet, 1 peer, mutual TLS", tls, 1, base, "hand"),
-            ("zfleet, fan-out to 2 peers", two, 2, 2 * base, "hand, per peer"),
-            ("zfleet, fan-out to 3 peers", three, 3, base3, "hand x3"),
-            ("sim send -> zfleet -> sim receive", e2e, 1, base, "hand"),
+            ("zfleet, 1 peer", one, 1, hand, "hand"),
+            ("zfleet, 1 peer, mutual TLS", tls, 1, hand, "hand"),
+            ("zfleet, fan-out to 2 peers", two, 2, hand, "hand, per peer"),
+            ("zfleet, fan-out to 3 peers", three, 3, hand3, "hand x3"),
+            ("sim send -> zfleet -> sim receive", e2e, 1, hand, "hand"),
         ):
-            speed = rate(rows, peers)
             grown = med(rows, "maxrss_mib") - med(rows, "baseline_mib")
             print(
-                f"{name:34} {speed:8.0f} {speed / against:6.2f} "
+                f"{name:34} {rate(rows, peers):8.0f} {paired(rows, against):6.2f} "
                 f"{med(rows, 'cpu') / gb / peers:9.2f} "
                 f"{med(rows, 'maxrss_mib'):7.0f}Mi {grown:+9.0f}Mi  {label}"
             )
-        print(f"mutual TLS / plain, 1 peer: {rate(tls, 1) / plain_rate:.2f}")
+        print(f"mutual TLS / plain, 1 peer: {paired(tls, one):.2f}")
+        print(
+            f"(MB/s and CPU: medians of {args.runs} runs; ratio: median over the runs of the "
+            "ratio to its baseline's run in the same round)"
+        )
         print(f"wire bytes / stream bytes: {one[0]['wire'] / size:.3f}")
         comp = [
             run_child("compress", str(path), str(64 << 20), "--level", str(args.level))
