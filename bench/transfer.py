@@ -7,17 +7,20 @@ Makes a simulated dataset of mixed files (incompressible, text-like, sparse) and
 same run, measures (medians of --runs, each in a fresh child process):
 
 - hand: ``zstd -1 -T0 | socat - TCP`` into ``socat TCP-LISTEN - | zstd -d > /dev/null``
+- hand x3: three such pipelines one after the other (what fanning out by hand costs)
 - zfleet: push_transfer -> StreamServer (framed, compressed on several threads, digested) into a
   receive that discards, both ends in one child process
 - the same with mutual TLS (fleet CA certificates made for the run)
-- zfleet fan-out to two peers at once (one send, two streams)
+- zfleet fan-out to two and to three peers at once (one send, compressed once, N streams);
+  the three-peer row is compared with hand x3
 - for scale: simulated send -> zfleet -> simulated receive (the simulation's own cost included)
 - compression alone: zstandard's own threaded compressor vs zfleet's pool of per-frame
   compressors (what the data plane uses: frames stay independent)
 
-Prints MB/s of stream bytes, the ratio against the hand pipeline, CPU seconds per GB (all
-processes of a pipeline; both ends for zfleet), and the child's peak RSS with how much of it
-the transfer added (bounded queues keep that flat whatever the stream's size).
+Prints, per row, MB/s of stream bytes delivered (to all peers together), the ratio against its
+baseline (named in the last column), CPU seconds per GB delivered (all processes of a pipeline;
+both ends for zfleet), and the child's peak RSS with how much of it the transfer added (bounded
+queues keep that flat whatever the stream's size); then mutual TLS against plain.
 """
 
 from __future__ import annotations
@@ -319,6 +322,12 @@ def run_hand(path: Path, level: int) -> dict[str, float]:
     return {"seconds": seconds, "cpu": cpu}
 
 
+def run_hand_sequence(path: Path, level: int, times: int) -> dict[str, float]:
+    """``times`` hand pipelines one after the other: their total time and CPU."""
+    runs = [run_hand(path, level) for _ in range(times)]
+    return {"seconds": sum(r["seconds"] for r in runs), "cpu": sum(r["cpu"] for r in runs)}
+
+
 def run_child(*args: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
@@ -359,39 +368,61 @@ def main() -> None:
             f"stream: {size / 1e6:.1f} MB, zstd level {args.level}, {args.runs} runs, "
             f"{os.cpu_count()} cores"
         )
-        hand, one, two, tls, e2e = [], [], [], [], []
+        hand, hand3, one, two, three, tls, e2e = [], [], [], [], [], [], []
+        level = ("--level", str(args.level))
         for _ in range(args.runs):  # interleaved so that load from others hits all alike
             hand.append(run_hand(path, args.level))
-            level = ("--level", str(args.level))
             one.append(run_child("zfleet", str(path), "1", "plain", *level))
-            two.append(run_child("zfleet", str(path), "2", "plain", *level))
             tls.append(run_child("zfleet", str(path), "1", "tls", *level))
+            hand3.append(run_hand_sequence(path, args.level, 3))
+            three.append(run_child("zfleet", str(path), "3", "plain", *level))
+            two.append(run_child("zfleet", str(path), "2", "plain", *level))
             e2e.append(run_child("e2e", str(sim_root), str(path), *level))
 
         def med(rows: list[dict[str, float]], key: str) -> float:
             return statistics.median(r[key] for r in rows)
 
-        base = size / 1e6 / med(hand, "seconds")
+        def rate(rows: list[dict[str, float]], peers: int) -> float:
+            return peers * size / 1e6 / med(rows, "seconds")
+
         print(
             f"{'pipeline':34} {'MB/s':>8} {'ratio':>6} {'CPU s/GB':>9} {'peak RSS':>9} "
-            f"{'(+transfer)':>11}"
+            f"{'(+transfer)':>11}  baseline"
         )
-        print(
-            f"{'hand: zstd -T0 | socat | zstd -d':34} {base:8.0f} {1.0:6.2f} "
-            f"{med(hand, 'cpu') / gb:9.2f} {'-':>9}"
-        )
-        for name, rows in (
-            ("zfleet, 1 peer", one),
-            ("zfleet, 1 peer, mutual TLS", tls),
-            ("zfleet, fan-out to 2 peers", two),
-            ("sim send -> zfleet -> sim receive", e2e),
+        for name, rows, peers in (
+            ("hand: zstd -T0 | socat | zstd -d", hand, 1),
+            ("hand x3, one after the other", hand3, 3),
         ):
-            rate = size / 1e6 / med(rows, "seconds")
+            print(
+                f"{name:34} {rate(rows, peers):8.0f} {'-':>6} "
+                f"{med(rows, 'cpu') / gb / peers:9.2f} {'-':>9} {'-':>11}"
+            )
+
+        def paired(rows: list[dict[str, float]], against: list[dict[str, float]]) -> float:
+            # the ratio to the baseline run of the same round, then the median over rounds:
+            # on a shared machine the load drifts between rounds more than within one
+            return statistics.median(
+                b["seconds"] / r["seconds"] for r, b in zip(rows, against, strict=True)
+            )
+
+        for name, rows, peers, against, label in (
+            ("zfleet, 1 peer", one, 1, hand, "hand"),
+            ("zfleet, 1 peer, mutual TLS", tls, 1, hand, "hand"),
+            ("zfleet, fan-out to 2 peers", two, 2, hand, "hand, per peer"),
+            ("zfleet, fan-out to 3 peers", three, 3, hand3, "hand x3"),
+            ("sim send -> zfleet -> sim receive", e2e, 1, hand, "hand"),
+        ):
             grown = med(rows, "maxrss_mib") - med(rows, "baseline_mib")
             print(
-                f"{name:34} {rate:8.0f} {rate / base:6.2f} {med(rows, 'cpu') / gb:9.2f} "
-                f"{med(rows, 'maxrss_mib'):7.0f}Mi {grown:+9.0f}Mi"
+                f"{name:34} {rate(rows, peers):8.0f} {paired(rows, against):6.2f} "
+                f"{med(rows, 'cpu') / gb / peers:9.2f} "
+                f"{med(rows, 'maxrss_mib'):7.0f}Mi {grown:+9.0f}Mi  {label}"
             )
+        print(f"mutual TLS / plain, 1 peer: {paired(tls, one):.2f}")
+        print(
+            f"(MB/s and CPU: medians of {args.runs} runs; ratio: median over the runs of the "
+            "ratio to its baseline's run in the same round)"
+        )
         print(f"wire bytes / stream bytes: {one[0]['wire'] / size:.3f}")
         comp = [
             run_child("compress", str(path), str(64 << 20), "--level", str(args.level))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
+from collections.abc import Callable
 
 import blake3
 import msgpack
@@ -25,6 +27,7 @@ from protocol.frames import (
     compress_payload,
     encode_frame,
     encode_frame_parts,
+    payload_digest,
 )
 
 KEY = bytes(range(32))
@@ -156,6 +159,50 @@ def test_blocking_reader_reports_a_cut_frame() -> None:
         decoder.read_from(stream.read)
 
 
+def _filler(data: bytes, most: int) -> Callable[[memoryview], int]:
+    """A ``recv_into`` over ``data`` that hands out at most ``most`` bytes a call."""
+    stream = io.BytesIO(data)
+
+    def fill(view: memoryview) -> int:
+        with view[:most] as part:
+            return stream.readinto(part)
+
+    return fill
+
+
+@pytest.mark.parametrize("most", [1, 7, 4096, 1 << 20])
+def test_reader_into_its_own_buffer_gives_the_same_frames(most: int) -> None:
+    frames = _conversation()
+    fill = _filler(_wire(frames), most)
+    decoder = FrameDecoder()
+    got = []
+    while (frame := decoder.read_into(fill)) is not None:
+        got.append(frame)
+    assert got == frames
+    # payloads are the frames' own bytes, not views of the buffer the decoder reuses
+    assert all(type(f.payload) is bytes for f in got)
+
+
+def test_reader_into_its_own_buffer_reports_a_cut_or_corrupt_frame() -> None:
+    wire = _wire(_conversation()[:3])
+    decoder = FrameDecoder()
+    fill = _filler(wire[:-5], 1000)
+    assert decoder.read_into(fill) is not None
+    assert decoder.read_into(fill) is not None
+    with pytest.raises(FrameError, match="truncated inside frame 2"):
+        decoder.read_into(fill)
+    broken = bytearray(wire)
+    broken[-20] ^= 0x10
+    decoder = FrameDecoder()
+    fill = _filler(bytes(broken), 1 << 20)
+    decoder.read_into(fill)
+    decoder.read_into(fill)
+    with pytest.raises(FrameError, match="digest mismatch"):
+        decoder.read_into(fill)
+    with pytest.raises(FrameError, match="already failed"):
+        decoder.read_into(fill)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_any_flipped_bit_is_detected(data: st.DataObject) -> None:
@@ -244,7 +291,8 @@ def test_decompression_bombs_are_refused_before_expanding() -> None:
     ("fields", "message"),
     [
         ({"magic": b"HTTP"}, "bad magic"),
-        ({"version": 2}, "unsupported frame version 2"),
+        ({"version": 3}, "unsupported frame version 3"),
+        ({"flags": 0x02}, "unknown flags"),  # no-digest does not exist in version 1
         ({"kind": 99}, "unknown frame kind 99"),
         ({"flags": 0x80}, "unknown flags"),
         ({"reserved": 1}, "unknown flags"),
@@ -319,3 +367,44 @@ def test_random_splices_never_deliver_a_damaged_frame(data: st.DataObject) -> No
         pass
     # Whatever happened, only whole, unaltered frames of the original stream came out, in order.
     assert got == frames[: len(got)]
+
+
+def test_version_1_frames_are_still_read() -> None:
+    """Frames from a sender of the previous release (digest over the whole payload)."""
+    old = [
+        _raw_frame(seq=0, payload=b"raw stream bytes"),
+        _raw_frame(seq=1, flags=1, payload=_zeros_bomb(5000), plain_len=5000),
+    ]
+    frames = FrameDecoder().feed(b"".join(old))
+    assert [f.payload for f in frames] == [b"raw stream bytes", bytes(5000)]
+    tampered = bytearray(old[0])
+    tampered[PREAMBLE_SIZE + 3] ^= 0x01
+    with pytest.raises(FrameError, match="digest mismatch"):
+        FrameDecoder().feed(bytes(tampered))
+
+
+def test_version_2_digest_stands_on_the_payload_digest_computed_once() -> None:
+    prepared = compress_payload(COMPRESSIBLE, 1)
+    assert prepared.digest == payload_digest(prepared.data)
+    # two connections (different sequence numbers) share the payload's digest, not the frame's
+    a = encode_frame_parts(Frame(FrameKind.DATA, 3, {}), prepared=prepared)
+    b = encode_frame_parts(Frame(FrameKind.DATA, 4, {}), prepared=prepared)
+    assert a[0][4] == 2 and a[2] is b[2] and a[3] != b[3]
+    expected = blake3.blake3(a[0] + a[1] + payload_digest(a[2])).digest(length=DIGEST_SIZE)
+    assert a[3] == expected
+    # a Prepared whose digest does not match its data makes a frame the receiver refuses
+    forged = dataclasses.replace(prepared, digest=payload_digest(b"other"))
+    wire = encode_frame(Frame(FrameKind.DATA, 0, {}), prepared=forged)
+    with pytest.raises(FrameError, match="digest mismatch"):
+        FrameDecoder().feed(wire)
+
+
+def test_frames_without_digest_only_on_an_authenticated_transport() -> None:
+    frames = _conversation()
+    wire = b"".join(encode_frame(f, compress=True, digest=False) for f in frames)
+    assert len(wire) == len(_wire(frames)) - DIGEST_SIZE * len(frames)
+    assert FrameDecoder(authenticated_transport=True).feed(wire) == frames
+    with pytest.raises(FrameError, match="does not authenticate"):
+        FrameDecoder().feed(wire)
+    # and a digested stream still reads on an authenticated transport
+    assert FrameDecoder(authenticated_transport=True).feed(_wire(frames)) == frames

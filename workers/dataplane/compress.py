@@ -9,13 +9,14 @@ memory whatever the speed of the reader.
 from __future__ import annotations
 
 import os
-from collections import deque
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import Final, Generic, TypeVar
 
 from protocol.errors import ConfigError
-from protocol.log import in_context
+from protocol.log import context_thread
 
 T = TypeVar("T")
 
@@ -51,17 +52,70 @@ class ParallelCompressor(Generic[T]):
             for chunk in chunks:
                 yield chunk, self._compress(chunk)
             return
-        pending: deque[tuple[bytes, Future[T]]] = deque()
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="zfleet-zstd") as pool:
+        # Long-lived workers fed through C queues: per chunk one put and one get, no Future, lock
+        # or wrapper object. Every hand-over between threads is a chance for the thread holding
+        # the GIL to be switched out with it, and on a busy host that stalls the whole pipeline.
+        todo: SimpleQueue[tuple[int, bytes] | None] = SimpleQueue()
+        done: SimpleQueue[_Done[T]] = SimpleQueue()
+        stop = threading.Event()
+        workers = [
+            context_thread(
+                self._work, args=(todo, done, stop), name=f"zfleet-zstd_{i}", daemon=True
+            )
+            for i in range(self.threads)
+        ]
+        for worker in workers:
+            worker.start()
+        ready: dict[int, _Done[T]] = {}
+        sent = taken = 0
+        try:
+            for chunk in chunks:
+                todo.put((sent, chunk))
+                sent += 1
+                if sent - taken >= self.depth:
+                    yield _take(taken, ready, done)
+                    taken += 1
+            while taken < sent:
+                yield _take(taken, ready, done)
+                taken += 1
+        finally:
+            stop.set()  # a consumer that stopped early: skip what is still queued
+            for _ in workers:
+                todo.put(None)
+            for worker in workers:
+                worker.join()
+
+    def _work(
+        self,
+        todo: SimpleQueue[tuple[int, bytes] | None],
+        done: SimpleQueue[_Done[T]],
+        stop: threading.Event,
+    ) -> None:
+        while (item := todo.get()) is not None:
+            index, chunk = item
+            if stop.is_set():
+                continue
             try:
-                for chunk in chunks:
-                    pending.append((chunk, pool.submit(in_context(self._compress), chunk)))
-                    if len(pending) >= self.depth:
-                        done, future = pending.popleft()
-                        yield done, future.result()
-                while pending:
-                    done, future = pending.popleft()
-                    yield done, future.result()
-            finally:
-                for _, future in pending:
-                    future.cancel()
+                done.put(_Done(index, chunk, self._compress(chunk), None))
+            except BaseException as exc:  # handed to the consumer, raised there in order
+                done.put(_Done(index, chunk, None, exc))
+
+
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    index: int
+    chunk: bytes
+    result: T | None
+    error: BaseException | None
+
+
+def _take(index: int, ready: dict[int, _Done[T]], done: SimpleQueue[_Done[T]]) -> tuple[bytes, T]:
+    """The result for chunk ``index``, waiting for it; results that finish early wait in
+    ``ready``."""
+    while index not in ready:
+        item = done.get()
+        ready[item.index] = item
+    item = ready.pop(index)
+    if item.error is not None:
+        raise item.error
+    return item.chunk, item.result  # type: ignore[return-value]  # set whenever error is None

@@ -27,7 +27,8 @@ from workers.dataplane.session import (
     ServerContext,
     serve_stream,
 )
-from workers.dataplane.wire import Wire
+from workers.dataplane.tlsio import TlsStream
+from workers.dataplane.wire import Transport, Wire
 from workers.tls import TlsConfig, server_context
 
 log = structlog.get_logger(__name__)
@@ -157,15 +158,15 @@ class StreamServer:
     def _serve(self, sock: socket.socket, peer: str) -> None:
         try:
             sock.settimeout(HANDSHAKE_TIMEOUT)
+            conn: Transport = sock
             if self._tls is not None:
                 try:
-                    sock = self._tls.wrap_socket(sock, server_side=True)
+                    # stop() still shuts the plain socket down, which ends the TLS stream too
+                    conn = TlsStream.server(self._tls, sock)
                 except (ssl.SSLError, OSError) as exc:
                     log.warning("stream.tls_refused", peer=peer, error=str(exc))
                     return
-                with self._lock:
-                    self._connections[threading.current_thread()] = sock
-            wire = Wire(sock, peer=peer, timeout=self._stall_timeout)
+            wire = Wire(conn, peer=peer, timeout=self._stall_timeout)
             try:
                 serve_stream(wire, self._ctx)
             except ZfleetError as exc:  # only when even the ERROR frame could not go out

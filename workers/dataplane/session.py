@@ -85,9 +85,7 @@ class _StreamReader:
         if self.ended is not None:
             return None
         while True:
-            frame = expect(
-                self._wire.recv(), FrameKind.DATA, FrameKind.HEARTBEAT, FrameKind.END
-            )
+            frame = expect(self._wire.recv(), FrameKind.DATA, FrameKind.HEARTBEAT, FrameKind.END)
             if frame.kind == FrameKind.HEARTBEAT:
                 continue
             if frame.kind == FrameKind.END:
@@ -134,16 +132,12 @@ def serve_stream(wire: Wire, ctx: ServerContext) -> None:
             _serve_granted(wire, ctx, grant, hello.header)
 
 
-def _serve_granted(
-    wire: Wire, ctx: ServerContext, grant: Grant, header: Mapping[str, Any]
-) -> None:
+def _serve_granted(wire: Wire, ctx: ServerContext, grant: Grant, header: Mapping[str, Any]) -> None:
     applied = False
     try:
         result = _receive(wire, ctx, grant, header)
         applied = True
-        wire.send(
-            FrameKind.RESULT, {"snapshot": result.snapshot, "bytes": result.bytes_received}
-        )
+        wire.send(FrameKind.RESULT, {"snapshot": result.snapshot, "bytes": result.bytes_received})
         log.info("stream.applied", snapshot=result.snapshot, bytes=result.bytes_received)
     except ZfleetError as exc:
         log.warning("stream.failed", error=str(exc), error_type=type(exc).__name__)
@@ -168,9 +162,7 @@ def _check_hello(header: Mapping[str, Any], ctx: ServerContext) -> Grant:
     if grant.host != ctx.host:
         raise GrantError(f"grant is for host {grant.host!r}, this is {ctx.host!r}")
     if header.get("target") != grant.dataset:
-        raise GrantError(
-            f"grant is for dataset {grant.dataset!r}, not {header.get('target')!r}"
-        )
+        raise GrantError(f"grant is for dataset {grant.dataset!r}, not {header.get('target')!r}")
     ctx.ledger.begin(grant, wait=ctx.busy_wait)
     return grant
 

@@ -41,7 +41,8 @@ from workers.dataplane.targets import (
     TargetReport,
 )
 from workers.dataplane.throttle import Throttle
-from workers.dataplane.wire import PROTOCOL_VERSION, Wire, error_from_frame, expect
+from workers.dataplane.tlsio import TlsStream
+from workers.dataplane.wire import PROTOCOL_VERSION, Transport, Wire, error_from_frame, expect
 from workers.zfs.base import SendSpec
 
 log = structlog.get_logger(__name__)
@@ -244,13 +245,14 @@ class PeerSink(Sink):
             raise TransferInterrupted(
                 f"cannot reach {self.label} at {target.address}: {exc}"
             ) from exc
+        conn: Transport = sock
         try:
             if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=target.host)
+                conn = TlsStream.client(self._tls, sock, server_hostname=target.host)
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             raise TransferError(f"TLS handshake with {self.label} failed: {exc}") from exc
-        wire = Wire(sock, peer=self.label, timeout=self.options.stall_timeout)
+        wire = Wire(conn, peer=self.label, timeout=self.options.stall_timeout)
         self._wire = wire
         spec = target.receive
         wire.send(

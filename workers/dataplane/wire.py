@@ -1,7 +1,12 @@
-"""A framed connection: protocol/frames over a plain or TLS socket, with timeouts that mean stall.
+"""A framed connection: protocol/frames over a plain socket or a TlsStream, with timeouts that mean
+stall.
 
 Every socket operation of one connection happens on one thread (TLS objects must not be shared
-between threads), so a sender checks for a peer's early ERROR by polling between frames.
+between threads), so a sender checks for a peer's early ERROR by polling between frames. A frame
+goes out gathered (preamble, header, payload and digest in one ``sendmsg`` where the socket takes
+them, or encrypted together over TLS), in slices only under a bandwidth limit. Over mutual TLS,
+frames go without their digest (protocol/frames), since TLS's AEAD already authenticates every
+byte between the two hosts; on a plain socket every frame carries one and must.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from protocol import errors
 from protocol.errors import FrameError, TransferError, TransferInterrupted, ZfleetError
 from protocol.frames import Frame, FrameDecoder, FrameKind, Prepared, encode_frame_parts
 from workers.dataplane.throttle import Throttle
+from workers.dataplane.tlsio import TlsStream
 
 # of the conversation (frames have their own version); 2: HELLO carries the typed ReceiveSpec
 PROTOCOL_VERSION: Final = 2
@@ -26,17 +32,39 @@ PROTOCOL_VERSION: Final = 2
 _SEND_SLICE: Final = 256 * 1024
 
 
+class Transport(Protocol):
+    """What a Wire needs of its connection: a socket.socket or a tlsio.TlsStream."""
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0, /) -> int: ...
+
+    def recv(self, size: int, /) -> bytes: ...
+
+    def sendmsg(self, buffers: list[memoryview], /) -> int: ...
+
+    def settimeout(self, timeout: float | None, /) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Wire:
     """Frames in and out over ``sock``; numbering of outgoing frames is kept here."""
 
-    def __init__(self, sock: socket.socket, *, peer: str, timeout: float) -> None:
+    def __init__(self, sock: Transport, *, peer: str, timeout: float) -> None:
+        if isinstance(sock, ssl.SSLSocket):  # its sendmsg is not implemented
+            raise TransferError("a Wire runs over a tlsio.TlsStream, not an ssl.SSLSocket")
         self.sock = sock
         self.peer = peer
         self.timeout = timeout
         self.sent_bytes = 0
         self.received_bytes = 0
         self._seq = 0
-        self._decoder = FrameDecoder()
+        # mutual TLS authenticates every byte (AEAD): frame digests would check it a second time
+        self.authenticated = isinstance(sock, TlsStream)
+        self._decoder = FrameDecoder(authenticated_transport=self.authenticated)
         sock.settimeout(timeout)
 
     # -- out ---------------------------------------------------------------------------------
@@ -54,19 +82,20 @@ class Wire:
         With ``throttle`` the frame goes out in small slices at the limited rate, so that even
         a slow link keeps bytes flowing (a peer waiting for a whole frame would call it a stall).
         """
-        parts = encode_frame_parts(Frame(kind, self._seq, header or {}), prepared=prepared)
+        parts = encode_frame_parts(
+            Frame(kind, self._seq, header or {}), prepared=prepared, digest=not self.authenticated
+        )
         self._seq += 1
-        step = _SEND_SLICE if throttle is None else min(_SEND_SLICE, max(4096, throttle.rate // 4))
-        size = 0
+        size = sum(len(part) for part in parts)
+        if throttle is not None:
+            step = min(_SEND_SLICE, max(4096, throttle.rate // 4))
+        else:
+            step = size  # one gathered write; each send waits at most the timeout for room
         try:
-            for part in parts:
-                view = memoryview(part)
-                for start in range(0, len(view), step):
-                    piece = view[start : start + step]
-                    if throttle is not None:
-                        throttle.wait(len(piece), stop)
-                    self.sock.sendall(piece)
-                size += len(part)
+            for batch in _batches(parts, step):
+                if throttle is not None:
+                    throttle.wait(sum(len(view) for view in batch), stop)
+                self._send_all(batch)
         except TimeoutError as exc:
             raise TransferInterrupted(
                 f"peer {self.peer} stalled: nothing accepted for {self.timeout:g}s"
@@ -76,34 +105,41 @@ class Wire:
         self.sent_bytes += size
         return size
 
+    def _send_all(self, views: list[memoryview]) -> None:
+        """Write ``views`` in order; a socket may take part of them per call."""
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views = views[1:]
+            if sent:
+                views = [views[0][sent:], *views[1:]]
+
     # -- in ----------------------------------------------------------------------------------
-    def _read_exact(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            try:
-                size = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
-            except TimeoutError as exc:
-                raise TransferInterrupted(
-                    f"peer {self.peer} stalled: nothing received for {self.timeout:g}s"
-                ) from exc
-            except (OSError, ssl.SSLError) as exc:
-                raise TransferInterrupted(f"connection to {self.peer} lost: {exc}") from exc
-            if not size:
-                raise TransferInterrupted(
-                    f"connection to {self.peer} closed after {self.received_bytes + got} bytes"
-                )
-            got += size
-        self.received_bytes += n
-        return bytes(buf)
+    def _fill(self, view: memoryview) -> int:
+        """Read what is there (at least a byte) into ``view``; the peer's close is an interruption
+        (it never closes between frames of a conversation still going)."""
+        try:
+            size = self.sock.recv_into(view)
+        except TimeoutError as exc:
+            raise TransferInterrupted(
+                f"peer {self.peer} stalled: nothing received for {self.timeout:g}s"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise TransferInterrupted(f"connection to {self.peer} lost: {exc}") from exc
+        if not size:
+            raise TransferInterrupted(
+                f"connection to {self.peer} closed after {self.received_bytes} bytes"
+            )
+        self.received_bytes += size
+        return size
 
     def recv(self, timeout: float | None = None) -> Frame:
         """The next frame; raises TransferInterrupted on a drop or stall, FrameError if corrupt."""
         if timeout is not None:
             self.sock.settimeout(timeout)
         try:
-            frame = self._decoder.read_from(self._read_exact)
+            frame = self._decoder.read_into(self._fill)
         finally:
             if timeout is not None:
                 self.sock.settimeout(self.timeout)
@@ -113,7 +149,8 @@ class Wire:
 
     def readable(self) -> bool:
         """True when a frame (or a close) is waiting, without blocking."""
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
             return True
         try:
             ready, _, _ = select.select([self.sock], [], [], 0)
@@ -149,6 +186,27 @@ class Wire:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+
+
+def _batches(parts: list[bytes], step: int) -> list[list[memoryview]]:
+    """The frame's parts cut into batches of about ``step`` bytes; the small parts (preamble,
+    header, digest) ride along with their neighbouring payload bytes."""
+    batches: list[list[memoryview]] = []
+    batch: list[memoryview] = []
+    room = step
+    for part in parts:
+        view = memoryview(part)
+        while len(view) > 0:
+            piece = view[:room] if len(view) > room else view
+            batch.append(piece)
+            view = view[len(piece) :]
+            room -= len(piece)
+            if room <= 0:
+                batches.append(batch)
+                batch, room = [], step
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def error_from_frame(frame: Frame) -> ZfleetError:
