@@ -69,3 +69,8 @@ def config(digest: str) -> str:
 def epoch(job_name: str) -> str:
     """A replication job's fencing epoch (an integer, raised by every failover)."""
     return f"{PREFIX}:epoch:{job_name}"
+
+
+def step_record(job_id: str, step_id: str) -> str:
+    """A step's result too large for its event (a ``zfleet diff``'s entries, JSON)."""
+    return f"{PREFIX}:record:{job_id}:{step_id}"

@@ -33,6 +33,7 @@ Scheduled = Callable[[str, "FleetConfig", str, float], "Job"]
 
 # kind name -> the module that registers it (imported on first use)
 BUILTIN: Final[dict[str, str]] = {
+    "adhoc": "coordinator.adhoc",
     "sync": "coordinator.syncjob",
 }
 

@@ -19,6 +19,9 @@ The kinds known today::
     prune      PruneArgs      old snapshots destroyed, unless held, replaced or an origin
     rollback   RollbackArgs   a diverged target rolled back to its newest common snapshot
     plan       PlanArgs       runs in the coordinator: the job kind's planner appends steps
+    diff       DiffArgs       ``zfs diff`` of a snapshot against a later one or the dataset
+    clone      CloneArgs      ``zfs clone`` of a snapshot (checked by guid when known)
+    destroy    DestroyArgs    snapshots destroyed on request (``zfleet destroy``), by guid
 """
 
 from __future__ import annotations
@@ -192,3 +195,42 @@ def args_from_bytes(raw: bytes) -> StepArgs:
     if not isinstance(msg, StepArgs):
         raise MessageError(f"{type(msg).__name__} is not a step's arguments")
     return msg
+
+
+# -- the short fleet verbs' own steps (zfleet diff|clone|destroy; coordinator/adhoc.py) ---------
+
+
+@message("step.diff", version=1, strict=True)
+@dataclass(frozen=True)
+class DiffArgs(StepArgs):
+    """``zfs diff SNAPSHOT [OTHER]``: OTHER is a later snapshot, or None for the live dataset."""
+
+    KIND: ClassVar[str] = "diff"
+    snapshot: str
+    other: str | None = None
+
+
+@message("step.clone", version=1, strict=True)
+@dataclass(frozen=True)
+class CloneArgs(StepArgs):
+    """``zfs clone SNAPSHOT TARGET``; ``guid`` 0 means the snapshot arrives earlier in the job
+    (a transfer before this step), so it is not known when the step is planned."""
+
+    KIND: ClassVar[str] = "clone"
+    snapshot: str
+    target: str
+    guid: int = 0
+
+
+@message("step.destroy", version=1, strict=True)
+@dataclass(frozen=True)
+class DestroyArgs(StepArgs):
+    """``zfs destroy [-r] NAME@SNAP`` for snapshots checked by guid (a replaced one is kept)."""
+
+    KIND: ClassVar[str] = "destroy"
+    snapshots: tuple[NamedGuid, ...]
+    recursive: bool = False
+
+
+for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
+    register_step(_verb_cls)
