@@ -66,7 +66,10 @@ def ls(pattern: str, *, config_path: Path, types: tuple[str, ...], refresh: bool
        as_json: bool) -> None:  # fmt: skip
     """List [HOST:]PATTERN (or store:NAME[:PATTERN]) on every host and store of the fleet.
 
-    zfleet ls 'alpha:tank/*'    zfleet ls tank/home -t snapshot    zfleet ls store:vault
+    \b
+    zfleet ls 'alpha:tank/*'
+    zfleet ls tank/home -t snapshot
+    zfleet ls store:vault
     """
     with cli_errors():
         config = load_config(config_path)

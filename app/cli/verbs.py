@@ -133,6 +133,7 @@ def _moved(job: Job) -> int:
 def snapshot(address: str, recursive: bool, **kw: Any) -> None:
     """Snapshot HOST:DATASET[@NAME] (NAME defaults to zfleet-<UTC time>).
 
+    \b
     zfleet snapshot alpha:tank/home@before-upgrade -r
     """
     run_verb("snapshot", {"src": address, "recursive": recursive}, **kw,
