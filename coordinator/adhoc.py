@@ -120,6 +120,8 @@ def new_adhoc_job(
             or src.dataset.startswith(dst.dataset + "/")
         ):  # fmt: skip
             raise AddressError(f"{dst} overlaps {src.host}:{src.dataset}")
+        if dst.is_store and dst.dataset and dst.dataset != src.dataset:
+            raise AddressError(f"{dst}: a store keeps the source's names (use {dst.host})")
         if dst.is_store and not dst.dataset:
             p["dst"] = f"{dst.host}:{src.dataset}"  # a store keeps the source's names
         if verb == "send" and src.snapshot is None and not p.get("no_snapshot") and not dry_run:

@@ -31,6 +31,10 @@ sim_root = "/x/alpha"
 [hosts.beta]
 backend = "sim"
 sim_root = "/x/beta"
+
+[stores.cellar]
+kind = "dir"
+path = "/x/cellar"
 """
 
 
@@ -161,7 +165,9 @@ def test_the_jobs_first_steps_and_early_refusals() -> None:
     assert clone.steps["inventory-beta"].args == InventoryArgs(roots=("bk",))  # its whole pool
     ls = new_adhoc_job(CONFIG, config, "ls", {})
     # every pool of each host (and the stores, from the first)
-    assert [s.args for s in ls.steps.values()] == [InventoryArgs(roots=())] * 2
+    first, second = (s.args for s in ls.steps.values())
+    assert isinstance(first, InventoryArgs) and first.roots == ()
+    assert [r.name for r in first.stores] == ["cellar"] and second == InventoryArgs(roots=())
     for verb, params, message in [
         ("send", {"src": "alpha:tank/a", "dst": "alpha:tank/a/b"}, "overlaps"),
         ("send", {"src": "gamma:tank/a", "dst": "beta:bk/a"}, "unknown host 'gamma'"),
@@ -169,6 +175,7 @@ def test_the_jobs_first_steps_and_early_refusals() -> None:
         ("diff", {"src": "alpha:tank/a@s1", "other": "alpha:tank/b@s2"}, "two snapshots of"),
         ("clone", {"src": "alpha:tank/a", "dst": "beta:bk/w"}, "needs a snapshot"),
         ("send", {"src": "alpha:tank/a", "dst": "store:vault"}, "unknown store 'vault'"),
+        ("send", {"src": "alpha:tank/a", "dst": "store:cellar:tank/b"}, "keeps the source's"),
     ]:
         with pytest.raises(AddressError, match=message):
             new_adhoc_job(CONFIG, config, verb, params)
