@@ -68,7 +68,7 @@ def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[Fleet]:  # noqa
 
 
 def verb(fleet: Fleet, *args: str, code: int = 0) -> dict[str, Any]:
-    out = fleet.cli(*args, "--config", str(fleet.config), "--json", timeout=120)
+    out = fleet.cli(*args, "--config", str(fleet.config), "--json", timeout=240)
     assert out.returncode == code, f"{args}: {out.returncode}\n{out.stdout}\n{out.stderr}\n" \
         + fleet.logs()
     return dict(json.loads(out.stdout)) if out.stdout.strip() else {}
@@ -121,6 +121,12 @@ def test_the_short_verbs_on_a_fleet(fleet: Fleet) -> None:
     # as zfs diff: the new file, and its directory as modified
     added = [Path(c["path"]).name for c in d["changes"] if c["change"] == "+"]
     assert added == ["patch"] and {c["change"] for c in d["changes"]} <= {"+", "M"}, d["changes"]
+    shown = fleet.cli("diff", "alpha:tank/img/base@manual", f"alpha:tank/img/base@{latest}",
+                      "--config", str(fleet.config), timeout=240)  # fmt: skip
+    assert shown.returncode == 0 and "+\t" in shown.stdout and "patch" in shown.stdout, shown
+    told = fleet.cli("send", "alpha:tank/img", "beta:bk/img", "-r", "--no-snapshot",
+                     "--config", str(fleet.config), timeout=240)  # fmt: skip
+    assert told.returncode == 0 and "beta:bk/img is up to date" in told.stdout, told
     write(alpha, "tank/img/base", "later", b"x")
     live = verb(fleet, "diff", f"alpha:tank/img/base@{latest}")
     assert [Path(c["path"]).name for c in live["changes"] if c["change"] == "+"] == ["later"]
