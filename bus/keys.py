@@ -75,3 +75,6 @@ def roles(job_name: str) -> str:
     """Hash of a replication job's role state beside its epoch: ``out:<host>`` -> unix time, for
     each former primary that has not rejoined yet (no sync sends to it meanwhile)."""
     return f"{PREFIX}:roles:{job_name}"
+def step_record(job_id: str, step_id: str) -> str:
+    """A step's result too large for its event (a ``zfleet diff``'s entries, JSON)."""
+    return f"{PREFIX}:record:{job_id}:{step_id}"

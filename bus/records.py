@@ -231,3 +231,24 @@ def current_epoch(client: redis.Redis[bytes], scope: str) -> int:
         return int(raw) if raw is not None else 0
     except ValueError:
         return 0
+
+
+# -- large step results ------------------------------------------------------------------------
+# An event carries a few small values; a result with many entries (a diff) is kept here instead,
+# under the job and step, and the event only says it was stored.
+
+
+def put_step_record(
+    client: redis.Redis[bytes], job_id: str, step_id: str, data: Any, ttl: int = DONE_TTL
+) -> None:
+    client.set(keys.step_record(job_id, step_id), json.dumps(data), ex=ttl)
+
+
+def get_step_record(client: redis.Redis[bytes], job_id: str, step_id: str) -> Any | None:
+    raw = client.get(keys.step_record(job_id, step_id))
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

@@ -36,6 +36,7 @@ BUILTIN: Final[dict[str, str]] = {
     "failover": "coordinator.failover",
     "rejoin": "coordinator.rejoin",
     "switchover": "coordinator.switchover",
+    "adhoc": "coordinator.adhoc",
     "sync": "coordinator.syncjob",
 }
 

@@ -5,6 +5,7 @@ never crosses a public API without being wrapped in one of these.
 
     ZfleetError
     ├── ConfigError                  bad fleet config, settings or arguments
+    │   └── AddressError             a HOST:DATASET[@SNAP] address that cannot be used
     ├── NameError_                   a pool/dataset/snapshot/bookmark name breaks an OpenZFS rule
     ├── Unauthorized                 a request without valid credentials (bearer token, basic auth)
     ├── ProtocolError                bytes or messages that do not follow the protocol
@@ -67,6 +68,11 @@ class RetryableError(ZfleetError):
 
 class ConfigError(ZfleetError):
     """A config file, setting or argument is invalid."""
+
+
+class AddressError(ConfigError):
+    """A fleet address (``HOST:DATASET[@SNAP]``, ``store:NAME:...``) is malformed or names an
+    unknown host or store; the message shows the address and what is wrong with it."""
 
 
 class NameError_(ZfleetError):

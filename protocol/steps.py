@@ -33,6 +33,9 @@ fencing ``epoch`` it was planned under (the StepCall's epoch is what the worker 
 and the coordinator-side steps of those job kinds: ``orient`` (a sync reads who is primary),
 ``choose`` (failover: pick the successor, bump the epoch), ``handover`` (switchover: bump the
 epoch), ``rejoin-plan`` (find the common snapshots) and ``record`` (write the report).
+    diff       DiffArgs       ``zfs diff`` of a snapshot against a later one or the dataset
+    clone      CloneArgs      ``zfs clone`` of a snapshot (checked by guid when known)
+    destroy    DestroyArgs    snapshots destroyed on request (``zfleet destroy``), by guid
 """
 
 from __future__ import annotations
@@ -303,3 +306,40 @@ class RecordArgs(StepArgs):
 for _role_cls in (PromoteArgs, DemoteArgs, FenceArgs, PreserveArgs, KeepDivergedArgs, HookArgs,
                   OrientArgs, ChooseArgs, HandoverArgs, RejoinPlanArgs, RecordArgs):  # fmt: skip
     register_step(_role_cls)
+# -- the short fleet verbs' own steps (zfleet diff|clone|destroy; coordinator/adhoc.py) ---------
+
+
+@message("step.diff", version=1, strict=True)
+@dataclass(frozen=True)
+class DiffArgs(StepArgs):
+    """``zfs diff SNAPSHOT [OTHER]``: OTHER is a later snapshot, or None for the live dataset."""
+
+    KIND: ClassVar[str] = "diff"
+    snapshot: str
+    other: str | None = None
+
+
+@message("step.clone", version=1, strict=True)
+@dataclass(frozen=True)
+class CloneArgs(StepArgs):
+    """``zfs clone SNAPSHOT TARGET``; ``guid`` 0 means the snapshot arrives earlier in the job
+    (a transfer before this step), so it is not known when the step is planned."""
+
+    KIND: ClassVar[str] = "clone"
+    snapshot: str
+    target: str
+    guid: int = 0
+
+
+@message("step.destroy", version=1, strict=True)
+@dataclass(frozen=True)
+class DestroyArgs(StepArgs):
+    """``zfs destroy [-r] NAME@SNAP`` for snapshots checked by guid (a replaced one is kept)."""
+
+    KIND: ClassVar[str] = "destroy"
+    snapshots: tuple[NamedGuid, ...]
+    recursive: bool = False
+
+
+for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
+    register_step(_verb_cls)

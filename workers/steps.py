@@ -70,6 +70,8 @@ class StepContext:
     progress: Callable[[str, int, int | None], None] = lambda target, done, total: None
     push: Callable[..., Any] | None = None  # workers.dataplane.push_transfer, injected
     open_store: Callable[[StoreRef], Any] | None = None  # a workers.cloud Repository
+    # keeps a result too large for the step's event (bus.records.put_step_record)
+    save_record: Callable[[Any], None] = lambda data: None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,11 +79,13 @@ class StepContext:
 
 
 def inventory(ctx: StepContext, args: InventoryArgs) -> Result:
-    """List the roots (absent ones count as empty) and store the report for the planner."""
+    """List the roots (absent ones count as empty; none means every pool) and store the report
+    for the planner."""
     roots = list(args.roots)
     objects = []
     seen: set[str] = set()
-    for root in roots:
+    listed: list[str | None] = [*roots] or [None]
+    for root in listed:
         try:
             rows = ctx.backend.list(root)
         except DatasetNotFound:
@@ -306,4 +310,6 @@ def run_step(ctx: StepContext, args: StepArgs) -> Result:
 def is_retryable(exc: ZfleetError) -> bool:
     return isinstance(exc, RetryableError)
 
-from workers import rolesteps as _rolesteps  # noqa: E402,F401  (registers the role-change handlers)
+# The role-change and short-verb handlers register themselves (each in its own room).
+from workers import adhoc as _adhoc  # noqa: E402,F401
+from workers import rolesteps as _rolesteps  # noqa: E402,F401

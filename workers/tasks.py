@@ -220,6 +220,8 @@ def context_for(rt: HostRuntime, call: StepCall, expired: Callable[[], bool]) ->
         attempt=call.attempt, cancelled=cancelled, save_inventory=save_inventory,
         peer_address=rt.peer_address, delivered=delivered, mark_delivered=mark_delivered,
         progress=progress, push=_push_with_cancel(rt.push, cancelled), open_store=rt.open_store,
+        save_record=lambda data: records.put_step_record(rt.client, call.job_id, call.step_id,
+                                                         data),
     )  # fmt: skip
 
 
