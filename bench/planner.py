@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coordinator.config import DatasetRef, JobConfig, Target  # noqa: E402
+from coordinator.config import DatasetRef, JobConfig, JobTarget  # noqa: E402
 from coordinator.graph import Dataset, FleetGraph, HostInventory  # noqa: E402
 from coordinator.planner import plan_sync  # noqa: E402
 from workers.zfs.base import ObjType, ZfsObject  # noqa: E402
@@ -107,7 +107,7 @@ def jobs(hosts: int) -> list[JobConfig]:
     sources = hosts // 2
     return [
         JobConfig(name=f"j{h:04d}", sources=(DatasetRef(f"h{h:04d}", "tank"),),
-                  targets=(Target(host=f"h{h + sources:04d}", dataset=f"bk/h{h:04d}"),))
+                  targets=(JobTarget(host=f"h{h + sources:04d}", dataset=f"bk/h{h:04d}"),))
         for h in range(sources)
     ]  # fmt: skip
 

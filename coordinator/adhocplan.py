@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from coordinator.config import DatasetRef, JobConfig, Target
+from coordinator.config import DatasetRef, JobConfig, JobTarget
 from coordinator.engine import StepPlan
 from coordinator.graph import Dataset, FleetGraph
 from coordinator.planner import Plan, Refusal, plan_sync
@@ -57,7 +57,8 @@ def send_job_config(
     src: Address, dst: Address, *, recursive: bool, force: bool = False, mount: bool = False
 ) -> JobConfig:
     """The transient replication job one ``zfleet send`` stands for (no [jobs] entry needed)."""
-    target = Target(store=dst.store) if dst.is_store else Target(host=dst.host, dataset=dst.dataset)
+    target = (JobTarget(store=dst.store) if dst.is_store
+              else JobTarget(host=dst.host, dataset=dst.dataset))  # fmt: skip
     return JobConfig(
         name=f"send {src.host}:{src.dataset} {dst}", sources=(DatasetRef(src.host, src.dataset),),
         targets=(target,), recursive=recursive, force_rollback=force, incremental="I",

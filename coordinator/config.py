@@ -88,7 +88,7 @@ class DatasetRef:
 
 
 @dataclass(frozen=True)
-class Target:
+class JobTarget:
     """Where a job replicates to: a dataset root on a host, or an object store."""
 
     host: str | None = None
@@ -113,7 +113,7 @@ class JobConfig:
 
     name: str
     sources: tuple[DatasetRef, ...]
-    targets: tuple[Target, ...]
+    targets: tuple[JobTarget, ...]
     recursive: bool = True
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -128,7 +128,7 @@ class JobConfig:
     # [jobs.NAME.failover]: who is primary, who takes over, when (coordinator/roles.py)
     failover: FailoverRoles | None = None
 
-    def target_dataset(self, source: DatasetRef, target: Target, dataset: str) -> str:
+    def target_dataset(self, source: DatasetRef, target: JobTarget, dataset: str) -> str:
         """The dataset on ``target`` that ``dataset`` (at or under ``source``) lands in."""
         assert target.dataset is not None
         root = target.dataset
@@ -423,14 +423,14 @@ def _target(
     text: str,
     hosts: Mapping[str, HostConfig],
     stores: Mapping[str, StoreConfig],
-) -> Target:
+) -> JobTarget:
     if text.startswith(STORE_PREFIX):
         name = text[len(STORE_PREFIX) :]
         if name not in stores:
             raise w.error(path, f"unknown store {name!r} (stores: {', '.join(stores) or 'none'})")
-        return Target(store=name)
+        return JobTarget(store=name)
     ref = _ref(w, path, text, hosts)
-    return Target(host=ref.host, dataset=ref.dataset)
+    return JobTarget(host=ref.host, dataset=ref.dataset)
 
 
 def _address(w: _Where, path: tuple[str, ...], raw: Any) -> str:

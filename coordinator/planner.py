@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from coordinator.config import DatasetRef, JobConfig, Target
+from coordinator.config import DatasetRef, JobConfig, JobTarget
 from coordinator.engine import StepPlan
 from coordinator.graph import Dataset, FleetGraph, Snap
 from coordinator.retention import select_prune
@@ -149,7 +149,7 @@ class _Builder:
 
     # -- per dataset and target ----------------------------------------------------------------
     def pair(
-        self, src: DatasetRef, selected: Mapping[str, Dataset], ds: Dataset, tgt: Target
+        self, src: DatasetRef, selected: Mapping[str, Dataset], ds: Dataset, tgt: JobTarget
     ) -> None:
         tkey = tgt.host if tgt.host else store_host(tgt.store or "")
         tname = self.job.target_dataset(src, tgt, ds.name) if tgt.host else ds.name
@@ -350,7 +350,7 @@ class _Builder:
         state = self.pairs.get((pr.tkey, parent)) if parent else None
         return {state.legs[-1]} if state is not None and state.legs else set()
 
-    def _target(self, tkey: str) -> Target:
+    def _target(self, tkey: str) -> JobTarget:
         for t in self.job.targets:
             if t.host == tkey or (t.store and store_host(t.store) == tkey):
                 return t

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from bus import keys
-from coordinator.config import DatasetRef, JobConfig, Target
+from coordinator.config import DatasetRef, JobConfig, JobTarget
 from coordinator.epochs import Bump, EpochStore
 from coordinator.graph import FleetGraph
 from protocol.errors import ConfigError, RedisUnavailable
@@ -111,7 +111,7 @@ def oriented(jc: JobConfig, primary: str, *, skip: Collection[str] = ()) -> JobC
     root = replica_root(jc, primary)
     if root is None:
         raise ConfigError(f"job {jc.name}: {primary} holds none of its datasets")
-    hosts = [Target(host=src.host, dataset=src.dataset)] + [t for t in jc.targets if t.host]
+    hosts = [JobTarget(host=src.host, dataset=src.dataset)] + [t for t in jc.targets if t.host]
     targets = [t for t in hosts if t.host != primary and t.host not in skip]
     targets += [t for t in jc.targets if t.store]
     return dataclasses.replace(jc, sources=(DatasetRef(primary, root),), targets=tuple(targets))

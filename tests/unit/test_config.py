@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.config import DatasetRef, Target, load_config, parse_config
+from coordinator.config import DatasetRef, JobTarget, load_config, parse_config
 from coordinator.schedule import parse_schedule
 from protocol.errors import ConfigError
 
@@ -48,7 +48,8 @@ def test_good_config_loads_typed(tmp_path: Path) -> None:
     assert cfg.hosts["beta"].exec_prefix == ("ssh", "-o", "BatchMode=yes", "root@beta")
     job = cfg.job("images")
     assert job.sources == (DatasetRef("alpha", "tank/images"),)
-    assert job.targets == (Target(host="beta", dataset="backup/images"), Target(store="bucket"))
+    assert job.targets == (JobTarget(host="beta", dataset="backup/images"),
+                           JobTarget(store="bucket"))
     assert job.schedule is not None and job.schedule.interval == 900
     assert job.retention[0].pattern == "zfleet-*" and job.retention[0].keep == 24
     assert job.incremental == "i" and job.force_rollback

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.config import FleetConfig, Target, parse_config
+from coordinator.config import FleetConfig, JobTarget, parse_config
 from coordinator.failover import FailoverRefused, new_failover_job
 from coordinator.graph import FleetGraph
 from coordinator.planner import plan_sync
@@ -75,10 +75,11 @@ def test_a_failed_over_job_runs_from_the_new_primary_to_everyone_else() -> None:
     assert oriented(jc, "alpha") is jc
     rev = oriented(jc, "beta")
     assert (rev.sources[0].host, rev.sources[0].dataset) == ("beta", "bk/img")
-    assert rev.targets == (Target(host="alpha", dataset="tank/img"),
-                           Target(host="gamma", dataset="bk/img"))  # fmt: skip
+    assert rev.targets == (JobTarget(host="alpha", dataset="tank/img"),
+                           JobTarget(host="gamma", dataset="bk/img"))  # fmt: skip
     # a former primary out of the fleet is no target until it rejoins
-    assert oriented(jc, "beta", skip=["alpha"]).targets == (Target(host="gamma", dataset="bk/img"),)
+    gamma = JobTarget(host="gamma", dataset="bk/img")
+    assert oriented(jc, "beta", skip=["alpha"]).targets == (gamma,)
     with pytest.raises(ConfigError, match="delta holds none"):
         oriented(jc, "delta")
     assert placements(jc, "beta", ["bk/img/base"]) == {
