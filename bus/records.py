@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -252,3 +252,24 @@ def get_step_record(client: redis.Redis[bytes], job_id: str, step_id: str) -> An
         return json.loads(raw)
     except ValueError:
         return None
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+
+def schedule_last_runs(
+    client: redis.Redis[bytes], names: Collection[str]
+) -> dict[str, float | None]:
+    """When each named scheduled job last started (None: never)."""
+    out: dict[str, float | None] = {}
+    for name in names:
+        raw = client.get(keys.schedule_last(name))
+        try:
+            out[name] = float(raw) if raw is not None else None
+        except ValueError:
+            out[name] = None
+    return out
+
+
+def record_schedule_run(client: redis.Redis[bytes], name: str, now: float) -> None:
+    client.set(keys.schedule_last(name), repr(now))

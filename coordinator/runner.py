@@ -23,15 +23,16 @@ from typing import Any, Final
 import redis
 import structlog
 
-from bus import keys
+from bus import keys, records
 from bus.events import EventConsumer
 from bus.queues import STEP_TASK, queue_for
-from coordinator import engine, jobkinds, scheduler
+from coordinator import engine, jobkinds
 from coordinator.config import FleetConfig, parse_config
 from coordinator.engine import Job, RetryPolicy, Step
 from coordinator.jobstore import JobStore
 from coordinator.lease import LeaderLease
 from coordinator.locks import DatasetLocks
+from coordinator.schedule import due
 from protocol.errors import JobError, LeaseLost, ZfleetError
 from protocol.grants import new_grant, sign_grant
 from protocol.messages import StepCall, to_dict
@@ -362,14 +363,15 @@ class Coordinator:
         if not names:
             return
         running = {j.name for j in (self._load_quiet(i) for i in self.store.active_ids()) if j}
-        last = scheduler.last_runs(self.r, names)
+        last = records.schedule_last_runs(self.r, names)
         starts = jobkinds.get("sync").scheduled
-        for name in scheduler.due(self.config.parsed, last, running, now):
+        schedules = {n: j.schedule for n, j in self.config.parsed.jobs.items()}
+        for name in due(schedules, last, running, now):
             if starts is None:
                 break
             job = starts(self.config.text, self.config.parsed, name, now)
             self.store.create(job)
-            scheduler.record_run(self.r, name, now)
+            records.record_schedule_run(self.r, name, now)
             self.log.info("job.scheduled", job_id=job.id, job=name)
 
     def _load_quiet(self, job_id: str) -> Job | None:

@@ -6,6 +6,7 @@ Pure: ``next_after`` answers "when does this run next" and the scheduler loop do
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -125,3 +126,26 @@ def _cron_field(part: str, name: str, lo: int, hi: int) -> frozenset[int]:
             )
         out.update(range(a, b + 1, n))
     return frozenset(0 if (name == "weekday" and v == 7) else v for v in out)
+
+
+def due(
+    schedules: Mapping[str, Schedule | None],
+    last_runs: Mapping[str, float | None],
+    running: Collection[str],
+    now: float,
+) -> list[str]:
+    """Names of scheduled jobs whose next run time has come and that are not running.
+
+    ``schedules`` maps job names to their schedule (None: started by hand only); ``last_runs``
+    when each last started (unix seconds; the coordinator keeps them in Redis, bus.records).
+    """
+    at = datetime.fromtimestamp(now, UTC)
+    out = []
+    for name, schedule in sorted(schedules.items()):
+        if schedule is None or name in running:
+            continue
+        last = last_runs.get(name)
+        last_at = datetime.fromtimestamp(last, UTC) if last is not None else None
+        if schedule.next_after(last_at, at) <= at:
+            out.append(name)
+    return out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from coordinator.config import parse_config
-from coordinator.scheduler import due
+from coordinator.config import FleetConfig, parse_config
+from coordinator.schedule import due as due_names
 
 CONFIG = parse_config("""
 [hosts.a]
@@ -21,6 +21,10 @@ schedule = "0 * * * *"
 source = "a:p/z"
 targets = ["a:q/z"]
 """)
+
+
+def due(config: FleetConfig, last: dict[str, float], running: set[str], now: float) -> list[str]:
+    return due_names({n: j.schedule for n, j in config.jobs.items()}, last, running, now)
 
 
 def ts(h: int, m: int) -> float:
