@@ -46,10 +46,13 @@ class Fletcher4:
     machine of the other byte order.
     """
 
-    __slots__ = ("_dtype", "a", "b", "c", "d")
+    __slots__ = ("_dtype", "_wide", "a", "b", "c", "d")
 
     def __init__(self, *, byteswap: bool = False, state: Checksum = (0, 0, 0, 0)) -> None:
         self._dtype = np.dtype(">u4" if byteswap else "<u4")
+        # The words widened to 64 bits, one block at a time: reused, so a long stream does not
+        # allocate (and fault in) a fresh buffer per block.
+        self._wide: npt.NDArray[np.uint64] | None = None
         self.a, self.b, self.c, self.d = state
 
     @property
@@ -77,9 +80,13 @@ class Fletcher4:
             self.a, self.b, self.c, self.d = a & MASK, b & MASK, c & MASK, d & MASK
             return
         w = np.frombuffer(data, dtype=self._dtype, count=words)
+        if self._wide is None:
+            self._wide = np.empty(BLOCK_WORDS, dtype=np.uint64)
         for start in range(0, words, BLOCK_WORDS):
-            block = w[start : start + BLOCK_WORDS].astype(np.uint64)
-            n = block.shape[0]
+            words_in = w[start : start + BLOCK_WORDS]
+            n = words_in.shape[0]
+            block = self._wide[:n]
+            np.copyto(block, words_in)
             first = BLOCK_WORDS - n
             s_a = int(block.sum())
             s_b = int(np.dot(block, _COEF_B[first:]))
