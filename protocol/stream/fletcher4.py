@@ -26,6 +26,9 @@ MASK: Final = (1 << 64) - 1
 BLOCK_WORDS: Final = 1 << 14
 # Below this many words a Python loop beats numpy's per-call overhead (record headers' tails).
 SMALL_WORDS: Final = 48
+# From this many words on, a block is widened into the instance's reused buffer; below, a small
+# temporary is cheaper than allocating (and faulting in) that buffer for a one-off checksum.
+WIDE_MIN_WORDS: Final = 4096
 
 _m = np.arange(BLOCK_WORDS, 0, -1, dtype=np.uint64)
 # The multipliers of b, c and d for the word at position i of a block, one contiguous row each
@@ -80,13 +83,16 @@ class Fletcher4:
             self.a, self.b, self.c, self.d = a & MASK, b & MASK, c & MASK, d & MASK
             return
         w = np.frombuffer(data, dtype=self._dtype, count=words)
-        if self._wide is None:
-            self._wide = np.empty(BLOCK_WORDS, dtype=np.uint64)
         for start in range(0, words, BLOCK_WORDS):
             words_in = w[start : start + BLOCK_WORDS]
             n = words_in.shape[0]
-            block = self._wide[:n]
-            np.copyto(block, words_in)
+            if n < WIDE_MIN_WORDS:
+                block = words_in.astype(np.uint64)
+            else:
+                if self._wide is None:
+                    self._wide = np.empty(BLOCK_WORDS, dtype=np.uint64)
+                block = self._wide[:n]
+                np.copyto(block, words_in)
             first = BLOCK_WORDS - n
             s_a = int(block.sum())
             s_b = int(np.dot(block, _COEF_B[first:]))

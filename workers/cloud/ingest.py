@@ -25,6 +25,7 @@ from protocol.errors import (
     StreamFormatError,
     StreamTruncated,
 )
+from protocol.stream import Fletcher4
 from workers.cloud import manifest as mf
 from workers.cloud.leases import LEASE_TTL, Lease, check_no_prune
 from workers.cloud.packs import BlobEntry, BlobKind, PackWriter, pack_key, write_segment
@@ -32,12 +33,9 @@ from workers.cloud.records import (
     CKSUM_OFFSET,
     CKSUM_SIZE,
     HEADER_SIZE,
-    ZERO,
     Begin,
     Drr,
-    Fletcher,
     Framer,
-    fletcher4,
     pack_cksum,
     parse_begin,
 )
@@ -90,7 +88,7 @@ class StoreSink:
         self._log = log.bind(upload=self._lease.upload, repo=repo.config.id)
         self._framer = Framer()
         self._digest = repo.crypto.stream_digest()
-        self._state: Fletcher = ZERO
+        self._running = Fletcher4()  # the stream's running checksum, restarted at each BEGIN
         self._begins: list[Begin] = []
         self._last_kind: int | None = None
         self._entries: list[mf.Entry] = []
@@ -122,17 +120,19 @@ class StoreSink:
     def _record(self, kind: int, record: bytes) -> None:
         view = memoryview(record)
         header = record[:HEADER_SIZE]
+        running = self._running
         if kind == Drr.BEGIN:
             self._begins.append(parse_begin(header, self._framer.offset))
             # Every (sub)stream restarts its running checksum; BEGIN's own field is toname.
-            state = fletcher4(view[:HEADER_SIZE])
+            running.reset()
+            running.update(view[:HEADER_SIZE])
             norm, literal = header, None
             rest = view[HEADER_SIZE:]
         else:
-            state = fletcher4(view[:CKSUM_OFFSET], self._state)
+            running.update(view[:CKSUM_OFFSET])
             stored = header[CKSUM_OFFSET:]
             literal = None
-            if stored != pack_cksum(state):
+            if stored != pack_cksum(running.value):
                 # libzfs ends compound streams (and their header part) with END records that
                 # carry no checksum; any other mismatch is a damaged stream.
                 if kind != Drr.END or stored != bytes(CKSUM_SIZE):
@@ -148,7 +148,7 @@ class StoreSink:
             raise StreamFormatError(
                 "payload length is not a multiple of 4", offset=self._framer.offset
             )
-        self._state = fletcher4(rest, state)
+        running.update(rest)
         payload = view[HEADER_SIZE:]
         blob = self._blob(payload, BlobKind.DATA) if len(payload) else None
         self._last_kind = kind

@@ -33,6 +33,7 @@ from protocol.errors import (
     StreamTruncated,
     ZfsError,
 )
+from protocol.log import context_thread
 from protocol.stream import (
     BeginInfo,
     DrrType,
@@ -43,7 +44,6 @@ from protocol.stream import (
     parse_begin,
     read_records,
 )
-from protocol.log import context_thread
 from workers.zfs.base import ReceiveResult, ReceiveSink, ReceiveSpec
 
 from . import crypto, db
@@ -95,6 +95,7 @@ class _Apply:
         base: Manifest,
         master: bytes | None,
         sealed_target: bool,
+        *,
         lock: threading.RLock,
     ) -> None:
         self.pool = pool
@@ -371,7 +372,7 @@ class SimReceiveSink:
             crypt = target_ds.crypt if target_ds is not None else None
             master = bytes.fromhex(crypt["loaded"]) if crypt and crypt.get("loaded") else None
             sealed = master is None
-        applier = _Apply(self.pool, state, base_manifest, master, sealed, self.lock)
+        applier = _Apply(self.pool, state, base_manifest, master, sealed, lock=self.lock)
         kind = "incremental" if info.fromguid else "new filesystem"
         position = first.offset + first.size
         try:
