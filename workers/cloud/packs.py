@@ -212,18 +212,22 @@ class PackWriter:
     def finish(self) -> tuple[str, bytes, list[BlobEntry]]:
         """The pack's id, bytes and entries; the writer is empty afterwards."""
         self._close_group()
-        buf = bytearray()
+        # The sealed groups are joined once, at the end: a growing buffer and a final copy
+        # would hold the pack two or three times over at its peak.
+        parts: list[bytes] = []
+        offset = 0
         entries: list[BlobEntry] = []
         for fut, metas in self._groups:
             flags, sealed = fut.result()
-            offset = len(buf)
-            buf += sealed
+            parts.append(sealed)
             entries += [BlobEntry(i, k, flags, offset, len(sealed), st, n) for i, k, st, n in metas]
+            offset += len(sealed)
+        self._groups = []
         header = self._crypto.seal(msgpack.packb([e.row() for e in entries]), _HEADER_AAD)
-        buf += header
-        buf += _TRAILER.pack(len(header))
-        data = bytes(buf)
-        self._groups, self._count = [], 0
+        parts += (header, _TRAILER.pack(len(header)))
+        data = b"".join(parts)
+        del parts
+        self._count = 0
         self._sealing.clear()
         self._sealed_size = self._sealing_size = 0
         return self._crypto.content_id(data).hex(), data, entries
