@@ -127,20 +127,21 @@ def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
         for batch in _batches(repo, entries):
             blobs = reader.fetch(b for _h, b, _c in batch if b is not None)
             for header, blob, literal in batch:
+                # The bytes after what the checksum must know first (the whole BEGIN; the
+                # header of any other record) are summed in one pass, straight from ``out``.
+                start = len(out)
                 if int.from_bytes(header[:4], "little") == Drr.BEGIN:
                     running.reset()
-                    running.update(header)
                     out += header
                 else:
                     running.update(header)
-                    cksum = literal if literal is not None else pack_cksum(running.value)
-                    running.update(cksum)
                     out += header
-                    out += cksum
+                    out += literal if literal is not None else pack_cksum(running.value)
+                    start += len(header)
                 if blob is not None:
-                    payload = blobs[blob]
-                    running.update(payload)
-                    out += payload
+                    out += blobs[blob]
+                with memoryview(out) as view:
+                    running.update(view[start:])
                 if len(out) >= CHUNK_BYTES:
                     if held is not None:
                         yield held
