@@ -167,11 +167,16 @@ def put(opts: Options, streams: tuple[BinaryIO, ...], host: str, as_json: bool) 
     Several files in one call open the repository (and derive its key) once.
     """
     # Imported here: the stream codec pulls in numpy, which ls/verify/prune do not need.
+    from workers.cloud.heap import bound_heap
     from workers.cloud.ingest import StoreSink
+    from workers.cloud.targets import LocalTarget
 
+    bound_heap()
     repo = opts.open()
+    # A local pack is written inline (a file write): one pack in memory, not one per upload.
+    inflight = {"max_inflight": 0} if isinstance(repo.target, LocalTarget) else {}
     for stream in streams or (sys.stdin.buffer,):
-        sink = StoreSink(repo, host=host)
+        sink = StoreSink(repo, host=host, **inflight)
         try:
             while chunk := stream.read(READ_CHUNK):
                 sink.write(chunk)
@@ -235,8 +240,10 @@ def restore(opts: Options, snapshot: str, out_dir: Path | None, only_last: bool)
 
     Without --out-dir the chain must be a single stream (or --only-last) and goes to stdout.
     """
+    from workers.cloud.heap import bound_heap
     from workers.cloud.restore import restore_chain, restore_stream
 
+    bound_heap()
     repo = opts.open()
     chain = restore_chain(repo, snapshot)
     if only_last:

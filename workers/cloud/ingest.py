@@ -2,7 +2,8 @@
 
 ``StoreSink.write(bytes)`` is what the data plane's fan-out sender calls next to its peer sinks;
 memory stays bounded (one incomplete record, one open pack, ``max_inflight`` packs uploading on a
-small thread pool, one manifest segment). ``finish()`` commits: packs, then an index segment,
+small thread pool, or none with ``max_inflight=0``: then each pack is uploaded inline, one
+manifest segment). ``finish()`` commits: packs, then an index segment,
 then the manifest; only the manifest makes the stream visible, so an aborted or crashed upload
 leaves orphan packs (removed by prune after its lease expires) and never a half stream.
 """
@@ -182,19 +183,23 @@ class StoreSink:
     def _flush_pack(self) -> None:
         if not len(self._writer):
             return
-        pack_id, data, entries = self._writer.finish()
+        pack_id, parts, entries = self._writer.finish()
+        size = sum(map(len, parts))
         self._new_packs[pack_id] = entries
-        self._new_bytes += len(data)
+        self._new_bytes += size
         self._lease.add(pack_id)  # listed before it exists, so prune never misses it
+        if not self._max_inflight:  # uploads inline: one pack in memory at a time
+            self._upload(pack_id, parts)
+            return
         while len(self._inflight) >= self._max_inflight:
             self._inflight.popleft().result()
-        self._inflight.append(self._pool.submit(self._upload, pack_id, data))
-        self._log.debug("pack.queued", pack=pack_id[:16], bytes=len(data), blobs=len(entries))
+        self._inflight.append(self._pool.submit(self._upload, pack_id, parts))
+        self._log.debug("pack.queued", pack=pack_id[:16], bytes=size, blobs=len(entries))
 
-    def _upload(self, pack_id: str, data: bytes) -> None:
+    def _upload(self, pack_id: str, parts: tuple[bytes, ...]) -> None:
         # A conflict means same name, same bytes: another upload stored this very pack.
         with contextlib.suppress(StoreConflict):
-            self._repo.target.put_if_absent(pack_key(pack_id), data)
+            self._repo.target.put_parts_if_absent(pack_key(pack_id), parts)
 
     def _drain(self) -> None:
         while self._inflight:

@@ -209,11 +209,12 @@ class PackWriter:
         self._sealing_size += self._open_size
         self._open, self._open_meta, self._open_size = [], [], 0
 
-    def finish(self) -> tuple[str, bytes, list[BlobEntry]]:
-        """The pack's id, bytes and entries; the writer is empty afterwards."""
+    def finish(self) -> tuple[str, tuple[bytes, ...], list[BlobEntry]]:
+        """The pack's id, bytes (as parts, in order: joined they are the pack) and entries;
+        the writer is empty afterwards."""
         self._close_group()
-        # The sealed groups are joined once, at the end: a growing buffer and a final copy
-        # would hold the pack two or three times over at its peak.
+        # The sealed groups are never joined: a growing buffer and a final copy would hold the
+        # pack two or three times over at its peak (Target.put_parts_if_absent takes parts).
         parts: list[bytes] = []
         offset = 0
         entries: list[BlobEntry] = []
@@ -225,12 +226,10 @@ class PackWriter:
         self._groups = []
         header = self._crypto.seal(msgpack.packb([e.row() for e in entries]), _HEADER_AAD)
         parts += (header, _TRAILER.pack(len(header)))
-        data = b"".join(parts)
-        del parts
         self._count = 0
         self._sealing.clear()
         self._sealed_size = self._sealing_size = 0
-        return self._crypto.content_id(data).hex(), data, entries
+        return self._crypto.content_id_of_parts(parts).hex(), tuple(parts), entries
 
 
 def _entries_from_rows(rows: object, what: str) -> list[BlobEntry]:
