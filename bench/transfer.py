@@ -149,7 +149,7 @@ class DiscardBackend:
 
 
 def child_zfleet(path: Path, level: int, peers: int, tls: bool) -> dict[str, float]:
-    from coordinator.cli.ca import init_ca, issue_host
+    from app.cli.ca import init_ca, issue_host
     from workers.dataplane.sender import SendOptions, push_transfer
     from workers.dataplane.server import StreamServer
     from workers.tls import TlsConfig, client_context

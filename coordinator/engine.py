@@ -17,17 +17,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from coordinator.planner import StepPlan
-from protocol.errors import JobError
+from bus.records import StepStatus
+from protocol.errors import JobError, MessageError
 from protocol.messages import StepEvent, StepState
+from protocol.steps import StepArgs, args_from_data, args_to_data
 
-PENDING: Final = "pending"
-SUBMITTED: Final = "submitted"
-RUNNING: Final = "running"
-SUCCEEDED: Final = "succeeded"
-FAILED: Final = "failed"
-BLOCKED: Final = "blocked"
-CANCELLED: Final = "cancelled"
+# The step states are bus.records.StepStatus (workers read them too); short names for the engine.
+PENDING: Final = StepStatus.PENDING
+SUBMITTED: Final = StepStatus.SUBMITTED
+RUNNING: Final = StepStatus.RUNNING
+SUCCEEDED: Final = StepStatus.SUCCEEDED
+FAILED: Final = StepStatus.FAILED
+BLOCKED: Final = StepStatus.BLOCKED
+CANCELLED: Final = StepStatus.CANCELLED
 TERMINAL: Final = frozenset({SUCCEEDED, FAILED, BLOCKED, CANCELLED})
 UNSUCCESSFUL: Final = frozenset({FAILED, BLOCKED, CANCELLED})
 
@@ -36,6 +38,28 @@ JOB_SUCCEEDED: Final = "succeeded"
 JOB_FAILED: Final = "failed"
 JOB_CANCELLED: Final = "cancelled"
 JOB_TERMINAL: Final = frozenset({JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED})
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One node of the DAG, as a planner makes it. ``host`` None means the coordinator runs it.
+
+    ``args`` is the step's typed message (protocol/steps.py); its kind is the step's kind.
+    ``always`` steps run once their dependencies are finished whatever the outcome (releasing
+    holds); ``writes`` names the ``host:dataset`` pairs the step may change (for locks).
+    """
+
+    id: str
+    host: str | None
+    args: StepArgs
+    deps: tuple[str, ...] = ()
+    always: bool = False
+    estimate: int = 0
+    writes: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return self.args.KIND
 
 
 @dataclass(frozen=True)
@@ -58,7 +82,7 @@ class Step:
     id: str
     kind: str
     host: str | None
-    args: dict[str, Any]
+    args: StepArgs
     deps: list[str] = field(default_factory=list)
     always: bool = False
     estimate: int = 0
@@ -77,19 +101,27 @@ class Step:
     @classmethod
     def from_plan(cls, plan: StepPlan) -> Step:
         return cls(
-            id=plan.id, kind=plan.kind, host=plan.host, args=dict(plan.args),
+            id=plan.id, kind=plan.kind, host=plan.host, args=plan.args,
             deps=list(plan.deps), always=plan.always, estimate=plan.estimate,
             writes=list(plan.writes),
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         # shallow: it is serialised at once, and asdict's deep copy dominated the loop's time
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["args"] = args_to_data(self.args)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Step:
+        """A stored step; a JobError when its arguments are not a step message this side knows."""
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        try:
+            values["args"] = args_from_data(values.get("args") or {})
+        except MessageError as exc:
+            raise JobError(f"step {data.get('id')!r} is stored damaged: {exc}") from exc
+        return cls(**values)
 
 
 @dataclass

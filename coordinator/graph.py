@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from workers.zfs.base import ObjType, ZfsObject
+from protocol.zfs import ObjType, ZfsObject
 
 _DATASET_TYPES: Final = (ObjType.FILESYSTEM, ObjType.VOLUME)
 

@@ -2,36 +2,49 @@
 
 Only the active coordinator writes a running job's state; ``create`` and ``request_cancel`` are
 safe for anyone (the CLI). JSON values, so ``redis-cli hgetall zfleet:job:<id>`` is readable.
+
+A finished job's hash expires after the store's retention (``job_retention`` setting, a week by
+default); ``recent`` forgets ids whose hash expired. A job's fleet config is kept once per
+content (``zfleet:config:<sha256>``), not in every job: a job scheduled every few minutes would
+otherwise store the same file thousands of times.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 import redis
 
-from coordinator import keys
+from bus import keys, records
 from coordinator.engine import Job, Step
-from protocol.errors import JobError, MessageError
-from protocol.messages import InventoryReport, decode, encode
+from protocol.errors import JobError
+from protocol.zfs import InventoryReport
 
-_META = "meta"
-_STEP = "step:"
+_META: Final = records.META_FIELD
+_STEP: Final = records.STEP_FIELD
+DEFAULT_RETENTION: Final = 7 * 86400.0
 
 
 class JobStore:
     """Reads and writes jobs, inventories and progress in Redis."""
 
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+    def __init__(self, client: redis.Redis[bytes], retention: float = DEFAULT_RETENTION) -> None:
         self.r = client
+        self.retention = retention
 
     # -- jobs -------------------------------------------------------------------------------
     def create(self, job: Job) -> None:
         """Store a new job and hand it to the coordinator (it becomes active)."""
         pipe = self.r.pipeline(transaction=True)
+        text = job.options.pop("config", None)
+        if isinstance(text, str):
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            job.options["config_sha"] = digest
+            # outlives every job that names it: refreshed by each new job using it
+            pipe.set(keys.config(digest), text, ex=int(self.retention) + 86400)
         self._write(pipe, job, job.steps.values())
         pipe.zadd(keys.JOBS_ALL, {job.id: job.created})
         pipe.sadd(keys.JOBS_ACTIVE, job.id)
@@ -46,6 +59,8 @@ class JobStore:
         self._write(p, job, job.steps.values() if steps is None else steps)
         if job.done:
             p.srem(keys.JOBS_ACTIVE, job.id)
+            p.expire(keys.job(job.id), int(self.retention))
+            p.expire(keys.progress(job.id), int(self.retention))
         if own:
             p.execute()
 
@@ -80,16 +95,43 @@ class JobStore:
     def active_ids(self) -> list[str]:
         return sorted(m.decode() for m in self.r.smembers(keys.JOBS_ACTIVE))
 
+    def config_text(self, job: Job) -> str:
+        """The fleet config the job was started with; JobError when it is gone."""
+        digest = job.options.get("config_sha")
+        if isinstance(digest, str):
+            raw = self.r.get(keys.config(digest))
+            if raw is None:
+                raise JobError(f"job {job.id}: its fleet config {digest[:12]} has expired")
+            return raw.decode()
+        text = job.options.get("config")  # jobs stored before configs were kept apart
+        if not isinstance(text, str):
+            raise JobError(f"job {job.id} carries no config")
+        return text
+
     def recent(self, limit: int = 20) -> list[Job]:
-        """The newest ``limit`` jobs, newest first."""
+        """The newest ``limit`` jobs, newest first (ids whose job expired are forgotten)."""
         ids = [i.decode() for i in self.r.zrevrange(keys.JOBS_ALL, 0, limit - 1)]
         out = []
         for job_id in ids:
             try:
                 out.append(self.load(job_id))
             except JobError:
-                continue  # expired or removed while we listed
+                if not self.r.exists(keys.job(job_id)):
+                    self.r.zrem(keys.JOBS_ALL, job_id)  # expired: forget the id too
         return out
+
+    def forget_expired(self, batch: int = 500) -> int:
+        """Drop the ids of the oldest jobs whose hash expired; returns how many."""
+        ids = [i.decode() for i in self.r.zrange(keys.JOBS_ALL, 0, batch - 1)]
+        if not ids:
+            return 0
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.exists(keys.job(job_id))
+        gone = [i for i, alive in zip(ids, pipe.execute(), strict=True) if not alive]
+        if gone:
+            self.r.zrem(keys.JOBS_ALL, *gone)
+        return len(gone)
 
     def resolve(self, prefix: str) -> str:
         """The full id of the job whose id starts with ``prefix`` (unique), or a JobError."""
@@ -106,30 +148,18 @@ class JobStore:
     # -- cancel -----------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
         self.load(job_id)  # a JobError for an unknown id
-        self.r.set(keys.cancel(job_id), str(time.time()), ex=7 * 86400)
+        records.request_cancel(self.r, job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
-        return bool(self.r.exists(keys.cancel(job_id)))
+        return records.cancel_requested(self.r, job_id)
 
     # -- inventories and progress -------------------------------------------------------------
     def inventory(self, host: str, job_id: str | None = None) -> InventoryReport | None:
         """The latest inventory of ``host`` (or the one taken for ``job_id``), if any."""
-        raw = self.r.get(keys.inventory(host, job_id))
-        if raw is None:
-            return None
-        try:
-            return decode(raw, InventoryReport)
-        except MessageError:
-            return None  # a damaged report is as good as none: the next inventory replaces it
+        return records.get_inventory(self.r, host, job_id)
 
     def put_inventory(self, report: InventoryReport, job_id: str | None = None) -> None:
-        data = encode(report)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(keys.inventory(report.host), data)
-        if job_id:
-            pipe.set(keys.inventory(report.host, job_id), data, ex=7 * 86400)
-        pipe.execute()
+        records.put_inventory(self.r, report, job_id)
 
     def progress(self, job_id: str) -> dict[str, dict[str, Any]]:
-        raw: dict[bytes, bytes] = self.r.hgetall(keys.progress(job_id))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return records.read_progress(self.r, job_id)

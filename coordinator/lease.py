@@ -1,4 +1,4 @@
-"""The leader lease: one active coordinator at a time (SET NX PX, renewed by its owner only).
+"""The leader lease: one active coordinator at a time (a compare-and-set lease, bus/lease.py).
 
 A coordinator that dies stops renewing, and another takes over once the lease expires; one that
 cannot renew in time (paused, partitioned) learns it lost the lease and stops acting.
@@ -6,26 +6,11 @@ cannot renew in time (paused, partitioned) learns it lost the lease and stops ac
 
 from __future__ import annotations
 
-from typing import Any, Final
-
 import redis
 
-from coordinator import keys
+from bus import keys
+from bus.lease import Cas
 from protocol.errors import LeaseLost
-
-# Renew or release only while we still own it: compare and act in one step.
-_RENEW: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 class LeaderLease:
@@ -38,19 +23,15 @@ class LeaderLease:
         self.ttl_ms = ttl_ms
         self.key = key
         self.held = False
-        self._renew: Any = client.register_script(_RENEW)
-        self._release: Any = client.register_script(_RELEASE)
+        self.cas = Cas(client)
 
     def acquire(self) -> bool:
         """Take the lease if it is free (or already ours); True when we hold it."""
-        if self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms):
-            self.held = True
-        else:
-            self.held = self.renew_if_ours()
+        self.held = self.cas.take(self.key, self.owner, self.ttl_ms) or self.renew_if_ours()
         return self.held
 
     def renew_if_ours(self) -> bool:
-        return bool(self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
+        return self.cas.renew(self.key, self.owner, self.ttl_ms)
 
     def renew(self) -> None:
         """Extend the lease; LeaseLost when someone else holds it now."""
@@ -60,9 +41,8 @@ class LeaderLease:
 
     def release(self) -> None:
         if self.held:
-            self._release(keys=[self.key], args=[self.owner])
+            self.cas.release(self.key, self.owner)
             self.held = False
 
     def holder(self) -> str | None:
-        raw = self.r.get(self.key)
-        return raw.decode() if isinstance(raw, bytes) else None
+        return self.cas.holder(self.key)

@@ -7,25 +7,11 @@ A lock whose owner is no longer running (finished, cancelled, vanished) is stale
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Final
 
 import redis
 
-from coordinator import keys
-
-_TAKE_STALE: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  redis.call('set', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
+from bus import keys
+from bus.lease import Cas
 
 
 class DatasetLocks:
@@ -33,8 +19,7 @@ class DatasetLocks:
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self.r = client
-        self._take_stale: Any = client.register_script(_TAKE_STALE)
-        self._release: Any = client.register_script(_RELEASE)
+        self.cas = Cas(client)
 
     def acquire_all(
         self, job_id: str, resources: Iterable[str], alive: Callable[[str], bool]
@@ -44,14 +29,13 @@ class DatasetLocks:
         conflicts: dict[str, str] = {}
         for res in sorted(set(resources)):
             key = keys.dataset_lock(res)
-            if self.r.set(key, job_id, nx=True):
+            if self.cas.take(key, job_id):
                 taken.append(res)
                 continue
-            raw = self.r.get(key)
-            owner = raw.decode() if isinstance(raw, bytes) else ""
+            owner = self.cas.holder(key) or ""
             if owner == job_id:
                 continue
-            if owner and not alive(owner) and self._take_stale(keys=[key], args=[owner, job_id]):
+            if owner and not alive(owner) and self.cas.swap(key, owner, job_id):
                 taken.append(res)
                 continue
             conflicts[res] = owner
@@ -61,8 +45,7 @@ class DatasetLocks:
 
     def release_all(self, job_id: str, resources: Iterable[str]) -> None:
         for res in set(resources):
-            self._release(keys=[keys.dataset_lock(res)], args=[job_id])
+            self.cas.release(keys.dataset_lock(res), job_id)
 
     def owner(self, resource: str) -> str | None:
-        raw = self.r.get(keys.dataset_lock(resource))
-        return raw.decode() if isinstance(raw, bytes) else None
+        return self.cas.holder(keys.dataset_lock(resource))

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from coordinator import keys
+from bus import keys
 from coordinator.config import FleetConfig, load_config
 from coordinator.engine import Job
 from coordinator.graph import FleetGraph
@@ -163,7 +163,7 @@ class FleetCollector(Collector):
 
 def fleet_graph(store: JobStore, config: FleetConfig) -> FleetGraph:
     """The fleet graph from the latest inventories in Redis: every host's and every store's."""
-    from coordinator.cli.status import load_graph
+    from coordinator.fleetstatus import load_graph
 
     graph = load_graph(store, config)
     for name in sorted(config.stores):

@@ -19,10 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from coordinator.config import DatasetRef, JobConfig, Target
+from coordinator.engine import StepPlan
 from coordinator.graph import Dataset, FleetGraph, Snap
 from coordinator.retention import select_prune
 from coordinator.selection import order_datasets, select_datasets
 from protocol.errors import PlanRefused
+from protocol.steps import (
+    HoldArgs,
+    InventoryArgs,
+    PlanArgs,
+    PruneArgs,
+    ReleaseArgs,
+    RollbackArgs,
+    SnapshotArgs,
+    TransferArgs,
+    TransferTarget,
+)
+from protocol.zfs import SendSpec
 
 __all__ = [
     "HOLD", "INVENTORY", "PLAN", "PRUNE", "RELEASE", "ROLLBACK", "SNAPSHOT", "TRANSFER", "Plan",
@@ -30,15 +43,15 @@ __all__ = [
     "select_datasets", "store_host",
 ]  # fmt: skip  (selection's two are re-exported: callers pick datasets as the planner does)
 
-# Step kinds; the worker side (workers/steps.py) has one function per kind.
-INVENTORY: Final = "inventory"
-SNAPSHOT: Final = "snapshot"
-HOLD: Final = "hold"
-TRANSFER: Final = "transfer"
-RELEASE: Final = "release"
-PRUNE: Final = "prune"
-ROLLBACK: Final = "rollback"
-PLAN: Final = "plan"  # runs inside the coordinator, not on a host
+# Step kinds, as their messages name them (protocol/steps.py is the one definition).
+INVENTORY: Final = InventoryArgs.KIND
+SNAPSHOT: Final = SnapshotArgs.KIND
+HOLD: Final = HoldArgs.KIND
+TRANSFER: Final = TransferArgs.KIND
+RELEASE: Final = ReleaseArgs.KIND
+PRUNE: Final = PruneArgs.KIND
+ROLLBACK: Final = RollbackArgs.KIND
+PLAN: Final = PlanArgs.KIND  # runs inside the coordinator, not on a host
 
 
 def hold_tag(job_id: str) -> str:
@@ -53,24 +66,6 @@ def store_host(store: str) -> str:
 
 def is_store(host: str) -> bool:
     return host.startswith("store:")
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """One node of the DAG. ``host`` None means the coordinator runs it itself.
-
-    ``always`` steps run once their dependencies are finished whatever the outcome (releasing
-    holds); ``writes`` names the ``host:dataset`` pairs the step may change (for locks).
-    """
-
-    id: str
-    kind: str
-    host: str | None
-    args: Mapping[str, Any]
-    deps: tuple[str, ...] = ()
-    always: bool = False
-    estimate: int = 0
-    writes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,11 +104,11 @@ class Plan:
 class _Leg:
     host: str
     source: str
-    send: dict[str, Any]
+    send: SendSpec
     to_guid: int
     from_guid: int
     estimate: int
-    targets: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[TransferTarget] = field(default_factory=list)
     deps: set[tuple[Any, ...]] = field(default_factory=set)
     holds: set[str] = field(default_factory=set)  # hosts whose hold step must come first
 
@@ -213,7 +208,7 @@ class _Builder:
                 )  # fmt: skip
             otarget = (origin_src.name if is_store(tkey)
                        else self.job.target_dataset(src, self._target(tkey), origin_src.name))
-            send = {"snapshot": first.name, "from_snap": ds.origin, "intermediates": False}
+            send = SendSpec(snapshot=first.name, from_snap=ds.origin, intermediates=False)
             key = self._leg(
                 pr, send, guids=(first.guid, origin_src.snap_guids[oi]), estimate=first.written,
                 origin=f"{otarget}@{ds.origin_short}", deps=deps,
@@ -228,7 +223,7 @@ class _Builder:
                     f"{src.host}:{ds.name} is a clone of {ds.origin}, which this job does not "
                     "replicate: it is sent as a full copy"
                 )
-            send = {"snapshot": first.name, "from_snap": None, "intermediates": False}
+            send = SendSpec(snapshot=first.name, from_snap=None, intermediates=False)
             key = self._leg(
                 pr, send, guids=(first.guid, 0), estimate=first.referenced, deps=deps
             )
@@ -283,8 +278,8 @@ class _Builder:
             if diverged and not is_store(tkey):
                 self.rollbacks.append(
                     StepPlan(
-                        id=f"rollback{len(self.rollbacks):04d}", kind=ROLLBACK, host=tkey,
-                        args={"snapshot": common.name, "guid": common.guid},
+                        id=f"rollback{len(self.rollbacks):04d}", host=tkey,
+                        args=RollbackArgs(snapshot=common.name, guid=common.guid),
                         writes=(f"{tkey}:{tname}",),
                     )
                 )  # fmt: skip
@@ -300,7 +295,7 @@ class _Builder:
                 self.up_to_date.append(f"{tkey}:{tname}")
                 return None
             snap = ds.snap(nxt)
-            send = {"snapshot": snap.name, "from_snap": bookmark.name, "intermediates": False}
+            send = SendSpec(snapshot=snap.name, from_snap=bookmark.name, intermediates=False)
             key = self._leg(
                 pr, send, guids=(snap.guid, bookmark.guid), estimate=snap.written,
                 force=diverged, deps=self._parent_deps(pr),
@@ -315,7 +310,7 @@ class _Builder:
 
     def _full_over(self, pr: _Pair) -> None:
         first = pr.ds.snap(0)
-        send = {"snapshot": first.name, "from_snap": None, "intermediates": False}
+        send = SendSpec(snapshot=first.name, from_snap=None, intermediates=False)
         key = self._leg(pr, send, guids=(first.guid, 0), estimate=first.referenced, force=True)
         pr.state.legs.append(key)
         self._chain(pr, 0, force=False)
@@ -333,7 +328,7 @@ class _Builder:
             hops = [(k, k + 1) for k in range(start, end)]
         for a, b in hops:
             base, top = ds.snap(a), ds.snap(b)
-            send = {"snapshot": top.name, "from_snap": base.name, "intermediates": b - a > 1}
+            send = SendSpec(snapshot=top.name, from_snap=base.name, intermediates=b - a > 1)
             estimate = sum(ds.snap_written[a + 1 : b + 1])
             deps = {state.legs[-1]} if state.legs else self._parent_deps(pr)
             key = self._leg(
@@ -372,7 +367,7 @@ class _Builder:
     def _leg(
         self,
         pr: _Pair,
-        send: dict[str, Any],
+        send: SendSpec,
         *,
         guids: tuple[int, int],
         estimate: int,
@@ -381,15 +376,15 @@ class _Builder:
         deps: set[tuple[Any, ...]] | None = None,
     ) -> tuple[Any, ...]:
         """The (possibly shared) send ``send`` from the source, with ``pr``'s target added."""
-        key = (pr.src.host, send["snapshot"], send["from_snap"], send["intermediates"])
+        key = (pr.src.host, send)
         leg = self.legs.get(key)
         if leg is None:
             leg = _Leg(pr.src.host, pr.ds.name, send, guids[0], guids[1], estimate)
             self.legs[key] = leg
         # no_mount (a missing one means mount: what a worker did before the option existed)
         no_mount = not self.job.mount_targets and pr.ds.type == "filesystem"
-        leg.targets.append({"host": pr.tkey, "dataset": pr.tname, "force": force, "origin": origin,
-                            "no_mount": no_mount})  # fmt: skip
+        leg.targets.append(TransferTarget(host=pr.tkey, dataset=pr.tname, force=force,
+                                          origin=origin, no_mount=no_mount))  # fmt: skip
         deps = deps or set()
         leg.deps.update(deps)
         return key
@@ -415,8 +410,8 @@ class _Builder:
             hold_ids[host] = sid
             steps.append(
                 StepPlan(
-                    id=sid, kind=HOLD, host=host,
-                    args={"tag": tag, "snapshots": sorted(existing.items())},
+                    id=sid, host=host,
+                    args=HoldArgs(tag=tag, snapshots=tuple(sorted(existing.items()))),
                 )
             )  # fmt: skip
         steps.extend(self.rollbacks)
@@ -426,16 +421,16 @@ class _Builder:
             leg = self.legs[key]
             deps = sorted({ids[d] for d in leg.deps if d != key})
             deps += sorted(hold_ids[h] for h in leg.holds if h in hold_ids)
-            hosts = {leg.host, *(t["host"] for t in leg.targets)}
+            hosts = {leg.host, *(t.host for t in leg.targets)}
             for h in hosts:
                 touching.setdefault(h, []).append(sid)
             steps.append(
                 StepPlan(
-                    id=sid, kind=TRANSFER, host=leg.host,
-                    args={"source": leg.source, "send": leg.send, "to_guid": leg.to_guid,
-                          "from_guid": leg.from_guid, "targets": leg.targets},
+                    id=sid, host=leg.host,
+                    args=TransferArgs(source=leg.source, send=leg.send, to_guid=leg.to_guid,
+                                      from_guid=leg.from_guid, targets=tuple(leg.targets)),
                     deps=tuple(dict.fromkeys(deps)), estimate=leg.estimate,
-                    writes=tuple(f"{t['host']}:{t['dataset']}" for t in leg.targets),
+                    writes=tuple(t.label for t in leg.targets),
                 )
             )  # fmt: skip
         release_ids: dict[str, str] = {}
@@ -444,8 +439,8 @@ class _Builder:
             release_ids[host] = rid
             steps.append(
                 StepPlan(
-                    id=rid, kind=RELEASE, host=host,
-                    args={"tag": tag, "snapshots": sorted(self.holds[host].items())},
+                    id=rid, host=host,
+                    args=ReleaseArgs(tag=tag, snapshots=tuple(sorted(self.holds[host].items()))),
                     deps=(sid, *touching.get(host, [])), always=True,
                 )
             )  # fmt: skip
@@ -491,7 +486,7 @@ class _Builder:
         if not self.job.retention:
             return []
         origins: set[str] = {d.origin for d in self.graph if d.origin}
-        per_host: dict[str, list[list[Any]]] = {}
+        per_host: dict[str, list[tuple[str, int]]] = {}
         for (host, name), protected in sorted(self.protect.items()):
             if (host, name) in self.no_prune or is_store(host):
                 continue  # refused targets stay as they are; stores prune with `zfleet cloud`
@@ -500,7 +495,7 @@ class _Builder:
             keep = set(protected) | {s.guid for s in snaps if s.name in origins}
             doomed = select_prune(snaps, self.job.retention, keep)
             # names on the target are the target's, with the source's short names
-            per_host.setdefault(host, []).extend([f"{name}@{s.short}", s.guid] for s in doomed)
+            per_host.setdefault(host, []).extend((f"{name}@{s.short}", s.guid) for s in doomed)
         out = []
         for host, destroy in sorted(per_host.items()):
             if not destroy:
@@ -508,7 +503,7 @@ class _Builder:
             deps = [release_ids[host]] if host in release_ids else list(touching.get(host, []))
             out.append(
                 StepPlan(
-                    id=f"prune-{host}", kind=PRUNE, host=host, args={"destroy": destroy},
+                    id=f"prune-{host}", host=host, args=PruneArgs(destroy=tuple(destroy)),
                     deps=tuple(deps), writes=tuple(sorted({f"{host}:{d[0].split('@')[0]}"
                                                            for d in destroy})),
                 )

@@ -12,7 +12,7 @@ Usable in-process: ``Coordinator(...).run(stop_event)`` in a thread, or ``tick()
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import threading
 import time
 import uuid
@@ -23,18 +23,19 @@ from typing import Any, Final
 import redis
 import structlog
 
-from coordinator import engine, keys, scheduler
+from bus import keys
+from bus.events import EventConsumer
+from bus.queues import STEP_TASK, queue_for
+from coordinator import engine, jobkinds, scheduler
 from coordinator.config import FleetConfig, parse_config
 from coordinator.engine import Job, RetryPolicy, Step
-from coordinator.events import EventConsumer
 from coordinator.jobstore import JobStore
 from coordinator.lease import LeaderLease
 from coordinator.locks import DatasetLocks
-from coordinator.planner import PLAN, TRANSFER
-from coordinator.syncjob import expand, new_sync_job, plan_job
 from protocol.errors import JobError, LeaseLost, ZfleetError
 from protocol.grants import new_grant, sign_grant
 from protocol.messages import StepCall, to_dict
+from protocol.steps import StepArgs, StoreRef, TransferArgs, args_to_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -43,11 +44,12 @@ Submit = Callable[[str, StepCall], None]
 LOST_GRACE: Final = 10.0
 # A grant must outlive the queue wait and the stream's start, not the whole stream.
 GRANT_TTL: Final = 6 * 3600.0
+# How often the leader trims acknowledged events and forgets expired jobs.
+HOUSEKEEPING_EVERY: Final = 60.0
 
 
 def celery_submitter(app: Any) -> Submit:
     """Send step calls as ``zfleet.step`` tasks to the host's queue."""
-    from workers.celery_app import STEP_TASK, queue_for
 
     def submit(host: str, call: StepCall) -> None:
         app.send_task(STEP_TASK, args=[to_dict(call)], queue=queue_for(host))
@@ -76,11 +78,12 @@ class Coordinator:
         block_ms: int = 500,
         grant_secret: bytes | None = None,
         grant_ttl: float = GRANT_TTL,
+        job_retention: float | None = None,
     ) -> None:
         self.r = client
         self.submit = submit
         self.owner = owner or f"coordinator-{uuid.uuid4().hex[:8]}"
-        self.store = JobStore(client)
+        self.store = JobStore(client) if job_retention is None else JobStore(client, job_retention)
         self.events = EventConsumer(client, self.owner)
         self.lease = LeaderLease(client, self.owner, lease_ttl_ms)
         self.locks = DatasetLocks(client)
@@ -94,6 +97,7 @@ class Coordinator:
                 text = fh.read()
             self.config = _Config(text, parse_config(text, source=config_path))
         self._renewed = 0.0
+        self._housekept = 0.0
         self._waiting_logged: set[str] = set()
         self._jobs: dict[str, Job] = {}
         self.log = log.bind(coordinator=self.owner)
@@ -139,6 +143,10 @@ class Coordinator:
                 self.log.warning("job.unloadable", job_id=job_id, error=str(exc))
                 self.r.srem(keys.JOBS_ACTIVE, job_id)
         self.start_scheduled(t)
+        if time.monotonic() - self._housekept > HOUSEKEEPING_EVERY:
+            self._housekept = time.monotonic()
+            self.events.trim_acknowledged()
+            self.store.forget_expired()
 
     # -- events ----------------------------------------------------------------------------
     def apply_events(self) -> None:
@@ -216,10 +224,11 @@ class Coordinator:
 
     def _send(self, job: Job, step: Step, *, save: bool = True) -> None:
         assert step.host is not None
-        args = self._with_grants(job, step) if step.kind == TRANSFER else step.args
+        args = self._with_grants(job, step.id, step.attempt, step.args)
         call = StepCall(
-            job_id=job.id, step_id=step.id, attempt=step.attempt, step_kind=step.kind,
-            host=step.host, args_json=json.dumps(args, sort_keys=True),
+            job_id=job.id, step_id=step.id, attempt=step.attempt, host=step.host,
+            args=args_to_bytes(args), epoch=int(job.options.get("epoch", 0)),
+            time_limit=float(job.options.get("step_time_limit", 0.0)),
         )  # fmt: skip
         self.submit(step.host, call)
         step.sent_at = time.time()
@@ -228,24 +237,31 @@ class Coordinator:
         self.log.info("step.submitted", job_id=job.id, step_id=step.id, host=step.host,
                       kind=step.kind, attempt=step.attempt)  # fmt: skip
 
-    def _with_grants(self, job: Job, step: Step) -> dict[str, Any]:
-        """The transfer's arguments with a grant per target, signed for this attempt only."""
-        if self.grant_secret is None and not job.options.get("stores"):
-            return step.args
-        targets = []
+    def _with_grants(self, job: Job, step_id: str, attempt: int, args: StepArgs) -> StepArgs:
+        """A transfer's arguments with a grant per peer, signed for this attempt only, and
+        each store target's location; any other step's arguments as they are."""
+        if not isinstance(args, TransferArgs):
+            return args
         stores = job.options.get("stores", {})
-        for t in step.args.get("targets", []):
-            if str(t["host"]).startswith("store:"):
-                targets.append({**t, "store": stores.get(str(t["host"])[len("store:") :])})
+        targets = []
+        for t in args.targets:
+            if t.is_store:
+                desc = stores.get(t.host[len("store:") :])
+                ref = None if desc is None else StoreRef(
+                    name=str(desc["name"]), url=str(desc["url"]),
+                    endpoint=str(desc["endpoint"]) if desc.get("endpoint") else None)  # fmt: skip
+                targets.append(dataclasses.replace(t, store=ref))
+                continue
+            if self.grant_secret is None:
+                targets.append(t)
                 continue
             grant = new_grant(
-                transfer_id=f"{job.id}/{step.id}/{step.attempt}/{t['host']}",
-                host=t["host"], dataset=t["dataset"], fromguid=int(step.args["from_guid"]),
-                toguid=int(step.args["to_guid"]), ttl=self.grant_ttl, force=bool(t["force"]),
+                transfer_id=f"{job.id}/{step_id}/{attempt}/{t.host}", host=t.host,
+                dataset=t.dataset, fromguid=args.from_guid, toguid=args.to_guid,
+                ttl=self.grant_ttl, force=t.force,
             )  # fmt: skip
-            signed = sign_grant(self.grant_secret, grant) if self.grant_secret else ""
-            targets.append({**t, "grant": signed})
-        return {**step.args, "targets": targets}
+            targets.append(dataclasses.replace(t, grant=sign_grant(self.grant_secret, grant)))
+        return dataclasses.replace(args, targets=tuple(targets))
 
     def resend_unsent(self) -> None:
         """After taking the lease: send what a dead coordinator stored but never sent."""
@@ -260,26 +276,22 @@ class Coordinator:
                     self._send(job, step)
 
     def _run_local(self, job: Job, step: Step, now: float) -> None:
+        """Run a coordinator-side step (sync's ``plan``) through the job's kind."""
         engine.mark_submitted(step, now)
-        if step.kind != PLAN:
-            engine.finish_step(step, engine.FAILED, now, error=f"unknown local step {step.kind}")
-        else:
-            try:
-                plan = plan_job(self.store, job)
-                expand(job, plan)
-                engine.finish_step(step, engine.SUCCEEDED, time.time(),
-                                   result={"steps": len(plan.steps), "estimate": plan.estimate,
-                                           "refusals": len(plan.refusals)})  # fmt: skip
-                self.log.info("plan.done", job_id=job.id, steps=len(plan.steps),
-                              refusals=len(plan.refusals), estimate=plan.estimate)  # fmt: skip
-            except ZfleetError as exc:
-                engine.finish_step(step, engine.FAILED, time.time(), error=str(exc),
-                                   error_type=type(exc).__name__)  # fmt: skip
-            except Exception as exc:  # a planner bug fails this job, not the coordinator
-                self.log.exception("plan.crashed", job_id=job.id)
-                engine.finish_step(step, engine.FAILED, time.time(),
-                                   error=f"internal error: {type(exc).__name__}: {exc}",
-                                   error_type=type(exc).__name__)  # fmt: skip
+        try:
+            handler = jobkinds.get(job.kind).local_steps.get(step.kind)
+            if handler is None:
+                raise JobError(f"job kind {job.kind!r} has no coordinator step {step.kind!r}")
+            result = handler(self.store, job, step)
+            engine.finish_step(step, engine.SUCCEEDED, time.time(), result=result)
+        except ZfleetError as exc:
+            engine.finish_step(step, engine.FAILED, time.time(), error=str(exc),
+                               error_type=type(exc).__name__)  # fmt: skip
+        except Exception as exc:  # a planner bug fails this job, not the coordinator
+            self.log.exception("local_step.crashed", job_id=job.id, step_id=step.id)
+            engine.finish_step(step, engine.FAILED, time.time(),
+                               error=f"internal error: {type(exc).__name__}: {exc}",
+                               error_type=type(exc).__name__)  # fmt: skip
         engine.settle(job, time.time())
         self.store.save(job)
 
@@ -350,9 +362,11 @@ class Coordinator:
             return
         running = {j.name for j in (self._load_quiet(i) for i in self.store.active_ids()) if j}
         last = scheduler.last_runs(self.r, names)
+        starts = jobkinds.get("sync").scheduled
         for name in scheduler.due(self.config.parsed, last, running, now):
-            job = new_sync_job(self.config.text, self.config.parsed, name, now=now,
-                               trigger="schedule")  # fmt: skip
+            if starts is None:
+                break
+            job = starts(self.config.text, self.config.parsed, name, now)
             self.store.create(job)
             scheduler.record_run(self.r, name, now)
             self.log.info("job.scheduled", job_id=job.id, job=name)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from coordinator import keys
+from bus import keys
 from coordinator.config import FleetConfig
 
 

@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Final
+
+import structlog
 
 from coordinator.config import FleetConfig, JobConfig, parse_config, store_descriptor
-from coordinator.engine import Job, add_steps
+from coordinator.engine import Job, Step, add_steps
 from coordinator.graph import FleetGraph
+from coordinator.jobkinds import JobKind, register
 from coordinator.jobstore import JobStore
-from coordinator.planner import (
-    INVENTORY,
-    PLAN,
-    SNAPSHOT,
-    Plan,
-    StepPlan,
-    plan_sync,
-    store_host,
-)
-from protocol.errors import ConfigError
-from protocol.messages import InventoryReport
-from workers.zfs.base import ObjType, ZfsObject
+from coordinator.planner import Plan, StepPlan, plan_sync, store_host
+from protocol.messages import ResultValue
+from protocol.steps import InventoryArgs, PlanArgs, SnapshotArgs, StoreRef, args_to_data
+from protocol.zfs import InventoryReport, ZfsObject
+
+log = structlog.get_logger(__name__)
 
 
 def new_job_id() -> str:
@@ -87,19 +85,20 @@ def new_sync_job(
             sid = f"snapshot-{host}"
             snap_ids[host] = sid
             steps.append(
-                StepPlan(id=sid, kind=SNAPSHOT, host=host,
-                         args={"names": names, "recursive": jc.recursive})
+                StepPlan(id=sid, host=host,
+                         args=SnapshotArgs(names=tuple(names), recursive=jc.recursive))
             )  # fmt: skip
     inv_ids = []
     for host, roots in sorted(host_roots(jc).items()):
         sid = f"inventory-{host}"
         inv_ids.append(sid)
         deps = (snap_ids[host],) if host in snap_ids else ()
-        args: dict[str, Any] = {"roots": roots}
+        refs: tuple[StoreRef, ...] = ()
         if stores and host == jc.sources[0].host:
-            args["stores"] = sorted(stores.values(), key=lambda d: str(d["name"]))
-        steps.append(StepPlan(id=sid, kind=INVENTORY, host=host, args=args, deps=deps))
-    steps.append(StepPlan(id="plan", kind=PLAN, host=None, args={}, deps=tuple(inv_ids)))
+            refs = tuple(store_ref(d) for _, d in sorted(stores.items()))
+        args = InventoryArgs(roots=tuple(roots), stores=refs)
+        steps.append(StepPlan(id=sid, host=host, args=args, deps=deps))
+    steps.append(StepPlan(id="plan", host=None, args=PlanArgs(), deps=tuple(inv_ids)))
     add_steps(job, steps)
     return job
 
@@ -118,13 +117,11 @@ def submit_sync(
 
 def plan_job(store: JobStore, job: Job) -> Plan:
     """Run the planner for ``job`` on the inventories its own inventory steps took."""
-    text = job.options.get("config")
-    if not isinstance(text, str):
-        raise ConfigError(f"job {job.id} carries no config")
+    text = store.config_text(job)
     config = parse_config(text, source=str(job.options.get("source", "<job>")))
     graph = FleetGraph()
     for step in job.steps.values():
-        if step.kind != INVENTORY or step.host is None:
+        if not isinstance(step.args, InventoryArgs) or step.host is None:
             continue
         report = store.inventory(step.host, job.id)
         if report is not None:
@@ -137,10 +134,15 @@ def plan_job(store: JobStore, job: Job) -> Plan:
 
 
 def report_objects(report: InventoryReport) -> list[ZfsObject]:
-    """An inventory report's rows as the backend's ZfsObject."""
-    return [
-        ZfsObject(**{**r.as_kwargs(), "type": ObjType(r.type.value)}) for r in report.objects
-    ]
+    """An inventory report's rows (the same ZfsObject the backends list)."""
+    return list(report.objects)
+
+
+def store_ref(desc: Mapping[str, object]) -> StoreRef:
+    """A store descriptor from the fleet config (``store_descriptor``) as a step's StoreRef."""
+    endpoint = desc.get("endpoint")
+    return StoreRef(name=str(desc["name"]), url=str(desc["url"]),
+                    endpoint=str(endpoint) if endpoint else None)  # fmt: skip
 
 
 def expand(job: Job, plan: Plan) -> None:
@@ -161,13 +163,13 @@ def expand(job: Job, plan: Plan) -> None:
                                       "this plan shows what exists now")  # fmt: skip
     if job.options.get("dry_run") or not plan.steps:
         return
-    add_steps(job, plan.steps, after=PLAN)
+    add_steps(job, plan.steps, after="plan")
     # A fresh inventory at the end, whatever happened, so `zfleet status` shows the new state.
     last = tuple(s.id for s in plan.steps)
-    roots = {s.host: s.args["roots"] for s in job.steps.values()
-             if s.kind == INVENTORY and s.host is not None}  # fmt: skip
+    roots = {s.host: s.args.roots for s in job.steps.values()
+             if isinstance(s.args, InventoryArgs) and s.host is not None}  # fmt: skip
     add_steps(job, [
-        StepPlan(id=f"inventory-after-{host}", kind=INVENTORY, host=host, args={"roots": r},
+        StepPlan(id=f"inventory-after-{host}", host=host, args=InventoryArgs(roots=r),
                  deps=last, always=True)
         for host, r in sorted(roots.items())
     ])  # fmt: skip
@@ -176,4 +178,23 @@ def expand(job: Job, plan: Plan) -> None:
 def plan_row(step: StepPlan) -> dict[str, Any]:
     """A plan step as plain data for ``--dry-run`` output and the job report."""
     return {"id": step.id, "kind": step.kind, "host": step.host, "deps": list(step.deps),
-            "estimate": step.estimate, "args": dict(step.args)}  # fmt: skip
+            "estimate": step.estimate, "args": args_to_data(step.args)}  # fmt: skip
+
+
+def run_plan(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
+    """The sync kind's coordinator-side ``plan`` step: plan on fresh inventories, append steps."""
+    plan = plan_job(store, job)
+    expand(job, plan)
+    log.info("plan.done", job_id=job.id, steps=len(plan.steps), refusals=len(plan.refusals),
+             estimate=plan.estimate)  # fmt: skip
+    return {"steps": len(plan.steps), "estimate": plan.estimate, "refusals": len(plan.refusals)}
+
+
+def _scheduled(config_text: str, config: FleetConfig, name: str, now: float) -> Job:
+    return new_sync_job(config_text, config, name, now=now, trigger="schedule")
+
+
+SYNC: Final = register(JobKind(
+    name="sync", local_steps={PlanArgs.KIND: run_plan}, scheduled=_scheduled,
+    description="replicate a configured job's datasets to its targets, clones as clones",
+))  # fmt: skip

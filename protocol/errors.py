@@ -6,6 +6,7 @@ never crosses a public API without being wrapped in one of these.
     ZfleetError
     ├── ConfigError                  bad fleet config, settings or arguments
     ├── NameError_                   a pool/dataset/snapshot/bookmark name breaks an OpenZFS rule
+    ├── Unauthorized                 a request without valid credentials (bearer token, basic auth)
     ├── ProtocolError                bytes or messages that do not follow the protocol
     │   ├── StreamError              a ZFS send stream that cannot be read
     │   │   ├── StreamTruncated      ended early (offset of the cut)
@@ -13,7 +14,8 @@ never crosses a public API without being wrapped in one of these.
     │   │   └── StreamFormatError    bad magic, bad record type, impossible lengths
     │   ├── TokenError               a resume token that cannot be decoded
     │   ├── FrameError               a data-plane frame that is corrupt or out of place
-    │   └── MessageError             a task/event message with an unknown version or missing field
+    │   ├── MessageError             a task/event message with an unknown version or missing field
+    │   └── WebhookError             a webhook body (Alertmanager's) that is malformed or too big
     ├── ZfsError                     a ZFS operation failed (real or simulated backend)
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -35,8 +37,15 @@ never crosses a public API without being wrapped in one of these.
     │   ├── StoreConflict            a conditional write lost the race
     │   └── StoreCorrupt             a pack, index or manifest that fails authentication
     ├── JobError                     job engine / planner refusals
+    │   ├── StaleEpoch               a fencing epoch that is not the job's current one
+    │   ├── RedisUnavailable         Redis did not answer (also RetryableError)
     │   ├── PlanRefused              e.g. a diverged target without force_rollback
     │   └── LeaseLost                another coordinator holds the leader lease
+    ├── RebaseError                  an image could not be rebased; nothing was changed
+    │   ├── RebaseConflict           paths changed in the image and in the base (``paths``)
+    │   ├── ImageInUse               a process or a hook says the image is in use
+    │   ├── RebaseNoSpace            the pool or a quota ran out while the new clone was written
+    │   └── RebaseVerifyError        the rebased tree does not equal the original (``paths``)
     ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
     └── RetryableError               mixin-style branch: safe to retry with backoff
 
@@ -66,6 +75,10 @@ class NameError_(ZfleetError):
         super().__init__(f"invalid name {name!r}: {rule}")
         self.name = name
         self.rule = rule
+
+
+class Unauthorized(ZfleetError):
+    """A request whose credentials are missing or wrong; the message never contains them."""
 
 
 # -- protocol ---------------------------------------------------------------------------------
@@ -111,6 +124,10 @@ class FrameError(ProtocolError):
 
 class MessageError(ProtocolError):
     """A task or event message with an unknown version, a missing field, or a wrong type."""
+
+
+class WebhookError(ProtocolError):
+    """A webhook request body that is too big, not JSON, or not in the sender's format."""
 
 
 # -- zfs --------------------------------------------------------------------------------------
@@ -235,5 +252,54 @@ class LeaseLost(JobError):
     """Another coordinator holds the leader lease."""
 
 
+class StaleEpoch(JobError):
+    """A step or a role change carries a fencing epoch other than the job's current one."""
+
+    def __init__(self, message: str, *, seen: int, current: int) -> None:
+        super().__init__(message)
+        self.seen = seen
+        self.current = current
+
+
+class RedisUnavailable(JobError, RetryableError):
+    """Redis could not be reached or timed out; retry the call (they are made idempotent)."""
+
+
 class LabError(ZfleetError):
     """The lab failed: its image is missing or did not build, or a VM did not boot or answer."""
+
+
+class RebaseError(ZfleetError):
+    """An image could not be rebased onto a base; the image and its names are as they were."""
+
+
+class RebaseConflict(RebaseError):
+    """Paths changed both in the image and between its old base and the new base.
+
+    ``paths`` lists them (relative to the image's root), so a user can decide which side wins.
+    """
+
+    def __init__(self, image: str, paths: list[str]) -> None:
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        super().__init__(
+            f"cannot rebase '{image}': {len(paths)} path(s) changed in the image and in the "
+            f"base: {shown} (choose --prefer image or --prefer base)"
+        )
+        self.image = image
+        self.paths = paths
+
+
+class ImageInUse(RebaseError):
+    """A process has files open under the image's mountpoint, or a hook refused to stop it."""
+
+
+class RebaseNoSpace(RebaseError):
+    """The pool (or a quota) has no room for the rebased clone's own blocks."""
+
+
+class RebaseVerifyError(RebaseError):
+    """The rebased tree differs from the one it must equal; ``paths`` names the differences."""
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths

@@ -73,13 +73,20 @@ class _Entry:
 
 
 _BY_KEY: dict[tuple[str, int], _Entry] = {}
+# Classes that refuse keys they do not know (see ``strict`` below).
+_STRICT: set[type[Any]] = set()
 _BY_CLASS: dict[type[Any], _Entry] = {}
 # Converters compiled once per (class, direction); the value is a field name -> converter table.
 _FIELDS_CACHE: dict[tuple[type[Any], str], tuple[tuple[str, _Convert, bool], ...]] = {}
 
 
-def message(kind: str, *, version: int = 1) -> Callable[[type[T]], type[T]]:
-    """Register a frozen dataclass as message ``kind`` at ``version`` (a class decorator)."""
+def message(kind: str, *, version: int = 1, strict: bool = False) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as message ``kind`` at ``version`` (a class decorator).
+
+    ``strict`` messages refuse keys they do not know instead of ignoring them: for orders whose
+    every field changes what is done (a send flag, a receive option), where dropping one that a
+    newer sender meant would do something else than asked.
+    """
     if not kind or not isinstance(kind, str):
         raise TypeError("a message kind must be a non-empty string")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -99,11 +106,19 @@ def message(kind: str, *, version: int = 1) -> Callable[[type[T]], type[T]]:
         with contextlib.suppress(NameError):
             _fields(cls, "in")
         entry = _Entry(cls, kind, version)
+        if strict:
+            _STRICT.add(cls)
         _BY_KEY[key] = entry
         _BY_CLASS[cls] = entry
         return cls
 
     return register
+
+
+def strict(cls: type[T]) -> type[T]:
+    """Make a nested (unregistered) frozen dataclass refuse unknown keys, as strict messages do."""
+    _STRICT.add(cls)
+    return cls
 
 
 def kind_of(cls_or_msg: object) -> tuple[str, int]:
@@ -254,7 +269,14 @@ def _dataclass_from(cls: type[Any], data: Mapping[Any, Any]) -> Any:
                 raise bad.at("." + name) from None
         elif required:
             raise _Bad("missing field '{path}'").at("." + name)
-    # Unknown keys are ignored on purpose: newer senders may add optional fields.
+    # Unknown keys are ignored on purpose (newer senders may add optional fields), except by
+    # strict classes, where an option this side does not know must not be silently dropped.
+    if cls in _STRICT:
+        known = {name for name, _c, _r in _fields(cls, "in")} | {KIND_KEY, VERSION_KEY}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise _Bad("{cls} does not support {names} (unknown here: refused, not ignored)",
+                       cls=cls.__name__, names=", ".join(map(repr, unknown)))
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:  # a __post_init__ refusing the values
@@ -525,147 +547,26 @@ class StepEvent:
     at: float | None = None  # unix seconds when the worker emitted it
 
 
-@message("transfer.progress", version=1)
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Bytes moved so far by one transfer to one target; ``bytes_total`` is ``send -nP``'s guess."""
-
-    job_id: str
-    step_id: str
-    transfer_id: str
-    bytes_done: int
-    bytes_total: int | None
-    target: str
-
-
-class ObjectType(enum.StrEnum):
-    """The kinds of ZFS objects; the same values as ``workers.zfs.base.ObjType``."""
-
-    FILESYSTEM = "filesystem"
-    VOLUME = "volume"
-    SNAPSHOT = "snapshot"
-    BOOKMARK = "bookmark"
-
-
-@dataclass(frozen=True)
-class ZfsObjectRecord:
-    """``workers.zfs.base.ZfsObject`` as plain data: same field names, same meaning.
-
-    Convert with ``ZfsObjectRecord.from_object(obj)`` on the sending side and
-    ``ZfsObject(**record.as_kwargs())`` (with ``type=ObjType(record.type)``) on the other.
-    """
-
-    name: str
-    type: ObjectType
-    guid: int
-    createtxg: int
-    creation: int
-    origin: str | None = None
-    used: int = 0
-    referenced: int = 0
-    written: int = 0
-    receive_resume_token: str | None = None
-    encryption: str | None = None
-    keystatus: str | None = None
-    user_props: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_object(cls, obj: object) -> ZfsObjectRecord:
-        """A record from anything with the same attribute names (a backend's ZfsObject)."""
-        return _record_from(cls, obj)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The fields as keyword arguments (shallow; ``type`` stays this module's enum)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-@message("inventory.report", version=1)
-@dataclass(frozen=True)
-class InventoryReport:
-    """Everything ``zfs list -t all`` showed on ``host`` at ``taken_at`` (unix seconds)."""
-
-    host: str
-    taken_at: float
-    objects: tuple[ZfsObjectRecord, ...]
-    root: str | None = None  # the listed subtree; None means all pools
-
-
-@message("zfs.send_spec", version=1)
-@dataclass(frozen=True)
-class SendSpecMsg:
-    """``workers.zfs.base.SendSpec`` as plain data (``zfs send``'s flags)."""
-
-    snapshot: str
-    from_snap: str | None = None
-    intermediates: bool = False
-    replicate: bool = False
-    raw: bool = False
-    compressed: bool = False
-    large_blocks: bool = False
-    embedded: bool = False
-    props: bool = False
-    resume_token: str | None = None
-
-    @classmethod
-    def from_spec(cls, spec: object) -> SendSpecMsg:
-        """A message from a backend's SendSpec (or anything with the same attributes)."""
-        return _record_from(cls, spec)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The fields as keyword arguments for ``SendSpec(**msg.as_kwargs())``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-@message("zfs.receive_spec", version=1)
-@dataclass(frozen=True)
-class ReceiveSpecMsg:
-    """``workers.zfs.base.ReceiveSpec`` as plain data (``zfs receive``'s flags)."""
-
-    target: str
-    resumable: bool = True
-    force: bool = False
-    no_mount: bool = False
-    set_props: Mapping[str, str] = field(default_factory=dict)
-    exclude_props: tuple[str, ...] = ()
-    origin: str | None = None
-
-    @classmethod
-    def from_spec(cls, spec: object) -> ReceiveSpecMsg:
-        """A message from a backend's ReceiveSpec (or anything with the same attributes)."""
-        return _record_from(cls, spec)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The fields as keyword arguments for ``ReceiveSpec(**msg.as_kwargs())``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-@message("step.call", version=1)
+@message("step.call", version=2)
 @dataclass(frozen=True)
 class StepCall:
     """The coordinator asks a host's worker to run one attempt of one step.
 
-    ``args_json`` is the step's arguments as canonical JSON; each step kind reads them into its
-    own typed record (workers/steps.py) and refuses anything malformed with a MessageError.
+    ``args`` is the step's own typed message (:mod:`protocol.steps`), encoded: the worker decodes
+    it and dispatches on its type, so a step kind it does not know, or an argument it does not
+    support, is refused before a single ZFS command runs. ``epoch`` is the job's fencing token
+    within ``fence`` (the scope it fences, such as a replication job's name; empty: not fenced):
+    a worker refuses a call whose epoch is older than the scope's current one. ``time_limit`` is
+    the seconds the step may run before the worker's watchdog stops it (0: the worker's default).
+
+    Version 2 replaced version 1's ``step_kind`` and ``args_json`` (untyped JSON) with ``args``.
     """
 
     job_id: str
     step_id: str
     attempt: int
-    step_kind: str  # "kind" is the codec's own key
     host: str
-    args_json: str = "{}"
-
-
-def _record_from(cls: type[T], obj: object) -> T:
-    """Build ``cls`` from ``obj``'s same-named attributes, checked like decoded data."""
-    data: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if hasattr(obj, f.name):
-            value = getattr(obj, f.name)
-            # Enums of another module (ObjType) travel by value, as they would on the wire.
-            data[f.name] = value.value if isinstance(value, enum.Enum) else value
-    entry = _BY_CLASS.get(cls)
-    try:
-        return cast(T, _dataclass_from(cls, data))
-    except _Bad as bad:
-        raise bad.error(entry.kind if entry else cls.__name__) from None
+    args: bytes
+    epoch: int = 0
+    fence: str = ""
+    time_limit: float = 0.0

@@ -159,6 +159,8 @@ class Settings:
     compression_level: int = 3
     bwlimit: int | None = None  # bytes per second; None is unlimited
     metrics_port: int = DEFAULT_METRICS_PORT  # 0 turns the endpoint off
+    job_retention: int = 7 * 86400  # seconds a finished job stays listed
+    step_time_limit: int = 12 * 3600  # seconds a step may run before the watchdog stops it
     store_endpoint: str | None = None  # S3-compatible endpoint URL; None for AWS
     store_region: str | None = None
     store_access_key: Secret | None = None
@@ -326,6 +328,8 @@ _CHECKS: Final[dict[str, Callable[[object, str], None]]] = {
     "compression_level": _check_range(1, 19),
     "bwlimit": _check_bwlimit,
     "metrics_port": _check_range(0, 65535),
+    "job_retention": _check_range(60, 10 * 365 * 86400),
+    "step_time_limit": _check_range(1, 30 * 86400),
     "store_endpoint": _check_http_url,
     "store_region": _no_check,
     "store_access_key": _check_secret,
@@ -411,6 +415,8 @@ _PARSERS: Final[dict[str, Callable[[object, str], Any]]] = {
     "compression_level": _int,
     "bwlimit": _size,
     "metrics_port": _int,
+    "job_retention": _int,
+    "step_time_limit": _int,
     "store_endpoint": _opt_text,
     "store_region": _opt_text,
     "store_access_key": _secret,

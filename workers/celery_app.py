@@ -4,7 +4,7 @@ Steps can run for hours (a full send of a large dataset) and are safe to run twi
 acknowledged only after the step finished (``acks_late``), a worker takes one message at a time
 (prefetch 1), and the broker's visibility timeout sits above the longest step in all three places
 kombu and Celery read it, so a slow step is never handed to a second worker while it runs.
-Steps report through the events stream (coordinator/events.py), not Celery's result backend.
+Steps report through the events stream (bus/events.py), not Celery's result backend.
 """
 
 from __future__ import annotations
@@ -13,20 +13,15 @@ from typing import Any, Final
 
 from celery import Celery, signals
 
+from bus.queues import NOOP_TASK, QUEUE_PREFIX, STEP_TASK, queue_for
 from protocol.log import bind_context, clear_context, take_over_celery_logging
 
-STEP_TASK: Final = "zfleet.step"
-NOOP_TASK: Final = "zfleet.noop"
-QUEUE_PREFIX: Final = "zfleet.host."
+__all__ = ["NOOP_TASK", "QUEUE_PREFIX", "STEP_TASK", "connect_signals", "make_app", "queue_for"]
+
 # The longest step we plan for (a multi-TB full send at ~100 MB/s): 12 hours.
 HARD_TIME_LIMIT: Final = 12 * 3600
 SOFT_TIME_LIMIT: Final = HARD_TIME_LIMIT - 600  # time to abort the receive cleanly (-s keeps it)
 VISIBILITY_TIMEOUT: Final = HARD_TIME_LIMIT + 3600
-
-
-def queue_for(host: str) -> str:
-    """The queue a host's worker consumes."""
-    return QUEUE_PREFIX + host
 
 
 def make_app(redis_url: str, *, name: str = "zfleet") -> Celery:

@@ -3,17 +3,24 @@
 ``zfleet.step`` is thin: :func:`execute` does the work with its collaborators passed in (a
 :class:`HostRuntime`), so it runs the same under Celery, in a test, or in the embedded demo.
 
-Before acting it checks, in order: that this attempt is still the step's current one (a message
-redelivered long after a retry is dropped), that the step did not already succeed (then it only
-reports again), and that no other copy of the step is running on this host (a short lease kept
-alive while the step runs). Every outcome becomes a StepEvent on the events stream; nothing
-escapes as an exception into Celery, which would only retry blindly.
+Before acting it checks, in order: that the call is for this host and its arguments are a step
+message this worker can run; that its fencing epoch is not older than its scope's current one (a
+step of a job from before a failover never writes); that this attempt is still the step's current
+one (a message redelivered long after a retry is dropped); that the step did not already succeed
+(then it only reports again); and that no other copy of the step is running (a run lease, kept
+alive while the step runs, taken over atomically from a dead earlier instance of this worker).
+Every outcome becomes a StepEvent on the events stream; nothing escapes as an exception into
+Celery, which would only retry blindly.
+
+Time limits: Celery's do not apply on the threads pool the worker ships with, so a watchdog of
+our own enforces each step's limit: at the limit the step is asked to stop (its cancel check
+turns true, a running transfer's send is cut, resumable), and if it has not returned a grace
+period later the attempt is reported failed and its late result, if any, is discarded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 import uuid
@@ -25,13 +32,17 @@ import redis
 import structlog
 from celery import Celery
 
-from coordinator import keys
-from coordinator.events import publish
-from coordinator.jobstore import JobStore
-from protocol.errors import MessageError, TransferCancelled, ZfleetError
+from bus import keys, records
+from bus.events import publish
+from bus.lease import Cas
+from bus.queues import NOOP_TASK, STEP_TASK
+from protocol.errors import MessageError, TransferCancelled, TransferInterrupted, ZfleetError
 from protocol.log import bind_context, clear_context
-from protocol.messages import InventoryReport, StepCall, StepEvent, StepState, from_dict
-from workers.celery_app import NOOP_TASK, STEP_TASK, connect_signals, make_app
+from protocol.messages import StepCall, StepEvent, StepState, from_dict
+from protocol.steps import StepArgs, StoreRef, args_from_bytes
+from protocol.version import zfleet_version
+from protocol.zfs import InventoryReport
+from workers.celery_app import HARD_TIME_LIMIT, connect_signals, make_app
 from workers.metrics import observe_step, observe_transfer
 from workers.steps import Result, StepContext, is_retryable, run_step
 from workers.zfs.base import ZfsBackend
@@ -39,10 +50,10 @@ from workers.zfs.base import ZfsBackend
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_EVERY: Final = 2.0
-HEARTBEAT_TTL: Final = 10  # seconds without a beat before the coordinator calls a worker gone
+HEARTBEAT_TTL: Final = records.HEARTBEAT_TTL
 RUNNING_TTL: Final = 30  # the per-step run lease; renewed while the step runs
-DONE_TTL: Final = 7 * 86400
 CANCEL_POLL: Final = 1.0
+WATCHDOG_GRACE: Final = 60.0  # after the limit, how long a step gets to stop by itself
 
 
 @dataclass
@@ -55,23 +66,19 @@ class HostRuntime:
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     stream_address: tuple[str, int] | None = None
     push: Callable[..., Any] | None = None
-    open_store: Callable[[Mapping[str, Any]], Any] | None = None
+    open_store: Callable[[StoreRef], Any] | None = None
+    step_time_limit: float = float(HARD_TIME_LIMIT)
+    watchdog_grace: float = WATCHDOG_GRACE
+    version: str | None = field(default_factory=zfleet_version)
     started: float = field(default_factory=time.time)
     _stop: threading.Event = field(default_factory=threading.Event)
     _beat: threading.Thread | None = None
 
     # -- heartbeat ---------------------------------------------------------------------------
     def beat_once(self) -> None:
-        key = keys.worker(self.host)
-        fields: dict[str | bytes, bytes | float | int | str] = {
-            "instance": self.instance, "started": repr(self.started), "beat": repr(time.time()),
-        }  # fmt: skip
-        if self.stream_address is not None:
-            fields["stream"] = f"{self.stream_address[0]}:{self.stream_address[1]}"
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, HEARTBEAT_TTL)
-        pipe.execute()
+        records.put_beat(self.client, records.WorkerBeat(
+            host=self.host, instance=self.instance, started=self.started, beat=time.time(),
+            stream=self.stream_address, version=self.version))  # fmt: skip
 
     def start_heartbeat(self) -> None:
         self.beat_once()
@@ -91,33 +98,19 @@ class HostRuntime:
         if self._beat is not None:
             self._beat.join(5)
         with contextlib.suppress(redis.RedisError):
-            self.client.delete(keys.worker(self.host))
+            records.drop_beat(self.client, self.host)
 
     # -- what steps may use --------------------------------------------------------------------
     def peer_address(self, host: str) -> tuple[str, int]:
-        raw = self.client.hget(keys.worker(host), "stream")
-        if raw is None:
-            from protocol.errors import TransferInterrupted
-
+        beat = records.get_beat(self.client, host)
+        if beat is None or beat.stream is None:
             raise TransferInterrupted(f"worker {host} is not running (no heartbeat)")
-        text = raw.decode()
-        addr, _, port = text.rpartition(":")
-        return addr, int(port)
+        return beat.stream
 
 
 def _emit(rt: HostRuntime, call: StepCall, state: StepState, **kw: Any) -> None:
     publish(rt.client, StepEvent(job_id=call.job_id, step_id=call.step_id, attempt=call.attempt,
                                  host=rt.host, state=state, at=time.time(), **kw))  # fmt: skip
-
-
-def _current(rt: HostRuntime, call: StepCall) -> bool:
-    """Is this attempt still the one the coordinator waits for?"""
-    raw = rt.client.hget(keys.job(call.job_id), f"step:{call.step_id}")
-    if raw is None:
-        return False
-    step = json.loads(raw)
-    wanted = step.get("status") in ("submitted", "running")
-    return bool(wanted and step.get("attempt") == call.attempt)
 
 
 class _RunLease:
@@ -126,27 +119,35 @@ class _RunLease:
     def __init__(self, rt: HostRuntime, call: StepCall) -> None:
         self.rt, self.key = rt, keys.running(call.job_id, call.step_id)
         self.token = f"{rt.instance}:{call.attempt}"
+        self.cas = Cas(rt.client)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def acquire(self, wait: float = RUNNING_TTL * 2) -> bool:
         """Take the lease; a holder that is an earlier instance of this host's worker is dead
-        (one worker per host), so its lease is taken over; our own other thread is waited for."""
+        (one worker per host), so its lease is taken over, atomically from exactly that holder;
+        our own other thread is waited for."""
+        ttl_ms = RUNNING_TTL * 1000
         deadline = time.monotonic() + wait
-        while not self.rt.client.set(self.key, self.token, nx=True, ex=RUNNING_TTL):
-            holder = (self.rt.client.get(self.key) or b"").decode()
-            if holder.split(":", 1)[0] != self.rt.instance:
-                self.rt.client.set(self.key, self.token, ex=RUNNING_TTL)
-                log.info("step.lease_taken_over", previous=holder)
-                break
+        while not self.cas.take(self.key, self.token, ttl_ms):
+            holder = self.cas.holder(self.key)
+            if holder is not None and holder.split(":", 1)[0] != self.rt.instance:
+                if self.cas.swap(self.key, holder, self.token, ttl_ms):
+                    log.info("step.lease_taken_over", previous=holder)
+                    break
+                continue  # it changed under us: look again
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.5)
 
         def renew() -> None:
             while not self._stop.wait(RUNNING_TTL / 3):
-                with contextlib.suppress(redis.RedisError):
-                    self.rt.client.expire(self.key, RUNNING_TTL)
+                try:
+                    if not self.cas.renew(self.key, self.token, ttl_ms):
+                        log.warning("step.lease_lost", key=self.key)
+                        return
+                except redis.RedisError:
+                    continue
 
         self._thread = threading.Thread(target=renew, name="zfleet-run-lease", daemon=True)
         self._thread.start()
@@ -156,37 +157,63 @@ class _RunLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
-        if self.rt.client.get(self.key) == self.token.encode():
-            self.rt.client.delete(self.key)
+        with contextlib.suppress(redis.RedisError):
+            self.cas.release(self.key, self.token)
 
 
-def context_for(rt: HostRuntime, call: StepCall) -> StepContext:
+class _Watchdog:
+    """A step's time limit: ``expired`` turns true at the limit (the step's cancel check reads
+    it); ``abandoned`` is set when the step still runs a grace period later."""
+
+    def __init__(self, limit: float, grace: float, on_abandon: Callable[[], None]) -> None:
+        self.deadline = time.monotonic() + limit
+        self.limit, self.grace = limit, grace
+        self.abandoned = threading.Event()
+        self._done = threading.Event()
+        self._on_abandon = on_abandon
+        self._thread = threading.Thread(target=self._watch, name="zfleet-watchdog", daemon=True)
+        self._thread.start()
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def _watch(self) -> None:
+        if self._done.wait(max(0.0, self.deadline - time.monotonic()) + self.grace):
+            return
+        self.abandoned.set()
+        self._on_abandon()
+
+    def finish(self) -> None:
+        self._done.set()
+
+
+def context_for(rt: HostRuntime, call: StepCall, expired: Callable[[], bool]) -> StepContext:
     """The StepContext for one call: Redis-backed cancel, inventory, progress and delivery."""
-    store = JobStore(rt.client)
-    done_key = keys.done(call.job_id, call.step_id)
     last_check = [0.0, False]
 
     def cancelled() -> bool:
+        if expired():
+            return True
         now = time.monotonic()
         if now - float(last_check[0]) >= CANCEL_POLL:
             last_check[0] = now
-            last_check[1] = store.cancel_requested(call.job_id)
+            last_check[1] = records.cancel_requested(rt.client, call.job_id)
         return bool(last_check[1])
 
     def save_inventory(report: InventoryReport) -> None:
-        store.put_inventory(report, call.job_id)
+        records.put_inventory(rt.client, report, call.job_id)
 
     def delivered(target: str) -> bool:
-        return bool(rt.client.hexists(done_key + ":targets", target))
+        return records.delivered(rt.client, call.job_id, call.step_id, target)
 
     def mark_delivered(target: str) -> None:
-        rt.client.hset(done_key + ":targets", target, call.attempt)
-        rt.client.expire(done_key + ":targets", DONE_TTL)
+        records.mark_delivered(rt.client, call.job_id, call.step_id, target, call.attempt)
 
     def progress(target: str, done: int, total: int | None) -> None:
-        rt.client.hset(keys.progress(call.job_id), f"{call.step_id}|{target}",
-                       json.dumps({"done": done, "total": total, "at": time.time()}))  # fmt: skip
-        rt.client.expire(keys.progress(call.job_id), DONE_TTL)
+        entry = records.Progress(step_id=call.step_id, target=target, done=done, total=total,
+                                 at=time.time())  # fmt: skip
+        records.put_progress(rt.client, call.job_id, entry)
 
     return StepContext(
         host=rt.host, backend=rt.backend, job_id=call.job_id, step_id=call.step_id,
@@ -228,19 +255,31 @@ def _push_with_cancel(
 
 def execute(rt: HostRuntime, call: StepCall) -> str:
     """Run one step call to an event; returns what happened (for logs and tests)."""
-    bind_context(job_id=call.job_id, step_id=call.step_id, attempt=call.attempt, host=rt.host,
-                 kind=call.step_kind)  # fmt: skip
+    bind_context(job_id=call.job_id, step_id=call.step_id, attempt=call.attempt, host=rt.host)
     try:
         if call.host != rt.host:
             log.error("step.wrong_host", wanted=call.host)
             return "wrong-host"
-        if not _current(rt, call):
+        try:
+            args = args_from_bytes(call.args)
+        except MessageError as exc:
+            _emit(rt, call, StepState.FAILED, error_type=type(exc).__name__,
+                  error_message=str(exc))  # fmt: skip
+            log.error("step.unreadable_args", error=str(exc))
+            return "unreadable"
+        bind_context(kind=args.KIND)
+        if call.fence and records.current_epoch(rt.client, call.fence) > call.epoch:
+            # a step planned before a failover: never let it write
+            msg = f"epoch {call.epoch} of {call.fence!r} is fenced off (a failover happened)"
+            _emit(rt, call, StepState.FAILED, error_type="Fenced", error_message=msg)
+            log.warning("step.fenced", epoch=call.epoch, fence=call.fence)
+            return "fenced"
+        if not records.attempt_wanted(rt.client, call.job_id, call.step_id, call.attempt):
             log.info("step.stale")
             return "stale"
-        done_key = keys.done(call.job_id, call.step_id)
-        prior = rt.client.get(done_key)
+        prior = records.done_result(rt.client, call.job_id, call.step_id)
         if prior is not None:
-            _emit(rt, call, StepState.SUCCEEDED, result=json.loads(prior))
+            _emit(rt, call, StepState.SUCCEEDED, result=prior)
             log.info("step.already_done")
             return "already-done"
         lease = _RunLease(rt, call)
@@ -251,47 +290,80 @@ def execute(rt: HostRuntime, call: StepCall) -> str:
                   error_message=busy)  # fmt: skip
             return "busy"
         try:
-            prior = rt.client.get(done_key)
+            prior = records.done_result(rt.client, call.job_id, call.step_id)
             if prior is not None:  # the attempt we waited for finished the work
-                _emit(rt, call, StepState.SUCCEEDED, result=json.loads(prior))
+                _emit(rt, call, StepState.SUCCEEDED, result=prior)
                 return "already-done"
             _emit(rt, call, StepState.STARTED, result={"worker": rt.instance})
-            began = time.monotonic()
-            result = _run(rt, call)
-            if isinstance(result, str):
-                return result
-            # how long the work itself took, so coordination overhead can be told apart
-            result["run_us"] = int((time.monotonic() - began) * 1e6)
-            rt.client.set(done_key, json.dumps(result), ex=DONE_TTL)
-            _emit(rt, call, StepState.SUCCEEDED, result=result)
-            observe_step(call.step_kind, "succeeded")
-            log.info("step.succeeded", **result)
-            return "succeeded"
+            return _run_watched(rt, call, args)
         finally:
             lease.release()
     finally:
         clear_context()
 
 
-def _run(rt: HostRuntime, call: StepCall) -> Result | str:
+def _run_watched(rt: HostRuntime, call: StepCall, args: StepArgs) -> str:
+    limit = call.time_limit if call.time_limit > 0 else rt.step_time_limit
+
+    def abandon() -> None:
+        msg = f"step ran past its time limit ({limit:g} s) and did not stop"
+        _emit(rt, call, StepState.FAILED, error_type="StepTimeLimit", error_message=msg)
+        observe_step(args.KIND, "failed")
+        log.error("step.abandoned", limit=limit)
+
+    dog = _Watchdog(limit, rt.watchdog_grace, abandon)
+    began = time.monotonic()
     try:
-        return run_step(context_for(rt, call), call.step_kind, call.args_json)
+        result = _run(rt, call, args, dog)
+    finally:
+        dog.finish()
+    if dog.abandoned.is_set():
+        return "abandoned"  # already reported; a late outcome must not overwrite it
+    if isinstance(result, str):
+        return result
+    # how long the work itself took, so coordination overhead can be told apart
+    result["run_us"] = int((time.monotonic() - began) * 1e6)
+    records.record_done(rt.client, call.job_id, call.step_id, result)
+    _emit(rt, call, StepState.SUCCEEDED, result=result)
+    observe_step(args.KIND, "succeeded")
+    log.info("step.succeeded", **result)
+    return "succeeded"
+
+
+def _run(rt: HostRuntime, call: StepCall, args: StepArgs, dog: _Watchdog) -> Result | str:
+    def expired() -> bool:
+        return dog.expired
+
+    try:
+        return run_step(context_for(rt, call, expired), args)
     except TransferCancelled as exc:
+        if dog.abandoned.is_set():
+            return "abandoned"
+        if dog.expired:
+            msg = f"step stopped at its time limit ({dog.limit:g} s)"
+            _emit(rt, call, StepState.FAILED, error_type="StepTimeLimit", error_message=msg)
+            observe_step(args.KIND, "failed", exc)
+            log.warning("step.time_limit", limit=dog.limit)
+            return "failed"
         _emit(rt, call, StepState.CANCELLED, error_type=type(exc).__name__, error_message=str(exc))
-        observe_step(call.step_kind, "cancelled")  # asked for: not an error
+        observe_step(args.KIND, "cancelled")  # asked for: not an error
         log.info("step.cancelled")
         return "cancelled"
     except ZfleetError as exc:
+        if dog.abandoned.is_set():
+            return "abandoned"
         retry = is_retryable(exc)
         _emit(rt, call, StepState.FAILED, error_type=type(exc).__name__, error_message=str(exc),
               retryable=retry)  # fmt: skip
-        observe_step(call.step_kind, "retrying" if retry else "failed", exc)
+        observe_step(args.KIND, "retrying" if retry else "failed", exc)
         log.warning("step.failed", error=str(exc), error_type=type(exc).__name__, retryable=retry)
         return "failed"
     except Exception as exc:  # a bug: report it as a failure rather than lose the step
+        if dog.abandoned.is_set():
+            return "abandoned"
         _emit(rt, call, StepState.FAILED, error_type=type(exc).__name__,
               error_message=f"unexpected {type(exc).__name__}: {exc}")  # fmt: skip
-        observe_step(call.step_kind, "failed", exc)
+        observe_step(args.KIND, "failed", exc)
         log.exception("step.crashed")
         return "failed"
 
@@ -320,25 +392,25 @@ def make_worker_app(rt: HostRuntime, redis_url: str) -> Celery:
 
 def store_opener(
     passphrase: str | None, s3: Mapping[str, Any] | None = None
-) -> Callable[[Mapping[str, Any]], Any]:
+) -> Callable[[StoreRef], Any]:
     """Opens (once per location: unlocking costs a key derivation) the repositories of the
     fleet config's stores, described as ``{name, url, endpoint}``."""
     lock = threading.Lock()
     opened: dict[str, Any] = {}
 
-    def open_store(desc: Mapping[str, Any]) -> Any:
+    def open_store(desc: StoreRef) -> Any:
         from protocol.errors import ConfigError
         from workers.cloud.repo import Repository, Secret
         from workers.cloud.targets import open_target
 
-        url = str(desc["url"])
+        url = desc.url
         with lock:
             if url not in opened:
                 if passphrase is None:
                     raise ConfigError("this worker needs ZFLEET_PASSPHRASE to open object stores")
                 extra = dict(s3 or {})
-                if desc.get("endpoint"):
-                    extra["endpoint_url"] = desc["endpoint"]
+                if desc.endpoint:
+                    extra["endpoint_url"] = desc.endpoint
                 target = open_target(url, **extra) if url.startswith("s3://") else open_target(url)
                 opened[url] = Repository.open(target, Secret(passphrase=passphrase))
             return opened[url]

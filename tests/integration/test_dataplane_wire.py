@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli.ca import init_ca, issue_host
+from app.cli.ca import init_ca, issue_host
 from protocol.errors import ConfigError
 from protocol.frames import Frame, FrameDecoder, FrameKind, compress_payload, encode_frame
 from protocol.grants import new_grant, sign_grant
+from protocol.messages import to_dict
 from protocol.stream import parse_begin, read_records
 from tests.conftest import ZFS_STREAMS
 from tests.services.dataplane import RecordingBackend, faulty_proxy
@@ -28,7 +29,7 @@ from workers.dataplane.sender import SendOptions, push_transfer
 from workers.dataplane.server import StreamServer
 from workers.dataplane.sinks import LinkOptions
 from workers.dataplane.targets import FileTarget, Outcome, PeerTarget, StoreTarget
-from workers.dataplane.wire import Wire
+from workers.dataplane.wire import PROTOCOL_VERSION, Wire
 from workers.tls import TlsConfig, client_context
 from workers.zfs.base import ReceiveSpec, SendSpec
 
@@ -481,7 +482,8 @@ def _raw_exchange(server: StreamServer, data: bytes) -> Frame:
     ("data", "error", "message"),
     [
         (b"GET / HTTP/1.1\r\nHost: beta\r\n\r\n", "FrameError", "bad magic"),
-        (encode_frame(Frame(FrameKind.HELLO, 0, {"version": 1})), "GrantError", "no grant"),
+        (encode_frame(Frame(FrameKind.HELLO, 0, {"version": PROTOCOL_VERSION})), "GrantError",
+         "no grant"),
         (encode_frame(Frame(FrameKind.HELLO, 0, {"version": 9})), "FrameError", "version 9"),
         (encode_frame(Frame(FrameKind.DATA, 0, {}, b"x")), "FrameError", "expected a HELLO"),
     ],
@@ -517,12 +519,26 @@ def test_the_server_checks_begin_itself_whatever_the_sender_claims(receiver) -> 
     grant = _grant(toguid=12345)
     with socket.create_connection(server.address, timeout=5) as sock:
         wire = Wire(sock, peer="beta", timeout=5)
-        wire.send(FrameKind.HELLO, {"version": 1, "grant": grant, "target": "tank/dst"})
+        wire.send(FrameKind.HELLO, {"version": PROTOCOL_VERSION, "grant": grant,
+                                    "target": "tank/dst",
+                                    "receive": to_dict(ReceiveSpec("tank/dst"))})  # fmt: skip
         assert wire.recv().kind is FrameKind.ACCEPT
         wire.send(FrameKind.DATA, prepared=compress_payload(FULL[:100_000], 1))
         answer = wire.recv()
     assert answer.kind is FrameKind.ERROR and answer.header["error"] == "GrantError"
     assert "does not match its grant" in answer.header["message"]
+    assert target.receives == []
+
+
+def test_a_receive_option_the_server_does_not_know_is_refused_not_dropped(receiver) -> None:
+    server, target = receiver
+    asked = {**to_dict(ReceiveSpec("tank/dst")), "heal_corruption": True}
+    with socket.create_connection(server.address, timeout=5) as sock:
+        wire = Wire(sock, peer="beta", timeout=5)
+        wire.send(FrameKind.HELLO, {"version": PROTOCOL_VERSION, "grant": _grant(),
+                                    "target": "tank/dst", "receive": asked})  # fmt: skip
+        answer = wire.recv()
+    assert answer.kind is FrameKind.ERROR and "heal_corruption" in answer.header["message"]
     assert target.receives == []
 
 

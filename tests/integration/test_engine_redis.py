@@ -14,16 +14,18 @@ from pathlib import Path
 import pytest
 import redis
 
-from coordinator import engine, keys
+from bus import keys
+from bus.events import EventConsumer, publish
+from coordinator import engine
 from coordinator.engine import Job, RetryPolicy, add_steps
-from coordinator.events import EventConsumer, publish
 from coordinator.jobstore import JobStore
 from coordinator.lease import LeaderLease
-from coordinator.planner import StepPlan
 from coordinator.runner import Coordinator
 from protocol.errors import LeaseLost
 from protocol.messages import StepCall, StepEvent, StepState
+from protocol.steps import args_from_bytes
 from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.unit.dagfakes import plan_step
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +68,11 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis[bytes]]:  # noqa: 
 def chain_job(job_id: str = "J1", writes: tuple[str, ...] = ()) -> Job:
     job = Job(id=job_id, name="j", created=time.time())
     add_steps(job, [
-        StepPlan("a", "hold", "alpha", {"n": 1}, writes=writes),
-        StepPlan("b", "transfer", "alpha", {}, deps=("a",)),
-        StepPlan("c", "transfer", "beta", {}, deps=("a",)),
-        StepPlan("d", "prune", "beta", {}, deps=("b",)),
-        StepPlan("r", "release", "alpha", {}, deps=("b", "c"), always=True),
+        plan_step("a", "hold", "alpha", writes=writes),
+        plan_step("b", "transfer", "alpha", deps=("a",)),
+        plan_step("c", "transfer", "beta", deps=("a",)),
+        plan_step("d", "prune", "beta", deps=("b",)),
+        plan_step("r", "release", "alpha", deps=("b", "c"), always=True),
     ])  # fmt: skip
     return job
 
@@ -221,4 +223,4 @@ def test_scheduled_job_starts_by_itself(client: redis.Redis[bytes], tmp_path: Pa
     assert job.name == "nightly" and job.options["trigger"] == "schedule"
     c.tick()
     assert len(c.store.recent()) == 1  # not again within the hour, nor while running
-    assert {x.step_kind for x in w.calls} == {"inventory"}
+    assert {args_from_bytes(x.args).KIND for x in w.calls} == {"inventory"}

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from app.demo.verify import snapshot_files
 from coordinator import engine
-from coordinator.demo.verify import snapshot_files
 from coordinator.engine import Job
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job
@@ -138,13 +138,13 @@ def test_hierarchy_replicates_with_clones_then_only_changes(fleet: Fleet) -> Non
     assert_replicated(fleet)
     # one fan-out step per stream: every transfer went to both targets at once
     transfers = [s for s in first.steps.values() if s.kind == "transfer"]
-    assert transfers and all(len(s.args["targets"]) == 2 for s in transfers)
+    assert transfers and all(len(s.args.targets) == 2 for s in transfers)
 
     write(fleet.backend("alpha"), "tank/img/base", "patch", os.urandom(8 * 1024))
     time.sleep(1.1)  # the snapshot pattern has one-second resolution
     second = run_sync(fleet, store)
     assert_replicated(fleet)
-    assert all(s.args["send"]["from_snap"] for s in second.steps.values() if s.kind == "transfer")
+    assert all(s.args.send.from_snap for s in second.steps.values() if s.kind == "transfer")
     assert moved(second) * 10 < moved(first), (moved(first), moved(second))
 
     status = fleet.cli("status", "--config", str(fleet.config), "--json")
@@ -242,7 +242,7 @@ def test_object_store_target_gets_the_same_streams(
         store = JobStore(fleet.client())
         first = run_sync(fleet, store)
         # one send feeds the peer and the store at once
-        assert all(len(s.args["targets"]) == 2 for s in first.steps.values()
+        assert all(len(s.args.targets) == 2 for s in first.steps.values()
                    if s.kind == "transfer")  # fmt: skip
         stored, broken = mf.load_all(repo.target, repo.crypto)
         assert not broken

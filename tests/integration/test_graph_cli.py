@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.jobstore import JobStore
-from protocol.messages import InventoryReport, ZfsObjectRecord
+from protocol.zfs import InventoryReport
 from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
@@ -52,7 +52,7 @@ def test_graph_draws_hosts_clones_and_a_lagging_target(
     sink.finish()
     store = JobStore(redis_server.client())
     for host, backend in (("alpha", alpha), ("beta", beta)):
-        rows = tuple(ZfsObjectRecord.from_object(o) for o in backend.list())
+        rows = tuple(backend.list())
         store.put_inventory(InventoryReport(host=host, taken_at=time.time(), objects=rows))
     config = tmp_path / "fleet.toml"
     config.write_text(FLEET.format(root=tmp_path))

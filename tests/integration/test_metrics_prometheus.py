@@ -22,13 +22,14 @@ from typing import Any
 
 import pytest
 
-from coordinator import keys
+from bus import keys
 from coordinator.engine import JOB_FAILED, JOB_SUCCEEDED, SUCCEEDED, Job, Step
 from coordinator.jobstore import JobStore
-from protocol.messages import InventoryReport, ZfsObjectRecord
+from protocol.zfs import InventoryReport
 from tests.conftest import need_binary
 from tests.services.process import stop_process
 from tests.services.redis import RedisServer, free_port, redis_server  # noqa: F401  (fixture)
+from tests.unit.dagfakes import args_of
 from workers.zfs.base import ReceiveSpec, SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -50,8 +51,11 @@ targets = ["beta:bk/img", "gamma:bk/img"]
 """
 
 
+XFER = args_of("transfer")
+
+
 def transfer(step_id: str, status: str, *, moved: int = 0, error: str | None = None) -> Step:
-    return Step(id=step_id, kind="transfer", host="alpha", args={}, status=status, attempt=1,
+    return Step(id=step_id, kind="transfer", host="alpha", args=XFER, status=status, attempt=1,
                 started_at=1000.0, finished_at=1004.0, error_type=error,
                 error=f"{error}: target changed" if error else None,
                 result={"bytes": moved, "wire_bytes": moved // 2} if moved else {})  # fmt: skip
@@ -80,7 +84,7 @@ def populate(server: RedisServer, root: Path) -> dict[str, int]:
         if upto == "s2":
             _receive(alpha, target, "tank/img@s2", "tank/img@s1")
     for host, backend in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        objects = tuple(ZfsObjectRecord.from_object(o) for o in backend.list())
+        objects = tuple(backend.list())
         store.put_inventory(InventoryReport(host=host, taken_at=time.time(), objects=objects))
     server.client().hset(keys.worker("alpha"), mapping={"instance": "test", "started": "1"})
     snaps = {o.short: o.creation for o in alpha.list("tank/img") if "@" in o.name}

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import engine, keys
-from coordinator.cli.ca import init_ca, issue_host
+from app.cli.ca import init_ca, issue_host
+from bus import keys
+from coordinator import engine
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job
 from protocol.grants import new_grant, sign_grant

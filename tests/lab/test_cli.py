@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from coordinator.cli import cli
+from app.cli import cli
 from workers.lab.lab import Lab
 
 pytestmark = pytest.mark.lab

@@ -208,7 +208,7 @@ def test_hierarchy_replicates_between_real_hosts_then_only_changes(
         theirs = objects(beta, dst)
         assert "./patch" in snapshot_hashes(beta, newest_snapshot(theirs, "ROOT/base").name)
         transfers = [s for s in second.steps.values() if s.kind == "transfer"]
-        assert transfers and all(s.args["send"]["from_snap"] for s in transfers)
+        assert transfers and all(s.args.send.from_snap for s in transfers)
         assert moved(second) * 10 < moved(first), (moved(first), moved(second))
         print(f"fleet sync on real ZFS: first {moved(first)} B in {first_s:.0f} s, "
               f"second {moved(second)} B in {second_s:.0f} s; second run's steps: "

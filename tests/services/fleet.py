@@ -20,7 +20,7 @@ from typing import IO
 
 import redis
 
-from coordinator import keys
+from bus import keys
 from tests.services.redis import RedisServer
 from workers.zfs.sim import SimBackend
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator.cli import cli
+from app.cli import cli
 from protocol.errors import StoreConflict, StoreUnavailable
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf

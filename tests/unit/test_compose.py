@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import coordinator.metrics
-from coordinator.cli.common import FLEET_CONFIG_ENV
+from app.cli.common import FLEET_CONFIG_ENV
 from coordinator.config import load_config
 from protocol.settings import CONFIG_ENV, ENV_PREFIX, Settings
 from tests.conftest import need_binary

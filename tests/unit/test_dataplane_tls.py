@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator.cli import cli
-from coordinator.cli.ca import init_ca, issue_host
+from app.cli import cli
+from app.cli.ca import init_ca, issue_host
 from protocol.errors import ConfigError
 from workers.tls import TlsConfig, client_context, server_context
 

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli.demo import transfer_label
+from app.cli.demo import transfer_label
+from app.demo import fleet as demo_fleet
+from app.demo.verify import tree_digest
 from coordinator.config import parse_config
-from coordinator.demo import fleet as demo_fleet
-from coordinator.demo.verify import tree_digest
 from coordinator.engine import Step
 from protocol.errors import ConfigError
+from protocol.steps import TransferArgs, TransferTarget
+from protocol.zfs import SendSpec
 
 
 def test_the_demo_config_is_a_valid_fleet(tmp_path: Path) -> None:
@@ -56,15 +58,17 @@ def test_tree_digest_sees_contents_modes_and_links(tmp_path: Path) -> None:
 
 
 def test_transfer_labels_say_full_incremental_or_clone() -> None:
-    def step(send: dict[str, object]) -> Step:
-        return Step(id="x", kind="transfer", host="alpha",
-                    args={"send": send, "targets": [{"host": "beta"}]})  # fmt: skip
+    def step(snapshot: str, from_snap: str | None = None) -> Step:
+        args = TransferArgs(source=snapshot.split("@", maxsplit=1)[0], to_guid=1, from_guid=0,
+                            send=SendSpec(snapshot, from_snap=from_snap),
+                            targets=(TransferTarget(host="beta", dataset="bk/a"),))  # fmt: skip
+        return Step(id="x", kind="transfer", host="alpha", args=args)
 
-    assert transfer_label(step({"snapshot": "tank/a@s1"})) == ("a", "@s1 full")
-    assert transfer_label(step({"snapshot": "tank/a@s2", "from_snap": "tank/a@s1"})) == (
+    assert transfer_label(step("tank/a@s1")) == ("a", "@s1 full")
+    assert transfer_label(step("tank/a@s2", "tank/a@s1")) == (
         "a", "@s1 → @s2",
     )  # fmt: skip
-    assert transfer_label(step({"snapshot": "tank/c@r1", "from_snap": "tank/a@s1"})) == (
+    assert transfer_label(step("tank/c@r1", "tank/a@s1")) == (
         "c", "@r1 as clone of a@s1",
     )  # fmt: skip
 

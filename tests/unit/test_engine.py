@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from coordinator import engine
 from coordinator.engine import Job, RetryPolicy, add_steps, apply_event, ready_steps
-from coordinator.planner import StepPlan
 from protocol.messages import StepEvent, StepState
+from tests.unit.dagfakes import plan_step
 
 POLICY = RetryPolicy(max_attempts=3, backoff_base=2.0)
 
@@ -16,12 +16,12 @@ def diamond() -> Job:
     add_steps(
         job,
         [
-            StepPlan("hold", "hold", "alpha", {}),
-            StepPlan("a", "transfer", "alpha", {}, deps=("hold",)),
-            StepPlan("b", "transfer", "alpha", {}, deps=("hold",)),
-            StepPlan("c", "transfer", "alpha", {}, deps=("a", "b")),
-            StepPlan("d", "prune", "beta", {}, deps=("b",)),
-            StepPlan("release", "release", "alpha", {}, deps=("a", "b", "c"), always=True),
+            plan_step("hold", "hold", "alpha"),
+            plan_step("a", "transfer", "alpha", deps=("hold",)),
+            plan_step("b", "transfer", "alpha", deps=("hold",)),
+            plan_step("c", "transfer", "alpha", deps=("a", "b")),
+            plan_step("d", "prune", "beta", deps=("b",)),
+            plan_step("release", "release", "alpha", deps=("a", "b", "c"), always=True),
         ],
     )
     return job

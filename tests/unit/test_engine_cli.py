@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator.cli import cli
-from coordinator.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE
+from app.cli import cli
+from app.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator.cli import cli
-from coordinator.cli.lab import fleet_config
+from app.cli import cli
+from app.cli.lab import fleet_config
 from coordinator.config import parse_config
 from workers.lab.lab import Lab, LabHost
 from workers.lab.qemu import VmSpec

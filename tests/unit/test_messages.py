@@ -15,14 +15,8 @@ from hypothesis import strategies as st
 
 from protocol.errors import MessageError
 from protocol.messages import (
-    InventoryReport,
-    ObjectType,
-    ProgressEvent,
-    ReceiveSpecMsg,
-    SendSpecMsg,
     StepEvent,
     StepState,
-    ZfsObjectRecord,
     decode,
     encode,
     from_dict,
@@ -30,9 +24,22 @@ from protocol.messages import (
     message,
     to_dict,
 )
-from workers.zfs.base import ObjType, ReceiveSpec, SendSpec, ZfsObject
+from protocol.zfs import InventoryReport, ObjType, ReceiveSpec, SendSpec, ZfsObject
 
 GUID_MAX = 2**64 - 1
+
+
+@message("test.progress", version=1)
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A small flat test message (the shape of a transfer's progress)."""
+
+    job_id: str
+    step_id: str
+    transfer_id: str
+    bytes_done: int
+    bytes_total: int | None
+    target: str
 
 
 @message("test.blob", version=1)
@@ -58,10 +65,10 @@ def _inventory() -> InventoryReport:
         host="alpha",
         taken_at=1_764_300_000.5,
         objects=(
-            ZfsObjectRecord("tank/a", ObjectType.FILESYSTEM, GUID_MAX, 10, 1_764_000_000),
-            ZfsObjectRecord(
+            ZfsObject("tank/a", ObjType.FILESYSTEM, GUID_MAX, 10, 1_764_000_000),
+            ZfsObject(
                 "tank/a@s 1",
-                ObjectType.SNAPSHOT,
+                ObjType.SNAPSHOT,
                 12_345_678_901_234_567_890,
                 11,
                 1_764_000_001,
@@ -87,8 +94,8 @@ def test_every_first_message_round_trips_through_msgpack_and_json() -> None:
         ),
         ProgressEvent("j1", "s1", "t1", 1 << 40, None, "beta"),
         _inventory(),
-        SendSpecMsg("tank/a@s2", from_snap="tank/a#b1", raw=True),
-        ReceiveSpecMsg("tank/b", set_props={"readonly": "on"}, exclude_props=("mountpoint",)),
+        SendSpec("tank/a@s2", from_snap="tank/a#b1", raw=True),
+        ReceiveSpec("tank/b", set_props={"readonly": "on"}, exclude_props=("mountpoint",)),
         Blob(b"\x00\xff" * 8, (GUID_MAX, "x"), ["a"], 1.5),
     ]
     for msg in msgs:
@@ -101,12 +108,12 @@ def test_guids_keep_all_64_bits() -> None:
     report = decode(encode(_inventory()), expect=InventoryReport)
     assert report.objects[0].guid == GUID_MAX
     assert isinstance(report.objects, tuple)
-    assert report.objects[1].type is ObjectType.SNAPSHOT
+    assert report.objects[1].type is ObjType.SNAPSHOT
 
 
 def test_wire_shape_is_a_flat_map_with_kind_and_version() -> None:
     raw = msgpack.unpackb(encode(ProgressEvent("j", "s", "t", 5, 10, "beta")))
-    assert raw["kind"] == "transfer.progress"
+    assert raw["kind"] == "test.progress"
     assert raw["v"] == 1
     assert raw["bytes_done"] == 5
 
@@ -126,7 +133,7 @@ def test_unknown_version_lists_known_versions() -> None:
 def test_missing_required_field_is_named() -> None:
     plain = to_dict(ProgressEvent("j", "s", "t", 5, 10, "beta"))
     del plain["target"]
-    with pytest.raises(MessageError, match=r"'transfer.progress': missing field 'target'"):
+    with pytest.raises(MessageError, match=r"'test.progress': missing field 'target'"):
         from_dict(plain)
 
 
@@ -218,17 +225,18 @@ def test_registration_refuses_mutable_or_reserved() -> None:
             kind: str
 
 
-def test_backend_objects_convert_both_ways() -> None:
+def test_zfs_values_are_messages_and_specs_refuse_unknown_options() -> None:
     obj = ZfsObject("tank/a@s1", ObjType.SNAPSHOT, GUID_MAX, 5, 100, user_props={"zfleet:x": "1"})
-    record = ZfsObjectRecord.from_object(obj)
-    assert record.type is ObjectType.SNAPSHOT
-    back = ZfsObject(**{**record.as_kwargs(), "type": ObjType(record.type)})
-    assert back == obj
-
+    assert decode(encode(obj), ZfsObject) == obj
     send = SendSpec("tank/a@s2", from_snap="@s1", intermediates=True, compressed=True)
-    assert SendSpec(**SendSpecMsg.from_spec(send).as_kwargs()) == send
+    assert from_dict(to_dict(send), SendSpec) == send
     recv = ReceiveSpec("tank/b", force=True, set_props={"a": "b"}, exclude_props=("x",))
-    assert ReceiveSpec(**ReceiveSpecMsg.from_spec(recv).as_kwargs()) == recv
+    assert from_dict(to_dict(recv), ReceiveSpec) == recv
+    # unlike ordinary messages, a spec refuses what it does not know instead of dropping it
+    with pytest.raises(MessageError, match="'dedup'"):
+        from_dict({**to_dict(send), "dedup": True}, SendSpec)
+    with pytest.raises(MessageError, match="'heal'"):
+        from_dict({**to_dict(recv), "heal": True}, ReceiveSpec)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +270,7 @@ plain_values = st.recursive(
 @given(
     st.dictionaries(st.text(max_size=12), plain_values, max_size=8),
     st.sampled_from(
-        ["step.event", "transfer.progress", "inventory.report", "zfs.receive_spec", "test.blob"]
+        ["step.event", "test.progress", "inventory.report", "zfs.receive_spec", "test.blob"]
     ),
 )
 def test_random_fields_never_raise_anything_but_message_error(
@@ -283,9 +291,9 @@ def test_mapping_field_values_are_plain_dicts() -> None:
 guids = st.integers(0, GUID_MAX)
 short_text = st.text(max_size=20)
 records = st.builds(
-    ZfsObjectRecord,
+    ZfsObject,
     name=short_text,
-    type=st.sampled_from(ObjectType),
+    type=st.sampled_from(ObjType),
     guid=guids,
     createtxg=guids,
     creation=st.integers(0, 2**40),

@@ -36,8 +36,8 @@ def ancestors(plan: Plan, step_id: str) -> set[str]:
 
 def sends(plan: Plan) -> list[tuple[str, str | None, bool, tuple[str, ...]]]:
     return [
-        (s.args["send"]["snapshot"], s.args["send"]["from_snap"], s.args["send"]["intermediates"],
-         tuple(sorted(f"{t['host']}:{t['dataset']}" for t in s.args["targets"])))
+        (s.args.send.snapshot, s.args.send.from_snap, s.args.send.intermediates,
+         tuple(sorted(f"{t.host}:{t.dataset}" for t in s.args.targets)))
         for s in plan.transfers()
     ]  # fmt: skip
 
@@ -61,7 +61,7 @@ def test_incremental_from_newest_common_snapshot_by_guid() -> None:
     )
     plan = plan_sync(g, job(targets='["beta:bk/t"]'), job_id="J")
     assert sends(plan) == [("tank/t@s4", "tank/t@s2", True, ("beta:bk/t",))]
-    assert plan.transfers()[0].args["from_guid"] == guid_of("tank/t@s2")
+    assert plan.transfers()[0].args.from_guid == guid_of("tank/t@s2")
     chain = plan_sync(g, job('incremental = "i"', targets='["beta:bk/t"]'), job_id="J")
     assert sends(chain) == [
         ("tank/t@s3", "tank/t@s2", False, ("beta:bk/t",)),
@@ -99,15 +99,15 @@ def test_clone_goes_from_its_origin_after_the_origin_and_parents_first() -> None
     )
     plan = plan_sync(g, job(targets='["beta:bk/t"]'), job_id="J")
     steps = plan.transfers()
-    clone_leg = next(s for s in steps if s.args["send"]["snapshot"] == "tank/t/app@a1")
-    assert clone_leg.args["send"]["from_snap"] == "tank/t/base@b2"
-    assert clone_leg.args["targets"][0]["origin"] == "bk/t/base@b2"
-    assert clone_leg.args["from_guid"] == guid_of("tank/t/base@b2")
-    base_ids = {s.id for s in steps if s.args["source"] == "tank/t/base"}
+    clone_leg = next(s for s in steps if s.args.send.snapshot == "tank/t/app@a1")
+    assert clone_leg.args.send.from_snap == "tank/t/base@b2"
+    assert clone_leg.args.targets[0].origin == "bk/t/base@b2"
+    assert clone_leg.args.from_guid == guid_of("tank/t/base@b2")
+    base_ids = {s.id for s in steps if s.args.source == "tank/t/base"}
     assert base_ids <= ancestors(plan, clone_leg.id)
-    child = next(s for s in steps if s.args["source"] == "tank/t/base/child")
-    root_full = next(s for s in steps if s.args["send"]["snapshot"] == "tank/t@s1")
-    base_full = next(s for s in steps if s.args["send"]["snapshot"] == "tank/t/base@b1")
+    child = next(s for s in steps if s.args.source == "tank/t/base/child")
+    root_full = next(s for s in steps if s.args.send.snapshot == "tank/t@s1")
+    base_full = next(s for s in steps if s.args.send.snapshot == "tank/t/base@b1")
     assert {root_full.id, base_full.id} <= ancestors(plan, child.id)
     # the clone's stream is small: only what the clone wrote since its origin
     assert clone_leg.estimate == 1000
@@ -143,8 +143,8 @@ def test_diverged_target_is_refused_naming_dataset_and_snapshots() -> None:
     assert sends(plan) == [("tank/t/ok@o2", "tank/t/ok@o1", False, ("beta:bk/t/ok",))]
     forced = plan_sync(g, job("force_rollback = true", targets='["beta:bk/t"]'), job_id="J")
     assert forced.refusals == ()
-    leg = next(s for s in forced.transfers() if s.args["source"] == "tank/t")
-    assert leg.args["send"]["from_snap"] == "tank/t@s2" and leg.args["targets"][0]["force"]
+    leg = next(s for s in forced.transfers() if s.args.source == "tank/t")
+    assert leg.args.send.from_snap == "tank/t@s2" and leg.args.targets[0].force
 
 
 def test_modified_target_is_refused_and_up_to_date_one_rolls_back_only_when_forced() -> None:
@@ -156,7 +156,7 @@ def test_modified_target_is_refused_and_up_to_date_one_rolls_back_only_when_forc
     assert "modified since bk/t@s2 (4096 bytes written)" in plan.refusals[0].reason
     forced = plan_sync(g, job("force_rollback = true", targets='["beta:bk/t"]'), job_id="J")
     (rb,) = [s for s in forced.steps if s.kind == ROLLBACK]
-    assert rb.host == "beta" and rb.args["snapshot"] == "bk/t@s2"
+    assert rb.host == "beta" and rb.args.snapshot == "bk/t@s2"
 
 
 def test_bookmark_on_the_source_serves_as_the_base() -> None:
@@ -195,14 +195,14 @@ def test_bases_held_on_both_sides_and_released_whatever_happens() -> None:
     plan = plan_sync(g, job(targets='["beta:bk/t"]'), job_id="J")
     steps = by_id(plan)
     assert steps["hold-alpha"].kind == HOLD
-    assert dict(steps["hold-alpha"].args["snapshots"])["tank/t@s2"] == guid_of("tank/t@s2")
-    assert dict(steps["hold-beta"].args["snapshots"]) == {"bk/t@s2": guid_of("tank/t@s2")}
+    assert dict(steps["hold-alpha"].args.snapshots)["tank/t@s2"] == guid_of("tank/t@s2")
+    assert dict(steps["hold-beta"].args.snapshots) == {"bk/t@s2": guid_of("tank/t@s2")}
     (xfer,) = plan.transfers()
     assert {"hold-alpha", "hold-beta"} <= set(xfer.deps)
     for host in ("alpha", "beta"):
         rel = steps[f"release-{host}"]
         assert rel.kind == RELEASE and rel.always and xfer.id in rel.deps
-        assert rel.args["tag"] == steps[f"hold-{host}"].args["tag"] == "zfleet-J"
+        assert rel.args.tag == steps[f"hold-{host}"].args.tag == "zfleet-J"
 
 
 def test_retention_never_destroys_a_needed_base() -> None:
@@ -214,11 +214,11 @@ def test_retention_never_destroys_a_needed_base() -> None:
     cfg = job('[jobs.j.retention]\n"zfleet-*" = 2', targets='["beta:bk/t"]')
     plan = plan_sync(g, cfg, job_id="J")
     prunes = {s.host: s for s in plan.steps if s.kind == PRUNE}
-    src_doomed = {name for name, _ in prunes["alpha"].args["destroy"]}
+    src_doomed = {name for name, _ in prunes["alpha"].args.destroy}
     # zfleet-2 is beta's base until the transfer lands; zfleet-5/6 are the newest two kept
     assert src_doomed == {"tank/t@zfleet-1", "tank/t@zfleet-3", "tank/t@zfleet-4"}
     assert "tank/t@manual" not in src_doomed  # matches no rule: not ours to destroy
-    tgt_doomed = {name for name, _ in prunes["beta"].args["destroy"]}
+    tgt_doomed = {name for name, _ in prunes["beta"].args.destroy}
     assert "bk/t@zfleet-2" not in tgt_doomed and "bk/t@zfleet-6" not in tgt_doomed
     assert "bk/t@zfleet-1" in tgt_doomed
     assert "release-alpha" in prunes["alpha"].deps
@@ -231,9 +231,9 @@ def test_include_exclude_and_non_recursive() -> None:
         beta=[],
     )  # fmt: skip
     plan = plan_sync(g, job('exclude = ["tmp"]', targets='["beta:bk/t"]'), job_id="J")
-    assert {s.args["source"] for s in plan.transfers()} == {"tank/t", "tank/t/keep"}
+    assert {s.args.source for s in plan.transfers()} == {"tank/t", "tank/t/keep"}
     flat = plan_sync(g, job("recursive = false", targets='["beta:bk/t"]'), job_id="J")
-    assert {s.args["source"] for s in flat.transfers()} == {"tank/t"}
+    assert {s.args.source for s in flat.transfers()} == {"tank/t"}
 
 
 def test_missing_source_inventory_is_a_note_not_a_crash() -> None:
@@ -256,9 +256,9 @@ def test_shared_leg_joined_later_still_comes_after_its_dependencies() -> None:
     assert [r.target for r in plan.refusals] == ["beta:bk/t"]
     position = {s.id: i for i, s in enumerate(plan.steps)}
     assert all(position[d] < position[s.id] for s in plan.steps for d in s.deps)
-    child = next(s for s in plan.transfers() if s.args["source"] == "tank/t/c")
-    parent = next(s for s in plan.transfers() if s.args["source"] == "tank/t")
-    assert parent.id in child.deps and len(child.args["targets"]) == 2
+    child = next(s for s in plan.transfers() if s.args.source == "tank/t/c")
+    parent = next(s for s in plan.transfers() if s.args.source == "tank/t")
+    assert parent.id in child.deps and len(child.args.targets) == 2
 
 
 def test_store_target_shares_the_send_and_gets_no_holds() -> None:
@@ -272,12 +272,12 @@ def test_store_target_shares_the_send_and_gets_no_holds() -> None:
               targets='["beta:bk/t", "store:vault"]')  # fmt: skip
     plan = plan_sync(g, cfg, job_id="J")
     assert plan.refusals == ()
-    legs = {(s.args["send"]["snapshot"], s.args["send"]["from_snap"]):
-            sorted(t["host"] for t in s.args["targets"]) for s in plan.transfers()}  # fmt: skip
+    legs = {(s.args.send.snapshot, s.args.send.from_snap):
+            sorted(t.host for t in s.args.targets) for s in plan.transfers()}  # fmt: skip
     assert legs[("tank/t@s2", "tank/t@s1")] == ["beta", "store:vault"]  # one send, both targets
     assert legs[("tank/t@s1", None)] == ["beta"]  # the store has s1 already
-    app = next(s for s in plan.transfers() if s.args["source"] == "tank/t/app")
-    assert app.args["send"]["from_snap"] == "tank/t@s1"  # a clone stays a clone in the store
+    app = next(s for s in plan.transfers() if s.args.source == "tank/t/app")
+    assert app.args.send.from_snap == "tank/t@s1"  # a clone stays a clone in the store
     assert not any(s.host and s.host.startswith("store:") for s in plan.steps)
 
 
@@ -289,7 +289,7 @@ def test_replicas_are_received_unmounted_unless_the_job_mounts_them() -> None:
 
     def no_mount(extra: str = "") -> dict[str, bool]:
         plan = plan_sync(g, job(extra, targets='["beta:bk/t"]'), job_id="J")
-        return {s.args["source"]: s.args["targets"][0]["no_mount"] for s in plan.transfers()}
+        return {s.args.source: s.args.targets[0].no_mount for s in plan.transfers()}
 
     # canmount and -u mean nothing to a volume
     assert no_mount() == {"tank/t": True, "tank/t/vol": False}

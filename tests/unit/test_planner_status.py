@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.cli.status import fleet_status
+from app.cli.status import fleet_status
 from coordinator.config import parse_config
 from tests.unit.fleetfakes import dataset, graph_of, job_config
 

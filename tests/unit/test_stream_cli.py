@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator.cli import cli
+from app.cli import cli
 from tests.conftest import ZFS_STREAMS
 from tests.unit.test_stream_fixtures import STREAM_IDS, STREAMS, dump_of
 

@@ -7,6 +7,7 @@ granted from/to guids. A stream cut short leaves the receive's partial state for
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,7 @@ from protocol.errors import (
     DatasetNotFound,
     FrameError,
     GrantError,
+    MessageError,
     ResumeTokenStale,
     StreamFormatError,
     StreamTruncated,
@@ -28,6 +30,7 @@ from protocol.errors import (
 from protocol.frames import FrameKind
 from protocol.grants import Grant, verify_grant
 from protocol.log import context, context_thread
+from protocol.messages import from_dict
 from protocol.stream import DrrType, Record, decode_resume_token, parse_begin, read_records
 from workers.dataplane.ledger import GrantLedger
 from workers.dataplane.wire import PROTOCOL_VERSION, Wire, expect
@@ -184,26 +187,16 @@ def _resume_token(backend: ReceiveBackend, dataset: str) -> str | None:
 
 
 def _receive_spec(grant: Grant, header: Mapping[str, Any]) -> ReceiveSpec:
-    props = header.get("set_props") or {}
-    excluded = header.get("exclude_props") or []
-    origin = header.get("origin")
-    if not (
-        isinstance(props, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in props.items())
-        and isinstance(excluded, list)
-        and all(isinstance(p, str) for p in excluded)
-        and (origin is None or isinstance(origin, str))
-    ):
-        raise FrameError("HELLO receive options are malformed")
-    return ReceiveSpec(
-        target=grant.dataset,
-        resumable=True,
-        force=grant.force,
-        no_mount=bool(header.get("no_mount", False)),
-        set_props=props,
-        exclude_props=tuple(excluded),
-        origin=origin,
-    )
+    """The sender's typed receive options; the target dataset and -F come from the grant alone
+    (the coordinator signed them), so a sender cannot redirect or force a receive."""
+    try:
+        asked = from_dict(header.get("receive"), ReceiveSpec)
+    except MessageError as exc:
+        raise FrameError(f"HELLO receive options are malformed: {exc}") from exc
+    if asked.target != grant.dataset:
+        raise FrameError(f"HELLO asks to receive into {asked.target}, the grant is for "
+                         f"{grant.dataset}")  # fmt: skip
+    return dataclasses.replace(asked, resumable=True, force=grant.force)
 
 
 def _receive(

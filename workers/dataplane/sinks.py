@@ -30,6 +30,7 @@ from protocol.errors import (
 )
 from protocol.frames import FrameKind, Prepared
 from protocol.log import context_thread
+from protocol.messages import to_dict
 from workers.dataplane.targets import (
     FileTarget,
     Outcome,
@@ -258,10 +259,8 @@ class PeerSink(Sink):
                 "version": PROTOCOL_VERSION,
                 "grant": target.grant,
                 "target": spec.target,
-                "no_mount": spec.no_mount,
-                "origin": spec.origin,
-                "set_props": dict(spec.set_props),
-                "exclude_props": list(spec.exclude_props),
+                # the whole typed spec (strict: an option the peer lacks is refused there)
+                "receive": to_dict(spec, binary=True),
             },
         )
         accept = expect(wire.recv(), FrameKind.ACCEPT)

@@ -19,7 +19,8 @@ from protocol.errors import FrameError, TransferError, TransferInterrupted, Zfle
 from protocol.frames import Frame, FrameDecoder, FrameKind, Prepared, encode_frame_parts
 from workers.dataplane.throttle import Throttle
 
-PROTOCOL_VERSION: Final = 1  # of the conversation (frames have their own version)
+# of the conversation (frames have their own version); 2: HELLO carries the typed ReceiveSpec
+PROTOCOL_VERSION: Final = 2
 
 # a stalled peer shows up as a send that makes no progress; slices keep that measure honest
 _SEND_SLICE: Final = 256 * 1024

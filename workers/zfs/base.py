@@ -9,123 +9,28 @@ from __future__ import annotations
 
 import abc
 import builtins
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
+# The value types live in protocol/zfs.py (one set for every part); re-exported for the backends.
+from protocol.zfs import (
+    ALL_TYPES,
+    DiffChange,
+    DiffEntry,
+    ObjType,
+    PoolInfo,
+    PropertyValue,
+    ReceiveResult,
+    ReceiveSpec,
+    SendSpec,
+    ZfsObject,
+)
 
-class ObjType(enum.StrEnum):
-    FILESYSTEM = "filesystem"
-    VOLUME = "volume"
-    SNAPSHOT = "snapshot"
-    BOOKMARK = "bookmark"
-
-
-ALL_TYPES: tuple[ObjType, ...] = tuple(ObjType)
-
-
-@dataclass(frozen=True)
-class ZfsObject:
-    """One row of ``zfs list -t all -Hp``: a dataset, snapshot or bookmark."""
-
-    name: str
-    type: ObjType
-    guid: int
-    createtxg: int
-    creation: int  # unix seconds
-    origin: str | None = None  # clones only: the origin snapshot's full name
-    used: int = 0
-    referenced: int = 0
-    written: int = 0
-    receive_resume_token: str | None = None
-    encryption: str | None = None  # None or "off" when not encrypted, else the cipher
-    keystatus: str | None = None  # "available" / "unavailable" for encrypted datasets
-    user_props: Mapping[str, str] = field(default_factory=dict)  # "zfleet:*" and other user:props
-
-    @property
-    def dataset(self) -> str:
-        """The dataset part of the name (``pool/a`` for ``pool/a@s1`` and ``pool/a#b``)."""
-        return self.name.split("@", 1)[0].split("#", 1)[0]
-
-    @property
-    def short(self) -> str:
-        """The snapshot or bookmark part (``s1``), or the name itself for datasets."""
-        for sep in ("@", "#"):
-            if sep in self.name:
-                return self.name.split(sep, 1)[1]
-        return self.name
-
-
-@dataclass(frozen=True)
-class PropertyValue:
-    value: str
-    source: str  # "local", "default", "inherited from X", "received", "-", "temporary"
-
-
-@dataclass(frozen=True)
-class PoolInfo:
-    name: str
-    size: int
-    allocated: int
-    free: int
-    health: str
-
-
-@dataclass(frozen=True)
-class SendSpec:
-    """What to send; the fields are ``zfs send``'s flags.
-
-    ``snapshot`` is the full snapshot name. ``from_snap`` is a snapshot (``@s1`` or ``pool/a@s1``)
-    or a bookmark (``pool/a#b``); with ``intermediates`` it is ``-I``, otherwise ``-i``. A
-    ``resume_token`` means ``zfs send -t TOKEN`` and the other fields (but ``snapshot``, kept for
-    logging) are ignored.
-    """
-
-    snapshot: str
-    from_snap: str | None = None
-    intermediates: bool = False  # -I
-    replicate: bool = False  # -R
-    raw: bool = False  # -w
-    compressed: bool = False  # -c
-    large_blocks: bool = False  # -L
-    embedded: bool = False  # -e
-    props: bool = False  # -p
-    resume_token: str | None = None  # -t
-
-
-@dataclass(frozen=True)
-class ReceiveSpec:
-    """Where and how to receive; the fields are ``zfs receive``'s flags."""
-
-    target: str
-    resumable: bool = True  # -s
-    force: bool = False  # -F
-    no_mount: bool = False  # -u
-    set_props: Mapping[str, str] = field(default_factory=dict)  # -o prop=value
-    exclude_props: tuple[str, ...] = ()  # -x prop
-    origin: str | None = None  # -o origin=pool/base@s2
-
-
-@dataclass(frozen=True)
-class ReceiveResult:
-    target: str
-    snapshot: str | None  # the snapshot that now exists, if known
-    bytes_received: int
-
-
-class DiffChange(enum.StrEnum):
-    ADDED = "+"
-    REMOVED = "-"
-    MODIFIED = "M"
-    RENAMED = "R"
-
-
-@dataclass(frozen=True)
-class DiffEntry:
-    change: DiffChange
-    path: str
-    new_path: str | None = None  # renames only
+__all__ = [
+    "ALL_TYPES", "DiffChange", "DiffEntry", "ObjType", "PoolInfo", "PropertyValue",
+    "ReceiveResult", "ReceiveSink", "ReceiveSpec", "SendSpec", "SendStream", "ZfsBackend",
+    "ZfsObject",
+]  # fmt: skip
 
 
 class SendStream(Protocol):
@@ -259,6 +164,19 @@ class ZfsBackend(abc.ABC):
 
     @abc.abstractmethod
     def unload_key(self, name: str) -> None: ...
+
+    # -- mounts ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def mount(self, name: str) -> None:
+        """``zfs mount NAME``: make a filesystem's files visible at its mountpoint."""
+
+    @abc.abstractmethod
+    def unmount(self, name: str) -> None:
+        """``zfs unmount NAME``: the filesystem and the ones mounted below it."""
+
+    @abc.abstractmethod
+    def mounted(self) -> builtins.list[tuple[str, str]]:
+        """(filesystem, mountpoint) of every mounted filesystem, as ``zfs mount`` lists them."""
 
     # -- helpers every backend gets -------------------------------------------------------
     def exists(self, name: str) -> bool:

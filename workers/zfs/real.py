@@ -414,6 +414,19 @@ class RealBackend(ZfsBackend):
     def unload_key(self, name: str) -> None:
         self._run(["unload-key", check_existing(name)])
 
+    # -- mounts -------------------------------------------------------------------------
+    def mount(self, name: str) -> None:
+        self._run(["mount", check_existing(name)])
+
+    def unmount(self, name: str) -> None:
+        self._run(["unmount", check_existing(name)])
+
+    def mounted(self) -> builtins.list[tuple[str, str]]:
+        # `zfs mount` pads names with spaces, which names may contain: read -H columns instead
+        out = self._run(["list", "-Hp", "-t", "filesystem", "-o", "name,mounted,mountpoint"])
+        rows = (line.split("\t") for line in out.stdout.splitlines() if line)
+        return [(row[0], row[2]) for row in rows if len(row) == 3 and row[1] == "yes"]
+
 
 def _with_user_props(obj: ZfsObject, props: Mapping[str, str]) -> ZfsObject:
     if not props:

@@ -408,6 +408,27 @@ class SimBackend(ZfsBackend):
         with self._lock:
             unload_key(self._pool(name), name)
 
+    # -- mounts -----------------------------------------------------------------------------
+    def mount(self, name: str) -> None:
+        from . import mounts
+
+        zfsnames.validate_dataset(name, existing=True)
+        with self._lock:
+            mounts.mount(self._pool(name), name)
+
+    def unmount(self, name: str) -> None:
+        from . import mounts
+
+        zfsnames.validate_dataset(name, existing=True)
+        with self._lock:
+            mounts.unmount(self._pool(name), name)
+
+    def mounted(self) -> builtins.list[tuple[str, str]]:
+        from . import mounts
+
+        with self._lock:
+            return [m for p in self._pool_names() for m in mounts.mounted(self._pool(p))]
+
     # -- sim extras -------------------------------------------------------------------------
     def pool(self, name: str) -> Pool:
         """The :class:`Pool` holding ``name`` (for the simulation's own tools and tests)."""

@@ -3,6 +3,10 @@
 Objects are matched by object id, as OpenZFS does: an object whose path changed is a rename (R),
 one whose content or metadata changed is modified (M); directories whose entries changed are
 reported M like files. Paths are absolute, under the dataset's mountpoint.
+
+As in OpenZFS (libzfs_diff.c), the later side may also be a clone, or a clone's snapshot, whose
+chain of origins leads back to the snapshot's dataset: a clone keeps its origin's object ids, so
+the same matching tells what the clone changed since it was made.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from workers.zfs.base import DiffChange, DiffEntry
 
 from . import db
 from .nodes import Manifest
-from .pool import Pool
+from .pool import Dataset, Pool, Snapshot
 from .tree import resolve_paths
 
 
@@ -21,7 +25,7 @@ def diff(pool: Pool, snapshot: str, other: str) -> list[DiffEntry]:
     old = pool.snapshot(snapshot)
     if "@" in other:
         new_snap = pool.snapshot(other)
-        if new_snap.dataset != old.dataset:
+        if not _descends(pool, pool.dataset_by_id(new_snap.dataset), old):
             raise InvalidOperation(
                 f"Unable to obtain diffs: {other} is not a snapshot of {old.dataset_name}"
             )
@@ -29,7 +33,7 @@ def diff(pool: Pool, snapshot: str, other: str) -> list[DiffEntry]:
         ds = pool.dataset_by_id(new_snap.dataset)
     else:
         ds = pool.dataset(other)
-        if ds.id != old.dataset:
+        if not _descends(pool, ds, old):
             raise InvalidOperation(
                 f"Unable to obtain diffs: {snapshot} is not a snapshot of {other}"
             )
@@ -66,6 +70,19 @@ def diff(pool: Pool, snapshot: str, other: str) -> list[DiffEntry]:
             else:
                 entries += [DiffEntry(DiffChange.MODIFIED, _abs(base, p)) for p in paths]
     return sorted(entries, key=lambda e: (e.path, e.change))
+
+
+def _descends(pool: Pool, ds: Dataset, old: Snapshot) -> bool:
+    """True when ``ds`` is ``old``'s dataset, or a clone made (through origins) after ``old``."""
+    current = ds
+    while current.id != old.dataset:
+        if current.origin is None:
+            return False
+        origin = pool.snapshot_by_id(current.origin)
+        if origin.dataset == old.dataset and origin.createtxg < old.createtxg:
+            return False  # branched off before the snapshot: not a later state of it
+        current = pool.dataset_by_id(origin.dataset)
+    return True
 
 
 def _by_obj(paths: dict[str, int]) -> dict[int, list[str]]:

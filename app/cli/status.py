@@ -1,0 +1,75 @@
+"""`zfleet status`: per dataset, its snapshots and where each exists; the lag of every target.
+
+Reads the latest inventory each host's worker reported (every job's inventory step refreshes it)
+and matches snapshots across hosts by guid.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from app.cli.common import (
+    cli_errors,
+    config_option,
+    json_option,
+    print_json,
+    redis_client,
+    settings_for,
+)
+from coordinator.config import load_config
+from coordinator.fleetstatus import fleet_status, load_graph
+from coordinator.jobstore import JobStore
+
+__all__ = ["fleet_status", "load_graph", "status"]
+
+
+@click.command("status")
+@config_option()
+@json_option
+def status(config_path: Path, as_json: bool) -> None:
+    """Show each replicated dataset's snapshots, where each exists, and how far targets lag."""
+    with cli_errors():
+        config = load_config(config_path)
+        store = JobStore(redis_client(settings_for(config_path)))
+        graph = load_graph(store, config)
+        rows = fleet_status(graph, config)
+        if as_json:
+            print_json({
+                "hosts": {h: {"reported_at": inv.reported_at}
+                          for h, inv in graph.hosts.items()},
+                "datasets": rows,
+            })  # fmt: skip
+            return
+        console = Console()
+        missing = [h for h in config.hosts if h not in graph.hosts]
+        if missing:
+            console.print(f"[yellow]no inventory yet from[/] {', '.join(missing)} "
+                          "(run a sync, or wait for a scheduled one)")  # fmt: skip
+        for row in rows:
+            title = f"{row['host']}:{row['dataset']} (job {row['job']})"
+            if row["origin"]:
+                title += f", clone of {row['origin']}"
+            table = Table(title=title)
+            table.add_column("snapshot")
+            table.add_column("created")
+            table.add_column("on")
+            for s in row["snapshots"]:
+                table.add_row(s["name"], time.strftime("%Y-%m-%d %H:%M", time.gmtime(s["created"])),
+                              ", ".join(s["on"]))  # fmt: skip
+            console.print(table)
+            for t in row["targets"]:
+                if not t["exists"]:
+                    console.print(f"  {t['target']}: [red]missing[/]")
+                elif t["snapshots_behind"] == 0:
+                    console.print(f"  {t['target']}: [green]up to date[/]")
+                else:
+                    secs = t["seconds_behind"]
+                    behind = f", {secs}s" if secs is not None else ""
+                    n, common = t["snapshots_behind"], t["newest_common"]
+                    console.print(f"  {t['target']}: [yellow]{n} snapshot(s) behind{behind}[/] "
+                                  f"(newest common: {common})")  # fmt: skip
