@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from coordinator.cli import cli
+from app.cli import cli
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
 from workers.cloud.repo import Repository, Secret
