@@ -8,13 +8,24 @@ its own fresh repository (all encrypted, default compression):
   fulls: the ten successive full streams (`zfs send pool/fs@sN`)
   chain: the full stream of s0 and the nine incrementals s0->s1->...->s9
 
+  fixtures: the real OpenZFS 2.3.2 streams of tests/fixtures/zfs-streams (small: start-up
+            dominates)
+
 Every tool runs as a CLI subprocess reading the stream file (`zfleet cloud put FILE`,
-`restic backup --stdin`, `borg create ... -`), so start-up and key derivation count alike.
-Printed: stored bytes and median ingest MB/s per tool and scenario, and zfleet's ratios against
-restic and borg measured in the same run. Also printed: the in-process StoreSink rate (what the
-data plane's fan-out sender sees, no process start), and for reference restic and borg backing
-up the files themselves at each snapshot (their natural mode, not stream storage).
-Bounded: one pass, temporary directories.
+`restic backup --stdin`, `borg create -C zstd,3 ... -`), so start-up and key derivation count
+alike; zfleet also stores each scenario's streams in one call (`zfleet cloud put F1 F2 ...`).
+Then each tool restores every stream of the fulls scenario to /dev/null (`zfleet cloud restore
+SNAP --only-last`, `borg extract --stdout`). Printed: stored bytes, median ingest MB/s per
+tool and scenario, restore MB/s, each tool's peak RSS (the largest of its processes, from
+wait4), and zfleet's ratios against restic and borg measured in the same run. Also printed:
+the in-process StoreSink rate (a worker's long-lived process, what the data plane's fan-out
+sender sees) and in-process restore, against borg's CLI rates; and for reference restic and
+borg backing up the files themselves at each snapshot (their natural mode, not stream
+storage). Bounded: one pass, temporary directories.
+
+Python processes get compiled bytecode as an installed package has it (this environment may set
+PYTHONDONTWRITEBYTECODE; Debian's borg ships compiled): the bench points PYTHONPYCACHEPREFIX at
+its work directory, and the fixed-cost runs, first of all, compile it.
 
     .venv/bin/python bench/store_vs_restic_borg.py [--size-mib 48] [--snapshots 10]
 """
@@ -50,6 +61,7 @@ from workers.zfs.sim import SimBackend
 SOURCES = ("/usr/lib/python3.11", "/usr/share/doc", "/usr/bin", "/usr/lib/x86_64-linux-gnu")
 PASSWORD = "bench-passphrase"
 VENV_BIN = Path(sys.executable).parent
+FIXTURES = Path(__file__).resolve().parent.parent / "tests/fixtures/zfs-streams"
 
 
 def copy_tree(dest: Path, budget: int) -> int:
@@ -142,13 +154,36 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+TIME = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+PEAK_RSS_KIB: dict[str, int] = {}  # "<tool> <what>" -> the largest peak RSS of its processes
+BORG_COMPRESSION = "zstd,3"
+
+
 def run(
-    args: list[str], env: dict[str, str], stdin: Path | None = None, cwd: Path | None = None
+    args: list[str],
+    env: dict[str, str],
+    stdin: Path | None = None,
+    cwd: Path | None = None,
+    *,
+    rss: str | None = None,
 ) -> None:
-    with open(stdin or os.devnull, "rb") as f:
-        r = subprocess.run(args, env=env, stdin=f, cwd=cwd, capture_output=True, check=False)
-    if r.returncode:
-        raise SystemExit(f"{args[0]} failed: {r.stderr.decode(errors='replace')[-500:]}")
+    """Run a command to its end (output discarded); with ``rss``, keep its peak RSS under
+    that name. The peak is GNU time's report: a child forked from this (large) process would
+    count this process's pages until its exec, time's own children start small."""
+    with (
+        open(stdin or os.devnull, "rb") as f,
+        tempfile.NamedTemporaryFile("r") as peak,
+        open(os.devnull, "wb") as out,
+    ):
+        timed = [TIME, "-f", "%M", "-o", peak.name, *args] if rss and TIME else args
+        r = subprocess.run(
+            timed, env=env, stdin=f, stdout=out, stderr=subprocess.PIPE, cwd=cwd, check=False
+        )
+        if r.returncode:
+            raise SystemExit(f"{args[0]} failed: {r.stderr.decode(errors='replace')[-500:]}")
+        if rss and TIME:
+            kib = int(peak.read().split()[-1])
+            PEAK_RSS_KIB[rss] = max(PEAK_RSS_KIB.get(rss, 0), kib)
 
 
 class Tool:
@@ -158,13 +193,18 @@ class Tool:
         self.name, self.init, self.put = name, init, put
 
 
+def zfleet_put(repo: Path, files: list[Path], env: dict[str, str]) -> None:
+    zfleet = str(VENV_BIN / "zfleet")
+    run([zfleet, "cloud", "--repo", str(repo), "put", *map(str, files)], env, rss="zfleet put")
+
+
 def tools(env: dict[str, str]) -> list[Tool]:
     zfleet = str(VENV_BIN / "zfleet")
     return [
         Tool(
             "zfleet",
             lambda repo: run([zfleet, "cloud", "--repo", str(repo), "init"], env),
-            lambda repo, f, n: run([zfleet, "cloud", "--repo", str(repo), "put", str(f)], env),
+            lambda repo, f, n: zfleet_put(repo, [f], env),
         ),
         Tool(
             "restic",
@@ -182,14 +222,47 @@ def tools(env: dict[str, str]) -> list[Tool]:
                 ],
                 env,
                 stdin=f,
+                rss="restic backup",
             ),
         ),
         Tool(
             "borg",
             lambda repo: run(["borg", "init", "-e", "repokey", str(repo)], env),
-            lambda repo, f, n: run(["borg", "create", f"{repo}::s{n}", "-"], env, stdin=f),
+            lambda repo, f, n: run(
+                ["borg", "create", "-C", BORG_COMPRESSION, f"{repo}::s{n}", "-"],
+                env,
+                stdin=f,
+                rss="borg create",
+            ),
         ),
     ]
+
+
+def restore_rates(streams: list[Path], work: Path, env: dict[str, str]) -> dict[str, float]:
+    """Median MB/s of restoring each stream to /dev/null, zfleet's CLI against borg's."""
+    zfleet = str(VENV_BIN / "zfleet")
+    zrepo, brepo = work / "restore-zfleet", work / "restore-borg"
+    run([zfleet, "cloud", "--repo", str(zrepo), "init"], env)
+    run(["borg", "init", "-e", "repokey", str(brepo)], env)
+    zfleet_put(zrepo, streams, env)
+    for n, stream in enumerate(streams):
+        run(["borg", "create", "-C", BORG_COMPRESSION, f"{brepo}::s{n}", "-"], env, stdin=stream)
+    rates: dict[str, list[float]] = {"zfleet": [], "borg": []}
+    for n, stream in enumerate(streams):
+        mb = stream.stat().st_size / 1e6
+        t0 = time.perf_counter()
+        run(
+            [zfleet, "cloud", "--repo", str(zrepo), "restore", f"tank/os@s{n}", "--only-last"],
+            env,
+            rss="zfleet restore",
+        )
+        rates["zfleet"].append(mb / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        run(["borg", "extract", "--stdout", f"{brepo}::s{n}"], env, rss="borg extract")
+        rates["borg"].append(mb / (time.perf_counter() - t0))
+    shutil.rmtree(zrepo)
+    shutil.rmtree(brepo)
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def measure(tool: Tool, streams: list[Path], repo: Path) -> tuple[int, float, float]:
@@ -207,10 +280,7 @@ def measure(tool: Tool, streams: list[Path], repo: Path) -> tuple[int, float, fl
 def fixed_cost(tool: Tool, repo: Path) -> float:
     """Median seconds one invocation costs on a tiny stream: process start, key derivation..."""
     tool.init(repo)
-    tiny = (
-        Path(__file__).resolve().parent.parent
-        / "tests/fixtures/zfs-streams/clone-app-from-base-s2.zstream"
-    )
+    tiny = FIXTURES / "clone-app-from-base-s2.zstream"
     times = []
     for n in range(3):
         t0 = time.perf_counter()
@@ -235,7 +305,10 @@ class TreeBackups:
         self.tree_bytes += du(mnt)
         for name, args in (
             ("restic", ["restic", "-q", "-r", str(self.repos["restic"]), "backup", "."]),
-            ("borg", ["borg", "create", f"{self.repos['borg']}::s{n}", "."]),
+            (
+                "borg",
+                ["borg", "create", "-C", BORG_COMPRESSION, f"{self.repos['borg']}::s{n}", "."],
+            ),
         ):
             t0 = time.perf_counter()
             run(args, self.env, cwd=mnt)
@@ -284,7 +357,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zfleet-bench-") as tmp:
         work = Path(tmp)
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+            "PYTHONPYCACHEPREFIX": str(work / "pycache"),
             "ZFLEET_PASSPHRASE": PASSWORD,
             "RESTIC_PASSWORD": PASSWORD,
             "RESTIC_CACHE_DIR": str(work / "restic-cache"),
@@ -299,7 +373,9 @@ def main() -> None:
         )
         trees = TreeBackups(work, env)
         fulls, chain = make_streams(work, opts.size_mib, opts.snapshots, trees)
-        for label, streams in (("fulls", fulls), ("chain", chain)):
+        fixtures = sorted(FIXTURES.glob("*.zstream"))
+        borg_rates: dict[str, float] = {}
+        for label, streams in (("fulls", fulls), ("chain", chain), ("fixtures", fixtures)):
             total = sum(s.stat().st_size for s in streams)
             print(f"\n== {label}: {len(streams)} streams, {total / 1e6:.1f} MB")
             head = f"{'tool':<8} {'stored bytes':>14} {'stored %':>9} {'median MB/s':>12}"
@@ -312,6 +388,18 @@ def main() -> None:
                 row = f"{tool.name:<8} {stored:>14,} {stored / total:>9.2%} {rate:>12.1f}"
                 print(f"{row} {total / 1e6 / secs:>11.1f} {secs:>8.1f}")
                 shutil.rmtree(repo)
+            repo = work / f"zfleet-one-call-{label}"
+            tools(env)[0].init(repo)
+            t0 = time.perf_counter()
+            zfleet_put(repo, streams, env)
+            one_call = total / 1e6 / (time.perf_counter() - t0)
+            shutil.rmtree(repo)
+            borg_rates[label] = results["borg"][1]
+            print(
+                f"zfleet, all {len(streams)} streams in one `put`: {one_call:.1f} MB/s total, "
+                f"{one_call / results['borg'][2]:.2f}x borg's total, "
+                f"{one_call / results['borg'][1]:.2f}x borg's median per stream"
+            )
             z_stored, z_rate, z_total = results["zfleet"]
             for base in ("restic", "borg"):
                 b_stored, b_rate, b_total = results[base]
@@ -322,10 +410,23 @@ def main() -> None:
                 )
             rate, back = in_process_rates(streams, work / f"inproc-{label}")
             print(
-                f"zfleet in process (no CLI start-up): ingest median {rate:.1f} MB/s, "
+                f"zfleet in process (a worker's StoreSink, no CLI start-up): ingest median "
+                f"{rate:.1f} MB/s = {rate / results['borg'][1]:.2f}x borg's median, "
                 f"restore median {back:.1f} MB/s (every restore SHA-256 checked)"
             )
             shutil.rmtree(work / f"inproc-{label}")
+        back = restore_rates(fulls, work, env)
+        print(
+            f"\n== restore of the {len(fulls)} full streams to /dev/null, CLI, median MB/s\n"
+            f"zfleet {back['zfleet']:.1f}, borg {back['borg']:.1f}: "
+            f"zfleet {back['zfleet'] / back['borg']:.2f}x borg"
+        )
+        print("\n== peak RSS (MiB, largest process)")
+        for what, kib in sorted(PEAK_RSS_KIB.items()):
+            print(f"{what:<16} {kib / 1024:8.1f}")
+        for z, b in (("zfleet put", "borg create"), ("zfleet restore", "borg extract")):
+            if z in PEAK_RSS_KIB and b in PEAK_RSS_KIB:
+                print(f"{z} / {b}: {PEAK_RSS_KIB[z] / PEAK_RSS_KIB[b]:.2f}x")
         trees.report()
 
 

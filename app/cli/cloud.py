@@ -156,33 +156,42 @@ def init(opts: Options, pack_size_mib: int) -> None:
 
 
 @cloud.command()
-@click.argument("stream", type=click.File("rb"), default="-")
+@click.argument("streams", metavar="[STREAM]...", type=click.File("rb"), nargs=-1)
 @click.option("--host", default="", help="Host name recorded with the stream.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print each result as a JSON line.")
 @pass_options
 @_errors
-def put(opts: Options, stream: BinaryIO, host: str, as_json: bool) -> None:
-    """Store a send stream read from STREAM (default: standard input)."""
-    # Imported here: the stream codec pulls in numpy, which ls/verify/prune do not need.
-    from workers.cloud.ingest import StoreSink
+def put(opts: Options, streams: tuple[BinaryIO, ...], host: str, as_json: bool) -> None:
+    """Store send streams read from each STREAM file in turn (default: standard input).
 
+    Several files in one call open the repository (and derive its key) once.
+    """
+    # Imported here: the stream codec pulls in numpy, which ls/verify/prune do not need.
+    from workers.cloud.heap import bound_heap
+    from workers.cloud.ingest import StoreSink
+    from workers.cloud.targets import LocalTarget
+
+    bound_heap()
     repo = opts.open()
-    sink = StoreSink(repo, host=host)
-    try:
-        while chunk := stream.read(READ_CHUNK):
-            sink.write(chunk)
-    except BaseException:
-        sink.abort()
-        raise
-    ref = sink.finish()
-    if as_json:
-        click.echo(json.dumps(ref.__dict__))
-    else:
-        ratio = ref.new_bytes / ref.size if ref.size else 0.0
-        click.echo(
-            f"stored {ref.snapshot}: {ref.size:,} stream bytes, {ref.new_bytes:,} new "
-            f"({ratio:.1%}), manifest {ref.manifest[:16]}"
-        )
+    # A local pack is written inline (a file write): one pack in memory, not one per upload.
+    inflight = {"max_inflight": 0} if isinstance(repo.target, LocalTarget) else {}
+    for stream in streams or (sys.stdin.buffer,):
+        sink = StoreSink(repo, host=host, **inflight)
+        try:
+            while chunk := stream.read(READ_CHUNK):
+                sink.write(chunk)
+        except BaseException:
+            sink.abort()
+            raise
+        ref = sink.finish()
+        if as_json:
+            click.echo(json.dumps(ref.__dict__))
+        else:
+            ratio = ref.new_bytes / ref.size if ref.size else 0.0
+            click.echo(
+                f"stored {ref.snapshot}: {ref.size:,} stream bytes, {ref.new_bytes:,} new "
+                f"({ratio:.1%}), manifest {ref.manifest[:16]}"
+            )
 
 
 @cloud.command(name="ls")
@@ -231,8 +240,10 @@ def restore(opts: Options, snapshot: str, out_dir: Path | None, only_last: bool)
 
     Without --out-dir the chain must be a single stream (or --only-last) and goes to stdout.
     """
+    from workers.cloud.heap import bound_heap
     from workers.cloud.restore import restore_chain, restore_stream
 
+    bound_heap()
     repo = opts.open()
     chain = restore_chain(repo, snapshot)
     if only_last:

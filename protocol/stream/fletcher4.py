@@ -26,13 +26,18 @@ MASK: Final = (1 << 64) - 1
 BLOCK_WORDS: Final = 1 << 14
 # Below this many words a Python loop beats numpy's per-call overhead (record headers' tails).
 SMALL_WORDS: Final = 48
+# From this many words on, a block is widened into the instance's reused buffer; below, a small
+# temporary is cheaper than allocating (and faulting in) that buffer for a one-off checksum.
+WIDE_MIN_WORDS: Final = 4096
 
 _m = np.arange(BLOCK_WORDS, 0, -1, dtype=np.uint64)
-# Row i of _COEF holds the multipliers of a, b, c and d for the word at position i of a block;
-# a block of n < BLOCK_WORDS words uses the last n rows (m_i runs n..1).
-_COEF: Final[npt.NDArray[np.uint64]] = np.ascontiguousarray(
-    np.stack([np.ones_like(_m), _m, _m * (_m + 1) // 2, _m * (_m + 1) * (_m + 2) // 6], axis=1)
-)
+# The multipliers of b, c and d for the word at position i of a block, one contiguous row each
+# (three plain dot products beat one n x 4 matrix product: numpy's integer matmul walks the
+# matrix column by column); a block of n < BLOCK_WORDS words uses the last n entries (m_i runs
+# n..1).
+_COEF_B: Final[npt.NDArray[np.uint64]] = _m
+_COEF_C: Final[npt.NDArray[np.uint64]] = _m * (_m + 1) // 2
+_COEF_D: Final[npt.NDArray[np.uint64]] = _m * (_m + 1) * (_m + 2) // 6
 
 Checksum = tuple[int, int, int, int]
 
@@ -44,10 +49,13 @@ class Fletcher4:
     machine of the other byte order.
     """
 
-    __slots__ = ("_dtype", "a", "b", "c", "d")
+    __slots__ = ("_dtype", "_wide", "a", "b", "c", "d")
 
     def __init__(self, *, byteswap: bool = False, state: Checksum = (0, 0, 0, 0)) -> None:
         self._dtype = np.dtype(">u4" if byteswap else "<u4")
+        # The words widened to 64 bits, one block at a time: reused, so a long stream does not
+        # allocate (and fault in) a fresh buffer per block.
+        self._wide: npt.NDArray[np.uint64] | None = None
         self.a, self.b, self.c, self.d = state
 
     @property
@@ -76,11 +84,20 @@ class Fletcher4:
             return
         w = np.frombuffer(data, dtype=self._dtype, count=words)
         for start in range(0, words, BLOCK_WORDS):
-            block = w[start : start + BLOCK_WORDS]
-            n = block.shape[0]
-            s_a, s_b, s_c, s_d = (
-                int(x) for x in block.astype(np.uint64) @ _COEF[BLOCK_WORDS - n :]
-            )
+            words_in = w[start : start + BLOCK_WORDS]
+            n = words_in.shape[0]
+            if n < WIDE_MIN_WORDS:
+                block = words_in.astype(np.uint64)
+            else:
+                if self._wide is None:
+                    self._wide = np.empty(BLOCK_WORDS, dtype=np.uint64)
+                block = self._wide[:n]
+                np.copyto(block, words_in)
+            first = BLOCK_WORDS - n
+            s_a = int(block.sum())
+            s_b = int(np.dot(block, _COEF_B[first:]))
+            s_c = int(np.dot(block, _COEF_C[first:]))
+            s_d = int(np.dot(block, _COEF_D[first:]))
             t = n * (n + 1) // 2
             p = t * (n + 2) // 3
             d = (d + n * c + t * b + p * a + s_d) & MASK

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -68,6 +69,13 @@ class Crypto:
     def content_id(self, data: bytes | memoryview) -> bytes:
         """The 32-byte keyed BLAKE3 id of ``data``."""
         return blake3.blake3(data, key=self._id_key, max_threads=1).digest()
+
+    def content_id_of_parts(self, parts: Iterable[bytes]) -> bytes:
+        """:meth:`content_id` of the parts' concatenation."""
+        hasher = blake3.blake3(key=self._id_key, max_threads=1)
+        for part in parts:
+            hasher.update(part)
+        return hasher.digest()
 
     def stream_digest(self) -> blake3.blake3:
         """A keyed hasher for whole streams (checked at the end of a restore)."""

@@ -2,7 +2,8 @@
 
 ``StoreSink.write(bytes)`` is what the data plane's fan-out sender calls next to its peer sinks;
 memory stays bounded (one incomplete record, one open pack, ``max_inflight`` packs uploading on a
-small thread pool, one manifest segment). ``finish()`` commits: packs, then an index segment,
+small thread pool, or none with ``max_inflight=0``: then each pack is uploaded inline, one
+manifest segment). ``finish()`` commits: packs, then an index segment,
 then the manifest; only the manifest makes the stream visible, so an aborted or crashed upload
 leaves orphan packs (removed by prune after its lease expires) and never a half stream.
 """
@@ -25,6 +26,7 @@ from protocol.errors import (
     StreamFormatError,
     StreamTruncated,
 )
+from protocol.stream import Fletcher4
 from workers.cloud import manifest as mf
 from workers.cloud.leases import LEASE_TTL, Lease, check_no_prune
 from workers.cloud.packs import BlobEntry, BlobKind, PackWriter, pack_key, write_segment
@@ -32,12 +34,9 @@ from workers.cloud.records import (
     CKSUM_OFFSET,
     CKSUM_SIZE,
     HEADER_SIZE,
-    ZERO,
     Begin,
     Drr,
-    Fletcher,
     Framer,
-    fletcher4,
     pack_cksum,
     parse_begin,
 )
@@ -90,7 +89,7 @@ class StoreSink:
         self._log = log.bind(upload=self._lease.upload, repo=repo.config.id)
         self._framer = Framer()
         self._digest = repo.crypto.stream_digest()
-        self._state: Fletcher = ZERO
+        self._running = Fletcher4()  # the stream's running checksum, restarted at each BEGIN
         self._begins: list[Begin] = []
         self._last_kind: int | None = None
         self._entries: list[mf.Entry] = []
@@ -122,17 +121,19 @@ class StoreSink:
     def _record(self, kind: int, record: bytes) -> None:
         view = memoryview(record)
         header = record[:HEADER_SIZE]
+        running = self._running
         if kind == Drr.BEGIN:
             self._begins.append(parse_begin(header, self._framer.offset))
             # Every (sub)stream restarts its running checksum; BEGIN's own field is toname.
-            state = fletcher4(view[:HEADER_SIZE])
+            running.reset()
+            running.update(view[:HEADER_SIZE])
             norm, literal = header, None
             rest = view[HEADER_SIZE:]
         else:
-            state = fletcher4(view[:CKSUM_OFFSET], self._state)
+            running.update(view[:CKSUM_OFFSET])
             stored = header[CKSUM_OFFSET:]
             literal = None
-            if stored != pack_cksum(state):
+            if stored != pack_cksum(running.value):
                 # libzfs ends compound streams (and their header part) with END records that
                 # carry no checksum; any other mismatch is a damaged stream.
                 if kind != Drr.END or stored != bytes(CKSUM_SIZE):
@@ -148,7 +149,7 @@ class StoreSink:
             raise StreamFormatError(
                 "payload length is not a multiple of 4", offset=self._framer.offset
             )
-        self._state = fletcher4(rest, state)
+        running.update(rest)
         payload = view[HEADER_SIZE:]
         blob = self._blob(payload, BlobKind.DATA) if len(payload) else None
         self._last_kind = kind
@@ -182,19 +183,23 @@ class StoreSink:
     def _flush_pack(self) -> None:
         if not len(self._writer):
             return
-        pack_id, data, entries = self._writer.finish()
+        pack_id, parts, entries = self._writer.finish()
+        size = sum(map(len, parts))
         self._new_packs[pack_id] = entries
-        self._new_bytes += len(data)
+        self._new_bytes += size
         self._lease.add(pack_id)  # listed before it exists, so prune never misses it
+        if not self._max_inflight:  # uploads inline: one pack in memory at a time
+            self._upload(pack_id, parts)
+            return
         while len(self._inflight) >= self._max_inflight:
             self._inflight.popleft().result()
-        self._inflight.append(self._pool.submit(self._upload, pack_id, data))
-        self._log.debug("pack.queued", pack=pack_id[:16], bytes=len(data), blobs=len(entries))
+        self._inflight.append(self._pool.submit(self._upload, pack_id, parts))
+        self._log.debug("pack.queued", pack=pack_id[:16], bytes=size, blobs=len(entries))
 
-    def _upload(self, pack_id: str, data: bytes) -> None:
+    def _upload(self, pack_id: str, parts: tuple[bytes, ...]) -> None:
         # A conflict means same name, same bytes: another upload stored this very pack.
         with contextlib.suppress(StoreConflict):
-            self._repo.target.put_if_absent(pack_key(pack_id), data)
+            self._repo.target.put_parts_if_absent(pack_key(pack_id), parts)
 
     def _drain(self) -> None:
         while self._inflight:

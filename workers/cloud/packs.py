@@ -20,6 +20,7 @@ import concurrent.futures as cf
 import enum
 import struct
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -165,6 +166,12 @@ class PackWriter:
         self._open_meta: list[_Pending] = []
         self._open_size = 0
         self._count = 0
+        # Running totals for ``size``, which is asked after every blob: sealed bytes of the
+        # groups seen done, raw bytes of those still sealing (oldest first, they finish in about
+        # that order), so each call looks at a group or two, not at the whole pack.
+        self._sealed_size = 0
+        self._sealing: deque[tuple[cf.Future[tuple[int, bytes]], int]] = deque()
+        self._sealing_size = 0
 
     def __len__(self) -> int:
         return self._count
@@ -172,10 +179,11 @@ class PackWriter:
     @property
     def size(self) -> int:
         """Estimated pack size: sealed size of finished groups, raw size of the others."""
-        total = self._open_size
-        for fut, metas in self._groups:
-            total += len(fut.result()[1]) if fut.done() else sum(m[3] for m in metas)
-        return total
+        while self._sealing and self._sealing[0][0].done():
+            fut, raw = self._sealing.popleft()
+            self._sealing_size -= raw
+            self._sealed_size += len(fut.result()[1])
+        return self._open_size + self._sealed_size + self._sealing_size
 
     def add(self, blob_id: bytes, kind: BlobKind, data: bytes) -> None:
         """Append one blob."""
@@ -197,24 +205,31 @@ class PackWriter:
         else:
             fut = self._executor.submit(seal_group, self._crypto, blobs)
         self._groups.append((fut, metas))
+        self._sealing.append((fut, self._open_size))
+        self._sealing_size += self._open_size
         self._open, self._open_meta, self._open_size = [], [], 0
 
-    def finish(self) -> tuple[str, bytes, list[BlobEntry]]:
-        """The pack's id, bytes and entries; the writer is empty afterwards."""
+    def finish(self) -> tuple[str, tuple[bytes, ...], list[BlobEntry]]:
+        """The pack's id, bytes (as parts, in order: joined they are the pack) and entries;
+        the writer is empty afterwards."""
         self._close_group()
-        buf = bytearray()
+        # The sealed groups are never joined: a growing buffer and a final copy would hold the
+        # pack two or three times over at its peak (Target.put_parts_if_absent takes parts).
+        parts: list[bytes] = []
+        offset = 0
         entries: list[BlobEntry] = []
         for fut, metas in self._groups:
             flags, sealed = fut.result()
-            offset = len(buf)
-            buf += sealed
+            parts.append(sealed)
             entries += [BlobEntry(i, k, flags, offset, len(sealed), st, n) for i, k, st, n in metas]
+            offset += len(sealed)
+        self._groups = []
         header = self._crypto.seal(msgpack.packb([e.row() for e in entries]), _HEADER_AAD)
-        buf += header
-        buf += _TRAILER.pack(len(header))
-        data = bytes(buf)
-        self._groups, self._count = [], 0
-        return self._crypto.content_id(data).hex(), data, entries
+        parts += (header, _TRAILER.pack(len(header)))
+        self._count = 0
+        self._sealing.clear()
+        self._sealed_size = self._sealing_size = 0
+        return self._crypto.content_id_of_parts(parts).hex(), tuple(parts), entries
 
 
 def _entries_from_rows(rows: object, what: str) -> list[BlobEntry]:

@@ -17,9 +17,10 @@ from typing import Final
 import structlog
 
 from protocol.errors import StoreCorrupt
+from protocol.stream import Fletcher4
 from workers.cloud import manifest as mf
 from workers.cloud.packs import BlobEntry, blob_from_group, open_group, pack_key
-from workers.cloud.records import ZERO, Drr, fletcher4, pack_cksum
+from workers.cloud.records import Drr, pack_cksum
 from workers.cloud.repo import Repository
 
 log = structlog.get_logger(__name__)
@@ -115,7 +116,7 @@ def _batches(repo: Repository, entries: list[mf.Entry]) -> Iterator[list[mf.Entr
 def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
     """The original stream of manifest ``m``, as chunks of about 1 MiB."""
     reader = BlobReader(repo)
-    state = ZERO
+    running = Fletcher4()
     digest = repo.crypto.stream_digest()
     out = bytearray()
     held: bytes | None = None
@@ -126,19 +127,21 @@ def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
         for batch in _batches(repo, entries):
             blobs = reader.fetch(b for _h, b, _c in batch if b is not None)
             for header, blob, literal in batch:
+                # The bytes after what the checksum must know first (the whole BEGIN; the
+                # header of any other record) are summed in one pass, straight from ``out``.
+                start = len(out)
                 if int.from_bytes(header[:4], "little") == Drr.BEGIN:
-                    state = fletcher4(header, ZERO)
+                    running.reset()
                     out += header
                 else:
-                    state = fletcher4(header, state)
-                    cksum = literal if literal is not None else pack_cksum(state)
-                    state = fletcher4(cksum, state)
+                    running.update(header)
                     out += header
-                    out += cksum
+                    out += literal if literal is not None else pack_cksum(running.value)
+                    start += len(header)
                 if blob is not None:
-                    payload = blobs[blob]
-                    state = fletcher4(payload, state)
-                    out += payload
+                    out += blobs[blob]
+                with memoryview(out) as view:
+                    running.update(view[start:])
                 if len(out) >= CHUNK_BYTES:
                     if held is not None:
                         yield held

@@ -21,6 +21,7 @@ from protocol.stream.types import DMU_OST_ZFS, DMU_OST_ZVOL, DRR_FLAG_CLONE
 from . import crypto
 from .blocks import HOLE
 from .nodes import RECORD, Kind, Node
+from .pipe import Chunks
 from .pool import Pool
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ OT_SA: Final = 44
 
 
 class _Sink(io.RawIOBase):
-    """Collects what the writer writes, so the generator can hand it out in chunks."""
+    """Collects what the writer writes, so the generator can hand it out as written (a record's
+    header, then its payload: the block as read, never joined into a bigger buffer)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,9 +55,9 @@ class _Sink(io.RawIOBase):
         self.size += len(chunk)
         return len(chunk)
 
-    def take(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
+    def take(self) -> list[bytes]:
+        out = self.parts
+        self.parts = []
         self.size = 0
         return out
 
@@ -110,12 +112,12 @@ def emit(pool: Pool, plan: Plan, sizer: SizeWriter | None = None) -> Iterator[by
             payload_nvlist=plan.nvlist,
         )
         writer.end()
-        yield sink.take()
+        yield from sink.take()
     for sub in plan.subs:
         yield from _emit_sub(pool, writer, sink, sub)
     if plan.compound:
         writer.end()
-        yield sink.take()
+        yield from sink.take()
 
 
 def _begin_payload(sub: Substream) -> dict[str, Any] | None:
@@ -148,7 +150,7 @@ def _emit_sub(pool: Pool, writer: Any, sink: _Sink, sub: Substream) -> Iterator[
         type=DMU_OST_ZVOL if sub.kind == "volume" else DMU_OST_ZFS,
         payload_nvlist=_begin_payload(sub),
     )
-    yield sink.take()
+    yield from sink.take()
     for first, count in _runs(sub.freed()):
         if first + count > sub.resume_object:
             writer.freeobjects(first, count)
@@ -159,7 +161,7 @@ def _emit_sub(pool: Pool, writer: Any, sink: _Sink, sub: Substream) -> Iterator[
         old = nodes.get(sub.old.get(obj, b""))
         yield from _emit_object(store, writer, sink, sub, obj=obj, node=node, old=old)
     writer.end(sub.snap.guid)
-    yield sink.take()
+    yield from sink.take()
 
 
 def _object_type(sub: Substream, node: Node) -> int:
@@ -223,13 +225,12 @@ def _emit_object(
         elif sub.raw:
             payload = data
         else:
-            payload = data + bytes(
-                -len(data) % 512 if len(node.blocks) == 1 else RECORD - len(data)
-            )
+            pad = -len(data) % 512 if len(node.blocks) == 1 else RECORD - len(data)
+            payload = data + bytes(pad) if pad else data
         writer.write(obj, offset, payload, type=_object_type(sub, node), checksumtype=7)
-        yield sink.take()
+        yield from sink.take()
     if sink.size:
-        yield sink.take()
+        yield from sink.take()
 
 
 def _payload_len(store: Any, sub: Substream, node: Node, index: int, block: bytes) -> int:
@@ -259,14 +260,14 @@ class SimSendStream:
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buf = bytearray()
+        self._buf = Chunks()
         self._done = False
         self._error: ZfsError | None = None
 
     def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._buf) < n):
+        while not self._done and (n < 0 or self._buf.size < n):
             try:
-                self._buf += next(self._chunks)
+                self._buf.append(next(self._chunks))
             except StopIteration:
                 self._done = True
             except ZfsError as exc:
@@ -277,13 +278,7 @@ class SimSendStream:
                 self._done = True
                 self._error = ZfsError(f"send failed: {exc}")
                 raise self._error from exc
-        if n < 0:
-            out = bytes(self._buf)
-            self._buf.clear()
-        else:
-            out = bytes(self._buf[:n])
-            del self._buf[:n]
-        return out
+        return self._buf.take(self._buf.size if n < 0 else n)
 
     def close(self) -> None:
         if self._error is not None:

@@ -1,11 +1,15 @@
 """``zfs receive`` for simulated pools.
 
-The sink spools what it is given to a file under the pool (so memory stays flat whatever the
-stream's size) and checks the first BEGIN against the target as soon as it has arrived, so a
-stream meant for another state is refused before the sender has pushed much. ``finish`` reads
-the records back, verifying every checksum, and applies each substream: objects are rebuilt on
-top of the base snapshot's, records go into the block store, and at each END one txg creates the
-snapshot (keeping the sender's guid) and brings the live data up to it.
+The sink checks the first BEGIN against the target as soon as it has arrived, so a stream
+meant for another state is refused before the sender has pushed much. Then, as ``zfs receive``
+reads a pipe while ``zfs send`` writes it, a thread of the sink reads the records from a bounded
+in-memory pipe (pipe.py) while they arrive, verifying every checksum, and applies each
+substream: objects are rebuilt on top of the base snapshot's, records go into the block store,
+and at each END one txg creates the snapshot (keeping the sender's guid) and brings the live
+data up to it. The stream is never spooled whole: memory stays flat and no byte is written twice.
+The backend's lock is taken only around metadata reads and the txgs, never while waiting for
+data, so other work on the backend goes on during a long transfer; the END's txg plans the
+target again and refuses to commit if it changed meanwhile.
 
 A stream that stops early leaves nothing, unless ``-s``: then the objects received so far are
 saved with a position, and ``receive_resume_token`` says where ``send -t`` must restart.
@@ -14,10 +18,9 @@ saved with a position, and ``receive_resume_token`` says where ``send -t`` must 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
+import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -30,6 +33,7 @@ from protocol.errors import (
     StreamTruncated,
     ZfsError,
 )
+from protocol.log import context_thread
 from protocol.stream import (
     BeginInfo,
     DrrType,
@@ -47,6 +51,7 @@ from .blocks import HOLE
 from .datasets import record_snapshot
 from .nodes import RECORD, Manifest, Meta, Node
 from .partial import PartialObject, PartialState
+from .pipe import BytePipe
 from .pool import Pool
 from .replicate_recv import CompoundReceiver
 from .targets import Target, ensure_dataset, plan_target, resume_state
@@ -90,8 +95,11 @@ class _Apply:
         base: Manifest,
         master: bytes | None,
         sealed_target: bool,
+        *,
+        lock: threading.RLock,
     ) -> None:
         self.pool = pool
+        self.lock = lock
         self.state = state
         self.base = base
         self.master = master
@@ -103,7 +111,8 @@ class _Apply:
         if digest is None or obj in self.state.freed:
             return None
         if digest not in self.base_nodes:
-            self.base_nodes[digest] = self.pool.objects.get(digest)
+            with self.lock:
+                self.base_nodes[digest] = self.pool.objects.get(digest)
         return self.base_nodes[digest]
 
     def record(self, rec: Record) -> None:
@@ -185,7 +194,10 @@ class _Apply:
             else:
                 size = _size_of(part.bonus)
                 data = data[: max(0, min(RECORD, size - index * RECORD))]
-            block = HOLE if data == ZERO[: len(data)] else store.put(data)
+            # a whole record compares with ZERO as it is (memcmp stops at the first non-zero
+            # byte); only a short last record needs a slice of it
+            zero = data == (ZERO if len(data) == RECORD else ZERO[: len(data)])
+            block = HOLE if zero else store.put(data)
         while len(part.blocks) <= index:
             part.blocks.append(HOLE)
         part.blocks[index] = block
@@ -213,41 +225,89 @@ class SimReceiveSink:
         self.backend = backend
         self.pool = pool
         self.spec = spec
-        self.spool: BinaryIO = tempfile.TemporaryFile(dir=_spool_dir(pool))  # noqa: SIM115
+        self.lock = backend._lock
+        self.pipe = BytePipe()
+        self.head = b""  # the first bytes, until the BEGIN has been checked
         self.size = 0
         self.checked = False
         self.closed = False
         self.aborted = False
+        self._thread: threading.Thread | None = None
+        self._result: ReceiveResult | None = None
+        self._error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
         if self.closed:
+            if self._error is not None:
+                raise self._error
             raise InvalidOperation("cannot receive: the receive has already finished")
-        self.spool.write(data)
+        if not self.checked:
+            self.head += bytes(data[: HEADER - len(self.head)])
+            if len(self.head) >= HEADER:
+                self.checked = True
+                self._precheck()
+                self._start()
+        if not self.pipe.write(data) and self._error is not None:
+            # the applying thread stopped on an error: say it now, as a receive that died
+            # makes the sender's next write fail, instead of taking the rest of the stream
+            self._join()
+            raise self._error
         self.size += len(data)
-        if not self.checked and self.size >= HEADER:
-            self.checked = True
-            self._precheck()
         return len(data)
 
     def _precheck(self) -> None:
         """Refuse early a stream that cannot apply (bad magic, wrong base)."""
-        self.spool.seek(0)
-        head = self.spool.read(HEADER)
-        self.spool.seek(0, os.SEEK_END)
+        head = self.head[:HEADER]
         try:
             rec = Record(DrrType(int.from_bytes(head[:4], "little")), head, b"", 0, 0)
             info = parse_begin(rec)
         except (ProtocolError, ValueError):
-            self._close()
+            self.closed = True
             raise StreamFormatError("cannot receive: invalid stream (bad magic number)") from None
         if info.compound:
             return
         try:
-            with self.backend._lock:
+            with self.lock:
                 self._plan_target(info, self.spec.target)
         except ZfsError:
-            self._close()
+            self.closed = True
             raise
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = context_thread(
+                self._consume, name=f"zfleet-sim-receive-{self.spec.target}", daemon=True
+            )
+            self._thread.start()
+
+    def _consume(self) -> None:
+        """The applying thread: the whole receive, reading the stream from the pipe."""
+        try:
+            with contextlib.ExitStack() as stack:
+                with self.lock:
+                    stack.enter_context(self._lease())
+                self._result = self._run()
+        except BaseException as exc:  # handed to the writer: write() or finish() raises it
+            self._error = exc
+        finally:
+            self.pipe.stop()
+
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator[None]:
+        """The pool's receive lease (keeps block sweeps away), its txgs under the lock."""
+        lease = self.pool.receiving()
+        lease.__enter__()
+        try:
+            yield
+        finally:
+            with self.lock:
+                lease.__exit__(None, None, None)
+
+    def _join(self) -> None:
+        self.closed = True
+        self.pipe.close()
+        if self._thread is not None:
+            self._thread.join()
 
     def abort(self) -> None:
         self.aborted = True
@@ -255,24 +315,19 @@ class SimReceiveSink:
             with contextlib.suppress(ZfsError):
                 self.finish()
 
-    def _close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.spool.close()
-
     def finish(self) -> ReceiveResult:
-        if self.closed:
+        if self.closed and self._error is None:
             raise InvalidOperation("cannot receive: the receive has already finished")
-        try:
-            self.spool.seek(0)
-            with self.backend._lock, self.pool.receiving():
-                return self._run()
-        finally:
-            self._close()
+        self._start()  # a stream shorter than a header: the thread reports it
+        self._join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
-    # -- the work --------------------------------------------------------------------------
+    # -- the work (on the applying thread) ---------------------------------------------------
     def _run(self) -> ReceiveResult:
-        records = read_records(self.spool)
+        records = read_records(self.pipe)
         last: str | None = None
         try:
             first = next(records)
@@ -299,23 +354,25 @@ class SimReceiveSink:
         self, records: Iterator[Record], info: BeginInfo, target: str, first: Record
     ) -> str | None:
         """Apply one BEGIN..END; returns the full name of the snapshot it made."""
-        where = self._plan_target(info, target)
-        ds_name = where.dataset
+        with self.lock:
+            where = self._plan_target(info, target)
+            ds_name = where.dataset
+            if not where.skip:
+                raw = info.has(Feature.RAW)
+                state, base_manifest = resume_state(self.pool, info, where, raw)
+                target_ds = self.pool.find(ds_name)
         if where.skip:
             for rec in records:
                 if rec.type == DrrType.END:
                     return f"{ds_name}@{where.snapshot}"
             raise StreamIncomplete("cannot receive: incomplete stream")
-        raw = info.has(Feature.RAW)
-        state, base_manifest = resume_state(self.pool, info, where, raw)
-        target_ds = self.pool.find(ds_name)
         master = None
         sealed = False
         if raw:
             crypt = target_ds.crypt if target_ds is not None else None
             master = bytes.fromhex(crypt["loaded"]) if crypt and crypt.get("loaded") else None
             sealed = master is None
-        applier = _Apply(self.pool, state, base_manifest, master, sealed)
+        applier = _Apply(self.pool, state, base_manifest, master, sealed, lock=self.lock)
         kind = "incremental" if info.fromguid else "new filesystem"
         position = first.offset + first.size
         try:
@@ -337,7 +394,12 @@ class SimReceiveSink:
             raise StreamFormatError(
                 f"cannot receive {kind} stream: invalid stream ({exc})"
             ) from exc
-        with db.txg(self.pool.conn) as txg:
+        with self.lock, db.txg(self.pool.conn) as txg:
+            if _plan_key(self._plan_target(info, target)) != _plan_key(where):
+                raise InvalidOperation(
+                    f"cannot receive {kind} stream: destination {ds_name} changed during the "
+                    "receive"
+                )
             manifest = applier.manifest()
             ds = ensure_dataset(self.pool, where, info, txg, raw=raw, spec=self.spec)
             snap = record_snapshot(
@@ -361,7 +423,7 @@ class SimReceiveSink:
     def _cut(self, where: Target, info: BeginInfo, state: PartialState, kind: str) -> str:
         if not self.spec.resumable:
             raise StreamIncomplete(f"cannot receive {kind} stream: incomplete stream")
-        with db.txg(self.pool.conn) as txg:
+        with self.lock, db.txg(self.pool.conn) as txg:
             ds = self.pool.find(where.dataset)
             if ds is None:
                 ds = ensure_dataset(
@@ -387,10 +449,17 @@ class SimReceiveSink:
         )
 
 
-def _spool_dir(pool: Pool) -> str:
-    path = pool.dir / "spool"
-    path.mkdir(exist_ok=True)
-    return str(path)
+def _plan_key(where: Target) -> tuple[object, ...]:
+    """What a receive's work was built on: the same key at its END means it still applies."""
+    return (
+        where.dataset,
+        where.snapshot,
+        where.base.id if where.base is not None else None,
+        where.create,
+        where.origin.id if where.origin is not None else None,
+        where.rollback_to.id if where.rollback_to is not None else None,
+        where.skip,
+    )
 
 
 def open_receive(backend: SimBackend, spec: ReceiveSpec) -> ReceiveSink:

@@ -64,5 +64,5 @@ class CompoundReceiver:
             last = self.sink._substream(records, sub, target, rec)
             if source in props_by_name and target not in done:
                 done.add(target)
-                with db.txg(self.sink.pool.conn):
+                with self.sink.lock, db.txg(self.sink.pool.conn):
                     set_received(self.sink.pool, target, props_by_name[source], self.sink.spec)

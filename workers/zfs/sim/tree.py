@@ -346,11 +346,33 @@ def write_file(store: ObjectStore, full: str, node: Node, old: Node | None = Non
                 continue  # never written: stays a hole
             if patch and old is not None and i < len(old.blocks) and old.blocks[i] == block:
                 continue
-            data = store.blocks.get(block)[: node.record_len(i, size)]
-            os.pwrite(fd, data, i * RECORD)
+            _copy_block(store, block, fd, i * RECORD, node.record_len(i, size))
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
+
+
+def _copy_block(store: ObjectStore, block: bytes, fd: int, offset: int, length: int) -> None:
+    """Put ``length`` bytes of a stored block at ``offset`` of ``fd``: copied inside the
+    kernel (copy_file_range) where the filesystem allows, else read and written."""
+    try:
+        src = os.open(store.blocks.path(block), os.O_RDONLY)
+    except OSError as exc:
+        raise ZfsError(f"pool I/O error: block {block.hex()} is missing") from exc
+    try:
+        done = 0
+        with contextlib.suppress(OSError):  # EXDEV, ENOSYS, EINVAL: copy by hand below
+            while done < length:
+                got = os.copy_file_range(src, fd, length - done, done, offset + done)
+                if got == 0:
+                    break
+                done += got
+        if done < length:
+            data = os.pread(src, length - done, done)
+            if data:
+                os.pwrite(fd, data, offset + done)
+    finally:
+        os.close(src)
 
 
 def _set_meta(full: str, meta: Meta, *, follow: bool = False) -> None:
