@@ -18,7 +18,7 @@ Then each tool restores every stream of the fulls scenario to /dev/null (`zfleet
 SNAP --only-last`, `borg extract --stdout`). Printed: stored bytes, median ingest MB/s per
 tool and scenario, restore MB/s, each tool's peak RSS (the largest of its processes, from
 wait4), and zfleet's ratios against restic and borg measured in the same run. Also printed:
-the in-process StoreSink rate (a worker's long-lived process, what the data plane's fan-out
+the in-process StreamIngest rate (a worker's long-lived process, what the data plane's fan-out
 sender sees) and in-process restore, against borg's CLI rates; and for reference restic and
 borg backing up the files themselves at each snapshot (their natural mode, not stream
 storage). Bounded: one pass, temporary directories.
@@ -51,10 +51,10 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workers.cloud import manifest as mf
-from workers.cloud.ingest import StoreSink
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.blobstore import LocalBlobStore
+from workers.cloud.ingest import StreamIngest
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_stream
-from workers.cloud.targets import LocalTarget
 from workers.zfs.base import SendSpec
 from workers.zfs.sim import SimBackend
 
@@ -323,13 +323,13 @@ class TreeBackups:
 
 
 def in_process_rates(streams: list[Path], repo: Path) -> tuple[float, float]:
-    """Median MB/s of StoreSink fed 1 MiB chunks (the data plane's view), and of restore."""
-    r = Repository.init(LocalTarget(repo), Secret(passphrase=PASSWORD))
+    """Median MB/s of StreamIngest fed 1 MiB chunks (the data plane's view), and of restore."""
+    r = Repository.init(LocalBlobStore(repo), RepoKey(passphrase=PASSWORD))
     rates = []
     refs = []
     for stream in streams:
         t0 = time.perf_counter()
-        sink = StoreSink(r)
+        sink = StreamIngest(r)
         with open(stream, "rb") as f:
             while chunk := f.read(1 << 20):
                 sink.write(chunk)
@@ -410,7 +410,7 @@ def main() -> None:
                 )
             rate, back = in_process_rates(streams, work / f"inproc-{label}")
             print(
-                f"zfleet in process (a worker's StoreSink, no CLI start-up): ingest median "
+                f"zfleet in process (a worker's StreamIngest, no CLI start-up): ingest median "
                 f"{rate:.1f} MB/s = {rate / results['borg'][1]:.2f}x borg's median, "
                 f"restore median {back:.1f} MB/s (every restore SHA-256 checked)"
             )

@@ -67,7 +67,7 @@ class StoreConfig:
 
 
 def store_descriptor(store: StoreConfig) -> dict[str, str | None]:
-    """How a worker reaches ``store``: a location for workers.cloud's open_target and an
+    """How a worker reaches ``store``: a location for workers.cloud's open_blob_store and an
     endpoint for S3-compatible servers (credentials come from the worker's own settings)."""
     if store.kind == "dir":
         return {"name": store.name, "url": str(store.path), "endpoint": None}

@@ -257,13 +257,13 @@ def transfer(ctx: StepContext, args: TransferArgs) -> Result:
 
 def _store_target(ctx: StepContext, desc: StoreRef) -> Any:
     """A data-plane target that uploads the stream into the object store, record-aware."""
-    from workers.cloud.ingest import StoreSink
+    from workers.cloud.ingest import StreamIngest
     from workers.dataplane.targets import StoreTarget
 
     if ctx.open_store is None:
         raise TransferError("this worker cannot open object stores")
     repo = ctx.open_store(desc)
-    return StoreTarget(name=desc.name, open=lambda spec: StoreSink(repo, host=ctx.host))
+    return StoreTarget(name=desc.name, open=lambda spec: StreamIngest(repo, host=ctx.host))
 
 
 def _progress_cb(ctx: StepContext, todo: Sequence[TransferTarget]) -> Callable[[Any], None]:

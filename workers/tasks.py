@@ -402,8 +402,8 @@ def store_opener(
 
     def open_store(desc: StoreRef) -> Any:
         from protocol.errors import ConfigError
-        from workers.cloud.repo import Repository, Secret
-        from workers.cloud.targets import open_target
+        from workers.cloud.blobstore import open_blob_store
+        from workers.cloud.repo import RepoKey, Repository
 
         url = desc.url
         with lock:
@@ -413,8 +413,9 @@ def store_opener(
                 extra = dict(s3 or {})
                 if desc.endpoint:
                     extra["endpoint_url"] = desc.endpoint
-                target = open_target(url, **extra) if url.startswith("s3://") else open_target(url)
-                opened[url] = Repository.open(target, Secret(passphrase=passphrase))
+                s3_url = url.startswith("s3://")
+                target = open_blob_store(url, **extra) if s3_url else open_blob_store(url)
+                opened[url] = Repository.open(target, RepoKey(passphrase=passphrase))
             return opened[url]
 
     return open_store

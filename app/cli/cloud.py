@@ -21,10 +21,10 @@ import click
 from protocol.errors import ConfigError, ZfleetError
 from protocol.log import configure_logging
 from workers.cloud import manifest as mf
+from workers.cloud.blobstore import CHECKSUM_MODES, BlobStore, open_blob_store
 from workers.cloud.prune import GRACE, prune
 from workers.cloud.repair import rebuild_index
-from workers.cloud.repo import Repository, Secret
-from workers.cloud.targets import CHECKSUM_MODES, Target, open_target
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.verify import verify
 
 EXIT_DAMAGED: Final = 3
@@ -43,9 +43,9 @@ class Options:
     checksum: str
     key_file: Path | None
 
-    def target(self) -> Target:
+    def target(self) -> BlobStore:
         if self.repo.startswith("s3://"):
-            return open_target(
+            return open_blob_store(
                 self.repo,
                 endpoint_url=self.endpoint,
                 region=self.region,
@@ -54,12 +54,12 @@ class Options:
                 request_checksum=self.checksum,
                 response_checksum=self.checksum,
             )
-        return open_target(self.repo)
+        return open_blob_store(self.repo)
 
-    def secret(self, *, confirm: bool = False) -> Secret:
+    def secret(self, *, confirm: bool = False) -> RepoKey:
         if self.key_file is not None:
             try:
-                return Secret(keyfile=self.key_file.read_bytes())
+                return RepoKey(keyfile=self.key_file.read_bytes())
             except OSError as e:
                 raise ConfigError(f"cannot read key file {self.key_file}: {e.strerror}") from e
         phrase = os.environ.get("ZFLEET_PASSPHRASE")
@@ -67,7 +67,7 @@ class Options:
             phrase = click.prompt(
                 "Repository passphrase", hide_input=True, confirmation_prompt=confirm
             )
-        return Secret(passphrase=phrase)
+        return RepoKey(passphrase=phrase)
 
     def open(self) -> Repository:
         return Repository.open(self.target(), self.secret())
@@ -167,16 +167,16 @@ def put(opts: Options, streams: tuple[BinaryIO, ...], host: str, as_json: bool) 
     Several files in one call open the repository (and derive its key) once.
     """
     # Imported here: the stream codec pulls in numpy, which ls/verify/prune do not need.
+    from workers.cloud.blobstore import LocalBlobStore
     from workers.cloud.heap import bound_heap
-    from workers.cloud.ingest import StoreSink
-    from workers.cloud.targets import LocalTarget
+    from workers.cloud.ingest import StreamIngest
 
     bound_heap()
     repo = opts.open()
     # A local pack is written inline (a file write): one pack in memory, not one per upload.
-    inflight = {"max_inflight": 0} if isinstance(repo.target, LocalTarget) else {}
+    inflight = {"max_inflight": 0} if isinstance(repo.target, LocalBlobStore) else {}
     for stream in streams or (sys.stdin.buffer,):
-        sink = StoreSink(repo, host=host, **inflight)
+        sink = StreamIngest(repo, host=host, **inflight)
         try:
             while chunk := stream.read(READ_CHUNK):
                 sink.write(chunk)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from protocol.errors import StoreError
 from workers.cloud import manifest as mf
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.blobstore import open_blob_store
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_chain, restore_stream
-from workers.cloud.targets import open_target
 from workers.zfs.base import ReceiveSpec, ZfsBackend
 
 
@@ -35,8 +35,8 @@ class StoreStats:
 
 def open_repo(path: Path, passphrase: str) -> Repository:
     """The repository at ``path``, created on first use."""
-    target = open_target(str(path))
-    secret = Secret(passphrase=passphrase)
+    target = open_blob_store(str(path))
+    secret = RepoKey(passphrase=passphrase)
     if target.head("config") is None:
         return Repository.init(target, secret)
     return Repository.open(target, secret)

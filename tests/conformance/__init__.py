@@ -1,6 +1,6 @@
 """The backend conformance suite: the same ZFS scenarios against any ZfsBackend.
 
-Each scenario is a plain function taking a :class:`tests.conformance.target.Target` (a backend,
+Each scenario is a plain function taking a :class:`tests.conformance.target.Subject` (a backend,
 a dataset root it may fill, and access to the host's files). ``SCENARIOS`` lists them all;
 ``scenario_params`` turns them into pytest parameters, marking the ones a backend is known to
 fail as ``xfail(strict=True)`` so that a fix is noticed.
@@ -8,18 +8,18 @@ fail as ``xfail(strict=True)`` so that a fix is noticed.
 Running it on a backend (the simulation, or real OpenZFS in the lab)::
 
     from tests.conformance import scenario_params
-    from tests.conformance.target import CommandFiles, Target
+    from tests.conformance.target import CommandFiles, Subject
 
     @pytest.fixture
-    def target(lab_host) -> Iterator[Target]:
+    def target(lab_host) -> Iterator[Subject]:
         backend = RealBackend(["ssh", "-o", "BatchMode=yes", f"root@{lab_host}"])
         root = f"{POOL}/conformance-{uuid4().hex[:8]}"
         backend.create(root)
-        yield Target(backend, root, CommandFiles(backend, ["ssh", f"root@{lab_host}"]))
+        yield Subject(backend, root, CommandFiles(backend, ["ssh", f"root@{lab_host}"]))
         backend.destroy(root, recursive=True)
 
     @pytest.mark.parametrize("scenario", scenario_params())
-    def test_conformance(scenario: Scenario, target: Target) -> None:
+    def test_conformance(scenario: Scenario, target: Subject) -> None:
         scenario(target)
 
 For a backend whose mountpoints are on this machine use ``LocalFiles(backend, tmp_path)``.
@@ -33,9 +33,9 @@ import pytest
 from _pytest.mark import ParameterSet
 
 from tests.conformance import admin, fidelity, sends
-from tests.conformance.target import Target
+from tests.conformance.target import Subject
 
-Scenario = Callable[[Target], None]
+Scenario = Callable[[Subject], None]
 
 SCENARIOS: tuple[Scenario, ...] = (
     sends.full_send,

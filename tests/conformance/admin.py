@@ -14,12 +14,12 @@ from protocol.errors import (
     NameError_,
     ZfleetError,
 )
-from tests.conformance.target import Target
+from tests.conformance.target import Subject
 
 PAYLOAD = 512 * 1024
 
 
-def promote_moves_origins(t: Target) -> None:
+def promote_moves_origins(t: Subject) -> None:
     """After promote the clone owns the shared snapshots and the old parent becomes its clone."""
     base, app = t.ds("base"), t.ds("app")
     t.backend.create(base)
@@ -37,7 +37,7 @@ def promote_moves_origins(t: Target) -> None:
     assert t.files.read(app, "f.txt") == b"base\n"
 
 
-def holds_block_destroy(t: Target) -> None:
+def holds_block_destroy(t: Subject) -> None:
     """A held snapshot cannot be destroyed until every hold is released."""
     src = t.ds("src")
     t.backend.create(src)
@@ -56,7 +56,7 @@ def holds_block_destroy(t: Target) -> None:
     assert f"{src}@s1" not in t.names(src)
 
 
-def dependent_clones_block_destroy(t: Target) -> None:
+def dependent_clones_block_destroy(t: Subject) -> None:
     """A snapshot with a clone cannot be destroyed; the clone keeps working."""
     src, clone = t.ds("src"), t.ds("clone")
     t.backend.create(src)
@@ -67,7 +67,7 @@ def dependent_clones_block_destroy(t: Target) -> None:
     assert t.obj(clone).origin == f"{src}@s1"
 
 
-def rollback_needs_destroy_newer(t: Target) -> None:
+def rollback_needs_destroy_newer(t: Subject) -> None:
     """Rolling back past newer snapshots is refused unless they may be destroyed (``-r``)."""
     src = t.ds("src")
     t.backend.create(src)
@@ -83,7 +83,7 @@ def rollback_needs_destroy_newer(t: Target) -> None:
     assert t.files.read(src, "f.txt") == b"one\n"
 
 
-def atomic_recursive_snapshot(t: Target) -> None:
+def atomic_recursive_snapshot(t: Subject) -> None:
     """Several snapshots taken in one call share one txg; ``-r`` covers children."""
     a, b = t.ds("a"), t.ds("b")
     t.backend.create(a)
@@ -95,7 +95,7 @@ def atomic_recursive_snapshot(t: Target) -> None:
     assert t.obj(f"{a}/child@y").createtxg == t.obj(f"{a}@y").createtxg
 
 
-def properties_set_get_inherit(t: Target) -> None:
+def properties_set_get_inherit(t: Subject) -> None:
     """User properties are set locally, inherited by children, listed, and inherited away."""
     parent, child = t.ds("p"), t.ds("p/c")
     t.backend.create(parent)
@@ -116,7 +116,7 @@ def properties_set_get_inherit(t: Target) -> None:
     assert "guid" in t.backend.get(parent)  # all properties when none are named
 
 
-def space_shared_by_clones(t: Target) -> None:
+def space_shared_by_clones(t: Subject) -> None:
     """A fresh clone references its origin's data but uses almost no space of its own."""
     src, clone = t.ds("src"), t.ds("clone")
     t.backend.create(src)
@@ -129,7 +129,7 @@ def space_shared_by_clones(t: Target) -> None:
     assert made.used < made.referenced / 4
 
 
-def bad_names_refused(t: Target) -> None:
+def bad_names_refused(t: Subject) -> None:
     """Names that break OpenZFS's rules are refused with the rule, and nothing is created."""
     src = t.ds("src")
     t.backend.create(src)

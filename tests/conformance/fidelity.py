@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 from protocol.errors import DatasetExists, DestinationHasSnapshots, ZfleetError
-from tests.conformance.target import Target, transfer
+from tests.conformance.target import Subject, transfer
 from workers.zfs.base import ReceiveSpec, SendSpec
 
 
-def _source(t: Target) -> str:
+def _source(t: Subject) -> str:
     src = t.ds("src")
     t.backend.create(src)
     t.files.write(src, "f.txt", b"source\n")
@@ -22,7 +22,7 @@ def _source(t: Target) -> str:
     return src
 
 
-def full_stream_onto_existing_refused(t: Target) -> None:
+def full_stream_onto_existing_refused(t: Subject) -> None:
     """Without -F a full stream never lands on an existing dataset, not even its own."""
     src, dst = _source(t), t.ds("dst")
     t.backend.create(dst)
@@ -35,7 +35,7 @@ def full_stream_onto_existing_refused(t: Target) -> None:
     assert t.files.read(dst, "mine.txt") == b"target's own\n"
 
 
-def forced_full_stream_needs_no_snapshots(t: Target) -> None:
+def forced_full_stream_needs_no_snapshots(t: Subject) -> None:
     """-F replaces a dataset without snapshots; one with snapshots is refused, untouched."""
     src, dst, kept = _source(t), t.ds("dst"), t.ds("kept")
     t.backend.create(dst)
@@ -50,7 +50,7 @@ def forced_full_stream_needs_no_snapshots(t: Target) -> None:
     assert t.names(kept) == {kept, f"{kept}@old"}
 
 
-def send_from_itself_refused(t: Target) -> None:
+def send_from_itself_refused(t: Subject) -> None:
     """``send -i @s1 fs@s1`` and a source newer than the snapshot are refused."""
     src = _source(t)
     t.backend.snapshot([f"{src}@s2"])
@@ -61,7 +61,7 @@ def send_from_itself_refused(t: Target) -> None:
     assert t.backend.estimate(SendSpec(f"{src}@s2", from_snap="@s1")) > 0
 
 
-def unmount_and_mount_keep_the_files(t: Target) -> None:
+def unmount_and_mount_keep_the_files(t: Subject) -> None:
     """An unmounted filesystem is listed as such and its files come back when mounted."""
     src = _source(t)
 

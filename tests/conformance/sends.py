@@ -12,19 +12,19 @@ from protocol.errors import (
     StreamIncomplete,
     ZfleetError,
 )
-from tests.conformance.target import Target, transfer
+from tests.conformance.target import Subject, transfer
 from workers.zfs.base import ObjType, ReceiveSpec, SendSpec
 
 PAYLOAD = 256 * 1024
 
 
-def _source(t: Target, name: str = "src") -> str:
+def _source(t: Subject, name: str = "src") -> str:
     src = t.ds(name)
     t.backend.create(src)
     return src
 
 
-def full_send(t: Target) -> None:
+def full_send(t: Subject) -> None:
     """A full stream recreates the snapshot elsewhere: same bytes, same guid."""
     src, dst = _source(t), t.ds("dst")
     data = os.urandom(PAYLOAD)
@@ -38,7 +38,7 @@ def full_send(t: Target) -> None:
     assert result.bytes_received / 2 <= estimate <= result.bytes_received * 2
 
 
-def incremental_send(t: Target) -> None:
+def incremental_send(t: Subject) -> None:
     """``-i``: only the change travels, and the target ends up at the new snapshot."""
     src, dst = _source(t), t.ds("dst")
     t.files.write(src, "a.txt", b"first\n")
@@ -55,7 +55,7 @@ def incremental_send(t: Target) -> None:
     assert t.obj(f"{dst}@s2").guid == t.obj(f"{src}@s2").guid
 
 
-def intermediate_send(t: Target) -> None:
+def intermediate_send(t: Subject) -> None:
     """``-I``: every snapshot between the two arrives, each with its own guid."""
     src, dst = _source(t), t.ds("dst")
     for n in (1, 2, 3):
@@ -69,7 +69,7 @@ def intermediate_send(t: Target) -> None:
     assert t.files.read(dst, "n.txt") == b"3\n"
 
 
-def clone_arrives_as_clone(t: Target) -> None:
+def clone_arrives_as_clone(t: Subject) -> None:
     """A clone sent incrementally from its origin is received as a clone of the copy."""
     base, app = _source(t, "base"), t.ds("app")
     t.files.write(base, "shared.bin", os.urandom(PAYLOAD))
@@ -87,7 +87,7 @@ def clone_arrives_as_clone(t: Target) -> None:
     assert t.files.read(copy_app, "shared.bin") == t.files.read(base, "shared.bin")
 
 
-def resume_after_truncated_receive(t: Target) -> None:
+def resume_after_truncated_receive(t: Subject) -> None:
     """A cut receive with ``-s`` leaves a token; ``send -t`` finishes it with full content."""
     src, dst = _source(t), t.ds("dst")
     data = os.urandom(4 * PAYLOAD)
@@ -112,7 +112,7 @@ def resume_after_truncated_receive(t: Target) -> None:
     assert t.obj(dst).receive_resume_token is None
 
 
-def divergence_detected_and_forced(t: Target) -> None:
+def divergence_detected_and_forced(t: Subject) -> None:
     """A target changed since its snapshot refuses an incremental; ``-F`` rolls it back."""
     src, dst = _source(t), t.ds("dst")
     t.files.write(src, "f.txt", b"one\n")
@@ -130,7 +130,7 @@ def divergence_detected_and_forced(t: Target) -> None:
     assert t.obj(f"{dst}@s2").guid == t.obj(f"{src}@s2").guid
 
 
-def _replicated_once(t: Target) -> tuple[str, str, SendSpec]:
+def _replicated_once(t: Subject) -> tuple[str, str, SendSpec]:
     """src@s1 copied to dst, then src@s2 taken: the incremental the next scenarios try."""
     src, dst = _source(t), t.ds("dst")
     t.files.write(src, "f.txt", b"one\n")
@@ -141,8 +141,8 @@ def _replicated_once(t: Target) -> tuple[str, str, SendSpec]:
     return src, dst, SendSpec(f"{src}@s2", from_snap=f"{src}@s1")
 
 
-def diverged_target_snapshot_forced(t: Target) -> None:
-    """Target changes kept in a snapshot of its own: refused as modified; ``-F`` destroys it.
+def diverged_target_snapshot_forced(t: Subject) -> None:
+    """Subject changes kept in a snapshot of its own: refused as modified; ``-F`` destroys it.
 
     OpenZFS finds the incremental source anywhere in the target's history and refuses only
     because the target changed since then (dmu_recv's ETXTBSY, "has been modified").
@@ -159,7 +159,7 @@ def diverged_target_snapshot_forced(t: Target) -> None:
     assert t.files.read(dst, "f.txt") == b"two\n"
 
 
-def noop_target_snapshot_accepted(t: Target) -> None:
+def noop_target_snapshot_accepted(t: Subject) -> None:
     """A snapshot taken on the target without changes does not block the next incremental."""
     src, dst, incr = _replicated_once(t)
     t.backend.snapshot([f"{dst}@local"])
@@ -169,7 +169,7 @@ def noop_target_snapshot_accepted(t: Target) -> None:
     assert t.files.read(dst, "f.txt") == b"two\n"
 
 
-def incremental_source_missing_on_target(t: Target) -> None:
+def incremental_source_missing_on_target(t: Subject) -> None:
     """An incremental whose source snapshot the target never had is refused, target intact."""
     src, dst, _ = _replicated_once(t)
     t.files.write(src, "f.txt", b"three\n")
@@ -182,7 +182,7 @@ def incremental_source_missing_on_target(t: Target) -> None:
     assert t.files.read(dst, "f.txt") == b"one\n"
 
 
-def bookmark_as_incremental_source(t: Target) -> None:
+def bookmark_as_incremental_source(t: Subject) -> None:
     """An incremental from a bookmark works after the snapshot itself is gone."""
     src, dst = _source(t), t.ds("dst")
     t.files.write(src, "f.txt", b"one\n")
@@ -200,7 +200,7 @@ def bookmark_as_incremental_source(t: Target) -> None:
     assert t.files.read(dst, "f.txt") == b"two\n"
 
 
-def raw_encrypted_send(t: Target) -> None:
+def raw_encrypted_send(t: Subject) -> None:
     """``-w`` carries an encrypted dataset as ciphertext: it arrives locked until load-key."""
     passphrase = b"correct horse battery staple\n"
     keyfile = t.files.scratch("conformance.key", passphrase)

@@ -94,11 +94,11 @@ class CommandFiles:
 
 
 @dataclass(frozen=True)
-class Target:
+class Subject:
     """One backend under test: scenarios create everything they need below ``root``.
 
     ``root`` is an existing dataset (a fresh pool, or a scratch dataset on a lab host's pool) that
-    the scenario may fill freely; whoever makes the Target cleans it up.
+    the scenario may fill freely; whoever makes the Subject cleans it up.
     """
 
     backend: ZfsBackend

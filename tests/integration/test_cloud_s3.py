@@ -14,11 +14,11 @@ from protocol.errors import StoreConflict
 from tests.conftest import ZFS_STREAMS
 from tests.services.s3 import S3Server, s3_server
 from workers.cloud import manifest as mf
-from workers.cloud.ingest import StoreSink
+from workers.cloud.blobstore import S3BlobStore, S3Settings
+from workers.cloud.ingest import StreamIngest
 from workers.cloud.packs import Index
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_chain, restore_stream
-from workers.cloud.targets import S3Settings, S3Target
 from workers.cloud.verify import verify
 
 pytestmark = pytest.mark.integration
@@ -28,8 +28,8 @@ STREAMS = sorted(ZFS_STREAMS.glob("*.zstream"))
 ZFLEET = [str(Path(sys.executable).parent / "zfleet")]  # the installed console script
 
 
-def target(server: S3Server, prefix: str, checksum: str = "when_required") -> S3Target:
-    return S3Target(
+def target(server: S3Server, prefix: str, checksum: str = "when_required") -> S3BlobStore:
+    return S3BlobStore(
         S3Settings(
             bucket=server.bucket,
             prefix=prefix,
@@ -55,18 +55,18 @@ def run_cli(server: S3Server, *args: str) -> subprocess.CompletedProcess[str]:
 def test_every_fixture_round_trips_through_s3(s3_server: S3Server, checksum: str) -> None:
     repo = Repository.init(
         target(s3_server, f"roundtrip-{checksum}", checksum),
-        Secret(passphrase="pw"),
+        RepoKey(passphrase="pw"),
         pack_size=128 * 1024,
         scrypt_n=2**10,
     )
     refs = {}
     for path in STREAMS:
-        sink = StoreSink(repo)
+        sink = StreamIngest(repo)
         data = path.read_bytes()
         for i in range(0, len(data), 100_003):
             sink.write(data[i : i + 100_003])
         refs[path] = sink.finish()
-    reopened = Repository.open(target(s3_server, f"roundtrip-{checksum}"), Secret(passphrase="pw"))
+    reopened = Repository.open(target(s3_server, f"roundtrip-{checksum}"), RepoKey(passphrase="pw"))
     found, broken = mf.load_all(reopened.target, reopened.crypto)
     assert not broken
     by_id = {m.id: m for m in found}
@@ -78,9 +78,9 @@ def test_every_fixture_round_trips_through_s3(s3_server: S3Server, checksum: str
 
 def test_a_second_repository_init_is_refused(s3_server: S3Server) -> None:
     t = target(s3_server, "init-twice")
-    Repository.init(t, Secret(passphrase="pw"), scrypt_n=2**10)
+    Repository.init(t, RepoKey(passphrase="pw"), scrypt_n=2**10)
     with pytest.raises(StoreConflict, match="already exists"):
-        Repository.init(t, Secret(passphrase="pw"), scrypt_n=2**10)
+        Repository.init(t, RepoKey(passphrase="pw"), scrypt_n=2**10)
 
 
 def test_two_processes_uploading_at_once_keep_the_index_whole(s3_server: S3Server) -> None:
@@ -124,7 +124,7 @@ def test_two_processes_uploading_at_once_keep_the_index_whole(s3_server: S3Serve
         assert p.returncode == 0, err
         outputs.append([json.loads(line) for line in out.splitlines()])
 
-    repo = Repository.open(target(s3_server, "concurrent"), Secret(passphrase="pw"))
+    repo = Repository.open(target(s3_server, "concurrent"), RepoKey(passphrase="pw"))
     index = Index.load(repo.target, repo.crypto)
     found, broken = mf.load_all(repo.target, repo.crypto)
     assert not broken and len(found) == 8
@@ -158,7 +158,7 @@ def test_cli_against_s3_with_verify_reporting_a_lost_pack(
     ]
     assert run_cli(s3_server, "cloud", "--repo", url, "verify").returncode == 0
 
-    repo = Repository.open(target(s3_server, "cli"), Secret(passphrase="pw"))
+    repo = Repository.open(target(s3_server, "cli"), RepoKey(passphrase="pw"))
     chain = restore_chain(repo, "fx/app@a1")
     lost = chain[-1].packs[0]
     repo.target.delete(f"data/{lost[:2]}/{lost}")

@@ -318,20 +318,20 @@ def test_fan_out_to_a_peer_and_the_object_store_in_one_send(
     receiver, source, tmp_path: Path
 ) -> None:
     from workers.cloud import manifest as mf
-    from workers.cloud.ingest import StoreSink
-    from workers.cloud.repo import Repository, Secret
+    from workers.cloud.blobstore import LocalBlobStore
+    from workers.cloud.ingest import StreamIngest
+    from workers.cloud.repo import RepoKey, Repository
     from workers.cloud.restore import restore_stream
-    from workers.cloud.targets import LocalTarget
 
     server, target = receiver
     repo = Repository.init(
-        LocalTarget(tmp_path / "store"),
-        Secret(passphrase="pw"),
+        LocalBlobStore(tmp_path / "store"),
+        RepoKey(passphrase="pw"),
         pack_size=256 * 1024,
         scrypt_n=2**10,
     )
 
-    def broken(spec: SendSpec) -> StoreSink:
+    def broken(spec: SendSpec) -> StreamIngest:
         raise RuntimeError("bucket went away")
 
     report = push_transfer(
@@ -339,7 +339,7 @@ def test_fan_out_to_a_peer_and_the_object_store_in_one_send(
         SendSpec(SNAP),
         [
             _peer(server, _grant()),
-            StoreTarget("local", lambda spec: StoreSink(repo)),
+            StoreTarget("local", lambda spec: StreamIngest(repo)),
             StoreTarget("broken", broken),
         ],
         options=FAST,

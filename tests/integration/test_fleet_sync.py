@@ -226,12 +226,12 @@ def test_object_store_target_gets_the_same_streams(
     tmp_path: Path, redis_server: RedisServer  # noqa: F811
 ) -> None:
     from workers.cloud import manifest as mf
-    from workers.cloud.repo import Repository, Secret
-    from workers.cloud.targets import LocalTarget
+    from workers.cloud.blobstore import LocalBlobStore
+    from workers.cloud.repo import RepoKey, Repository
 
     vault = tmp_path / "vault"
     vault.mkdir()
-    repo = Repository.init(LocalTarget(vault), Secret(passphrase=PASSPHRASE), scrypt_n=2**10)
+    repo = Repository.init(LocalBlobStore(vault), RepoKey(passphrase=PASSPHRASE), scrypt_n=2**10)
     job = STORE_JOB.format(path=vault)
     with running_fleet(tmp_path / "fleet", redis_server, HOSTS[:2], job) as fleet:
         build_source(fleet.backend("alpha"))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conformance import SCENARIOS, Scenario, scenario_params
-from tests.conformance.target import CommandFiles, Target
+from tests.conformance.target import CommandFiles, Subject
 from workers.lab.lab import LabHost
 from workers.zfs.real import RealBackend
 
@@ -29,18 +29,18 @@ _KNOWN = {
 
 
 @pytest.fixture
-def target(lab_hosts: list[LabHost]) -> Iterator[Target]:
+def target(lab_hosts: list[LabHost]) -> Iterator[Subject]:
     """A scratch dataset on the first lab host's pool; destroyed with everything in it after."""
     host = lab_hosts[0]
     backend = RealBackend(host.exec_prefix)
     root = f"{host.pool}/conformance-{secrets.token_hex(4)}"
     backend.create(root)
     try:
-        yield Target(backend, root, CommandFiles(backend, host.exec_prefix))
+        yield Subject(backend, root, CommandFiles(backend, host.exec_prefix))
     finally:
         backend.destroy(root, recursive=True)
 
 
 @pytest.mark.parametrize("scenario", scenario_params(_KNOWN))
-def test_conformance_on_real_openzfs(scenario: Scenario, target: Target) -> None:
+def test_conformance_on_real_openzfs(scenario: Scenario, target: Subject) -> None:
     scenario(target)

@@ -64,7 +64,7 @@ class S3Server:
     log: Path
 
     def settings_kwargs(self) -> dict[str, str]:
-        """Keyword arguments for :class:`workers.cloud.targets.S3Settings`."""
+        """Keyword arguments for :class:`workers.cloud.blobstore.S3Settings`."""
         return {
             "endpoint_url": self.endpoint,
             "access_key": self.access_key,

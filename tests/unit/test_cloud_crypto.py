@@ -11,11 +11,11 @@ import pytest
 from protocol.errors import ConfigError, StoreCorrupt
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
+from workers.cloud.blobstore import LocalBlobStore
 from workers.cloud.crypto import Crypto, MasterKey, unwrap, wrap_with_passphrase
-from workers.cloud.ingest import StoreSink
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.ingest import StreamIngest
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_stream
-from workers.cloud.targets import LocalTarget
 
 
 def stored_bytes(root: Path) -> bytes:
@@ -23,14 +23,14 @@ def stored_bytes(root: Path) -> bytes:
 
 
 def upload(repo: Repository, name: str) -> None:
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     sink.write((ZFS_STREAMS / name).read_bytes())
     sink.finish()
 
 
 def test_master_key_and_plaintext_never_reach_the_bucket(tmp_path: Path) -> None:
     repo = Repository.init(
-        LocalTarget(tmp_path), Secret(passphrase="pw"), pack_size=1 << 20, scrypt_n=2**10
+        LocalBlobStore(tmp_path), RepoKey(passphrase="pw"), pack_size=1 << 20, scrypt_n=2**10
     )
     upload(repo, "full-s1.zstream")
     everything = stored_bytes(tmp_path)
@@ -62,12 +62,12 @@ def test_master_key_bytes_are_not_in_the_key_slot() -> None:
 
 def test_key_file_unlocks_and_a_wrong_one_does_not(tmp_path: Path) -> None:
     keyfile = os.urandom(64)
-    Repository.init(LocalTarget(tmp_path), Secret(keyfile=keyfile), pack_size=1 << 20)
-    Repository.open(LocalTarget(tmp_path), Secret(keyfile=keyfile))
+    Repository.init(LocalBlobStore(tmp_path), RepoKey(keyfile=keyfile), pack_size=1 << 20)
+    Repository.open(LocalBlobStore(tmp_path), RepoKey(keyfile=keyfile))
     with pytest.raises(ConfigError, match="wrong passphrase or key file"):
-        Repository.open(LocalTarget(tmp_path), Secret(keyfile=os.urandom(64)))
+        Repository.open(LocalBlobStore(tmp_path), RepoKey(keyfile=os.urandom(64)))
     with pytest.raises(ConfigError, match="at least 32 bytes"):
-        Repository.init(LocalTarget(tmp_path / "b"), Secret(keyfile=b"short"))
+        Repository.init(LocalBlobStore(tmp_path / "b"), RepoKey(keyfile=b"short"))
 
 
 def test_content_ids_depend_on_the_repository_key() -> None:
@@ -90,7 +90,7 @@ def test_sealed_objects_are_bound_to_their_role() -> None:
 
 def test_tampered_pack_makes_restore_fail_not_return_wrong_bytes(tmp_path: Path) -> None:
     repo = Repository.init(
-        LocalTarget(tmp_path), Secret(passphrase="pw"), pack_size=1 << 20, scrypt_n=2**10
+        LocalBlobStore(tmp_path), RepoKey(passphrase="pw"), pack_size=1 << 20, scrypt_n=2**10
     )
     upload(repo, "incr-s1-s2.zstream")
     pack = next((tmp_path / "data").rglob("*"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from workers.cloud.ingest import StoreSink
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.blobstore import LocalBlobStore
+from workers.cloud.ingest import StreamIngest
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_chain, restore_stream
-from workers.cloud.targets import LocalTarget
 from workers.dataplane.sender import push_transfer
 from workers.dataplane.targets import FileTarget, StoreTarget
 from workers.zfs.base import SendSpec
@@ -27,9 +27,10 @@ def test_send_to_a_file_and_the_store_in_one_pass_then_restore_the_chain(tmp_pat
     backend.snapshot(["tank/app@v2"])
 
     repo = Repository.init(
-        LocalTarget(tmp_path / "repo"), Secret(passphrase="pw"), pack_size=1 << 20, scrypt_n=2**10
+        LocalBlobStore(tmp_path / "repo"), RepoKey(passphrase="pw"), pack_size=1 << 20,
+        scrypt_n=2**10,
     )
-    store = StoreTarget("bucket", open=lambda spec: StoreSink(repo, host="alpha"))
+    store = StoreTarget("bucket", open=lambda spec: StreamIngest(repo, host="alpha"))
     files = []
     for n, spec in enumerate(
         (SendSpec("tank/app@v1"), SendSpec("tank/app@v2", from_snap="tank/app@v1"))

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from app.cli import cli
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.blobstore import LocalBlobStore
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_stream
-from workers.cloud.targets import LocalTarget
 
 ENV = {"ZFLEET_PASSPHRASE": "pw"}
 NAMES = ("full-s1", "incr-s1-s2", "zvol-v1")
@@ -20,7 +20,7 @@ NAMES = ("full-s1", "incr-s1-s2", "zvol-v1")
 
 def _init(tmp_path: Path) -> list[str]:
     base = ["cloud", "--repo", str(tmp_path / "r")]
-    Repository.init(LocalTarget(tmp_path / "r"), Secret(passphrase="pw"), scrypt_n=2**10)
+    Repository.init(LocalBlobStore(tmp_path / "r"), RepoKey(passphrase="pw"), scrypt_n=2**10)
     return base
 
 
@@ -31,7 +31,7 @@ def test_several_streams_in_one_put_each_restore_byte_for_byte(tmp_path: Path) -
     assert r.exit_code == 0, r.output
     refs = [json.loads(line) for line in r.output.splitlines()]
     assert [ref["size"] for ref in refs] == [Path(f).stat().st_size for f in files]
-    repo = Repository.open(LocalTarget(tmp_path / "r"), Secret(passphrase="pw"))
+    repo = Repository.open(LocalBlobStore(tmp_path / "r"), RepoKey(passphrase="pw"))
     by_id = {m.id: m for m in mf.load_all(repo.target, repo.crypto)[0]}
     for ref, path in zip(refs, files, strict=True):
         assert b"".join(restore_stream(repo, by_id[ref["manifest"]])) == Path(path).read_bytes()

@@ -11,28 +11,28 @@ from app.cli import cli
 from protocol.errors import StoreCorrupt, StoreError
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
-from workers.cloud.ingest import StoreSink
+from workers.cloud.blobstore import LocalBlobStore
+from workers.cloud.ingest import StreamIngest
 from workers.cloud.prune import prune
 from workers.cloud.repair import rebuild_index
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_chain, restore_stream
-from workers.cloud.targets import LocalTarget
 from workers.cloud.verify import verify
 
 
 def repo_with(root: Path, *names: str) -> Repository:
     repo = Repository.init(
-        LocalTarget(root), Secret(passphrase="pw"), pack_size=64 * 1024, scrypt_n=2**10
+        LocalBlobStore(root), RepoKey(passphrase="pw"), pack_size=64 * 1024, scrypt_n=2**10
     )
     for name in names:
-        sink = StoreSink(repo)
+        sink = StreamIngest(repo)
         sink.write((ZFS_STREAMS / f"{name}.zstream").read_bytes())
         sink.finish()
     return repo
 
 
 def reopen(root: Path) -> Repository:
-    return Repository.open(LocalTarget(root), Secret(passphrase="pw"))
+    return Repository.open(LocalBlobStore(root), RepoKey(passphrase="pw"))
 
 
 def flip(path: Path) -> None:
@@ -73,7 +73,7 @@ def test_uploads_go_on_while_an_index_segment_is_damaged(tmp_path: Path) -> None
     repo_with(tmp_path, "full-s1")
     flip(next((tmp_path / "index").iterdir()))
     repo = reopen(tmp_path)
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     sink.write((ZFS_STREAMS / "incr-s1-s2.zstream").read_bytes())
     sink.finish()
     rebuild_index(repo)

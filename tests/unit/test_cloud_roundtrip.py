@@ -14,11 +14,11 @@ from protocol.errors import StoreError, StreamChecksumError, StreamFormatError, 
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
 from workers.cloud import restore as restore_module
-from workers.cloud.ingest import StoreSink, StreamRef
+from workers.cloud.blobstore import LocalBlobStore
+from workers.cloud.ingest import StreamIngest, StreamRef
 from workers.cloud.records import Framer
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_chain, restore_stream
-from workers.cloud.targets import LocalTarget
 
 STREAMS = sorted(ZFS_STREAMS.glob("*.zstream"))
 EMBED_STREAM = (ZFS_STREAMS / "full-s1-largeblock-embed.zstream").read_bytes()
@@ -26,12 +26,13 @@ EMBED_STREAM = (ZFS_STREAMS / "full-s1-largeblock-embed.zstream").read_bytes()
 
 def make_repo(root: Path, pack_size: int = 256 * 1024) -> Repository:
     return Repository.init(
-        LocalTarget(root), Secret(passphrase="correct horse"), pack_size=pack_size, scrypt_n=2**10
+        LocalBlobStore(root), RepoKey(passphrase="correct horse"), pack_size=pack_size,
+        scrypt_n=2**10,
     )
 
 
 def put(repo: Repository, data: bytes, step: int = 65_537) -> StreamRef:
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     for i in range(0, len(data), step):
         sink.write(data[i : i + step])
     return sink.finish()
@@ -52,7 +53,7 @@ def test_every_fixture_stream_restores_byte_for_byte(tmp_path: Path, path: Path)
     repo = make_repo(tmp_path)
     ref = put(repo, data)
     # A fresh process (new Repository, index read from the store) restores it.
-    reopened = Repository.open(LocalTarget(tmp_path), Secret(passphrase="correct horse"))
+    reopened = Repository.open(LocalBlobStore(tmp_path), RepoKey(passphrase="correct horse"))
     restored = b"".join(restore_stream(reopened, manifest(reopened, ref)))
     assert sha(restored) == sha(data)
     assert ref.size == len(data)
@@ -114,7 +115,7 @@ def test_chain_with_missing_base_is_a_clear_error(tmp_path: Path) -> None:
 def test_truncated_stream_is_refused_and_leaves_nothing_visible(tmp_path: Path) -> None:
     data = (ZFS_STREAMS / "full-s1.zstream").read_bytes()
     repo = make_repo(tmp_path)
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     sink.write(data[:150_000])
     with pytest.raises(StreamTruncated):
         sink.finish()
@@ -125,7 +126,7 @@ def test_truncated_stream_is_refused_and_leaves_nothing_visible(tmp_path: Path) 
 def test_stream_cut_at_a_record_boundary_is_refused(tmp_path: Path) -> None:
     data = (ZFS_STREAMS / "full-s1.zstream").read_bytes()
     repo = make_repo(tmp_path)
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     sink.write(data[: len(data) - 312])  # everything but the END record
     with pytest.raises(StreamTruncated, match="without an END"):
         sink.finish()
@@ -133,11 +134,11 @@ def test_stream_cut_at_a_record_boundary_is_refused(tmp_path: Path) -> None:
 
 def test_garbage_is_a_format_error(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     with pytest.raises(StreamFormatError):
         sink.write(b"\x00" * 312)  # a BEGIN without the ZFS magic
     sink.abort()
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     with pytest.raises(StreamFormatError, match="does not start with BEGIN"):
         sink.write(b"\x03" + b"\x00" * 400)
     sink.abort()
@@ -148,7 +149,7 @@ def test_a_damaged_stream_is_refused_at_ingest(tmp_path: Path) -> None:
     data = bytearray((ZFS_STREAMS / "incr-s1-s2.zstream").read_bytes())
     data[50_000] ^= 0x01  # one bit of file data flipped in transit
     repo = make_repo(tmp_path)
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     with pytest.raises(StreamChecksumError, match="checksum"):
         sink.write(bytes(data))
         sink.finish()

@@ -10,29 +10,35 @@ import pytest
 from moto import mock_aws
 
 from protocol.errors import ConfigError, StoreConflict, StoreCorrupt, StoreError
-from workers.cloud.targets import LocalTarget, S3Settings, S3Target, Target, open_target
+from workers.cloud.blobstore import (
+    BlobStore,
+    LocalBlobStore,
+    S3BlobStore,
+    S3Settings,
+    open_blob_store,
+)
 
 
 @pytest.fixture(params=["local", "moto"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "local":
-        yield LocalTarget(tmp_path / "repo")
+        yield LocalBlobStore(tmp_path / "repo")
         return
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="zrepo")
-        yield S3Target(
+        yield S3BlobStore(
             S3Settings(bucket="zrepo", prefix="team/repo", access_key="a", secret_key="s")
         )
 
 
-def test_create_only_once(target: Target) -> None:
+def test_create_only_once(target: BlobStore) -> None:
     target.put_if_absent("index/one", b"first")
     with pytest.raises(StoreConflict):
         target.put_if_absent("index/one", b"second")
     assert target.get("index/one") == b"first"
 
 
-def test_replace_only_the_version_read(target: Target) -> None:
+def test_replace_only_the_version_read(target: BlobStore) -> None:
     etag = target.put_if_absent("leases/x", b"v1")
     info = target.head("leases/x")
     assert info is not None and info.etag == etag and info.size == 2
@@ -44,7 +50,7 @@ def test_replace_only_the_version_read(target: Target) -> None:
     assert target.get("leases/x") == b"v3"
 
 
-def test_ranges_listing_and_delete(target: Target) -> None:
+def test_ranges_listing_and_delete(target: BlobStore) -> None:
     target.put_if_absent("data/ab/abc", bytes(range(100)))
     target.put_if_absent("data/cd/cde", b"x")
     target.put_if_absent("index/s", b"y")
@@ -57,7 +63,7 @@ def test_ranges_listing_and_delete(target: Target) -> None:
     assert [i.key for i in target.list("data/")] == ["data/cd/cde"]
 
 
-def test_missing_object_is_a_store_error_not_a_botocore_one(target: Target) -> None:
+def test_missing_object_is_a_store_error_not_a_botocore_one(target: BlobStore) -> None:
     with pytest.raises(StoreCorrupt, match="missing"):
         target.get("manifests/nope")
     assert target.head("manifests/nope") is None
@@ -65,29 +71,29 @@ def test_missing_object_is_a_store_error_not_a_botocore_one(target: Target) -> N
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b"])
-def test_bad_keys_are_refused(target: Target, key: str) -> None:
+def test_bad_keys_are_refused(target: BlobStore, key: str) -> None:
     with pytest.raises(StoreError, match="invalid object key"):
         target.put_if_absent(key, b"x")
 
 
 def test_checksum_mode_is_configurable_and_validated() -> None:
     with mock_aws():
-        t = S3Target(S3Settings(bucket="zrepo", request_checksum="when_supported"))
+        t = S3BlobStore(S3Settings(bucket="zrepo", request_checksum="when_supported"))
         assert t.client.meta.config.request_checksum_calculation == "when_supported"
         assert t.client.meta.config.response_checksum_validation == "when_required"
     with pytest.raises(ConfigError, match="request_checksum"):
-        S3Target(S3Settings(bucket="zrepo", request_checksum="always"))  # type: ignore[arg-type]
+        S3BlobStore(S3Settings(bucket="zrepo", request_checksum="always"))  # type: ignore[arg-type]
 
 
 def test_missing_bucket_and_bad_urls_are_clear() -> None:
     with mock_aws():
-        t = S3Target(S3Settings(bucket="nobucket"))
+        t = S3BlobStore(S3Settings(bucket="nobucket"))
         with pytest.raises(StoreError, match="does not exist"):
             t.put_if_absent("config", b"x")
     with pytest.raises(ConfigError):
-        open_target("ftp://host/x")
+        open_blob_store("ftp://host/x")
     with pytest.raises(ConfigError):
-        open_target("s3:///path")
+        open_blob_store("s3:///path")
 
 
 def test_settings_repr_hides_the_secret() -> None:

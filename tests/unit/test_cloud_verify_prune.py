@@ -14,24 +14,24 @@ from app.cli import cli
 from protocol.errors import StoreConflict, StoreUnavailable
 from tests.conftest import ZFS_STREAMS
 from workers.cloud import manifest as mf
-from workers.cloud.ingest import StoreSink, StreamRef
+from workers.cloud.blobstore import LocalBlobStore
+from workers.cloud.ingest import StreamIngest, StreamRef
 from workers.cloud.leases import take_prune_lock
 from workers.cloud.packs import pack_key
 from workers.cloud.prune import prune
-from workers.cloud.repo import Repository, Secret
+from workers.cloud.repo import RepoKey, Repository
 from workers.cloud.restore import restore_chain, restore_stream
-from workers.cloud.targets import LocalTarget
 from workers.cloud.verify import verify
 
 
 def make_repo(root: Path, pack_size: int = 64 * 1024) -> Repository:
     return Repository.init(
-        LocalTarget(root), Secret(passphrase="pw"), pack_size=pack_size, scrypt_n=2**10
+        LocalBlobStore(root), RepoKey(passphrase="pw"), pack_size=pack_size, scrypt_n=2**10
     )
 
 
 def put(repo: Repository, name: str) -> StreamRef:
-    sink = StoreSink(repo)
+    sink = StreamIngest(repo)
     sink.write((ZFS_STREAMS / f"{name}.zstream").read_bytes())
     return sink.finish()
 
@@ -107,7 +107,7 @@ def test_prune_never_deletes_a_pack_an_upload_in_progress_refers_to(tmp_path: Pa
     put(repo, "full-s1")
     put(repo, "full-s1-compressed")
     data = (ZFS_STREAMS / "incr-s1-s2.zstream").read_bytes()
-    sink = StoreSink(Repository.open(LocalTarget(tmp_path), Secret(passphrase="pw")))
+    sink = StreamIngest(Repository.open(LocalBlobStore(tmp_path), RepoKey(passphrase="pw")))
     sink.write(data[:-312])  # all but END: dedups against s1, and new packs are uploaded
     (lease,) = repo.target.list("leases/")
     leased = set(json.loads(repo.target.get(lease.key))["packs"])
@@ -129,7 +129,7 @@ def test_prune_never_deletes_a_pack_an_upload_in_progress_refers_to(tmp_path: Pa
 
 def test_expired_leases_and_grace(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
-    sink = StoreSink(repo, lease_ttl=0.0)  # a crashed upload: its lease has expired
+    sink = StreamIngest(repo, lease_ttl=0.0)  # a crashed upload: its lease has expired
     sink.write((ZFS_STREAMS / "zvol-v1.zstream").read_bytes()[:200_000])
     sink._drain()  # its packs reached the store, then the process "died"
     orphans = list(repo.target.list("data/"))
@@ -143,7 +143,7 @@ def test_prune_lock_makes_uploads_wait_and_prunes_exclusive(tmp_path: Path) -> N
     repo = make_repo(tmp_path)
     take_prune_lock(repo.target)
     with pytest.raises(StoreUnavailable, match="prune is running"):
-        StoreSink(repo)
+        StreamIngest(repo)
     assert list(repo.target.list("leases/")) == []  # the refused upload left no lease
     with pytest.raises(StoreConflict, match="another prune"):
         prune(repo, keep_last=1)
@@ -187,8 +187,8 @@ def test_an_upload_that_outlived_its_lease_fails_instead_of_committing_lost_pack
     put(repo, "full-s1")
     put(repo, "full-s1-compressed")
     data = (ZFS_STREAMS / "incr-s1-s2.zstream").read_bytes()
-    stalled = StoreSink(
-        Repository.open(LocalTarget(tmp_path), Secret(passphrase="pw")), lease_ttl=0
+    stalled = StreamIngest(
+        Repository.open(LocalBlobStore(tmp_path), RepoKey(passphrase="pw")), lease_ttl=0
     )
     stalled.write(data[:-312])  # deduplicates against s1's packs, then the sender stalls
     assert prune(repo, keep_last=1, grace=0).packs_deleted > 0  # s1's packs go: no live lease

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance import Scenario, admin, scenario_params
-from tests.conformance.target import LocalFiles, Target
+from tests.conformance.target import LocalFiles, Subject
 from workers.zfs.real import RealBackend
 
 pytestmark = pytest.mark.slow
@@ -50,20 +50,20 @@ def make_shims(bin_dir: Path, sim_root: Path) -> dict[str, str]:
 USER_PROPS = ("zfleet:role", "zfleet:note")
 
 
-def make_target(tmp_path: Path, user_props: tuple[str, ...]) -> Target:
+def make_target(tmp_path: Path, user_props: tuple[str, ...]) -> Subject:
     env = make_shims(tmp_path / "bin", tmp_path / "pools")
     subprocess.run(["zpool", "create", "tank"], env=env, check=True, timeout=60)
     backend = RealBackend(env=env, timeout=60, user_props=user_props)
-    return Target(backend, "tank", LocalFiles(backend, tmp_path / "scratch"))
+    return Subject(backend, "tank", LocalFiles(backend, tmp_path / "scratch"))
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> Target:
+def target(tmp_path: Path) -> Subject:
     return make_target(tmp_path, USER_PROPS)
 
 
 @pytest.mark.parametrize("scenario", scenario_params(KNOWN_FAILURES))
-def test_scenario(scenario: Scenario, target: Target) -> None:
+def test_scenario(scenario: Scenario, target: Subject) -> None:
     scenario(target)
 
 
@@ -71,7 +71,7 @@ def test_user_properties_found_without_naming_them(tmp_path: Path) -> None:
     admin.properties_set_get_inherit(make_target(tmp_path, ()))
 
 
-def test_the_shims_are_what_runs(target: Target) -> None:
+def test_the_shims_are_what_runs(target: Subject) -> None:
     # guard against a real `zfs` earlier on PATH making this file test something else
     (pool,) = target.backend.pools()
     assert pool.name == "tank"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance import Scenario, scenario_params, sends
-from tests.conformance.target import CommandFiles, LocalFiles, Target
+from tests.conformance.target import CommandFiles, LocalFiles, Subject
 from workers.zfs.sim import SimBackend
 
 # scenario name -> why the simulation fails it today (run as strict xfail, so a fix shows)
@@ -15,14 +15,14 @@ KNOWN_FAILURES: dict[str, str] = {}
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> Target:
+def target(tmp_path: Path) -> Subject:
     backend = SimBackend(tmp_path / "pools")
     backend.create_pool("tank")
-    return Target(backend, "tank", LocalFiles(backend, tmp_path / "scratch"))
+    return Subject(backend, "tank", LocalFiles(backend, tmp_path / "scratch"))
 
 
 @pytest.mark.parametrize("scenario", scenario_params(KNOWN_FAILURES))
-def test_scenario(scenario: Scenario, target: Target) -> None:
+def test_scenario(scenario: Scenario, target: Subject) -> None:
     scenario(target)
 
 
@@ -46,4 +46,4 @@ def test_host_files_through_a_command_prefix(tmp_path: Path, remote: bool) -> No
     files = CommandFiles(backend, prefix, scratch_dir=str(tmp_path / "scratch dir"))
     for root, scenario in (("tank/one", sends.full_send), ("tank/two", sends.raw_encrypted_send)):
         backend.create(root)
-        scenario(Target(backend, root, files))  # raw_encrypted_send's key file: scratch()
+        scenario(Subject(backend, root, files))  # raw_encrypted_send's key file: scratch()

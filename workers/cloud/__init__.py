@@ -8,7 +8,7 @@ must not touch), ``ingest`` (the sink a send stream is pushed into), ``restore``
 ``prune`` and ``repo`` (creating and unlocking a repository).
 
 For the data plane: open one :class:`~workers.cloud.repo.Repository` per worker process, and
-for each send a :class:`~workers.cloud.ingest.StoreSink` (``write(bytes)``, ``finish()``,
+for each send a :class:`~workers.cloud.ingest.StreamIngest` (``write(bytes)``, ``finish()``,
 ``abort()``) beside the peer sinks; to restore, replay
 :func:`~workers.cloud.restore.restore_chain`'s manifests, full first, each through
 :func:`~workers.cloud.restore.restore_stream` into ``zfs receive``.

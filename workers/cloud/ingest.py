@@ -1,6 +1,6 @@
 """The store's sink: a send stream is pushed in, record by record, and leaves as packs.
 
-``StoreSink.write(bytes)`` is what the data plane's fan-out sender calls next to its peer sinks;
+``StreamIngest.write(bytes)`` is what the data plane's fan-out sender calls next to its peer sinks;
 memory stays bounded (one incomplete record, one open pack, ``max_inflight`` packs uploading on a
 small thread pool, or none with ``max_inflight=0``: then each pack is uploaded inline, one
 manifest segment). ``finish()`` commits: packs, then an index segment,
@@ -62,7 +62,7 @@ class StreamRef:
     records: int
 
 
-class StoreSink:
+class StreamIngest:
     """Stores one send stream in a repository. Use from one thread (the sender's)."""
 
     def __init__(

@@ -18,8 +18,8 @@ from typing import Final
 import structlog
 
 from protocol.errors import StoreConflict, StoreCorrupt, StoreError, StoreUnavailable
+from workers.cloud.blobstore import BlobStore
 from workers.cloud.repo import now
-from workers.cloud.targets import Target
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +45,9 @@ class LeaseInfo:
 class Lease:
     """The lease of one upload (not thread-safe: the sink's thread owns it)."""
 
-    def __init__(self, target: Target, *, ttl: float = LEASE_TTL, host: str | None = None) -> None:
+    def __init__(
+        self, target: BlobStore, *, ttl: float = LEASE_TTL, host: str | None = None
+    ) -> None:
         self._target = target
         self.ttl = ttl
         self.upload = os.urandom(12).hex()
@@ -86,7 +88,7 @@ class Lease:
         self._target.delete(self.key)
 
 
-def read_leases(target: Target) -> list[LeaseInfo]:
+def read_leases(target: BlobStore) -> list[LeaseInfo]:
     """Every lease in the repository; an unreadable one protects nothing but is reported."""
     out: list[LeaseInfo] = []
     for info in target.list("leases/"):
@@ -108,7 +110,7 @@ def read_leases(target: Target) -> list[LeaseInfo]:
     return out
 
 
-def prune_lock_held(target: Target) -> bool:
+def prune_lock_held(target: BlobStore) -> bool:
     """Whether a live prune lock exists."""
     try:
         b = json.loads(target.get(PRUNE_LOCK))
@@ -119,13 +121,13 @@ def prune_lock_held(target: Target) -> bool:
         return True  # unreadable: assume a prune is running, the safe side
 
 
-def check_no_prune(target: Target) -> None:
+def check_no_prune(target: BlobStore) -> None:
     """Raise :class:`StoreUnavailable` (retryable) while a prune runs."""
     if prune_lock_held(target):
         raise StoreUnavailable("a prune is running on this repository; retry after it ends")
 
 
-def take_prune_lock(target: Target, ttl: float = PRUNE_LOCK_TTL) -> None:
+def take_prune_lock(target: BlobStore, ttl: float = PRUNE_LOCK_TTL) -> None:
     """Take the prune lock; :class:`StoreConflict` when another prune holds it."""
     body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "expires": now() + ttl})
     try:
@@ -138,7 +140,7 @@ def take_prune_lock(target: Target, ttl: float = PRUNE_LOCK_TTL) -> None:
         target.put_if_absent(PRUNE_LOCK, body.encode())
 
 
-def release_prune_lock(target: Target) -> None:
+def release_prune_lock(target: BlobStore) -> None:
     """Release the prune lock."""
     try:
         target.delete(PRUNE_LOCK)

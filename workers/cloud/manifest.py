@@ -19,8 +19,8 @@ from typing import Final
 import msgpack
 
 from protocol.errors import StoreCorrupt, StoreError
+from workers.cloud.blobstore import BlobStore
 from workers.cloud.crypto import Crypto
-from workers.cloud.targets import Target
 
 MANIFEST_VERSION: Final = 1
 SEGMENT_BYTES: Final = 1024 * 1024  # raw header bytes per segment (about 3,700 records)
@@ -139,14 +139,14 @@ def decode_segment(data: bytes, what: str) -> list[Entry]:
         raise StoreCorrupt(f"{what}: malformed segment") from e
 
 
-def store(target: Target, crypto: Crypto, m: Manifest) -> str:
+def store(target: BlobStore, crypto: Crypto, m: Manifest) -> str:
     """Write a manifest (create-only); returns its id."""
     manifest_id, sealed = encode(crypto, m)
     target.put_if_absent(f"manifests/{manifest_id}", sealed)
     return manifest_id
 
 
-def load_all(target: Target, crypto: Crypto) -> tuple[list[Manifest], dict[str, StoreError]]:
+def load_all(target: BlobStore, crypto: Crypto) -> tuple[list[Manifest], dict[str, StoreError]]:
     """Every manifest, oldest first, and the ones that could not be read (id -> error)."""
     found: list[Manifest] = []
     broken: dict[str, StoreError] = {}

@@ -30,8 +30,8 @@ import structlog
 import zstandard
 
 from protocol.errors import ConfigError, StoreCorrupt, StoreError
+from workers.cloud.blobstore import BlobStore
 from workers.cloud.crypto import Crypto
-from workers.cloud.targets import Target
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +214,7 @@ class PackWriter:
         the writer is empty afterwards."""
         self._close_group()
         # The sealed groups are never joined: a growing buffer and a final copy would hold the
-        # pack two or three times over at its peak (Target.put_parts_if_absent takes parts).
+        # pack two or three times over at its peak (BlobStore.put_parts_if_absent takes parts).
         parts: list[bytes] = []
         offset = 0
         entries: list[BlobEntry] = []
@@ -319,7 +319,7 @@ class Index:
         self.segments.add(seg)
 
     @classmethod
-    def load(cls, target: Target, crypto: Crypto) -> Index:
+    def load(cls, target: BlobStore, crypto: Crypto) -> Index:
         """Read every index segment of the repository.
 
         A damaged segment is skipped and remembered in ``broken`` (uploads go on, merely
@@ -363,7 +363,7 @@ def read_segment(crypto: Crypto, seg: str, sealed: bytes) -> list[tuple[str, lis
     return [(str(pid), _entries_from_rows(rows, what)) for pid, rows in body.items()]
 
 
-def write_segment(target: Target, crypto: Crypto, packs: dict[str, list[BlobEntry]]) -> str:
+def write_segment(target: BlobStore, crypto: Crypto, packs: dict[str, list[BlobEntry]]) -> str:
     """Store one immutable index segment; returns its id."""
     seg, sealed = encode_segment(crypto, packs)
     try:

@@ -23,9 +23,9 @@ import structlog
 
 from protocol.errors import ConfigError, StoreConflict, StoreCorrupt
 from workers.cloud import crypto as keys
+from workers.cloud.blobstore import BlobStore
 from workers.cloud.crypto import Crypto, MasterKey
 from workers.cloud.packs import PACK_TARGET, Index, check_pack_target
-from workers.cloud.targets import Target
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ REPO_VERSION: Final = 1
 
 
 @dataclass(frozen=True)
-class Secret:
+class RepoKey:
     """How to unlock a repository: a passphrase or a key file's bytes. Never printed."""
 
     passphrase: str | None = field(default=None, repr=False)
@@ -54,7 +54,7 @@ class RepoConfig:
 class Repository:
     """An unlocked repository; share one per process (the index is loaded once, lazily)."""
 
-    def __init__(self, target: Target, config: RepoConfig, key: MasterKey) -> None:
+    def __init__(self, target: BlobStore, config: RepoConfig, key: MasterKey) -> None:
         self.target = target
         self.config = config
         self.crypto = Crypto(key)
@@ -63,8 +63,8 @@ class Repository:
     @classmethod
     def init(
         cls,
-        target: Target,
-        secret: Secret,
+        target: BlobStore,
+        secret: RepoKey,
         *,
         pack_size: int = PACK_TARGET,
         scrypt_n: int = keys.SCRYPT_N,
@@ -87,7 +87,7 @@ class Repository:
         return cls(target, config, key)
 
     @classmethod
-    def open(cls, target: Target, secret: Secret) -> Repository:
+    def open(cls, target: BlobStore, secret: RepoKey) -> Repository:
         """Open and unlock an existing repository."""
         if target.head("config") is None:
             raise ConfigError(

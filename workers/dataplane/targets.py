@@ -12,7 +12,7 @@ from workers.zfs.base import ReceiveSpec, SendSpec
 
 
 class StoreWriter(Protocol):
-    """The object store's upload of one stream (workers/cloud's StoreSink keeps this shape)."""
+    """The object store's upload of one stream (workers/cloud's StreamIngest keeps this shape)."""
 
     def write(self, data: bytes) -> int | None: ...
 

@@ -37,7 +37,7 @@ from .nodes import (
     encode_manifest,
 )
 from .pool import Dataset, Pool, Snapshot, new_guid
-from .props import normalize
+from .proprules import normalize
 from .space import referenced, referenced_delta, unique_bytes
 from .tree import encode_cache
 

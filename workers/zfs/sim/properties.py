@@ -13,7 +13,7 @@ from workers.zfs.base import PropertyValue
 from . import db
 from .nodes import VOLUME_OBJECT, decode_manifest
 from .pool import Dataset, Pool, Snapshot, not_found
-from .props import READONLY, SETTABLE, is_user_prop, normalize
+from .proprules import READONLY, SETTABLE, is_user_prop, normalize
 from .space import Space
 
 NONE = "-"

@@ -49,12 +49,12 @@ from workers.zfs.base import ReceiveResult, ReceiveSink, ReceiveSpec
 from . import crypto, db
 from .blocks import HOLE
 from .datasets import record_snapshot
+from .landing import Landing, ensure_dataset, plan_target, resume_state
 from .nodes import RECORD, Manifest, Meta, Node
 from .partial import PartialObject, PartialState
 from .pipe import BytePipe
 from .pool import Pool
 from .replicate_recv import CompoundReceiver
-from .targets import Target, ensure_dataset, plan_target, resume_state
 
 if TYPE_CHECKING:
     from .backend import SimBackend
@@ -347,7 +347,7 @@ class SimReceiveSink:
     def _compound(self, records: Iterator[Record], info: BeginInfo) -> str | None:
         return CompoundReceiver(self, info).run(records)
 
-    def _plan_target(self, info: BeginInfo, target: str) -> Target:
+    def _plan_target(self, info: BeginInfo, target: str) -> Landing:
         return plan_target(self.pool, info, target, self.spec)
 
     def _substream(
@@ -420,7 +420,7 @@ class SimReceiveSink:
         log.info("sim.receive.snapshot", snapshot=snap.name, guid=snap.guid)
         return snap.name
 
-    def _cut(self, where: Target, info: BeginInfo, state: PartialState, kind: str) -> str:
+    def _cut(self, where: Landing, info: BeginInfo, state: PartialState, kind: str) -> str:
         if not self.spec.resumable:
             raise StreamIncomplete(f"cannot receive {kind} stream: incomplete stream")
         with self.lock, db.txg(self.pool.conn) as txg:
@@ -449,7 +449,7 @@ class SimReceiveSink:
         )
 
 
-def _plan_key(where: Target) -> tuple[object, ...]:
+def _plan_key(where: Landing) -> tuple[object, ...]:
     """What a receive's work was built on: the same key at its END means it still applies."""
     return (
         where.dataset,

@@ -13,7 +13,7 @@ from protocol.errors import InvalidOperation
 from workers.zfs.base import SendSpec
 
 from .pool import Bookmark, Dataset, Pool, Snapshot
-from .props import SETTABLE, is_user_prop
+from .proprules import SETTABLE, is_user_prop
 from .send import Plan, Substream, parse_from, substream
 
 

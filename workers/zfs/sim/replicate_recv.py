@@ -9,7 +9,7 @@ from protocol.errors import InvalidOperation, ProtocolError, StreamIncomplete
 from protocol.stream import BeginInfo, DrrType, Record, parse_begin
 
 from . import db
-from .targets import set_received
+from .landing import set_received
 
 if TYPE_CHECKING:
     from .receive import SimReceiveSink

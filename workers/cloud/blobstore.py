@@ -44,7 +44,7 @@ class ObjectInfo:
     modified: datetime
 
 
-class Target(Protocol):
+class BlobStore(Protocol):
     """The few operations the repository needs from a storage backend."""
 
     def put_if_absent(self, key: str, data: bytes) -> str:
@@ -90,7 +90,7 @@ def _check_key(key: str) -> None:
 # -- local directory --------------------------------------------------------------------------
 
 
-class LocalTarget:
+class LocalBlobStore:
     """A repository in a local directory (or a network mount): one file per object.
 
     ``put_if_absent`` relies on ``link(2)`` failing when the name exists, so creation is atomic
@@ -237,7 +237,7 @@ _CONFLICT_CODES: Final = frozenset({"PreconditionFailed", "ConditionalRequestCon
 _MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-class S3Target:
+class S3BlobStore:
     """A repository under ``prefix`` in an S3-compatible bucket."""
 
     def __init__(self, settings: S3Settings, client: S3Client | None = None) -> None:
@@ -382,7 +382,7 @@ class S3Target:
             self.client.delete_object(Bucket=self.settings.bucket, Key=self._key(key))
 
 
-def open_target(url: str, **s3: Any) -> Target:
+def open_blob_store(url: str, **s3: Any) -> BlobStore:
     """A target for a local path (or ``file://``) or an ``s3://bucket/prefix`` URL.
 
     ``s3`` keyword arguments are :class:`S3Settings` fields (endpoint_url, access_key...).
@@ -391,7 +391,7 @@ def open_target(url: str, **s3: Any) -> Target:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigError(f"{url!r}: an s3:// URL needs a bucket name")
-        return S3Target(S3Settings(bucket=parsed.netloc, prefix=parsed.path.strip("/"), **s3))
+        return S3BlobStore(S3Settings(bucket=parsed.netloc, prefix=parsed.path.strip("/"), **s3))
     if parsed.scheme in ("", "file"):
-        return LocalTarget(Path(parsed.path if parsed.scheme else url))
+        return LocalBlobStore(Path(parsed.path if parsed.scheme else url))
     raise ConfigError(f"{url!r}: use a local directory or an s3://bucket/prefix URL")

@@ -30,11 +30,11 @@ from .datasets import _insert, held_message
 from .nodes import Manifest
 from .partial import PartialState
 from .pool import Dataset, Pool, Snapshot
-from .props import normalize
+from .proprules import normalize
 
 
 @dataclass
-class Target:
+class Landing:
     """Where one substream lands, decided from its BEGIN and the target's state."""
 
     dataset: str
@@ -46,7 +46,7 @@ class Target:
     skip: bool = False  # the snapshot is already there: consume and move on
 
 
-def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> Target:
+def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> Landing:
     """Decide where the substream described by ``info`` goes; raise if it cannot."""
     ds_name, _, short = target.partition("@")
     short = short or info.toname.partition("@")[2]
@@ -64,7 +64,7 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
         )
     if ds is not None:
         if info.fromguid and any(s.guid == info.toguid for s in pool.snapshots(ds.id)):
-            return Target(ds_name, short, None, False, None, None, skip=True)
+            return Landing(ds_name, short, None, False, None, None, skip=True)
         partial = pool.conn.execute("SELECT 1 FROM partial WHERE dataset=?", (ds.id,)).fetchone()
         if partial and not spec.force:
             raise InvalidOperation(
@@ -84,7 +84,7 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
                     f"cannot receive incremental stream: local origin for clone {ds_name}@{short} "
                     "does not exist"
                 )
-            return Target(ds_name, short, origin, True, origin, None)
+            return Landing(ds_name, short, origin, True, origin, None)
         raise DatasetNotFound(
             f"cannot receive incremental stream: destination '{ds_name}' does not exist"
         )
@@ -101,24 +101,24 @@ def plan_target(pool: Pool, info: BeginInfo, target: str, spec: ReceiveSpec) -> 
         )
     base = match[0]
     if spec.force:
-        return Target(ds_name, short, base, False, None, base)
+        return Landing(ds_name, short, base, False, None, base)
     newer = [s for s in snaps if s.createtxg > base.createtxg]
     if pool.modified(ds) or any(s.manifest != base.manifest for s in newer):
         raise DestinationModified(
             f"cannot receive incremental stream: destination {ds_name} has been modified\n"
             "since most recent snapshot"
         )
-    return Target(ds_name, short, base, False, None, None)
+    return Landing(ds_name, short, base, False, None, None)
 
 
 def _full_target(
     pool: Pool, ds_name: str, short: str, ds: Dataset | None, spec: ReceiveSpec, *, raw: bool
-) -> Target:
+) -> Landing:
     if ds is None:
         parent = ds_name.rpartition("/")[0]
         if parent and pool.find(parent) is None:
             raise DatasetNotFound(f"cannot open '{parent}': dataset does not exist")
-        return Target(ds_name, short, None, True, None, None)
+        return Landing(ds_name, short, None, True, None, None)
     if not spec.force:
         raise DatasetExists(
             f"cannot receive new filesystem stream: destination '{ds_name}' exists\n"
@@ -142,12 +142,12 @@ def _full_target(
             "cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an "
             "encrypted filesystem or overwrite an unencrypted one with an encrypted one"
         )
-    return Target(ds_name, short, None, False, None, None)
+    return Landing(ds_name, short, None, False, None, None)
 
 
 def _resume_target(
     pool: Pool, info: BeginInfo, ds_name: str, short: str, ds: Dataset | None
-) -> Target:
+) -> Landing:
     row = None
     if ds is not None:
         row = pool.conn.execute("SELECT state FROM partial WHERE dataset=?", (ds.id,)).fetchone()
@@ -163,7 +163,7 @@ def _resume_target(
             "snapshot (guid mismatch)"
         )
     base = pool.snapshot_by_id(state.base) if state.base else None
-    return Target(ds_name, short, base, False, None, None)
+    return Landing(ds_name, short, base, False, None, None)
 
 
 def _find_origin(pool: Pool, info: BeginInfo, spec: ReceiveSpec) -> Snapshot | None:
@@ -180,7 +180,7 @@ def _find_origin(pool: Pool, info: BeginInfo, spec: ReceiveSpec) -> Snapshot | N
 
 
 def resume_state(
-    pool: Pool, info: BeginInfo, where: Target, raw: bool
+    pool: Pool, info: BeginInfo, where: Landing, raw: bool
 ) -> tuple[PartialState, Manifest]:
     """The state to apply records to: a saved one when resuming, else a fresh one."""
     if info.resuming:
@@ -197,7 +197,7 @@ def resume_state(
 
 def ensure_dataset(
     pool: Pool,
-    where: Target,
+    where: Landing,
     info: BeginInfo,
     txg: int,
     *,
