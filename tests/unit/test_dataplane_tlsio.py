@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from coordinator.cli.ca import init_ca, issue_host
+from app.cli.ca import init_ca, issue_host
 
 from protocol.errors import FrameError, TransferInterrupted
 from protocol.frames import PREAMBLE_SIZE, FrameKind, compress_payload
