@@ -11,8 +11,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from app.cli.ca import init_ca, issue_host
 
+from app.cli.ca import init_ca, issue_host
 from protocol.errors import FrameError, TransferInterrupted
 from protocol.frames import PREAMBLE_SIZE, FrameKind, compress_payload
 from workers.dataplane.tlsio import TlsStream
