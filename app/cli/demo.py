@@ -197,6 +197,8 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
 
     def hold(result: DemoResult, fleet: DemoFleet) -> None:
         nonlocal summarised
+        if result.svg is not None and result.svg.exists():
+            shutil.copyfile(result.svg, svg_out)  # there to look at while the fleet stays up
         summary(result)
         summarised = True
         console.print(f"the fleet stays up; live page: {fleet.page_url}\n"
