@@ -10,11 +10,13 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -41,7 +43,8 @@ class RichNarrator:
         self.console.rule(f"[bold]{self.n}. {title}", align="left")
 
     def note(self, text: str) -> None:
-        self.console.print(f"  {text}", highlight=False)
+        # notes name TOML tables ([jobs.demo.failover]): plain text, not rich markup
+        self.console.print(f"  {escape(text)}", highlight=False)
 
     def check(self, check: Check) -> None:
         mark = "[green]✔[/]" if check.ok else "[red]✘[/]"
@@ -140,7 +143,8 @@ class QuietNarrator:
               help="Work here (new, empty, or an earlier demo's) instead of a temporary "
                    "directory; kept afterwards.")
 @click.option("--keep", is_flag=True,
-              help="Keep the temporary directory (pools, store, logs) afterwards.")
+              help="Keep the fleet running at the end (the live page stays up until Ctrl-C) "
+                   "and the temporary directory (pools, store, logs) afterwards.")
 @click.option("--svg", "svg_out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("fleet.svg"), show_default=True,
               help="Where to write the picture of the fleet.")
@@ -152,14 +156,17 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
     replicates them to beta and gamma (clones stay clones) and backs them up to a deduplicating
     object store; changes data and replicates the increment; restores a snapshot from the store;
     checks guids, origins and every snapshot's files; asks the coordinator for a dry run (nothing
-    left to send) and the metrics endpoint (no target behind); draws the fleet (fleet.svg).
-    Takes about half a minute.
+    left to send) and the metrics endpoint (no target behind); clones a snapshot onto another
+    host with `zfleet clone`; kills alpha's worker and fails over to beta through Alertmanager's
+    webhook (epoch 1, beta writable), writes and syncs from beta, then rejoins alpha (its own
+    change kept aside, only the increment sent); draws the fleet (fleet.svg). The live fleet
+    page's address is printed at the start. Takes about a minute.
 
     Exit codes: 0 every check passed, 1 a check failed or the demo broke, 130 interrupted.
     """
-    from app.demo.fleet import TerminationAsInterrupt, claim_directory
+    from app.demo.fleet import DemoFleet, TerminationAsInterrupt, claim_directory
     from app.demo.picture import status_tree, write_fleet_svg
-    from app.demo.run import Demo
+    from app.demo.run import Demo, DemoResult
     from protocol.errors import ConfigError
     from protocol.log import configure_logging
 
@@ -179,9 +186,34 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
     keep_dir = keep or directory is not None
     svg_out = svg_out.resolve()
     code = 0
+    summarised = False
+
+    def summary(result: DemoResult) -> None:
+        console.print(status_tree(root))
+        passed = sum(c.ok for c in result.checks)
+        style = "green" if result.ok else "red"
+        console.print(f"[{style} bold]{passed}/{len(result.checks)} checks passed[/] "
+                      f"in {result.seconds:.0f} s; picture: {svg_out}")  # fmt: skip
+
+    def hold(result: DemoResult, fleet: DemoFleet) -> None:
+        nonlocal summarised
+        if result.svg is not None and result.svg.exists():
+            shutil.copyfile(result.svg, svg_out)  # there to look at while the fleet stays up
+        summary(result)
+        summarised = True
+        console.print(f"the fleet stays up; live page: {fleet.page_url}\n"
+                      "press Ctrl-C to stop it", highlight=False, soft_wrap=True)  # fmt: skip
+        try:
+            while True:
+                fleet.check_alive()
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            console.print("stopping the fleet")
+
     with TerminationAsInterrupt():
         try:
-            result = Demo(root, narrator, write_svg=write_fleet_svg).run()
+            result = Demo(root, narrator, write_svg=write_fleet_svg,
+                          hold=hold if keep and not as_json else None).run()
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the fleet was stopped[/]")
             code = EXIT_INTERRUPTED
@@ -199,12 +231,8 @@ def demo(directory: Path | None, keep: bool, svg_out: Path, as_json: bool) -> No
                 result.svg = svg_out
             if as_json:
                 print_json(result.to_dict())
-            else:
-                console.print(status_tree(root))
-                passed = sum(c.ok for c in result.checks)
-                style = "green" if result.ok else "red"
-                console.print(f"[{style} bold]{passed}/{len(result.checks)} checks passed[/] "
-                              f"in {result.seconds:.0f} s; picture: {result.svg}")  # fmt: skip
+            elif not summarised:
+                summary(result)
             code = 0 if result.ok else EXIT_CHECKS_FAILED
         finally:
             if not keep_dir:

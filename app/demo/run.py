@@ -1,8 +1,10 @@
-"""The demo from start to end: build, replicate, back up, change, replicate again, restore, verify.
+"""The demo from start to end: build, replicate, back up, change, replicate again, restore, verify,
+clone by a short verb, fail over on an alert, rejoin.
 
-Thin orchestration over the fleet (fleet.py), the data (scenario.py), the store (store.py) and the
-checks (verify.py). A :class:`Narrator` shows what happens (rich in a terminal, nothing for
---json); every claim the demo makes at the end is a :class:`Check` that ran.
+Thin orchestration over the fleet (fleet.py), the data (scenario.py), the store (store.py), the
+later acts (failover.py) and the checks (verify.py). A :class:`Narrator` shows what happens (rich
+in a terminal, nothing for --json); every claim the demo makes at the end is a :class:`Check` that
+ran.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.demo import scenario, verify
+from app.demo.failover import LaterActs
 from app.demo.fleet import (
     HOSTS,
     SOURCE_POOL,
@@ -132,12 +135,15 @@ class Demo:
     """One run of the demo under ``root``; ``run`` never leaves a process behind."""
 
     def __init__(
-        self, root: Path, narrator: Narrator, *, write_svg: Callable[[DemoFleet, Path], None]
-    ) -> None:
+        self, root: Path, narrator: Narrator, *, write_svg: Callable[[DemoFleet, Path], None],
+        hold: Callable[[DemoResult, DemoFleet], None] | None = None,
+    ) -> None:  # fmt: skip
+        """``hold`` runs at the end while the fleet is still up (``--keep``: the page stays)."""
         self.root = root
         self.say = narrator
         self.result = DemoResult(root=root)
         self.write_svg = write_svg
+        self.hold = hold
 
     def add(self, check: Check) -> None:
         self.result.checks.append(check)
@@ -154,6 +160,8 @@ class Demo:
         try:
             self.say.note(f"Redis {fleet.redis_url}, workers {', '.join(HOSTS)}, a coordinator "
                           f"(pids {' '.join(map(str, fleet.pids()))})")  # fmt: skip
+            self.say.note(f"live fleet page: {fleet.api_url}/ (token in "
+                          f"{self.root / 'api.token'})")  # fmt: skip
             repo = open_repo(fleet.store_path, fleet.store_passphrase)
             self.say.phase("Full sync: alpha:tank -> beta, gamma and the store")
             full = self.sync(fleet, repo)
@@ -177,14 +185,26 @@ class Demo:
             self.say.phase("Asking the fleet itself: a dry run and the metrics")
             self.dry_run(fleet)
             self.scrape(fleet)
+            acts = LaterActs(fleet, self.say, self.add, lambda: self.sync(fleet, repo), JOB_NAME)
+            self.say.phase("A short verb: zfleet clone across hosts")
+            acts.clone()
+            self.say.phase("alpha dies: Alertmanager's webhook fails the job over to beta")
+            if acts.failover() is not None:
+                self.say.phase("beta is the primary: write there and sync")
+                acts.after_failover()
+                self.say.phase("alpha returns and rejoins as a replica")
+                acts.rejoin(full.stream_bytes)
             self.say.phase("Picturing the fleet")
             svg = self.root / "fleet.svg"
             self.write_svg(fleet, svg)
             self.result.svg = svg
             self.say.note(f"wrote {svg}")
+            self.result.seconds = time.monotonic() - started
+            if self.hold is not None:
+                self.hold(self.result, fleet)
         finally:
             fleet.stop()
-            self.result.seconds = time.monotonic() - started
+            self.result.seconds = self.result.seconds or time.monotonic() - started
         return self.result
 
     def sync(self, fleet: DemoFleet, repo: Repository) -> JobRun:

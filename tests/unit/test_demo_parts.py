@@ -99,3 +99,23 @@ def test_dir_is_reused_only_when_it_holds_an_earlier_demo(tmp_path: Path) -> Non
     with pytest.raises(ConfigError):
         demo_fleet.claim_directory(mine)
     assert (mine / "fleet.toml").exists()
+
+
+def test_the_failover_table_the_demo_adds_makes_beta_alphas_successor(tmp_path: Path) -> None:
+    text = demo_fleet.fleet_toml(tmp_path, tmp_path / "store", with_store=True)
+    roles = parse_config(text + demo_fleet.failover_toml("demo")).job("demo").failover
+    assert roles is not None
+    assert (roles.primary, roles.candidates, roles.policy) == ("alpha", ("beta", "auto"), "auto")
+
+
+def test_the_demo_posts_a_webhook_alertmanager_would_send() -> None:
+    from app.demo.failover import notification
+    from protocol.alertmanager import HostRule, host_of, parse_webhook
+
+    note = parse_webhook(notification("alpha", started="2026-12-02T10:00:00Z"))
+    (alert,) = note.alerts
+    assert (note.status, alert.status, alert.labels["host"]) == ("firing", "firing", "alpha")
+    assert host_of(alert, HostRule("host"), {"alpha", "beta", "gamma"}) == "alpha"
+    # the same outage notified twice has one idempotency key: the repeat starts nothing
+    again = parse_webhook(notification("alpha", started="2026-12-02T10:00:00Z")).alerts[0]
+    assert again.idempotency_key == alert.idempotency_key
