@@ -152,7 +152,9 @@ class _Builder:
         self, src: DatasetRef, selected: Mapping[str, Dataset], ds: Dataset, tgt: JobTarget
     ) -> None:
         tkey = tgt.host if tgt.host else store_host(tgt.store or "")
-        tname = self.job.target_dataset(src, tgt, ds.name) if tgt.host else ds.name
+        # a store keeps the source's names, or the names under its own root when it has one
+        # (after a failover: the original primary's, so the store's chain goes on)
+        tname = self.job.target_dataset(src, tgt, ds.name) if tgt.dataset else ds.name
         where = f"{tkey}:{tname}"
         state = _PairState(legs=[])
         self.pairs[(tkey, ds.name)] = state
@@ -206,8 +208,9 @@ class _Builder:
                     pr, "origin snapshot missing on the source",
                     (ds.origin or "",),
                 )  # fmt: skip
-            otarget = (origin_src.name if is_store(tkey)
-                       else self.job.target_dataset(src, self._target(tkey), origin_src.name))
+            otgt = self._target(tkey)
+            otarget = (self.job.target_dataset(src, otgt, origin_src.name) if otgt.dataset
+                       else origin_src.name)  # fmt: skip
             send = SendSpec(snapshot=first.name, from_snap=ds.origin, intermediates=False)
             key = self._leg(
                 pr, send, guids=(first.guid, origin_src.snap_guids[oi]), estimate=first.written,

@@ -113,7 +113,9 @@ def oriented(jc: JobConfig, primary: str, *, skip: Collection[str] = ()) -> JobC
         raise ConfigError(f"job {jc.name}: {primary} holds none of its datasets")
     hosts = [JobTarget(host=src.host, dataset=src.dataset)] + [t for t in jc.targets if t.host]
     targets = [t for t in hosts if t.host != primary and t.host not in skip]
-    targets += [t for t in jc.targets if t.store]
+    # the store keeps filing under the original source's names: its chains go on incrementally
+    targets += [dataclasses.replace(t, dataset=t.dataset or src.dataset)
+                for t in jc.targets if t.store]  # fmt: skip
     return dataclasses.replace(jc, sources=(DatasetRef(primary, root),), targets=tuple(targets))
 
 

@@ -5,6 +5,7 @@ simulated backend."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,6 +85,16 @@ def test_a_failed_over_job_runs_from_the_new_primary_to_everyone_else() -> None:
         oriented(jc, "delta")
     assert placements(jc, "beta", ["bk/img/base"]) == {
         "bk/img/base": {"alpha": "tank/img/base", "gamma": "bk/img/base"}}
+
+
+def test_a_store_keeps_the_original_primary_names_after_a_failover() -> None:
+    jc = config().job("img")
+    with_store = dataclasses.replace(jc, targets=(*jc.targets, JobTarget(store="bucket")))
+    rev = oriented(with_store, "beta")
+    (store,) = [t for t in rev.targets if t.store]
+    # filed under alpha's names, the store's chains go on with increments, not new full copies
+    assert store == JobTarget(store="bucket", dataset="tank/img")
+    assert rev.target_dataset(rev.sources[0], store, "bk/img/base") == "tank/img/base"
 
 
 def test_the_reversed_sync_plans_incrementals_from_the_new_primary() -> None:
