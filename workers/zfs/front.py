@@ -30,12 +30,13 @@ from typing import BinaryIO, Final, TextIO
 import structlog
 
 from protocol import names as rules
-from protocol.errors import ConfigError, ZfleetError
+from protocol.errors import ConfigError, InvalidOperation, ZfleetError
 from protocol.log import configure_logging
 from workers.zfs.base import ObjType, ZfsBackend
 from workers.zfs.front_errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_SET_REFUSED,
     EXIT_USAGE,
     Context,
     render,
@@ -284,7 +285,13 @@ class Front:
             rules.validate_any(name, existing=True)
         for name in targets:
             self.doing("set property for", name)
-            self.backend.set(name, props)
+            try:
+                self.backend.set(name, props)
+            except InvalidOperation as exc:
+                # zfs set's callback returns -1 for a refused property or value: exit 255
+                # (checked on OpenZFS 2.3.2); a missing dataset still exits 1
+                self.err(render(exc, self.ctx, self.backend)[0])
+                return EXIT_SET_REFUSED
         return 0
 
     def inherit(self, args: Sequence[str]) -> int:

@@ -37,6 +37,7 @@ from workers.zfs.base import ObjType, ZfsBackend
 
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_SET_REFUSED: Final = 255  # zfs set: a refused property or value (its callback returns -1)
 EXIT_SEND_RESUME: Final = 255  # zfs send -t exits with libzfs's -1
 EXIT_INTERRUPTED: Final = 130  # what a shell reports for a command SIGINT ended
 
