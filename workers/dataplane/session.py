@@ -133,10 +133,13 @@ def serve_stream(wire: Wire, ctx: ServerContext) -> None:
 
 
 def _serve_granted(wire: Wire, ctx: ServerContext, grant: Grant, header: Mapping[str, Any]) -> None:
-    applied = False
+    ended = False
     try:
         result = _receive(wire, ctx, grant, header)
-        applied = True
+        # into the ledger (fsynced) before the sender hears of it: a worker killed between the
+        # two must still refuse the grant after its restart
+        ctx.ledger.end(grant, applied=True)
+        ended = True
         wire.send(FrameKind.RESULT, {"snapshot": result.snapshot, "bytes": result.bytes_received})
         log.info("stream.applied", snapshot=result.snapshot, bytes=result.bytes_received)
     except ZfleetError as exc:
@@ -146,7 +149,8 @@ def _serve_granted(wire: Wire, ctx: ServerContext, grant: Grant, header: Mapping
         log.exception("stream.crashed")
         wire.send_error(TransferError(f"receiver failed: {type(exc).__name__}: {exc}"))
     finally:
-        ctx.ledger.end(grant, applied=applied)
+        if not ended:
+            ctx.ledger.end(grant, applied=False)
 
 
 def _check_hello(header: Mapping[str, Any], ctx: ServerContext) -> Grant:
