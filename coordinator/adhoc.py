@@ -27,13 +27,13 @@ from coordinator.adhocplan import (
     plan_send,
     send_job_config,
 )
-from coordinator.config import FleetConfig, parse_config, store_descriptor
+from coordinator.config import FleetConfig, parse_config, store_descriptor, store_ref
 from coordinator.engine import Job, Step, add_steps
 from coordinator.graph import FleetGraph
 from coordinator.jobkinds import JobKind, register
 from coordinator.jobstore import JobStore
 from coordinator.planner import Plan, StepPlan
-from coordinator.syncjob import expand, new_job_id, store_ref
+from coordinator.syncjob import expand, new_job_id
 from protocol.addresses import Address, parse_address
 from protocol.errors import AddressError, JobError
 from protocol.messages import ResultValue

@@ -33,6 +33,7 @@ from typing import Any, Final, Literal
 from coordinator.roles import FailoverRoles, parse_failover
 from coordinator.schedule import Schedule, parse_schedule
 from protocol.errors import ConfigError
+from protocol.steps import StoreRef
 
 BACKENDS: Final = ("sim", "real")
 STORE_KINDS: Final = ("s3", "dir")
@@ -74,6 +75,13 @@ def store_descriptor(store: StoreConfig) -> dict[str, str | None]:
     prefix = store.prefix.strip("/")
     return {"name": store.name, "url": f"s3://{store.bucket}/{prefix}".rstrip("/"),
             "endpoint": store.endpoint}  # fmt: skip
+
+
+def store_ref(desc: Mapping[str, object]) -> StoreRef:
+    """A store descriptor from the fleet config (``store_descriptor``) as a step's StoreRef."""
+    endpoint = desc.get("endpoint")
+    return StoreRef(name=str(desc["name"]), url=str(desc["url"]),
+                    endpoint=str(endpoint) if endpoint else None)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from typing import Any, Final
 
 import redis
 
+from bus import keys
 from protocol.errors import RedisUnavailable, StaleEpoch
-
-PREFIX: Final = "zfleet:epoch:"
 
 # KEYS[1] counter, KEYS[2] meta hash; ARGV seen, primary, request id.
 _BUMP: Final = """
@@ -43,12 +42,12 @@ return {0, current}
 
 def epoch_key(job: str) -> str:
     """The job's epoch counter (a plain integer string; absent means 0)."""
-    return f"{PREFIX}{job}"
+    return keys.epoch(job)
 
 
 def meta_key(job: str) -> str:
     """Hash: ``primary`` (host the current epoch names), ``at_ms``, ``request``."""
-    return f"{PREFIX}{job}:meta"
+    return keys.epoch(job) + ":meta"
 
 
 @dataclass(frozen=True)

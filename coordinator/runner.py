@@ -27,7 +27,7 @@ from bus import keys, records
 from bus.events import EventConsumer
 from bus.queues import STEP_TASK, queue_for
 from coordinator import engine, jobkinds
-from coordinator.config import FleetConfig, parse_config
+from coordinator.config import FleetConfig, parse_config, store_ref
 from coordinator.engine import Job, RetryPolicy, Step
 from coordinator.jobstore import JobStore
 from coordinator.lease import LeaderLease
@@ -36,7 +36,7 @@ from coordinator.schedule import due
 from protocol.errors import JobError, LeaseLost, ZfleetError
 from protocol.grants import new_grant, sign_grant
 from protocol.messages import StepCall, to_dict
-from protocol.steps import StepArgs, StoreRef, TransferArgs, args_to_bytes
+from protocol.steps import StepArgs, TransferArgs, args_to_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -249,9 +249,7 @@ class Coordinator:
         for t in args.targets:
             if t.is_store:
                 desc = stores.get(t.host[len("store:") :])
-                ref = None if desc is None else StoreRef(
-                    name=str(desc["name"]), url=str(desc["url"]),
-                    endpoint=str(desc["endpoint"]) if desc.get("endpoint") else None)  # fmt: skip
+                ref = None if desc is None else store_ref(desc)
                 targets.append(dataclasses.replace(t, store=ref))
                 continue
             if self.grant_secret is None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, Final
 
 import structlog
 
-from coordinator.config import FleetConfig, JobConfig, parse_config, store_descriptor
+from coordinator.config import FleetConfig, JobConfig, parse_config, store_descriptor, store_ref
 from coordinator.engine import Job, Step, add_steps
 from coordinator.graph import FleetGraph
 from coordinator.jobkinds import JobKind, register
@@ -193,12 +192,6 @@ def report_objects(report: InventoryReport) -> list[ZfsObject]:
     """An inventory report's rows (the same ZfsObject the backends list)."""
     return list(report.objects)
 
-
-def store_ref(desc: Mapping[str, object]) -> StoreRef:
-    """A store descriptor from the fleet config (``store_descriptor``) as a step's StoreRef."""
-    endpoint = desc.get("endpoint")
-    return StoreRef(name=str(desc["name"]), url=str(desc["url"]),
-                    endpoint=str(endpoint) if endpoint else None)  # fmt: skip
 
 
 def expand(job: Job, plan: Plan) -> None:
