@@ -22,7 +22,7 @@ from app.cli.common import (
     settings_for,
 )
 from coordinator.config import load_config
-from coordinator.fleetstatus import fleet_status, load_graph
+from coordinator.fleetstatus import aside_datasets, fleet_status, load_graph
 from coordinator.jobstore import JobStore
 
 __all__ = ["fleet_status", "load_graph", "status"]
@@ -32,17 +32,24 @@ __all__ = ["fleet_status", "load_graph", "status"]
 @config_option()
 @json_option
 def status(config_path: Path, as_json: bool) -> None:
-    """Show each replicated dataset's snapshots, where each exists, and how far targets lag."""
+    """Show each replicated dataset's snapshots, where each exists, and how far targets lag.
+
+    Datasets a rejoin kept aside (an old primary's diverged writes, ``DATASET.diverged-ID``, or
+    the replica line replaced by ``--keep-diverged``, ``DATASET.replaced-ID``) are listed last:
+    zfleet never destroys them.
+    """
     with cli_errors():
         config = load_config(config_path)
         store = JobStore(redis_client(settings_for(config_path)))
         graph = load_graph(store, config)
         rows = fleet_status(graph, config)
+        aside = aside_datasets(graph, config)
         if as_json:
             print_json({
                 "hosts": {h: {"reported_at": inv.reported_at}
                           for h, inv in graph.hosts.items()},
                 "datasets": rows,
+                "aside": aside,
             })  # fmt: skip
             return
         console = Console()
@@ -73,3 +80,14 @@ def status(config_path: Path, as_json: bool) -> None:
                     n, common = t["snapshots_behind"], t["newest_common"]
                     console.print(f"  {t['target']}: [yellow]{n} snapshot(s) behind{behind}[/] "
                                   f"(newest common: {common})")  # fmt: skip
+        if aside:
+            table = Table(title="kept aside by rejoin (never destroyed by zfleet)")
+            for col in ("host", "dataset", "kind", "beside", "snapshots", "newest"):
+                table.add_column(col)
+            for a in aside:
+                newest = a["newest"]
+                table.add_row(
+                    a["host"], a["dataset"], a["kind"], a["beside"], str(len(a["snapshots"])),
+                    time.strftime("%Y-%m-%d %H:%M", time.gmtime(newest)) if newest else "-",
+                )  # fmt: skip
+            console.print(table)

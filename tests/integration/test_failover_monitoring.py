@@ -182,6 +182,13 @@ def test_prometheus_alertmanager_fail_over_and_rejoin_moves_only_the_change(
         assert snaps(fleet, "alpha", "tank/img/base") == snaps(fleet, "beta", "bk/img/base")
         (aside,) = rejoin["report"]["aside"]
         assert f"zfleet-diverged-{rejoin['id']}" in snaps(fleet, "alpha", aside)  # kept, not lost
+        # `zfleet status` lists what was kept aside, for people and for scripts
+        status = run(fleet, "status")
+        assert [(a["host"], a["dataset"], a["kind"]) for a in status["aside"]] == [  # type: ignore[union-attr,index]
+            ("alpha", aside, "diverged")
+        ]
+        human = fleet.cli("status", "--config", str(fleet.config))
+        assert human.returncode == 0 and aside in human.stdout, human.stdout + human.stderr
         for clone, origin in CLONES.items():
             assert alpha.get(clone, ["origin"])["origin"].value == f"tank/img/base@{origin}"
         # the increment plus the stream's own records, never a resend
