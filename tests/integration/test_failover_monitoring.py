@@ -68,7 +68,7 @@ receivers:
 """
 
 
-def prometheus_config(alertmanager: str, ports: dict[str, int]) -> str:
+def prometheus_config(alertmanager: str, ports: dict[str, int], api: str, token: Path) -> str:
     targets = "\n".join(
         f"      - {{ targets: ['127.0.0.1:{port}'], labels: {{ host: {host} }} }}"
         for host, port in sorted(ports.items())
@@ -83,6 +83,10 @@ scrape_configs:
   - job_name: zfleet-workers
     static_configs:
 {targets}
+  - job_name: zfleet-coordinator
+    metrics_path: /v1/metrics
+    authorization: {{ type: Bearer, credentials_file: {token} }}
+    static_configs: [{{ targets: ['{api}'] }}]
 """
 
 
@@ -104,11 +108,12 @@ def test_prometheus_alertmanager_fail_over_and_rejoin_moves_only_the_change(
             fleet.start_worker(host, ZFLEET_METRICS_PORT=str(ports[host]))
         secret_file = tmp_path / "am.secret"
         secret_file.write_text(SECRET + "\n")
-        (tmp_path / "api.token").write_text("api-token-0123456789abcdef\n")
+        token = tmp_path / "api.token"
+        token.write_text("api-token-0123456789abcdef\n")
         api = f"127.0.0.1:{free_port()}"
         fleet.coordinator = fleet._spawn("coordinator", [
             "coordinator", "--config", str(fleet.config), "--lease-ttl", "2", "--http", api,
-            "--api-token-file", str(tmp_path / "api.token"),
+            "--api-token-file", str(token),
             "--alertmanager-secret-file", str(secret_file)], {})  # fmt: skip
         client = fleet.client()
         store = JobStore(client)
@@ -124,7 +129,7 @@ def test_prometheus_alertmanager_fail_over_and_rejoin_moves_only_the_change(
         with (
             running_alertmanager(alertmanager_config(api, secret_file)) as am,
             running_prometheus(
-                prometheus_config(am.url.removeprefix("http://"), ports), RULES
+                prometheus_config(am.url.removeprefix("http://"), ports, api, token), RULES
             ) as prom,
         ):
             deadline = time.monotonic() + 60
@@ -137,7 +142,7 @@ def test_prometheus_alertmanager_fail_over_and_rejoin_moves_only_the_change(
             beat_gone = None
             job = None
             deadline = killed + 90
-            while job is None or not job.finished:
+            while job is None or not job.done:
                 assert time.monotonic() < deadline, (
                     f"no failover\n{am.log()[-3000:]}\n{prom.log()[-1500:]}\n{fleet.logs()}"
                 )
@@ -162,6 +167,14 @@ def test_prometheus_alertmanager_fail_over_and_rejoin_moves_only_the_change(
             # notified while the heartbeat still ran (refused: no evidence), repeated, then acted
             coordinator_log = (tmp_path / "logs" / "coordinator.log").read_text()
             assert coordinator_log.count('"event": "alerts.received"') >= 2
+            # and the coordinator's metrics say so, as Prometheus scraped them
+            want = 'zfleet_failovers{job_name="img", kind="failover", outcome="succeeded"}'
+            deadline = time.monotonic() + 30
+            while not prom.query(f"{want} == 1"):
+                assert time.monotonic() < deadline, prom.query("zfleet_failovers")
+                time.sleep(0.2)
+            (got,) = prom.query("zfleet_failover_time_to_writable_seconds")
+            assert float(got["value"][1]) == pytest.approx(ttw)
 
         print(
             f"\nworker killed -> heartbeat expired {beat_gone:.2f} s -> replica writable "
