@@ -388,6 +388,15 @@ def _run(rt: HostRuntime, call: StepCall, args: StepArgs, dog: _Watchdog) -> Res
         observe_step(args.KIND, "retrying" if retry else "failed", exc)
         log.warning("step.failed", error=str(exc), error_type=type(exc).__name__, retryable=retry)
         return "failed"
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis went away under the step (a restart): steps are idempotent, so try it again
+        if dog.abandoned.is_set():
+            return "abandoned"
+        _emit(rt, call, StepState.FAILED, error_type="RedisUnavailable", retryable=True,
+              error_message=f"Redis was unreachable during the step: {exc}")  # fmt: skip
+        observe_step(args.KIND, "retrying")
+        log.warning("step.redis_lost", error=str(exc))
+        return "failed"
     except Exception as exc:  # a bug: report it as a failure rather than lose the step
         if dog.abandoned.is_set():
             return "abandoned"
