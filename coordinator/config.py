@@ -15,6 +15,9 @@ half-way through a job. A minimal file::
     snapshot = "zfleet-%Y%m%dT%H%M%SZ"
     retention = { "zfleet-*" = 24 }
 
+``[kinds.<kind>]`` tables give the policies of dataset kinds (coordinator/kinds.py,
+docs/compartments.md); every job carries them.
+
 With one source, a target names the exact dataset the source lands in; with several sources each
 lands under the target as ``<target>/<last component of the source>``. Replicas are received
 unmounted with ``canmount=noauto`` unless the job says ``mount_targets = true``.
