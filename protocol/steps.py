@@ -343,3 +343,4 @@ class DestroyArgs(StepArgs):
 
 for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
     register_step(_verb_cls)
+from protocol import kindsteps as _kindsteps  # noqa: E402,F401  (set-property, get-property)
