@@ -40,7 +40,8 @@ class Dataset:
     """A filesystem or volume on one host with its snapshots (oldest first) and bookmarks."""
 
     __slots__ = (
-        "_snap_names", "bm_guids", "bm_names", "bm_txgs", "creation", "guid", "host", "name",
+        "_snap_names", "bm_guids", "bm_names", "bm_txgs", "creation", "encrypted", "guid", "host",
+        "name",
         "origin", "resume_token", "snap_creation", "snap_guids", "snap_referenced", "snap_txgs",
         "snap_written", "type", "written",
     )  # fmt: skip
@@ -56,8 +57,10 @@ class Dataset:
         written: int = 0,
         resume_token: str | None = None,
         creation: int = 0,
+        encrypted: bool = False,
     ) -> None:
         self.host = sys.intern(host)
+        self.encrypted = encrypted  # native ZFS encryption: it replicates as raw sends only
         self.name = sys.intern(name)
         self.guid = guid
         self.type = sys.intern(type)
@@ -210,6 +213,7 @@ class FleetGraph:
                     written=obj.written,
                     resume_token=obj.receive_resume_token,
                     creation=obj.creation,
+                    encrypted=obj.encryption not in (None, "off"),
                 )
             else:
                 later.append(obj)
