@@ -343,3 +343,6 @@ class DestroyArgs(StepArgs):
 
 for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
     register_step(_verb_cls)
+
+# Container step kinds (podman + CRIU) live in their own room.
+from protocol import containersteps as _containersteps  # noqa: E402,F401
