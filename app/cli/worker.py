@@ -48,6 +48,14 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     return TlsConfig(ca_file=ca, cert_file=cert, key_file=key)
 
 
+def containers_under(data_dir: Path) -> None:
+    """The host's containers keep their podman store under ``<data_dir>/containers/<host>``."""
+    from workers import containersteps
+    from workers.containers.podman import PodmanRuntime
+
+    containersteps.configure(lambda host: PodmanRuntime(data_dir / "containers" / host))
+
+
 def ledger_path(data_dir: Path, host: str) -> Path:
     """Where HOST's stream server remembers used grants (per host: a data dir may be shared)."""
     directory = data_dir / "grants"
@@ -104,6 +112,7 @@ def worker(  # keyword-only: click passes every option by name
                               allow_port_zero=True)  # fmt: skip
         tls = tls_config(settings)
         ledger = ledger_path(settings.data_dir, host_name)
+        containers_under(settings.data_dir)
         backend = backend_for(host)
         client = redis_client(settings)
         server = StreamServer(backend, host=host_name, bind=bind, tls=tls, ledger_path=ledger,
