@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -45,7 +45,7 @@ from protocol.containersteps import (
     ContainerRestoreArgs,
     ContainerSpec,
 )
-from protocol.errors import AddressError, ConfigError, JobError, PlanRefused
+from protocol.errors import AddressError, ConfigError, JobError, NameError_, PlanRefused
 from protocol.messages import ResultValue
 from protocol.names import pool_of, validate_component, validate_dataset
 from protocol.steps import InventoryArgs, PlanArgs, RecordArgs, SnapshotArgs, TransferArgs
@@ -66,6 +66,14 @@ def check_name(name: str) -> str:
     return name
 
 
+def _valid(check: Callable[..., str], text: str, what: str) -> str:
+    """A name rule broken in the request is bad input (exit code 2), named in the message."""
+    try:
+        return check(text)
+    except NameError_ as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
+
+
 def stamp(prefix: str, now: float) -> str:
     return prefix + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
@@ -80,7 +88,7 @@ def make_spec(
     mounts = []
     for kind, ds in (("home", home), ("shared", shared), ("log", log_ds)):
         if ds:
-            validate_dataset(ds)
+            _valid(validate_dataset, ds, f"--{kind}")
             mounts.append(ContainerMount(kind=kind, dataset=ds, path=DEFAULT_PATHS[kind]))
     return ContainerSpec(name=name, image=image, root=f"{base}/root",
                          checkpoints=f"{base}/checkpoints", mounts=tuple(mounts),
@@ -128,16 +136,15 @@ def new_container_job(
         if host not in config.hosts:
             raise ConfigError(f"container {name!r} is on {host}, which the fleet config lacks")
     if op == "checkpoint":
-        short = str(p.get("checkpoint") or stamp("ckpt-", when))
-        validate_component(short)
+        short = _valid(validate_component, str(p.get("checkpoint") or stamp("ckpt-", when)),
+                       "checkpoint")
         p["checkpoint"] = short
         steps += [StepPlan(id="checkpoint", host=host, writes=_writes(host, spec),
                            args=ContainerCheckpointArgs(spec=spec, snapshot=short,
                                                         cold=bool(p.get("cold")))),
                   StepPlan(id="record", host=None, args=RecordArgs(), deps=("checkpoint",))]
     elif op == "restore":
-        short = str(p.get("checkpoint") or "")
-        validate_component(short)
+        short = _valid(validate_component, str(p.get("checkpoint") or ""), "checkpoint")
         assert record is not None
         known = [c.name for c in record.checkpoints]
         if short not in known:

@@ -199,13 +199,22 @@ def send(name: str, to: str, stop_source: bool, live: bool, **kw: Any) -> None:
 
 
 @container.command("ls")
+@click.option("--uses", metavar="HOST:DATASET",
+              help="Only the containers on HOST using DATASET or a dataset below it (for hooks "
+                   "that stop them around a swap, a failover or a rebase).")  # fmt: skip
 @config_option()
 @json_option
-def ls(config_path: Path, as_json: bool) -> None:
+def ls(uses: str | None, config_path: Path, as_json: bool) -> None:
     """The containers zfleet knows, where they run, and their datasets and checkpoints."""
     with cli_errors():
         client = redis_client(settings_for(config_path))
-        recs = records.all_records(client)
+        if uses:
+            host, sep, dataset = uses.partition(":")
+            if not sep or not host or not dataset:
+                raise AddressError(f"--uses {uses!r} is not HOST:DATASET")
+            recs = records.using_dataset(client, host, dataset)
+        else:
+            recs = records.all_records(client)
     if as_json:
         print_json([{"name": r.name, "host": r.host, "copies": list(r.copies), "state": r.state,
                      "spec": records.spec_to_data(r.spec),

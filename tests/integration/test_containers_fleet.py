@@ -111,6 +111,9 @@ def test_container_story(fleet: Fleet) -> None:
         assert rec is not None and rec.host == "alpha"
         assert [r.name for r in records.using_dataset(c, "alpha", "tank/home")] == ["web"]
         assert records.using_dataset(c, "beta", "tank/home") == []
+    listed = fleet.cli("container", "ls", "--uses", "alpha:tank/log", "--json", "--config",
+                       str(fleet.config))  # fmt: skip
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["web"], listed.stderr
     wait_running(fleet, "alpha")
     runtime(fleet, "alpha").execute("web", ("/bin/sh", "-c", "echo made-on-alpha > /etc/state"))
 
