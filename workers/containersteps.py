@@ -202,7 +202,7 @@ def checkpoint(ctx: StepContext, args: ContainerCheckpointArgs) -> Result:
     names = [f"{ds}@{args.snapshot}" for ds in spec.datasets]
     ckdir = mountpoint(be, spec.checkpoints)
     if all(be.exists(n) for n in names):
-        done = _read_manifest(ckdir, args.snapshot)
+        done = _read_manifest(rt, ckdir, args.snapshot)
         return {"existed": True, "mode": str(done.get("mode", "cold")),
                 "reason": str(done.get("reason", ""))}  # fmt: skip
     info = rt.inspect(spec.name)
@@ -222,7 +222,7 @@ def checkpoint(ctx: StepContext, args: ContainerCheckpointArgs) -> Result:
         rt.stop(spec.name)
     manifest = {"mode": mode, "reason": reason or "", "container": spec.name, "host": ctx.host,
                 "at": frozen, "was_running": running, "image_bytes": size}  # fmt: skip
-    manifest_path(ckdir, args.snapshot).write_text(json.dumps(manifest, sort_keys=True))
+    rt.write_text(manifest_path(ckdir, args.snapshot), json.dumps(manifest, sort_keys=True))
     be.snapshot([n for n in names if not be.exists(n)])
     snapped = time.time()
     resumed = False
@@ -239,12 +239,13 @@ def checkpoint(ctx: StepContext, args: ContainerCheckpointArgs) -> Result:
             "snapshot_at_ms": _ms(snapped), "frozen_ms": _ms() - _ms(frozen)}  # fmt: skip
 
 
-def _read_manifest(ckdir: Path, snapshot: str) -> dict[str, Any]:
+def _read_manifest(rt: ContainerRuntime, ckdir: Path, snapshot: str) -> dict[str, Any]:
     path = manifest_path(ckdir, snapshot)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    text = rt.read_text(path)
+    if text is None:
         return {}
+    try:
+        data = json.loads(text)
     except ValueError as exc:
         raise ContainerError(f"checkpoint manifest {path} is not JSON: {exc}") from exc
     return dict(data) if isinstance(data, dict) else {}
@@ -268,10 +269,10 @@ def restore(ctx: StepContext, args: ContainerRestoreArgs) -> Result:
         for snap in snaps:
             be.rollback(snap, destroy_newer=True)
     ckdir = mountpoint(be, spec.checkpoints)
-    manifest = _read_manifest(ckdir, args.snapshot)
+    manifest = _read_manifest(rt, ckdir, args.snapshot)
     reason = ""
     mode = "cold"
-    if manifest.get("mode") == "criu" and image_path(ckdir, args.snapshot).exists():
+    if manifest.get("mode") == "criu" and rt.file_size(image_path(ckdir, args.snapshot)):
         why = rt.checkpoint_support()
         if why is None:
             rt.restore(spec.name, image_path(ckdir, args.snapshot))

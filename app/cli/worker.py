@@ -21,6 +21,8 @@ from protocol.settings import Settings
 from workers.tls import TlsConfig, client_context
 from workers.zfs.base import ZfsBackend
 
+REMOTE_CONTAINERS = "/var/lib/zfleet/containers"  # podman's store on a host behind ssh
+
 
 def backend_for(host: HostConfig) -> ZfsBackend:
     """The host's ZFS backend as the fleet config describes it."""
@@ -48,12 +50,15 @@ def tls_config(settings: Settings) -> TlsConfig | None:
     return TlsConfig(ca_file=ca, cert_file=cert, key_file=key)
 
 
-def containers_under(data_dir: Path) -> None:
-    """The host's containers keep their podman store under ``<data_dir>/containers/<host>``."""
+def containers_under(data_dir: Path, exec_prefix: tuple[str, ...] = ()) -> None:
+    """The host's containers keep their podman store under ``<data_dir>/containers/<host>``;
+    on a host behind an exec prefix (``ssh root@host``), podman runs there, its store under
+    /var/lib/zfleet/containers/<host>."""
     from workers import containersteps
     from workers.containers.podman import PodmanRuntime
 
-    containersteps.configure(lambda host: PodmanRuntime(data_dir / "containers" / host))
+    where = Path(REMOTE_CONTAINERS) if exec_prefix else data_dir / "containers"
+    containersteps.configure(lambda host: PodmanRuntime(where / host, exec_prefix=exec_prefix))
 
 
 def ledger_path(data_dir: Path, host: str) -> Path:
@@ -112,7 +117,7 @@ def worker(  # keyword-only: click passes every option by name
                               allow_port_zero=True)  # fmt: skip
         tls = tls_config(settings)
         ledger = ledger_path(settings.data_dir, host_name)
-        containers_under(settings.data_dir)
+        containers_under(settings.data_dir, host.exec_prefix)
         backend = backend_for(host)
         client = redis_client(settings)
         server = StreamServer(backend, host=host_name, bind=bind, tls=tls, ledger_path=ledger,

@@ -132,3 +132,17 @@ def test_a_host_without_podman_changes_no_dataset(tmp_path: Path) -> None:
     finally:
         containersteps.configure(None)
     assert not be.exists(SPEC.root) and not be.exists(SPEC.checkpoints)
+
+
+def test_files_through_an_exec_prefix(tmp_path: Path) -> None:
+    """Behind a prefix (ssh on real hosts; ``env`` here) the manifests are read and written on
+    that host with sh and cat."""
+    rt = PodmanRuntime(tmp_path, exec_prefix=("env",))
+    target = tmp_path / "c1 it's.json"
+    assert rt.read_text(target) is None and rt.file_size(target) is None
+    rt.write_text(target, '{"mode": "cold"}')
+    assert target.read_text() == '{"mode": "cold"}'
+    assert rt.read_text(target) == '{"mode": "cold"}' and rt.file_size(target) == 16
+    missing = PodmanRuntime(tmp_path, exec_prefix=("env",), binary="no-podman-here")
+    with pytest.raises(RuntimeMissing, match="no-podman-here is not installed"):
+        missing.check()

@@ -16,6 +16,10 @@ Checkpoints are ``podman container checkpoint --export`` (one tar with the CRIU 
 config and the container's spec) and ``podman container restore --import``. Whether CRIU works
 is asked once, with ``criu check``: when it fails, its message is the reason every checkpoint
 refusal gives.
+
+On a host reached through an exec prefix (``ssh root@host``, as the real ZFS backend is) every
+command goes through the prefix, shell-quoted; podman's own default limits are kept there (a
+normal host allows them) and files are read and written with ``cat``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import hashlib
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +46,7 @@ from workers.containers.runtime import (
     RunSpec,
     State,
 )
+from workers.zfs.proc import is_remote_shell
 
 log = structlog.get_logger(__name__)
 
@@ -54,19 +60,24 @@ NPROC_CAP: Final = 32768
 NOT_FOUND: Final = ("no such container", "no container with name or id")
 
 
-def criu_reason(binary: str = "criu") -> str | None:
+def criu_reason(binary: str = "criu", exec_prefix: Sequence[str] = ()) -> str | None:
     """None when ``criu check`` passes, else its error lines (or why it could not run)."""
-    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists()
-                                    else None)  # fmt: skip
-    if path is None:
-        return f"{binary} is not installed"
+    if exec_prefix:
+        argv = [*exec_prefix, "env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", binary, "check"]
+    else:
+        path = shutil.which(binary) or (f"/usr/sbin/{binary}"
+                                        if Path(f"/usr/sbin/{binary}").exists() else None)
+        if path is None:
+            return f"{binary} is not installed"
+        argv = [path, "check"]
     try:
-        done = subprocess.run([path, "check"], capture_output=True, text=True, timeout=60,
-                              check=False)  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"criu check did not run: {exc}"
     if done.returncode == 0:
         return None
+    if done.returncode == 127:
+        return f"{binary} is not installed"
     text = (done.stderr + done.stdout).strip()
     errors = [line.strip() for line in text.splitlines() if "Error" in line] or [text]
     return "; ".join(errors) or f"criu check exited with {done.returncode}"
@@ -79,8 +90,9 @@ class PodmanRuntime(ContainerRuntime):
 
     def __init__(
         self, state_dir: Path, *, binary: str = "podman", oci_runtime: str = "runc",
-        criu: str = "criu", timeout: float = 120.0,
+        criu: str = "criu", timeout: float = 120.0, exec_prefix: Sequence[str] = (),
     ) -> None:  # fmt: skip
+        self.exec_prefix = tuple(exec_prefix)
         self.state_dir = Path(state_dir)
         self.binary = binary
         self.oci_runtime = oci_runtime
@@ -118,20 +130,37 @@ class PodmanRuntime(ContainerRuntime):
             path.write_text(text)
         return path
 
+    def _missing(self) -> RuntimeMissing:
+        return RuntimeMissing(f"{self.binary} is not installed on this host: {INSTALL_HINT}")
+
     def _path(self) -> str:
         found = shutil.which(self.binary)
         if found is None:
-            raise RuntimeMissing(f"{self.binary} is not installed on this host: {INSTALL_HINT}")
+            raise self._missing()
         return found
+
+    def _remote(self, argv: Sequence[str], *, stdin: str | None = None,
+                timeout: float | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """``argv`` run through the exec prefix (each argument shell-quoted for ssh)."""
+        quote = is_remote_shell(self.exec_prefix)
+        line = [*self.exec_prefix, *(shlex.quote(a) if quote else a for a in argv)]
+        return subprocess.run(line, capture_output=True, text=True, input=stdin,
+                              timeout=timeout or self.timeout, check=False)  # fmt: skip
 
     def _run(
         self, args: Sequence[str], *, timeout: float | None = None, check: bool = True,
     ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        argv = [self._path(), *self._global(), *args]
-        env: Mapping[str, str] = {**os.environ, "CONTAINERS_CONF": str(self._conf())}
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, env=dict(env),
-                                  timeout=timeout or self.timeout, check=False)  # fmt: skip
+            if self.exec_prefix:
+                done = self._remote(["env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", self.binary,
+                                     *self._global(), *args], timeout=timeout)  # fmt: skip
+                if done.returncode == 127:
+                    raise self._missing()
+            else:
+                argv = [self._path(), *self._global(), *args]
+                env = {**os.environ, "CONTAINERS_CONF": str(self._conf())}
+                done = subprocess.run(argv, capture_output=True, text=True, env=env,
+                                      timeout=timeout or self.timeout, check=False)  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             raise ContainerError(f"podman {args[0]} did not finish in {exc.timeout:.0f} s") from exc
         except OSError as exc:
@@ -139,6 +168,37 @@ class PodmanRuntime(ContainerRuntime):
         if check and done.returncode != 0:
             raise self._error(args, done)
         return done
+
+    # -- files on the containers' host ------------------------------------------------------
+    def read_text(self, path: Path) -> str | None:
+        if not self.exec_prefix:
+            return super().read_text(path)
+        done = self._remote(["sh", "-c", 'test -e "$1" || exit 3; cat "$1"', "-", str(path)])
+        if done.returncode == 3:
+            return None
+        if done.returncode != 0:
+            raise ContainerError(f"cannot read {path}: {done.stderr.strip()}")
+        return done.stdout
+
+    def write_text(self, path: Path, text: str) -> None:
+        if not self.exec_prefix:
+            return super().write_text(path, text)
+        done = self._remote(["sh", "-c", 'cat > "$1"', "-", str(path)], stdin=text)
+        if done.returncode != 0:
+            raise ContainerError(f"cannot write {path}: {done.stderr.strip()}")
+        return None
+
+    def file_size(self, path: Path) -> int | None:
+        if not self.exec_prefix:
+            return super().file_size(path)
+        done = self._remote(["sh", "-c", 'test -e "$1" || exit 3; stat -c %s "$1"', "-",
+                             str(path)])  # fmt: skip
+        if done.returncode == 3:
+            return None
+        try:
+            return int(done.stdout.strip())
+        except ValueError as exc:
+            raise ContainerError(f"cannot stat {path}: {done.stderr.strip()}") from exc
 
     def _error(self, args: Sequence[str], done: subprocess.CompletedProcess[str]) -> ContainerError:
         text = (done.stderr or done.stdout).strip()
@@ -150,11 +210,11 @@ class PodmanRuntime(ContainerRuntime):
 
     # -- the contract -----------------------------------------------------------------------
     def check(self) -> None:
-        self._run(["version", "--format", "{{.Client.Version}}"], timeout=30)
+        self._run(["version", "--format", "{{.Client.Version}}"], timeout=60)
 
     def checkpoint_support(self) -> str | None:
         if self._criu_reason is None:
-            self._criu_reason = (criu_reason(self.criu),)
+            self._criu_reason = (criu_reason(self.criu, self.exec_prefix),)
         return self._criu_reason[0]
 
     def create(self, spec: RunSpec) -> None:
@@ -197,13 +257,12 @@ class PodmanRuntime(ContainerRuntime):
 
     def checkpoint(self, name: str, path: Path, *, leave_running: bool) -> CheckpointImage:
         self.require_checkpoints()
-        path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         args = ["container", "checkpoint", "--export", str(path), "--tcp-established"]
         if leave_running:
             args.append("--leave-running")
         self._run([*args, name])
-        return CheckpointImage(path=path, size=path.stat().st_size,
+        return CheckpointImage(path=path, size=self.file_size(path) or 0,
                                seconds=time.monotonic() - started)  # fmt: skip
 
     def restore(self, name: str, path: Path | None) -> None:

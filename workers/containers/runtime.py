@@ -120,6 +120,24 @@ class ContainerRuntime(abc.ABC):
     def execute(self, name: str, argv: tuple[str, ...], *, timeout: float = 30.0) -> str:
         """Run ``argv`` inside the running container; its standard output."""
 
+    # -- files on the runtime's host (the checkpoint dataset's manifests) ----------------------
+    def read_text(self, path: Path) -> str | None:
+        """The file's text, None when it does not exist (on the host the containers run on)."""
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def write_text(self, path: Path, text: str) -> None:
+        path.write_text(text)
+
+    def file_size(self, path: Path) -> int | None:
+        """The file's size in bytes, None when it does not exist."""
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return None
+
     def require_checkpoints(self) -> None:
         """CheckpointUnsupported (with CRIU's reason) unless checkpoints work here."""
         reason = self.checkpoint_support()
