@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 import click
 import redis
 
+from bus.connect import connect
 from coordinator.config import read_toml
 from protocol.errors import ConfigError, JobError, ZfleetError
 from protocol.settings import Settings, load_settings, redact_url
@@ -60,7 +61,7 @@ def settings_for(config_path: Path | None) -> Settings:
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
     """A client for the settings' Redis that has answered a PING."""
-    client: redis.Redis[bytes] = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     _used_redis_url.append(settings.redis_url)
     try:
         client.ping()
@@ -72,11 +73,9 @@ def redis_client(settings: Settings) -> redis.Redis[bytes]:
 def redis_problem(exc: redis.RedisError, url: str) -> str:
     """One line saying what went wrong with Redis at ``url`` (password masked) and what to do."""
     where = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        user, has_password = parts.username or "default", parts.password is not None
-    except ValueError:
-        user, has_password = "default", "@" in url
+    userinfo, at, _ = url.partition("://")[2].rpartition("@")
+    name, colon, _ = userinfo.partition(":")
+    user, has_password = unquote(name) or "default", bool(at and colon)
     # AuthenticationError is a ConnectionError: it must be looked at first
     if isinstance(exc, redis.AuthenticationError):
         if not has_password:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
+from bus.connect import connect
 from tests.conftest import need
 from tests.services.process import stop_process
 
@@ -51,7 +52,7 @@ class RedisServer:
     directory: Path
 
     def client(self) -> redis.Redis[bytes]:
-        return redis.Redis.from_url(self.url)
+        return connect(self.url)
 
 
 @contextlib.contextmanager
