@@ -33,7 +33,7 @@ from tests.unit.rebase_helpers import copy_tree, fill_base, listing, mount, name
 from workers.zfs.base import ObjType
 from workers.zfs.sim import SimBackend
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 HOSTS = ("alpha", "beta")
 CONFIG = """
