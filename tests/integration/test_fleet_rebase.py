@@ -196,6 +196,27 @@ def test_bad_rebases_through_the_fleet_change_nothing(fleet: Fleet) -> None:
     assert "alpha:tank/img/base@v9 does not exist" in json.dumps(missing["report"]["refusals"])
     unchanged()
 
+    # a dry run of a proposal: the plan (base snapshot first, then the members), nothing done
+    proposal = fleet.root / "proposal.json"
+    proposal.write_text(json.dumps({"clusters": [
+        {"base": "tank/img/app", "base_snapshot": "import", "base_bytes": 1,
+         "members": [{"dataset": "tank/img/web"}]},
+        {"base": "tank/img/web", "members": ["tank/img/db"]}]}))  # fmt: skip
+    dry = run(fleet, "rebase", "--proposal", str(proposal), "--on", "alpha", "--dry-run",
+              code=3)  # fmt: skip
+    assert dry["report"]["refusals"] == [
+        {"source": "alpha:tank/img/db", "target": "tank/img/web",
+         "reason": "alpha:tank/img/db does not exist"}]  # fmt: skip
+    proposal.write_text(json.dumps({"clusters": [
+        {"base": "tank/img/base", "members": ["tank/img/app"]},
+        {"base": "tank/img/app", "members": ["tank/img/web"]}]}))  # fmt: skip
+    dry = run(fleet, "rebase", "--proposal", str(proposal), "--on", "alpha", "--dry-run",
+              "--keep-content")  # fmt: skip
+    plan = [(row["kind"], row["deps"]) for row in dry["report"]["plan"]]
+    assert plan == [("snapshot", []), ("rebase", ["base-snapshot-1"]),
+                    ("snapshot", ["rebase-1"]), ("rebase", ["rebase-1", "base-snapshot-2"])]
+    unchanged()
+
     # an image in use: a process has its working directory in it
     user = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                             cwd=mount(alpha, "tank/img/app"))  # fmt: skip
