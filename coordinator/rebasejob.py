@@ -331,6 +331,15 @@ def replicas(config: FleetConfig, sync: str, host: str, image: str) -> list[tupl
     return out
 
 
+def _origin_guid(graph: FleetGraph, host: str, origin: str | None) -> int:
+    if not origin or "@" not in origin:
+        return 0
+    ds, _, short = origin.partition("@")
+    where = graph.dataset(host, ds)
+    i = where.index_of_short(short) if where is not None else -1
+    return where.snap_guids[i] if where is not None and i >= 0 else 0
+
+
 def _plan_sync(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     config = parse_config(store.config_text(job), source=str(job.options.get("source", "<job>")))
     sync = str(job.options["sync"])
@@ -340,9 +349,8 @@ def _plan_sync(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     for s in job.steps.values():
         if not isinstance(s.args, RebaseArgs) or s.host is None:
             continue
+        # a "none" with a backup: an earlier run rebased it, and its replicas may still wait
         res = s.result
-        if res.get("method") == "none":
-            continue
         image, backup, snap = s.args.image, res.get("backup"), res.get("snapshot")
         if backup:
             suffix = str(backup)[len(image):]
@@ -355,8 +363,8 @@ def _plan_sync(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
         guid = s.args.onto_guid or (base.snap_guids[i] if base is not None and i >= 0 else 0)
         for thost, replica in replicas(config, sync, s.host, image):
             held = graph.dataset(thost, replica)
-            if held is None:
-                continue
+            if held is None or (guid and _origin_guid(graph, thost, held.origin) == guid):
+                continue  # nothing there, or a clone of the base already
             if guid and not any(h == thost for h, _ in graph.locations(guid)):
                 notes.append(f"{thost} lacks the base {s.args.onto}: the sync sends it first "
                              f"if {sync} covers it, else {replica} arrives whole")  # fmt: skip
