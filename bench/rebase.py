@@ -17,6 +17,14 @@ dataset, a full copy, as images imported one by one are. Then:
 
     .venv/bin/python bench/rebase.py [--images 8] [--common-mib 24] [--seed 7]
 
+With ``--sync`` the same collection goes through the fleet instead (real redis-server, a
+``zfleet worker`` process per host, a coordinator): the sync job replicates the images to a
+second host in full, then ``zfleet rebase --proposal FILE --on alpha --sync JOB --drop-old``
+rebases the members onto the medoid and runs the sync again; the figures are the bytes the two
+syncs sent (the transfer steps' stream bytes), and every replica's tree is checked afterwards.
+
+    .venv/bin/python bench/rebase.py --sync [--images 8] [--common-mib 24]
+
 Ratios are against the "before" figures measured in the same run.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import statistics
@@ -156,13 +165,105 @@ def used(sim: SimBackend, name: str) -> int:
     return int(sim.get(name, ["used"])["used"].value)
 
 
+def build(alpha: SimBackend, args: argparse.Namespace) -> list[str]:
+    """The collection on ``alpha``: ``tank/img/i<N>``, each a full copy with ``@import``."""
+    common = common_tree(args.seed, args.common_mib)
+    names = [f"tank/img/i{i}" for i in range(args.images)]
+    for i, name in enumerate(names):
+        alpha.create(name)
+        where = alpha.mountpoint(name)
+        assert where is not None
+        write_tree(Path(where), image_tree(args.seed, i, common), args.seed)
+        alpha.snapshot([f"{name}@import"])
+    return names
+
+
+SYNC_JOB = """
+[jobs.img]
+source = "alpha:tank/img"
+targets = ["beta:rep/img"]
+snapshot = "zfleet-%Y%m%dT%H%M%SZ"
+"""
+
+
+def sent_by(job: dict[str, object]) -> int:
+    steps = job["step_list"]
+    assert isinstance(steps, list)
+    return sum(int(s["result"].get("bytes") or 0) for s in steps if s["kind"] == "transfer")
+
+
+def main_sync(args: argparse.Namespace) -> None:
+    """The collection replicated by the sync job, rebased by a fleet job, synced again."""
+    from app.demo.verify import snapshot_files
+    from tests.services.fleet import running_fleet
+    from tests.services.redis import redis_binary, running_redis
+
+    binary = redis_binary()
+    if binary is None:
+        sys.exit("--sync needs redis-server")
+    with tempfile.TemporaryDirectory(prefix="zfleet-bench-rebase-") as tmp, \
+            running_redis(binary) as srv, \
+            running_fleet(Path(tmp), srv, ("alpha", "beta"), SYNC_JOB) as fleet:  # fmt: skip
+        alpha, beta = fleet.backend("alpha"), fleet.backend("beta")
+        alpha.create_pool("tank", size=64 << 30)
+        beta.create_pool("rep", size=64 << 30)
+        alpha.create("tank/img")
+        names = build(alpha, args)
+        mounts = {n: Path(str(alpha.mountpoint(n))) for n in names}
+        before_trees = {n: listing(mounts[n]) for n in names}
+        base = medoid({n: records(mounts[n]) for n in names})
+        for host in ("alpha", "beta"):
+            fleet.start_worker(host)
+        fleet.start_coordinator()
+
+        def zfleet(*argv: str) -> dict[str, object]:
+            out = fleet.cli(*argv, "--config", str(fleet.config), "--json", timeout=3600)
+            if out.returncode != 0:
+                sys.exit(f"zfleet {' '.join(argv)}: exit {out.returncode}\n{out.stderr}"
+                         f"{out.stdout[-2000:]}\n{fleet.logs()}")  # fmt: skip
+            return dict(json.loads(out.stdout))
+
+        t0 = time.perf_counter()
+        first = sent_by(zfleet("sync", "img", "--wait"))
+        first_s = time.perf_counter() - t0
+        time.sleep(1.1)  # the job's snapshot names have a resolution of one second
+        proposal = Path(tmp) / "proposal.json"
+        members = [n for n in names if n != base]
+        proposal.write_text(json.dumps({"clusters": [{"base": base, "members": members}]}))
+        t0 = time.perf_counter()
+        done = zfleet("rebase", "--proposal", str(proposal), "--on", "alpha", "--sync", "img",
+                      "--drop-old")  # fmt: skip
+        rebase_s = time.perf_counter() - t0
+        sync = done["sync"]
+        assert isinstance(sync, dict)
+        after = int(sync["sent_bytes"])
+        for n in names:
+            assert listing(mounts[n]) == before_trees[n], f"{n} changed"
+            replica = n.replace("tank/", "rep/")
+            snaps = [o for o in beta.list(replica) if o.name.startswith(replica + "@")]
+            newest = max(snaps, key=lambda o: o.createtxg)
+            with snapshot_files(beta, newest.name, "rep/scratch") as mp:
+                assert listing(Path(mp)) == before_trees[n], f"{replica} differs"
+        print(f"images: {args.images} (common tree {args.common_mib} MiB, seed {args.seed}); "
+              f"medoid {base}; fleet: alpha -> beta, job img")  # fmt: skip
+        print(f"first sync (every image whole)  : {first / MIB:9.1f} MiB  in {first_s:.1f} s")
+        print(f"rebase + sync (deltas)          : {after / MIB:9.1f} MiB  ratio "
+              f"{after / first:.3f}  in {rebase_s:.1f} s (rebase job and sync job)")  # fmt: skip
+        print("every image on alpha and every replica on beta equals its tree from before")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--common-mib", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--sync", action="store_true",
+                        help="through the fleet: sync, rebase job, sync (needs redis-server)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    if args.sync:
+        main_sync(args)
+        return
     with tempfile.TemporaryDirectory(prefix="zfleet-bench-rebase-") as tmp:
         alpha = SimBackend(Path(tmp) / "alpha")
         beta = SimBackend(Path(tmp) / "beta")
@@ -170,15 +271,8 @@ def main() -> None:
         beta.create_pool("rep", size=64 << 30)
         alpha.create("tank/img")
         beta.create("rep/img")
-        common = common_tree(args.seed, args.common_mib)
-        names = [f"tank/img/i{i}" for i in range(args.images)]
         t0 = time.perf_counter()
-        for i, name in enumerate(names):
-            alpha.create(name)
-            where = alpha.mountpoint(name)
-            assert where is not None
-            write_tree(Path(where), image_tree(args.seed, i, common), args.seed)
-            alpha.snapshot([f"{name}@import"])
+        names = build(alpha, args)
         built = time.perf_counter() - t0
         mounts = {n: Path(str(alpha.mountpoint(n))) for n in names}
         before_trees = {n: listing(mounts[n]) for n in names}

@@ -39,6 +39,7 @@ BUILTIN: Final[dict[str, str]] = {
     "adhoc": "coordinator.adhoc",
     "kind": "coordinator.kindjob",
     "container": "coordinator.containerjob",
+    "rebase": "coordinator.rebasejob",
     "sync": "coordinator.syncjob",
 }
 

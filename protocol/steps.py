@@ -347,3 +347,4 @@ for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
 # Step kinds of other rooms register themselves: the kinds' set/get-property, containers.
 from protocol import containersteps as _containersteps  # noqa: E402,F401
 from protocol import kindsteps as _kindsteps  # noqa: E402,F401
+from protocol import rebasesteps as _rebasesteps  # noqa: E402,F401

@@ -314,4 +314,5 @@ def is_retryable(exc: ZfleetError) -> bool:
 from workers import adhoc as _adhoc  # noqa: E402,F401
 from workers import containersteps as _containersteps  # noqa: E402,F401
 from workers import kindsteps as _kindsteps  # noqa: E402,F401
+from workers import rebasesteps as _rebasesteps  # noqa: E402,F401
 from workers import rolesteps as _rolesteps  # noqa: E402,F401

@@ -20,6 +20,7 @@ from app.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
+    config_option,
     human_bytes,
     json_option,
     print_json,
@@ -83,6 +84,11 @@ def _hook(command: str | None) -> Any:
     help='Rebase a collection: JSON {"clusters": [{"base", "members"}]}.',
 )
 @click.option("--real", is_flag=True, help="OpenZFS on this host instead of the simulation.")
+@config_option(required=False)
+@click.option("--on", "on_host", metavar="HOST", help="Fleet: the host a --proposal is rebased on.")
+@click.option("--sync", metavar="JOB", help="Fleet: run this sync job afterwards (deltas only).")
+@click.option("--dry-run", is_flag=True, help="Fleet: plan and print, change nothing.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Fleet: seconds to wait.")
 @json_option
 def rebase(  # noqa: PLR0917
     images: tuple[str, ...],
@@ -96,6 +102,11 @@ def rebase(  # noqa: PLR0917
     undo: bool,
     proposal: Path | None,
     real: bool,
+    config_path: Path | None,
+    on_host: str | None,
+    sync: str | None,
+    dry_run: bool,
+    timeout: float,
     as_json: bool,
 ) -> None:
     """Make each IMAGE a clone of BASE@SNAP, keeping its own changes (like git rebase).
@@ -113,10 +124,34 @@ def rebase(  # noqa: PLR0917
       zfleet rebase --proposal clusters.json --drop-old --json
 
     \b
+    Across the fleet (a job run by each host's worker; the coordinator must run):
+      zfleet rebase alpha:tank/img/web beta:tank/img/db --onto alpha:tank/base@v2 -c fleet.toml
+      zfleet rebase alpha:tank/img/app --onto alpha:tank/base@v1 --keep-content --sync nightly
+      zfleet rebase --proposal proposal.json --on alpha --sync nightly -c fleet.toml
+    The base is found on each image's host by its guid. --sync JOB sets the replicas aside and
+    runs JOB, so they receive only each image's delta from the base they hold.
+
+    \b
     Exit codes: 0 done; 1 a rebase failed (rolled back); 2 bad arguments; 3 a conflict
     stopped a rebase (nothing changed).
     """
     configure_logging(level=os.environ.get("ZFLEET_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    fleet = on_host is not None or any(":" in x for x in (*images, onto or ""))
+    if fleet or sync is not None or dry_run:
+        if config_path is None:
+            click.echo("zfleet: HOST: addresses, --on, --sync and --dry-run need the fleet "
+                       "config (-c fleet.toml)", err=True)  # fmt: skip
+            sys.exit(EXIT_CONFIG)
+        if undo or real or old_base:
+            click.echo("zfleet: --undo, --real and --old-base act on this host only", err=True)
+            sys.exit(EXIT_CONFIG)
+        from app.cli.rebasefleet import run
+
+        run(config_path, images, onto, proposal=proposal, on=on_host, sync=sync,
+            dry_run=dry_run, timeout=timeout, as_json=as_json, prefer=prefer,
+            keep_content=keep_content, drop_old=drop_old,
+            before=tuple(shlex.split(before_cmd or "")), after=tuple(shlex.split(after_cmd or "")))
+        return
     try:
         if proposal is not None:
             if images or onto or undo:
