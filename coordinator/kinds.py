@@ -260,13 +260,19 @@ def retention_for(
     if policies is None:
         return job_rules
     try:
-        kind = dataset_kind(ds)
+        policy = policy_of(ds, policies)
     except ConfigError:
         return ()  # refused by route: nothing is pruned either
-    policy = policies.get(kind) if kind is not None else None
     if policy is None or policy.retention is None:
         return job_rules
     return policy.retention
+
+
+def policy_of(ds: Dataset, policies: KindPolicies) -> KindPolicy | None:
+    """The policy of ``ds``'s kind (its encryption and key group, say), or None without a kind;
+    ConfigError for a value that is no kind."""
+    kind = dataset_kind(ds)
+    return policies.get(kind) if kind is not None else None
 
 
 # -- shared homes: which containers mount what ------------------------------------------------

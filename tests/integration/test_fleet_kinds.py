@@ -85,6 +85,10 @@ def test_kinds_are_set_through_workers_and_the_sync_follows_them(fleet: Fleet) -
     assert alice["kind"]["kind"] == "home"
     assert alice["kind"]["source"] == "inherited from tank/t/homes"
     assert alice["kind"]["mounted_in"] == ["browser", "editor"]
+    shown = fleet.cli("kind", "show", "alpha:tank/t/homes/alice", "--config", str(fleet.config))
+    assert shown.returncode == 0, shown.stderr
+    assert "alpha:tank/t/homes/alice: home (inherited from tank/t/homes)" in shown.stdout
+    assert "replicates to: beta; store: yes" in shown.stdout
     # a home inside the image's tree: refused, nothing set
     refused = run(fleet, "kind", "set", "alpha:tank/t/img/data", "home", code=3)
     assert "lies inside alpha:tank/t/img" in json.dumps(refused["report"]["refusals"])
@@ -109,6 +113,10 @@ def test_kinds_are_set_through_workers_and_the_sync_follows_them(fleet: Fleet) -
     assert kinds["image"]["datasets"] == ["alpha:tank/t/img", "alpha:tank/t/img/data"]
     assert kinds["no kind"]["datasets"] == ["alpha:tank/t"]
     assert status["layout_problems"] == []
+    text = fleet.cli("status", "--config", str(fleet.config))
+    assert text.returncode == 0, text.stderr
+    assert "home (3): to beta; and stores; keep 5 zfleet-*" in text.stdout
+    assert "temp (1): never replicated" in text.stdout
     mounts = run(fleet, "kind", "mounts", "editor")["mounts"]
     assert [(m["host"], m["dataset"], m["target"]) for m in mounts] == [
         ("alpha", "tank/t/homes/alice", "/home/alice"), ("alpha", "tank/t/homes/bob", "/home/bob")]

@@ -252,3 +252,23 @@ def test_status_rows_carry_each_dataset_kind() -> None:
     g = source(dataset("tank/t", ["s1"]), kinded(dataset("tank/t/alice", ["s1"]), "home"))
     rows = fleet_status(g, parse_config(fleet(targets='["beta:bk/t"]')))
     assert {r["dataset"]: r["kind"] for r in rows} == {"tank/t": None, "tank/t/alice": "home"}
+
+
+def test_status_groups_by_kind_and_says_what_each_policy_does() -> None:
+    from app.cli.status import NO_KIND, by_kind, policy_line
+
+    g = source(dataset("tank/t", ["s1"]), kinded(dataset("tank/t/alice", ["s1"]), "home"),
+               kinded(dataset("tank/t/tmp", ["s1"]), "temp"),
+               kinded(dataset("tank/t/odd", ["s1"]), "tmep"))  # fmt: skip
+    config = parse_config(fleet('[kinds.home]\nhosts = ["beta"]\nstore = false\n'
+                                'retention = { "zfleet-*" = 4 }\nencryption = "required"\n'
+                                'key_group = "team"\nmounts = ["editor"]'))  # fmt: skip
+    groups = by_kind(fleet_status(g, config))
+    assert list(groups) == ["home", "temp", NO_KIND, "tmep"]
+    assert [r["dataset"] for r in groups[NO_KIND]] == ["tank/t"]
+    assert policy_line(config.kinds[Kind.HOME], "home") == (
+        "to beta; not to stores; keep 4 zfleet-*; encrypted under team; mounted in editor at "
+        "/home")
+    assert policy_line(config.kinds[Kind.TEMP], "temp") == "never replicated"
+    assert policy_line(config.kinds[Kind.IMAGE], "image") == "to every job target; and stores"
+    assert "not a kind" in policy_line(None, "tmep")
