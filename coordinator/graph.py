@@ -41,9 +41,9 @@ class Dataset:
     """A filesystem or volume on one host with its snapshots (oldest first) and bookmarks."""
 
     __slots__ = (
-        "_snap_names", "bm_guids", "bm_names", "bm_txgs", "creation", "encryption", "guid", "host",
-        "kind", "name", "origin", "resume_token", "snap_creation", "snap_guids", "snap_referenced",
-        "snap_txgs", "snap_written", "type", "written",
+        "_snap_names", "bm_guids", "bm_names", "bm_txgs", "creation", "encryption", "guid",
+        "host", "kind", "name", "origin", "resume_token", "snap_creation", "snap_guids",
+        "snap_referenced", "snap_txgs", "snap_written", "type", "written",
     )  # fmt: skip
 
     def __init__(
@@ -80,6 +80,11 @@ class Dataset:
         self.bm_names: list[str] = []
         self.bm_guids = array("Q")
         self.bm_txgs = array("Q")
+
+    @property
+    def encrypted(self) -> bool:
+        """Native ZFS encryption is on: such a dataset replicates as raw sends only."""
+        return self.encryption not in (None, "off")
 
     # -- building ----------------------------------------------------------------------------
     def add_snapshot(

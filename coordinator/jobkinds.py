@@ -38,6 +38,7 @@ BUILTIN: Final[dict[str, str]] = {
     "switchover": "coordinator.switchover",
     "adhoc": "coordinator.adhoc",
     "kind": "coordinator.kindjob",
+    "container": "coordinator.containerjob",
     "sync": "coordinator.syncjob",
 }
 

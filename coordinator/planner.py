@@ -216,7 +216,7 @@ class _Builder:
             otgt = self._target(tkey)
             otarget = (self.job.target_dataset(src, otgt, origin_src.name) if otgt.dataset
                        else origin_src.name)  # fmt: skip
-            send = SendSpec(snapshot=first.name, from_snap=ds.origin, intermediates=False)
+            send = _spec(ds, first.name, ds.origin)
             key = self._leg(
                 pr, send, guids=(first.guid, origin_src.snap_guids[oi]), estimate=first.written,
                 origin=f"{otarget}@{ds.origin_short}", deps=deps,
@@ -231,7 +231,7 @@ class _Builder:
                     f"{src.host}:{ds.name} is a clone of {ds.origin}, which this job does not "
                     "replicate: it is sent as a full copy"
                 )
-            send = SendSpec(snapshot=first.name, from_snap=None, intermediates=False)
+            send = _spec(ds, first.name, None)
             key = self._leg(
                 pr, send, guids=(first.guid, 0), estimate=first.referenced, deps=deps
             )
@@ -263,6 +263,13 @@ class _Builder:
                 else "no common snapshot with the source: resolve by hand"
             )
             return self._refuse(pr, reason, tsnaps)
+        if ds.encrypted and not tds.encrypted and not is_store(tkey):
+            # a raw incremental cannot land on a plain copy (the key could not be swapped in)
+            return self._refuse(
+                pr, "the source is encrypted but the target holds an unencrypted copy: "
+                "raw sends cannot apply to it; replace it with a raw full copy",
+                (tds.snap(ti).name,),
+            )  # fmt: skip
         extra = tuple(tds.snap(i).name for i in range(ti + 1, len(tds)))
         modified = tds.written > 0
         diverged = bool(extra) or modified
@@ -303,7 +310,7 @@ class _Builder:
                 self.up_to_date.append(f"{tkey}:{tname}")
                 return None
             snap = ds.snap(nxt)
-            send = SendSpec(snapshot=snap.name, from_snap=bookmark.name, intermediates=False)
+            send = _spec(ds, snap.name, bookmark.name)
             key = self._leg(
                 pr, send, guids=(snap.guid, bookmark.guid), estimate=snap.written,
                 force=diverged, deps=self._parent_deps(pr),
@@ -318,7 +325,7 @@ class _Builder:
 
     def _full_over(self, pr: _Pair) -> None:
         first = pr.ds.snap(0)
-        send = SendSpec(snapshot=first.name, from_snap=None, intermediates=False)
+        send = _spec(pr.ds, first.name, None)
         key = self._leg(pr, send, guids=(first.guid, 0), estimate=first.referenced, force=True)
         pr.state.legs.append(key)
         self._chain(pr, 0, force=False)
@@ -336,7 +343,7 @@ class _Builder:
             hops = [(k, k + 1) for k in range(start, end)]
         for a, b in hops:
             base, top = ds.snap(a), ds.snap(b)
-            send = SendSpec(snapshot=top.name, from_snap=base.name, intermediates=b - a > 1)
+            send = _spec(ds, top.name, base.name, intermediates=b - a > 1)
             estimate = sum(ds.snap_written[a + 1 : b + 1])
             deps = {state.legs[-1]} if state.legs else self._parent_deps(pr)
             key = self._leg(
@@ -525,6 +532,17 @@ class _Builder:
                 )
             )  # fmt: skip
         return out
+
+
+def _spec(
+    ds: Dataset, snapshot: str, from_snap: str | None, *, intermediates: bool = False
+) -> SendSpec:
+    """The send for one leg. An encrypted dataset always goes raw (``-w``): its blocks travel
+    and land as ciphertext, so a target or store without the key holds nothing readable, and
+    no send needs the source's key loaded."""
+    return SendSpec(
+        snapshot=snapshot, from_snap=from_snap, intermediates=intermediates, raw=ds.encrypted
+    )
 
 
 def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:

@@ -18,6 +18,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "clone": "app.cli.verbs:clone",
     "cloud": "app.cli.cloud:cloud",
     "completion": "app.cli.completion:completion",
+    "container": "app.cli.container:container",
     "coordinator": "app.cli.coordinator:coordinator",
     "dedup": "app.cli.dedup:dedup",
     "demo": "app.cli.demo:demo",

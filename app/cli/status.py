@@ -25,7 +25,7 @@ from app.cli.common import (
     settings_for,
 )
 from coordinator.config import load_config
-from coordinator.fleetstatus import fleet_status, load_graph
+from coordinator.fleetstatus import aside_datasets, fleet_status, load_graph
 from coordinator.jobstore import JobStore
 from coordinator.kinds import KindPolicy, layout_problems
 from protocol.kinds import KINDS, Kind
@@ -39,12 +39,18 @@ NO_KIND: Final = "no kind"
 @config_option()
 @json_option
 def status(config_path: Path, as_json: bool) -> None:
-    """Show each replicated dataset's snapshots, where each exists, and how far targets lag."""
+    """Show each replicated dataset's snapshots, where each exists, and how far targets lag.
+
+    Datasets a rejoin kept aside (an old primary's diverged writes, ``DATASET.diverged-ID``, or
+    the replica line replaced by ``--keep-diverged``, ``DATASET.replaced-ID``) are listed last:
+    zfleet never destroys them.
+    """
     with cli_errors():
         config = load_config(config_path)
         store = JobStore(redis_client(settings_for(config_path)))
         graph = load_graph(store, config)
         rows = fleet_status(graph, config)
+        aside = aside_datasets(graph, config)
         groups = by_kind(rows)
         problems = layout_problems(graph)
         if as_json:
@@ -52,6 +58,7 @@ def status(config_path: Path, as_json: bool) -> None:
                 "hosts": {h: {"reported_at": inv.reported_at}
                           for h, inv in graph.hosts.items()},
                 "datasets": rows,
+                "aside": aside,
                 "kinds": {k: {"policy": config.kinds[Kind(k)].describe() if k in KINDS else None,
                               "datasets": [f"{r['host']}:{r['dataset']}" for r in g]}
                           for k, g in groups.items()},
@@ -69,6 +76,17 @@ def status(config_path: Path, as_json: bool) -> None:
             policy = config.kinds[Kind(kind)] if kind in KINDS else None
             console.rule(f"[bold]{kind}[/] ({len(group)}): {policy_line(policy, kind)}")
             print_rows(console, group)
+        if aside:
+            table = Table(title="kept aside by rejoin (never destroyed by zfleet)")
+            for col in ("host", "dataset", "kind", "beside", "snapshots", "newest"):
+                table.add_column(col)
+            for a in aside:
+                newest = a["newest"]
+                table.add_row(
+                    a["host"], a["dataset"], a["kind"], a["beside"], str(len(a["snapshots"])),
+                    time.strftime("%Y-%m-%d %H:%M", time.gmtime(newest)) if newest else "-",
+                )  # fmt: skip
+            console.print(table)
 
 
 def by_kind(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -101,26 +119,27 @@ def policy_line(policy: KindPolicy | None, kind: str) -> str:
 
 
 def print_rows(console: Console, rows: list[dict[str, Any]]) -> None:
+    """One table per dataset: its snapshots, where each is, and how far each target lags."""
     for row in rows:
-            title = f"{row['host']}:{row['dataset']} (job {row['job']})"
-            if row["origin"]:
-                title += f", clone of {row['origin']}"
-            table = Table(title=title)
-            table.add_column("snapshot")
-            table.add_column("created")
-            table.add_column("on")
-            for s in row["snapshots"]:
-                table.add_row(s["name"], time.strftime("%Y-%m-%d %H:%M", time.gmtime(s["created"])),
-                              ", ".join(s["on"]))  # fmt: skip
-            console.print(table)
-            for t in row["targets"]:
-                if not t["exists"]:
-                    console.print(f"  {t['target']}: [red]missing[/]")
-                elif t["snapshots_behind"] == 0:
-                    console.print(f"  {t['target']}: [green]up to date[/]")
-                else:
-                    secs = t["seconds_behind"]
-                    behind = f", {secs}s" if secs is not None else ""
-                    n, common = t["snapshots_behind"], t["newest_common"]
-                    console.print(f"  {t['target']}: [yellow]{n} snapshot(s) behind{behind}[/] "
-                                  f"(newest common: {common})")  # fmt: skip
+        title = f"{row['host']}:{row['dataset']} (job {row['job']})"
+        if row["origin"]:
+            title += f", clone of {row['origin']}"
+        table = Table(title=title)
+        table.add_column("snapshot")
+        table.add_column("created")
+        table.add_column("on")
+        for s in row["snapshots"]:
+            table.add_row(s["name"], time.strftime("%Y-%m-%d %H:%M", time.gmtime(s["created"])),
+                          ", ".join(s["on"]))  # fmt: skip
+        console.print(table)
+        for t in row["targets"]:
+            if not t["exists"]:
+                console.print(f"  {t['target']}: [red]missing[/]")
+            elif t["snapshots_behind"] == 0:
+                console.print(f"  {t['target']}: [green]up to date[/]")
+            else:
+                secs = t["seconds_behind"]
+                behind = f", {secs}s" if secs is not None else ""
+                n, common = t["snapshots_behind"], t["newest_common"]
+                console.print(f"  {t['target']}: [yellow]{n} snapshot(s) behind{behind}[/] "
+                              f"(newest common: {common})")  # fmt: skip
