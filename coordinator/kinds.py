@@ -12,6 +12,8 @@ user property. A policy says, for every dataset of its kind that a job replicate
     mounts = ["editor", "browser"]    # containers that mount each dataset of this kind
     mount_path = "/home"        # where: <mount_path>/<the dataset's last component>
 
+Containers mount home, shared and log datasets (default paths /home, /shared, /var/log/zfleet).
+
 ``temp`` never replicates and never goes to a store, whatever the config says (a config that
 asks for it is an error). Pure: the sync planner asks :func:`route` which targets a dataset goes
 to, and :func:`retention_for` which rules prune it; the container runtime asks :func:`mounts_for`.
@@ -35,9 +37,10 @@ ENCRYPTION: Final = ("required", "optional")
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _KEYS: Final = frozenset({"hosts", "store", "retention", "encryption", "key_group", "mounts",
                           "mount_path"})  # fmt: skip
+# the kinds a container mounts, and where by default (as protocol/containersteps.py's
+# DEFAULT_PATHS: a policy's mounts become the container's ContainerMounts)
 MOUNT_PATHS: Final[Mapping[Kind, str]] = {
-    Kind.HOME: "/home", Kind.SHARED: "/srv/shared", Kind.LOG: "/var/log/zfleet",
-    Kind.EPHEMERAL: "/mnt/ephemeral", Kind.TEMP: "/tmp/zfleet",
+    Kind.HOME: "/home", Kind.SHARED: "/shared", Kind.LOG: "/var/log/zfleet",
 }  # fmt: skip
 
 
@@ -142,7 +145,10 @@ def _policy(
     mounts = tuple(_names(t.get("mounts", []), (*path, "mounts"), error))
     if mounts and kind in IMAGE_KINDS:
         raise error((*path, "mounts"), f"a {kind} is cloned into a container's root, never "
-                    "mounted into one: mounts are for home, shared, log, ephemeral, temp")
+                    "mounted into one: mounts are for home, shared and log")
+    if mounts and kind not in MOUNT_PATHS:
+        raise error((*path, "mounts"), f"a container mounts home, shared and log datasets, not "
+                    f"{kind} (an ephemeral layer is mounted by its own command)")
     if len(set(mounts)) != len(mounts):
         raise error((*path, "mounts"), "names a container twice")
     mount_path = t.get("mount_path")

@@ -371,6 +371,14 @@ class _Builder:
                 return t
         raise AssertionError(tkey)
 
+    def stays_home(self, src: DatasetRef, ds: Dataset) -> None:
+        """A dataset no target gets (its kind's policy) is still snapshotted by the job: prune
+        it on its host by its kind's (or the job's) rules, its newest snapshot kept."""
+        rules = retention_for(ds, self.job.retention, self.job.kinds)
+        if rules and len(ds):
+            self.rules[(src.host, ds.name)] = rules
+            self.protect.setdefault((src.host, ds.name), set()).add(ds.snap(-1).guid)
+
     def refuse_pair(self, src: DatasetRef, ds: Dataset, tgt: JobTarget, reason: str) -> None:
         """Refuse ``ds`` on ``tgt`` before planning anything for it (a kind's policy)."""
         tkey = tgt.host if tgt.host else store_host(tgt.store or "")
@@ -556,6 +564,7 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
         if not selected:
             b.notes.append(f"{src} matched no dataset")
         by_name = {d.name: d for d in selected}
+        stays = {d.name for d in selected}  # datasets no target gets (kind temp, say)
         for tgt in job.targets:
             if job.kinds is None:
                 for ds in selected:
@@ -564,6 +573,7 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
             # the kinds' policies (coordinator/kinds.py): what this target gets of the selection
             routing = route(graph, job, src.host, selected, target=tgt, policies=job.kinds)
             here = {d.name: d for d in routing.kept}  # an origin left out: its clone goes whole
+            stays &= set(routing.skipped)
             for ds in selected:
                 if ds.name in routing.skipped:
                     b.notes.append(f"{src.host}:{ds.name} not sent to {tgt}: "
@@ -572,4 +582,7 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
                     b.refuse_pair(src, ds, tgt, routing.refused[ds.name])
                 else:
                     b.pair(src, here, ds, tgt)
+        for ds in selected:
+            if job.kinds is not None and ds.name in stays:
+                b.stays_home(src, ds)
     return b.build()

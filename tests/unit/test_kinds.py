@@ -107,6 +107,7 @@ mounts = ["editor", "browser"]
     ("[kinds.home]\nreplicate = true", r"kinds\.home\.replicate: unknown key \(known: encryption"),
     ("[kinds.home]\nretention = { \"z-*\" = 0 }", r"kinds\.home\.retention\.z-\*: keep must be"),
     ("[kinds.log]\nmounts = [\"a b\"]", r"kinds\.log\.mounts: 'a b' is not a name"),
+    ("[kinds.temp]\nmounts = [\"a\"]", r"kinds\.temp\.mounts: a container mounts home, shared"),
 ])  # fmt: skip
 def test_a_bad_kind_policy_is_refused_naming_the_line_and_key(kinds: str, message: str) -> None:
     text = fleet(kinds)
@@ -163,6 +164,23 @@ def test_a_kind_retention_replaces_the_job_rules_on_source_and_targets() -> None
         f"{ds}@zfleet-{i}" for ds in ("tank/t", "bk/t") for i in (1, 2)}
     assert {d for d in doomed if "/logs@" in d} == {
         f"{ds}/logs@zfleet-{i}" for ds in ("tank/t", "bk/t") for i in (1, 2, 3, 4)}
+
+
+def test_a_dataset_that_stays_home_is_still_pruned_there() -> None:
+    snaps = [f"zfleet-{i}" for i in range(1, 6)]
+    g = source(dataset("tank/t", snaps), kinded(dataset("tank/t/scratch", snaps), "temp"),
+               kinded(dataset("tank/t/logs", snaps), "log"))  # fmt: skip
+    config = parse_config(fleet('[kinds.log]\nhosts = []\nstore = false\n'
+                                'retention = { "zfleet-*" = 1 }',
+                                job_extra='retention = { "zfleet-*" = 3 }',
+                                targets='["beta:bk/t"]'))  # fmt: skip
+    plan = plan_sync(g, config.job("j"), job_id="J")
+    assert set(where(plan)) == {"tank/t"}
+    doomed = {name for s in plan.steps if s.kind == PRUNE and s.host == "alpha"
+              for name, _ in s.args.destroy}  # fmt: skip
+    assert {d for d in doomed if "scratch" in d} == {"tank/t/scratch@zfleet-1",
+                                                     "tank/t/scratch@zfleet-2"}  # the job's 3
+    assert {d for d in doomed if "logs" in d} == {f"tank/t/logs@zfleet-{i}" for i in range(1, 5)}
 
 
 def test_a_kind_that_requires_encryption_refuses_a_clear_dataset() -> None:
