@@ -22,7 +22,7 @@ to, and :func:`retention_for` which rules prune it; the container runtime asks :
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -299,21 +299,25 @@ class Mount:
 
 
 def mounts_for(
-    graph: FleetGraph, policies: KindPolicies, container: str, *, host: str | None = None
-) -> list[Mount]:
+    graph: FleetGraph, policies: KindPolicies, container: str, *, host: str | None = None,
+    replicas: Collection[tuple[str, str]] = (),
+) -> list[Mount]:  # fmt: skip
     """Every dataset (on ``host``, or on any host) whose kind's policy mounts it into
     ``container``, each at ``<mount_path>/<last component>``. A dataset with children of its
     own kind only groups them (``tank/homes`` above ``tank/homes/alice``): its children are
-    listed, not it. Each host's own datasets are listed; which host's copy a container mounts
-    is the runtime's choice (the primary, where the data is written)."""
+    listed, not it. Datasets at or under a ``(host, root)`` of ``replicas`` (the jobs' replicas,
+    ``kindjob.replica_roots``) are never listed: a container writing into a replica would
+    make it diverge from its primary."""
     out: list[Mount] = []
     for inv in sorted(graph.hosts.values(), key=lambda i: i.host):
         if host is not None and inv.host != host:
             continue
-        kinds = {name: _safe_kind(ds) for name, ds in inv.datasets.items()}
+        roots = [r for h, r in replicas if h == inv.host]
+        kinds = {name: _safe_kind(ds) for name, ds in inv.datasets.items()
+                 if not any(name == r or name.startswith(r + "/") for r in roots)}
         groups = {name.rsplit("/", 1)[0] for name, k in kinds.items()
                   if "/" in name and k is not None and kinds.get(name.rsplit("/", 1)[0]) == k}
-        for name in sorted(inv.datasets):
+        for name in sorted(kinds):
             kind = kinds[name]
             policy = policies.get(kind) if kind is not None else None
             if policy is None or container not in policy.mounts or name in groups:

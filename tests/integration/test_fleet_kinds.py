@@ -25,7 +25,8 @@ from tests.services.fleet import Fleet, running_fleet
 from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
 from workers.zfs.sim import SimBackend
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# a dozen CLI runs and three jobs through real processes: ~1 min idle, much more on a busy machine
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
 HOSTS = ("alpha", "beta", "gamma")
 CONFIG = """
@@ -104,6 +105,16 @@ def test_kinds_are_set_through_workers_and_the_sync_follows_them(fleet: Fleet) -
     assert not gamma.exists("bk/t/homes") and gamma.exists("bk/t/img/data")
     assert not beta.exists("bk/t/scratch") and not gamma.exists("bk/t/scratch")
     assert any("kind temp never replicates" in n for n in job.report["notes"])
+    # the replicas carry their kind (a plain send does not): after a failover it still holds
+    assert kind_of(beta, "bk/t/homes") == "home" and kind_of(beta, "bk/t/homes/alice") == "home"
+    assert kind_of(gamma, "bk/t/img") == "image" and kind_of(gamma, "bk/t") is None
+    alpha.snapshot(["tank/t/homes/alice@extra"])
+    out = fleet.cli("sync", "t", "--config", str(fleet.config), "--json")
+    again = wait_job(store, json.loads(out.stdout)["id"], timeout=120)
+    assert again.status == engine.JOB_SUCCEEDED, f"{again.error}\n{fleet.logs()}"
+    assert again.report["refusals"] == []  # a labelled replica still takes increments
+    assert not [s for s in again.steps.values() if s.kind == "set-property"]  # labelled once
+    assert "extra" in {o.short for o in beta.list("bk/t/homes/alice")}
 
     status = run(fleet, "status")
     kinds = status["kinds"]
@@ -117,7 +128,7 @@ def test_kinds_are_set_through_workers_and_the_sync_follows_them(fleet: Fleet) -
     assert text.returncode == 0, text.stderr
     assert "home (3): to beta; and stores; keep 5 zfleet-*" in text.stdout
     assert "temp (1): never replicated" in text.stdout
-    mounts = run(fleet, "kind", "mounts", "editor")["mounts"]
+    mounts = run(fleet, "kind", "mounts", "editor")["mounts"]  # beta's replicas are not listed
     assert [(m["host"], m["dataset"], m["target"]) for m in mounts] == [
         ("alpha", "tank/t/homes/alice", "/home/alice"), ("alpha", "tank/t/homes/bob", "/home/bob")]
 

@@ -136,6 +136,33 @@ def test_temp_never_replicates_and_the_rest_of_the_tree_still_does() -> None:
     assert "tank/t/scratch" in where(plan_sync(g, loose, job_id="J"))
 
 
+def test_replicas_get_the_source_kind_once_where_they_would_not_inherit_it() -> None:
+    g = graph_of(
+        alpha=[dataset("tank/t", ["s1"]), kinded(dataset("tank/t/homes", ["s1"]), "home"),
+               kinded(dataset("tank/t/homes/alice", ["s1"]), "home"),
+               kinded(dataset("tank/t/logs", ["s1", "s2"]), "log")],
+        beta=[dataset("bk/t", ["s1"], guid_from="tank/t"),
+              dataset("bk/t/logs", ["s1"], guid_from="tank/t/logs")],
+        gamma=[dataset("bk/t", ["s1"], guid_from="tank/t"),
+               kinded(dataset("bk/t/logs", ["s1"], guid_from="tank/t/logs"), "log")],
+    )  # fmt: skip
+    plan = plan_sync(g, parse_config(fleet(targets='["beta:bk/t", "gamma:bk/t"]')).job("j"),
+                     job_id="J")  # fmt: skip
+    labels = {(s.host, s.args.dataset, s.args.value): s for s in plan.steps
+              if s.kind == "set-property"}  # fmt: skip
+    # homes on both (alice inherits it there), logs on beta only (gamma's has it already)
+    assert set(labels) == {("beta", "bk/t/homes", "home"), ("gamma", "bk/t/homes", "home"),
+                           ("beta", "bk/t/logs", "log")}  # fmt: skip
+    steps = {s.id: s for s in plan.steps}
+    for label in labels.values():
+        [dep] = label.deps
+        assert steps[dep].kind == "transfer"
+        assert label.host in {t.host for t in steps[dep].args.targets}
+    # a `zfleet send` (no policies) labels nothing
+    loose = dataclasses.replace(parse_config(fleet()).job("j"), kinds=None)
+    assert not [s for s in plan_sync(g, loose, job_id="J").steps if s.kind == "set-property"]
+
+
 def test_a_kind_goes_only_to_its_hosts_and_to_stores_only_when_allowed() -> None:
     g = source(dataset("tank/t", ["s1"]), kinded(dataset("tank/t/alice", ["s1"]), "home"),
                kinded(dataset("tank/t/logs", ["s1"]), "log"))  # fmt: skip
@@ -290,3 +317,19 @@ def test_status_groups_by_kind_and_says_what_each_policy_does() -> None:
     assert policy_line(config.kinds[Kind.TEMP], "temp") == "never replicated"
     assert policy_line(config.kinds[Kind.IMAGE], "image") == "to every job target; and stores"
     assert "not a kind" in policy_line(None, "tmep")
+
+
+def test_a_replica_is_never_mounted_and_after_a_failover_the_old_primary_is_one() -> None:
+    from coordinator.kindjob import replica_roots
+
+    config = parse_config(fleet('[kinds.home]\nmounts = ["editor"]',
+                                targets='["beta:bk/t", "store:vault"]'))  # fmt: skip
+    g = graph_of(alpha=[kinded(dataset("tank/t/alice"), "home")],
+                 beta=[kinded(dataset("bk/t/alice"), "home")])  # fmt: skip
+    now = replica_roots(config)
+    assert now == {("beta", "bk/t")}
+    assert [m.host for m in mounts_for(g, config.kinds, "editor", replicas=now)] == ["alpha"]
+    after = replica_roots(config, {"j": "beta"})
+    assert after == {("alpha", "tank/t")}
+    assert [m.dataset for m in mounts_for(g, config.kinds, "editor", replicas=after)] == [
+        "bk/t/alice"]
