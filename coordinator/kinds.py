@@ -4,7 +4,7 @@ A dataset's kind is its ``zfleet:kind`` user property (protocol/kinds.py), inher
 user property. A policy says, for every dataset of its kind that a job replicates::
 
     [kinds.home]
-    hosts = ["beta"]            # host targets it goes to (default: every host target of the job)
+    hosts = ["alpha", "beta"]   # hosts it may live on: the job's host targets among them get it
     store = true                # whether it goes to the job's object-store targets
     retention = { "zfleet-*" = 48 }   # replaces the job's retention for this kind
     encryption = "required"     # "required" refuses an unencrypted dataset; default "optional"
