@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 import structlog
@@ -27,6 +28,7 @@ from coordinator.planner import Plan, Refusal, StepPlan
 from coordinator.rolestate import first_primary, replica_root
 from coordinator.syncjob import expand, new_job_id
 from protocol.addresses import Address, parse_address
+from protocol.containersteps import ContainerMount, ContainerSpec
 from protocol.errors import ConfigError, JobError
 from protocol.kinds import KIND_PROPERTY, Kind, parse_kind
 from protocol.kindsteps import GetPropertyArgs, SetPropertyArgs
@@ -167,6 +169,25 @@ def replica_roots(
                 out.update((tgt.host, job.target_dataset(src, tgt, src.dataset))
                            for src in job.sources)  # fmt: skip
     return out
+
+
+def mounted_by_policy(config: FleetConfig, container: str) -> bool:
+    """Whether some kind's policy mounts datasets into ``container``."""
+    return any(container in p.mounts for p in config.kinds.values())
+
+
+def with_policy_mounts(
+    spec: ContainerSpec, graph: FleetGraph, config: FleetConfig, host: str, *,
+    replicas: Collection[tuple[str, str]] = (),
+) -> ContainerSpec:  # fmt: skip
+    """``spec`` with every dataset on ``host`` that its kinds' policies mount into the container
+    (homes, shared and log datasets: ``kinds.mounts_for``) added to its mounts, after the ones the
+    request named (a dataset named there is not mounted twice)."""
+    named = {m.dataset for m in spec.mounts}
+    extra = tuple(ContainerMount(kind=m.kind.value, dataset=m.dataset, path=m.target)
+                  for m in mounts_for(graph, config.kinds, spec.name, host=host, replicas=replicas)
+                  if m.dataset not in named)  # fmt: skip
+    return replace(spec, mounts=spec.mounts + extra) if extra else spec
 
 
 def kind_report(
