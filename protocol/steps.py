@@ -343,3 +343,6 @@ class DestroyArgs(StepArgs):
 
 for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
     register_step(_verb_cls)
+
+# Group-key steps live in their own room (protocol/keysteps.py).
+from protocol import keysteps as _keysteps  # noqa: E402,F401

@@ -310,6 +310,8 @@ def run_step(ctx: StepContext, args: StepArgs) -> Result:
 def is_retryable(exc: ZfleetError) -> bool:
     return isinstance(exc, RetryableError)
 
-# The role-change and short-verb handlers register themselves (each in its own room).
+# The role-change, short-verb and group-key handlers register themselves (each in its own
+# room).
 from workers import adhoc as _adhoc  # noqa: E402,F401
+from workers import keysteps as _keysteps  # noqa: E402,F401
 from workers import rolesteps as _rolesteps  # noqa: E402,F401

@@ -26,6 +26,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "failover": "app.cli.failover:failover",
     "graph": "app.cli.graph:graph",
     "job": "app.cli.jobs:job",
+    "keys": "app.cli.keys:keys",
     "jobs": "app.cli.jobs:jobs",
     "lab": "app.cli.lab:lab",
     "ls": "app.cli.ls:ls",
