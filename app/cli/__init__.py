@@ -22,6 +22,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "dedup": "app.cli.dedup:dedup",
     "demo": "app.cli.demo:demo",
     "destroy": "app.cli.verbs:destroy",
+    "ephemeral": "app.cli.ephemeral:ephemeral",
     "diff": "app.cli.verbs:diff",
     "failover": "app.cli.failover:failover",
     "graph": "app.cli.graph:graph",
