@@ -30,6 +30,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "keys": "app.cli.keys:keys",
     "jobs": "app.cli.jobs:jobs",
     "lab": "app.cli.lab:lab",
+    "logs": "app.cli.logs:logs",
     "ls": "app.cli.ls:ls",
     "man": "app.cli.man:man",
     "metrics": "app.cli.metrics:metrics",
