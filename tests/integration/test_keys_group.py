@@ -117,6 +117,7 @@ def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[Fleet]:  # noqa
         yield f
 
 
+@pytest.mark.timeout(400)  # ten CLI runs and jobs, three syncs: slow when the machine is busy
 def test_group_key_lifecycle(fleet: Fleet) -> None:
     ok(fleet, "keys", "group", "create", "team", "alpha:tank/team", "--member", "beta")
     alpha = fleet.backend("alpha")
