@@ -38,6 +38,8 @@ BUILTIN: Final[dict[str, str]] = {
     "switchover": "coordinator.switchover",
     "adhoc": "coordinator.adhoc",
     "keys": "coordinator.keyjob",
+    "kind": "coordinator.kindjob",
+    "container": "coordinator.containerjob",
     "sync": "coordinator.syncjob",
 }
 

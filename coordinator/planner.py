@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from coordinator.config import DatasetRef, JobConfig, JobTarget
+from coordinator.config import DatasetRef, JobConfig, JobTarget, RetentionRule
 from coordinator.engine import StepPlan
 from coordinator.graph import Dataset, FleetGraph, Snap
+from coordinator.kinds import retention_for, route
 from coordinator.retention import select_prune
 from coordinator.selection import order_datasets, select_datasets
 from protocol.errors import PlanRefused
@@ -146,6 +147,8 @@ class _Builder:
         self.protect: dict[tuple[str, str], set[int]] = {}
         self.arriving: dict[tuple[str, str], list[Snap]] = {}
         self.no_prune: set[tuple[str, str]] = set()  # refused targets: leave them as they are
+        # the retention rules of each (host, dataset): its kind's, else the job's (kinds.py)
+        self.rules: dict[tuple[str, str], tuple[RetentionRule, ...]] = {}
 
     # -- per dataset and target ----------------------------------------------------------------
     def pair(
@@ -159,6 +162,8 @@ class _Builder:
         state = _PairState(legs=[])
         self.pairs[(tkey, ds.name)] = state
         pr = _Pair(src, ds, tkey, tname, state)
+        rules = retention_for(ds, self.job.retention, self.job.kinds)
+        self.rules[(src.host, ds.name)] = self.rules[(tkey, tname)] = rules
         if len(ds) == 0:
             self.notes.append(f"{src.host}:{ds.name} has no snapshots yet: nothing to send")
             return
@@ -175,7 +180,7 @@ class _Builder:
         if not state.refused:
             tprotect = self.protect.setdefault((tkey, tname), set())
             tprotect.add(newest.guid)
-            if state.legs and self.job.retention:
+            if state.legs and rules:
                 self.arriving[(tkey, tname)] = [
                     s for s in ds.snapshots() if tds is None or tds.index_of_guid(s.guid) < 0
                 ]
@@ -366,6 +371,14 @@ class _Builder:
                 return t
         raise AssertionError(tkey)
 
+    def refuse_pair(self, src: DatasetRef, ds: Dataset, tgt: JobTarget, reason: str) -> None:
+        """Refuse ``ds`` on ``tgt`` before planning anything for it (a kind's policy)."""
+        tkey = tgt.host if tgt.host else store_host(tgt.store or "")
+        tname = self.job.target_dataset(src, tgt, ds.name) if tgt.dataset else ds.name
+        state = _PairState(legs=[])
+        self.pairs[(tkey, ds.name)] = state
+        self._refuse(_Pair(src, ds, tkey, tname, state), reason)
+
     def _refuse(self, pr: _Pair, reason: str, snapshots: Sequence[str] = ()) -> None:
         pr.state.refused = True
         self.no_prune.add((pr.tkey, pr.tname))
@@ -493,7 +506,7 @@ class _Builder:
     def _prunes(
         self, touching: Mapping[str, list[str]], release_ids: Mapping[str, str]
     ) -> list[StepPlan]:
-        if not self.job.retention:
+        if not any(self.rules.values()):
             return []
         origins: set[str] = {d.origin for d in self.graph if d.origin}
         per_host: dict[str, list[tuple[str, int]]] = {}
@@ -503,7 +516,7 @@ class _Builder:
             ds = self.graph.dataset(host, name)
             snaps = (ds.snapshots() if ds else []) + self.arriving.get((host, name), [])
             keep = set(protected) | {s.guid for s in snaps if s.name in origins}
-            doomed = select_prune(snaps, self.job.retention, keep)
+            doomed = select_prune(snaps, self.rules.get((host, name), self.job.retention), keep)
             # names on the target are the target's, with the source's short names
             per_host.setdefault(host, []).extend((f"{name}@{s.short}", s.guid) for s in doomed)
         out = []
@@ -544,6 +557,19 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
             b.notes.append(f"{src} matched no dataset")
         by_name = {d.name: d for d in selected}
         for tgt in job.targets:
+            if job.kinds is None:
+                for ds in selected:
+                    b.pair(src, by_name, ds, tgt)
+                continue
+            # the kinds' policies (coordinator/kinds.py): what this target gets of the selection
+            routing = route(graph, job, src.host, selected, target=tgt, policies=job.kinds)
+            here = {d.name: d for d in routing.kept}  # an origin left out: its clone goes whole
             for ds in selected:
-                b.pair(src, by_name, ds, tgt)
+                if ds.name in routing.skipped:
+                    b.notes.append(f"{src.host}:{ds.name} not sent to {tgt}: "
+                                   f"{routing.skipped[ds.name]}")  # fmt: skip
+                elif ds.name in routing.refused:
+                    b.refuse_pair(src, ds, tgt, routing.refused[ds.name])
+                else:
+                    b.pair(src, here, ds, tgt)
     return b.build()
