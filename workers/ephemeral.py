@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -76,7 +77,14 @@ def key_from_file(path: Path) -> bytes:
 
 
 def create(
-    be: ZfsBackend, base: str, name: str, *, key: bytes, key_source: str, mount_at: Path | None
+    be: ZfsBackend,
+    base: str,
+    name: str,
+    *,
+    key: bytes,
+    key_source: str,
+    mount_at: Path | None,
+    exec_prefix: Sequence[str] = (),
 ) -> Layout:
     """Make NAME's two layers (and mount the merged view at ``mount_at`` when given)."""
     lay = layout(base, name)
@@ -85,18 +93,23 @@ def create(
     be.get(base, ["guid"])  # DatasetNotFound before anything is made
     be.create(lay.top, parents=True,
               props={BASE_PROP: base, KEY_PROP: key_source, KIND_PROP: "ephemeral"})  # fmt: skip
-    _layers(be, lay, base, key)
+    _layers(be, lay, base, key, exec_prefix)
     if mount_at is not None:
-        mount(be, lay, mount_at)
+        mount(be, lay, mount_at, exec_prefix)
     log.info("ephemeral.created", name=name, base=base, key_source=key_source.partition(":")[0])
     return lay
 
 
-def _layers(be: ZfsBackend, lay: Layout, base: str, key: bytes) -> None:
+def _layers(
+    be: ZfsBackend, lay: Layout, base: str, key: bytes, exec_prefix: Sequence[str] = ()
+) -> None:
     be.clone(base, lay.lower, props={"readonly": "on"})
     be.create(lay.upper, props={"encryption": "on", "keyformat": "hex",
                                 "keylocation": "prompt"}, key=key)  # fmt: skip
     upper = _mnt(be, lay.upper)
+    if exec_prefix:
+        _run([*exec_prefix, "mkdir", "-p", str(upper / "data"), str(upper / "work")])
+        return
     for sub in ("data", "work"):
         (upper / sub).mkdir(exist_ok=True)
 
@@ -108,16 +121,22 @@ def _mnt(be: ZfsBackend, ds: str) -> Path:
     return Path(where)
 
 
-def mount(be: ZfsBackend, lay: Layout, at: Path) -> None:
-    """The merged view: overlayfs over the base clone and the encrypted upper layer."""
-    at.mkdir(parents=True, exist_ok=True)
+def mount(be: ZfsBackend, lay: Layout, at: Path, exec_prefix: Sequence[str] = ()) -> None:
+    """The merged view: overlayfs over the base clone and the encrypted upper layer (on the
+    host ``exec_prefix`` reaches, as for the real backend: ``ssh root@host``)."""
     lower, upper = _mnt(be, lay.lower), _mnt(be, lay.upper)
     opts = f"lowerdir={lower},upperdir={upper / 'data'},workdir={upper / 'work'}"
-    _run(["mount", "-t", "overlay", f"zfleet-{lay.name}", "-o", opts, str(at)])
+    if exec_prefix:
+        _run([*exec_prefix, "mkdir", "-p", str(at)])
+    else:
+        at.mkdir(parents=True, exist_ok=True)
+    _run([*exec_prefix, "mount", "-t", "overlay", f"zfleet-{lay.name}", "-o", opts, str(at)])
 
 
-def unmount(at: Path) -> None:
-    if os.path.ismount(at):
+def unmount(at: Path, exec_prefix: Sequence[str] = ()) -> None:
+    if exec_prefix:
+        _run([*exec_prefix, "sh", "-c", f"! mountpoint -q {at} || umount {at}"])
+    elif os.path.ismount(at):
         _run(["umount", str(at)])
 
 
@@ -141,12 +160,12 @@ def recorded(be: ZfsBackend, pool: str, name: str) -> tuple[Layout, str, str]:
 
 
 def discard(be: ZfsBackend, pool: str, name: str, *, key: bytes | None, mount_at: Path | None,
-            recreate: bool = True) -> Layout:  # fmt: skip
+            recreate: bool = True, exec_prefix: Sequence[str] = ()) -> Layout:  # fmt: skip
     """Throw away everything written: both layers destroyed, then made again (same base and
     key source) unless ``recreate`` is False, in which case NAME is gone entirely."""
     lay, base, _ = recorded(be, pool, name)
     if mount_at is not None:
-        unmount(mount_at)
+        unmount(mount_at, exec_prefix)
     for ds in (lay.upper, lay.lower):
         if be.exists(ds):
             be.destroy(ds, recursive=True)
@@ -156,8 +175,8 @@ def discard(be: ZfsBackend, pool: str, name: str, *, key: bytes | None, mount_at
         return lay
     if key is None:
         raise ConfigError("re-creating needs the key (from the key file or the key group)")
-    _layers(be, lay, base, key)
+    _layers(be, lay, base, key, exec_prefix)
     if mount_at is not None:
-        mount(be, lay, mount_at)
+        mount(be, lay, mount_at, exec_prefix)
     log.info("ephemeral.discarded", name=name, base=base)
     return lay

@@ -23,14 +23,16 @@ from protocol.errors import ConfigError
 from workers.zfs.base import ZfsBackend
 
 
-def _backend(config_path: Path, host: str) -> ZfsBackend:
+def _backend(config_path: Path, host: str) -> tuple[ZfsBackend, tuple[str, ...]]:
+    """The host's backend and, for a real host, the exec prefix that reaches it (mounts)."""
     from app.cli.worker import backend_for
     from coordinator.config import load_config
 
     config = load_config(config_path)
     if host not in config.hosts:
         raise ConfigError(f"no host {host!r} in {config_path}")
-    return backend_for(config.hosts[host])
+    entry = config.hosts[host]
+    return backend_for(entry), tuple(entry.exec_prefix) if entry.backend != "sim" else ()
 
 
 def _key(config_path: Path, host: str, key_file: Path | None, key_group: str | None) -> tuple[
@@ -83,9 +85,10 @@ def create(name: str, host: str, base: str, key_file: Path | None, key_group: st
     from workers import ephemeral as eph
 
     with cli_errors():
-        be = _backend(config_path, host)
+        be, prefix = _backend(config_path, host)
         key, source = _key(config_path, host, key_file, key_group)
-        lay = eph.create(be, base, name, key=key, key_source=source, mount_at=mount_at)
+        lay = eph.create(be, base, name, key=key, key_source=source, mount_at=mount_at,
+                         exec_prefix=prefix)  # fmt: skip
         out = {"name": name, "lower": lay.lower, "upper": lay.upper,
                "mounted": str(mount_at) if mount_at else None}  # fmt: skip
         if as_json:
@@ -110,7 +113,8 @@ def discard(name: str, host: str, pool: str, key_file: Path | None, key_group: s
     from workers import ephemeral as eph
 
     with cli_errors():
-        be = _backend(config_path, host)
+        be, prefix = _backend(config_path, host)
         key = None if destroy else _key(config_path, host, key_file, key_group)[0]
-        eph.discard(be, pool, name, key=key, mount_at=mount_at, recreate=not destroy)
+        eph.discard(be, pool, name, key=key, mount_at=mount_at, recreate=not destroy,
+                    exec_prefix=prefix)  # fmt: skip
         click.echo(f"ephemeral {name}: {'destroyed' if destroy else 'discarded and re-created'}")
