@@ -18,7 +18,7 @@ everything written is gone at once.
 from __future__ import annotations
 
 import os
-import subprocess
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ import structlog
 
 from protocol.errors import ConfigError, DatasetExists, DatasetNotFound, InvalidOperation
 from protocol.names import pool_of, validate_component, validate_snapshot
+from workers import hostfiles
 from workers.zfs.base import ZfsBackend
 
 log = structlog.get_logger(__name__)
@@ -107,11 +108,7 @@ def _layers(
     be.create(lay.upper, props={"encryption": "on", "keyformat": "hex",
                                 "keylocation": "prompt"}, key=key)  # fmt: skip
     upper = _mnt(be, lay.upper)
-    if exec_prefix:
-        _run([*exec_prefix, "mkdir", "-p", str(upper / "data"), str(upper / "work")])
-        return
-    for sub in ("data", "work"):
-        (upper / sub).mkdir(exist_ok=True)
+    hostfiles.mkdirs(exec_prefix, upper / "data", upper / "work")
 
 
 def _mnt(be: ZfsBackend, ds: str) -> Path:
@@ -126,24 +123,17 @@ def mount(be: ZfsBackend, lay: Layout, at: Path, exec_prefix: Sequence[str] = ()
     host ``exec_prefix`` reaches, as for the real backend: ``ssh root@host``)."""
     lower, upper = _mnt(be, lay.lower), _mnt(be, lay.upper)
     opts = f"lowerdir={lower},upperdir={upper / 'data'},workdir={upper / 'work'}"
-    if exec_prefix:
-        _run([*exec_prefix, "mkdir", "-p", str(at)])
-    else:
-        at.mkdir(parents=True, exist_ok=True)
-    _run([*exec_prefix, "mount", "-t", "overlay", f"zfleet-{lay.name}", "-o", opts, str(at)])
+    hostfiles.mkdirs(exec_prefix, at)
+    argv = ["mount", "-t", "overlay", f"zfleet-{lay.name}", "-o", opts, str(at)]
+    hostfiles.run(exec_prefix, argv)
 
 
 def unmount(at: Path, exec_prefix: Sequence[str] = ()) -> None:
     if exec_prefix:
-        _run([*exec_prefix, "sh", "-c", f"! mountpoint -q {at} || umount {at}"])
+        quoted = shlex.quote(str(at))
+        hostfiles.run(exec_prefix, ["sh", "-c", f"! mountpoint -q {quoted} || umount {quoted}"])
     elif os.path.ismount(at):
-        _run(["umount", str(at)])
-
-
-def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
-    if done.returncode != 0:
-        raise InvalidOperation(f"{' '.join(argv[:3])} failed: {done.stderr.strip()}")
+        hostfiles.run((), ["umount", str(at)])
 
 
 def recorded(be: ZfsBackend, pool: str, name: str) -> tuple[Layout, str, str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -29,6 +29,7 @@ import structlog
 from protocol.errors import ConfigError, DatasetNotFound, InvalidOperation
 from protocol.names import validate_dataset
 from protocol.sealed import KEY_LEN, KeyPair, SealError, open_box, seal
+from workers import hostfiles
 from workers.zfs.base import ObjType, ZfsBackend
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,14 @@ def period_dataset(root: str, period: str) -> str:
     return f"{root}/p-{period}"
 
 
-def init(be: ZfsBackend, root: str, archive_public: bytes, *, now: float | None = None) -> str:
+def init(
+    be: ZfsBackend,
+    root: str,
+    archive_public: bytes,
+    *,
+    now: float | None = None,
+    exec_prefix: Sequence[str] = (),
+) -> str:
     """Make the log's container and keys dataset and open its first period; the period name."""
     validate_dataset(root)
     if len(archive_public) != KEY_LEN:
@@ -58,7 +66,7 @@ def init(be: ZfsBackend, root: str, archive_public: bytes, *, now: float | None 
         raise ConfigError(f"{root} exists: a log is made new (zfleet logs init)")
     be.create(root, parents=True, props={KIND_PROP: "log", ARCHIVE_PROP: archive_public.hex()})
     be.create(f"{root}/keys")
-    return _open_period(be, root, archive_public, now)
+    return _open_period(be, root, archive_public, now, exec_prefix)
 
 
 def _archive_key(be: ZfsBackend, root: str) -> bytes:
@@ -75,7 +83,13 @@ def current(be: ZfsBackend, root: str) -> str:
     return value.value
 
 
-def _open_period(be: ZfsBackend, root: str, archive_public: bytes, now: float | None) -> str:
+def _open_period(
+    be: ZfsBackend,
+    root: str,
+    archive_public: bytes,
+    now: float | None,
+    exec_prefix: Sequence[str],
+) -> str:
     when = time.time() if now is None else now
     period = time.strftime(PERIOD_FORMAT, time.gmtime(when))
     n = 1
@@ -88,8 +102,7 @@ def _open_period(be: ZfsBackend, root: str, archive_public: bytes, now: float | 
     if keys_dir is None:
         raise InvalidOperation(f"{root}/keys is not mounted")
     # the box first: a period whose key was not kept sealed must never take writes
-    path = Path(keys_dir, f"{period}.box")
-    path.write_bytes(box)
+    hostfiles.write_bytes(exec_prefix, Path(keys_dir, f"{period}.box"), box)
     be.create(period_dataset(root, period), key=key,
               props={"encryption": "on", "keyformat": "hex", "keylocation": "prompt"})  # fmt: skip
     del key  # the only clear copy is in ZFS now (kernel memory), until roll unloads it
@@ -99,7 +112,9 @@ def _open_period(be: ZfsBackend, root: str, archive_public: bytes, now: float | 
     return period
 
 
-def roll(be: ZfsBackend, root: str, *, now: float | None = None) -> tuple[str, str]:
+def roll(
+    be: ZfsBackend, root: str, *, now: float | None = None, exec_prefix: Sequence[str] = ()
+) -> tuple[str, str]:
     """Close the current period (snapshot, unmount, unload its key) and open the next."""
     archive = _archive_key(be, root)
     closing = current(be, root)
@@ -108,7 +123,7 @@ def roll(be: ZfsBackend, root: str, *, now: float | None = None) -> tuple[str, s
     if be.get(ds, ["mounted"])["mounted"].value == "yes":
         be.unmount(ds)
     be.unload_key(ds)
-    opened = _open_period(be, root, archive, now)
+    opened = _open_period(be, root, archive, now, exec_prefix)
     log.info("logs.rolled", root=root, closed=closing, opened=opened)
     return closing, opened
 
@@ -148,15 +163,16 @@ def _keys_files(be: ZfsBackend, root: str) -> Iterator[Path]:
         be.destroy(scratch)
 
 
-def open_period(be: ZfsBackend, root: str, period: str, archive: KeyPair) -> str | None:
+def open_period(
+    be: ZfsBackend, root: str, period: str, archive: KeyPair, exec_prefix: Sequence[str] = ()
+) -> str | None:
     """Open the period's box with the archive private key, load its key and mount it; the
     mountpoint (None for a dataset that does not mount)."""
     ds = period_dataset(root, period)
     with _keys_files(be, root) as files:
-        path = files / f"{period}.box"
-        if not path.exists():
+        box = hostfiles.read_bytes(exec_prefix, files / f"{period}.box")
+        if box is None:
             raise DatasetNotFound(f"no sealed key for period {period} in {root}/keys")
-        box = path.read_bytes()
     try:
         key = open_box(archive, box, box_context(root, period))
     except SealError:

@@ -26,7 +26,8 @@ from protocol.sealed import KEY_LEN, KeyPair, fingerprint
 from workers.zfs.base import ZfsBackend
 
 
-def _target(config_path: Path, address: str) -> tuple[ZfsBackend, str]:
+def _target(config_path: Path, address: str) -> tuple[ZfsBackend, str, tuple[str, ...]]:
+    """The host's backend, the dataset, and the exec prefix that reaches a real host."""
     from app.cli.worker import backend_for
     from coordinator.config import load_config
 
@@ -34,7 +35,9 @@ def _target(config_path: Path, address: str) -> tuple[ZfsBackend, str]:
     config = load_config(config_path)
     if addr.host not in config.hosts:
         raise ConfigError(f"no host {addr.host!r} in {config_path}")
-    return backend_for(config.hosts[addr.host]), addr.dataset
+    entry = config.hosts[addr.host]
+    prefix = tuple(entry.exec_prefix) if entry.backend != "sim" else ()
+    return backend_for(entry), addr.dataset, prefix
 
 
 def _read_key(path: Path, what: str) -> bytes:
@@ -85,8 +88,8 @@ def init(address: str, archive_pub: Path, config_path: Path) -> None:
 
     with cli_errors():
         public = _read_key(archive_pub, "public key")
-        be, root = _target(config_path, address)
-        period = sealedlogs.init(be, root, public)
+        be, root, prefix = _target(config_path, address)
+        period = sealedlogs.init(be, root, public, exec_prefix=prefix)
         click.echo(f"{root}: period {period} open, sealed to archive key {fingerprint(public)}")
 
 
@@ -99,8 +102,8 @@ def roll(address: str, config_path: Path, as_json: bool) -> None:
     from workers import sealedlogs
 
     with cli_errors():
-        be, root = _target(config_path, address)
-        closed, opened = sealedlogs.roll(be, root)
+        be, root, prefix = _target(config_path, address)
+        closed, opened = sealedlogs.roll(be, root, exec_prefix=prefix)
         if as_json:
             print_json({"closed": closed, "opened": opened})
         else:
@@ -116,7 +119,7 @@ def list_periods(address: str, config_path: Path, as_json: bool) -> None:
     from workers import sealedlogs
 
     with cli_errors():
-        be, root = _target(config_path, address)
+        be, root, _ = _target(config_path, address)
         rows = [{"period": p, "keystatus": k} for p, k in sealedlogs.periods(be, root)]
         if as_json:
             print_json(rows)
@@ -135,6 +138,6 @@ def open_(address: str, period: str, archive_key: Path, config_path: Path) -> No
 
     with cli_errors():
         pair = KeyPair.from_private(_read_key(archive_key, "private key"))
-        be, root = _target(config_path, address)
-        where = sealedlogs.open_period(be, root, period, pair)
+        be, root, prefix = _target(config_path, address)
+        where = sealedlogs.open_period(be, root, period, pair, prefix)
         click.echo(f"{root}: period {period} open for reading at {where}")
