@@ -53,6 +53,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     keys.change_key_makes_a_new_encryption_root,
     keys.change_key_refused_on_clones_and_locked_keys,
     keys.raw_incremental_carries_the_new_key,
+    keys.create_with_key_on_stdin,
     admin.promote_moves_origins,
     admin.holds_block_destroy,
     admin.dependent_clones_block_destroy,
