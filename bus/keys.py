@@ -72,6 +72,11 @@ def epoch(job_name: str) -> str:
     return f"{PREFIX}:epoch:{job_name}"
 
 
+def epoch_meta(job_name: str) -> str:
+    """Hash beside a job's epoch: ``primary`` (the host the epoch names), ``at_ms``, ``request``."""
+    return f"{PREFIX}:epoch:{job_name}:meta"
+
+
 def roles(job_name: str) -> str:
     """Hash of a replication job's role state beside its epoch: ``out:<host>`` -> unix time, for
     each former primary that has not rejoined yet (no sync sends to it meanwhile)."""

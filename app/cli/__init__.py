@@ -27,6 +27,7 @@ SUBCOMMANDS: Final[dict[str, str]] = {
     "failover": "app.cli.failover:failover",
     "graph": "app.cli.graph:graph",
     "job": "app.cli.jobs:job",
+    "kind": "app.cli.kind:kind",
     "jobs": "app.cli.jobs:jobs",
     "lab": "app.cli.lab:lab",
     "ls": "app.cli.ls:ls",

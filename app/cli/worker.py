@@ -93,9 +93,12 @@ def worker(  # keyword-only: click passes every option by name
 
     With the tls_ca, tls_cert and tls_key settings (ZFLEET_TLS_*) the stream server and the
     sender speak mutual TLS. Grants used here are remembered in DATA_DIR/grants/HOST.ledger, so
-    a restart does not open a window for replays. The worker's own metrics (transfers, steps)
-    are served on metrics_port, counted in this process (the threads and solo pools).
+    a restart does not open a window for replays. Before anything starts, the datasets of jobs
+    whose primary role moved away from HOST (it was failed over from) are made read-only. The
+    worker's own metrics (transfers, steps) are served on metrics_port, counted in this process
+    (the threads and solo pools).
     """
+    from app.fencing import fence_on_start
     from bus.queues import queue_for
     from protocol.settings import parse_hostport
     from workers import metrics
@@ -120,6 +123,8 @@ def worker(  # keyword-only: click passes every option by name
         containers_under(settings.data_dir, host.exec_prefix)
         backend = backend_for(host)
         client = redis_client(settings)
+        # before the stream server, the heartbeat and the queue: what moved away stops writing
+        fence_on_start(host_name, fleet, backend, client)
         server = StreamServer(backend, host=host_name, bind=bind, tls=tls, ledger_path=ledger,
                               secret=settings.fleet_secret.get().encode())  # fmt: skip
         options = SendOptions(tls=client_context(tls) if tls is not None else None)
