@@ -45,7 +45,7 @@ from workers.cloud.blobstore import LocalBlobStore  # noqa: E402
 from workers.cloud.ingest import StreamIngest  # noqa: E402
 from workers.cloud.repo import RepoKey, Repository  # noqa: E402
 from workers.cloud.restore import restore_stream  # noqa: E402
-from workers.dataplane.sender import SendOptions, push_transfer  # noqa: E402
+from workers.dataplane.sender import CHUNK_SIZE, SendOptions, push_transfer  # noqa: E402
 from workers.dataplane.server import StreamServer  # noqa: E402
 from workers.dataplane.sinks import LinkOptions  # noqa: E402
 from workers.dataplane.targets import Outcome, PeerTarget, StoreTarget, TransferReport  # noqa: E402
@@ -53,8 +53,8 @@ from workers.zfs.base import ObjType, ReceiveSpec, SendSpec  # noqa: E402
 from workers.zfs.sim import SimBackend  # noqa: E402
 
 SECRET = b"fleet-secret-for-the-fault-bench-0123"
-OPTIONS = SendOptions(chunk_size=128 * 1024,
-                      link=LinkOptions(heartbeat_interval=0.2, stall_timeout=3.0))  # fmt: skip
+# zfleet's own chunk size (a frame is the unit a cut loses); stalls noticed sooner than on a LAN
+LINK = LinkOptions(heartbeat_interval=0.2, stall_timeout=3.0)
 KINDS = ("full", "incremental", "clone", "raw", "store")
 STORE_PACK = 256 * 1024  # small packs, so that a cut upload has stored some before the cut
 MIB = 1024 * 1024
@@ -76,6 +76,7 @@ class Kind:
 class Figures:
     kind: str
     stream: int
+    clean: int = 0  # wire bytes (peers) or pack bytes (store) of a transfer without a cut
     resent: list[int] = field(default_factory=list)
     resumed_from_token: int = 0
     done_before_retry: int = 0
@@ -84,6 +85,7 @@ class Figures:
     def summary(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "cuts": len(self.resent), "stream_bytes": self.stream,
+            "clean_bytes": self.clean,
             "resent_median": int(statistics.median(self.resent)) if self.resent else 0,
             "resent_max": max(self.resent, default=0),
             "resent_median_pct": round(100 * statistics.median(self.resent) / self.stream, 2)
@@ -159,56 +161,65 @@ def grant_for(alpha: SimBackend, kind: Kind) -> str:
     return sign_grant(SECRET, grant)
 
 
-def send_clean(alpha: SimBackend, server: StreamServer, snapshot: str, target: str) -> None:
+def send_clean(alpha: SimBackend, server: StreamServer, snapshot: str, target: str,
+               opts: SendOptions) -> None:  # fmt: skip
     """A transfer without faults (the bases the increment and the clone need on the target)."""
     kind = Kind("base", SendSpec(snapshot), ReceiveSpec(target), "", lambda: None)
     peer = PeerTarget("beta", server.address, ReceiveSpec(target), grant_for(alpha, kind))
-    if not push_transfer(alpha, kind.send, [peer], options=OPTIONS).ok:
+    if not push_transfer(alpha, kind.send, [peer], options=opts).ok:
         raise AssertionError(f"the clean transfer of {snapshot} failed")
 
 
-def upload(alpha: SimBackend, spec: SendSpec, repo: Repository, at: int | None = None
-           ) -> TransferReport:  # fmt: skip
+def upload(alpha: SimBackend, spec: SendSpec, repo: Repository, opts: SendOptions,
+           at: int | None = None) -> TransferReport:  # fmt: skip
     """One upload of ``spec`` to ``repo``, cut after ``at`` bytes when given."""
 
     def writer(_spec: SendSpec) -> StreamIngest | CutUpload:
         ingest = StreamIngest(repo, max_inflight=0)  # packs uploaded in order, one at a time
         return ingest if at is None else CutUpload(ingest, at)
 
-    return push_transfer(alpha, spec, [StoreTarget("vault", writer)], options=OPTIONS)
+    return push_transfer(alpha, spec, [StoreTarget("vault", writer)], options=opts)
 
 
-def _sent(report: TransferReport) -> int:
-    return sum(t.stream_bytes for t in report.targets)
+def _wire(report: TransferReport) -> int:
+    return sum(t.wire_bytes for t in report.targets)
 
 
 def cut_peer(alpha: SimBackend, beta: SimBackend, server: StreamServer, kind: Kind, at: int,
-             figures: Figures, expect: str) -> None:  # fmt: skip
-    """One cut after ``at`` wire bytes, the retry, the checks, and the target reset."""
+             figures: Figures, expect: str, opts: SendOptions) -> None:  # fmt: skip
+    """One cut after ``at`` wire bytes, the retry, the checks, and the target reset.
+
+    Re-sent: the bytes that reached the target before the cut plus those of the retries, less
+    what a transfer without a cut puts on the wire.
+    """
     assert kind.receive is not None
     target = kind.receive.target
     grant = grant_for(alpha, kind)
     with faulty_proxy(server.address, cut_after=at) as proxy:
         first = push_transfer(alpha, kind.send, [PeerTarget("beta", proxy.address, kind.receive,
-                                                            grant)], options=OPTIONS)  # fmt: skip
+                                                            grant)], options=opts)  # fmt: skip
+    if first.ok:
+        raise AssertionError(f"{kind.name}: the cut at {at} did not cut")
+    delivered = proxy.forwarded[0] if proxy.forwarded else 0
     toguid = _guid(alpha, kind.send.snapshot)
     snap = f"{target}@{kind.send.snapshot.split('@', 1)[1]}"
+
     def arrived() -> bool:
         return beta.exists(snap) and _guid(beta, snap) == toguid
 
     # the receiver notices the cut and keeps its partial state (none when cut before any data)
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 1
     while time.monotonic() < deadline and _token(beta, target) is None and not arrived():
         time.sleep(0.02)
-    sent = _sent(first)
+    sent = delivered
     if arrived():
         figures.done_before_retry += 1  # the cut came after the receive had all it needed
     for attempt in range(RETRIES if not arrived() else 0):
         # as the runner does: try again, with a short backoff while the target is still busy
         again = push_transfer(alpha, kind.send, [PeerTarget("beta", server.address, kind.receive,
-                                                            grant)], options=OPTIONS)  # fmt: skip
+                                                            grant)], options=opts)  # fmt: skip
         [report] = again.targets
-        sent += _sent(again)
+        sent += _wire(again)
         if report.outcome is Outcome.OK:
             figures.resumed_from_token += int(report.resumed)
             figures.retries += attempt + 1
@@ -221,7 +232,7 @@ def cut_peer(alpha: SimBackend, beta: SimBackend, server: StreamServer, kind: Ki
         raise AssertionError(f"{kind.name}: cut at {at}: {snap} has another guid")
     if expect and _files(beta, target) != expect:
         raise AssertionError(f"{kind.name}: cut at {at}: {target}'s files differ")
-    figures.resent.append(max(sent - figures.stream, 0))
+    figures.resent.append(max(sent - figures.clean, 0))
     kind.reset()
 
 
@@ -256,14 +267,14 @@ def _new_repo(path: Path) -> Repository:
 
 
 def cut_store(alpha: SimBackend, spec: SendSpec, at: int, work: Path, clean: int,
-              digest: str, figures: Figures) -> None:  # fmt: skip
+              digest: str, figures: Figures, opts: SendOptions) -> None:  # fmt: skip
     repo_dir = work / f"repo-{uuid.uuid4().hex[:8]}"
     repo = _new_repo(repo_dir)
-    if upload(alpha, spec, repo, at).ok:
+    if upload(alpha, spec, repo, opts, at).ok:
         raise AssertionError(f"store: the cut at {at} did not cut")
     # the retry is another process: it opens the repository afresh
     again = Repository.open(LocalBlobStore(repo_dir), RepoKey(passphrase="bench"))
-    second = upload(alpha, spec, again)
+    second = upload(alpha, spec, again, opts)
     if not second.ok:
         raise AssertionError(f"store: cut at {at} did not complete: {second.targets}")
     stored, broken = mf.load_all(again.target, again.crypto)
@@ -278,8 +289,11 @@ def cut_store(alpha: SimBackend, spec: SendSpec, at: int, work: Path, clean: int
     shutil.rmtree(repo_dir)
 
 
-def run(cuts: int, seed: int, size: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+def run(cuts: int, seed: int, size: int, kinds: tuple[str, ...], chunk: int = CHUNK_SIZE
+        ) -> list[dict[str, Any]]:  # fmt: skip
+    """Every kind's cuts; one summary per kind (printed as it completes)."""
     rng = random.Random(seed)
+    opts = SendOptions(chunk_size=chunk, link=LINK)
     with tempfile.TemporaryDirectory(prefix="zfleet-faults-") as tmp:
         work = Path(tmp)
         alpha, beta = SimBackend(work / "alpha"), SimBackend(work / "beta")
@@ -289,8 +303,8 @@ def run(cuts: int, seed: int, size: int, kinds: tuple[str, ...]) -> list[dict[st
                               stall_timeout=3.0, heartbeat_interval=0.2)  # fmt: skip
         results = []
         with server:
-            send_clean(alpha, server, "tank/src@s1", "tank/base")
-            send_clean(alpha, server, "tank/src@s1", "tank/inc")
+            send_clean(alpha, server, "tank/src@s1", "tank/base", opts)
+            send_clean(alpha, server, "tank/src@s1", "tank/inc", opts)
 
             def destroy(name: str) -> Callable[[], None]:
                 return lambda: beta.destroy(name, recursive=True)
@@ -317,19 +331,26 @@ def run(cuts: int, seed: int, size: int, kinds: tuple[str, ...]) -> list[dict[st
                 figures = Figures(name, total)
                 started = time.monotonic()
                 if kind.receive is None:
-                    if not upload(alpha, kind.send, _new_repo(work / "clean")).ok:
+                    if not upload(alpha, kind.send, _new_repo(work / "clean"), opts).ok:
                         raise AssertionError("the clean upload failed")
-                    clean = _pack_bytes(work / "clean")
+                    clean = figures.clean = _pack_bytes(work / "clean")
                     for _ in range(cuts):
                         cut_store(alpha, kind.send, rng.randrange(1, total), work, clean, digest,
-                                  figures)  # fmt: skip
+                                  figures, opts)  # fmt: skip
                 else:
                     # s1's files are the clean copy's (the source moved on to s2)
                     holder = beta if kind.source == "tank/base" else alpha
                     expect = _files(holder, kind.source) if kind.source else ""
+                    assert kind.receive is not None
+                    peer = PeerTarget("beta", server.address, kind.receive, grant_for(alpha, kind))
+                    clean_run = push_transfer(alpha, kind.send, [peer], options=opts)
+                    if not clean_run.ok:
+                        raise AssertionError(f"{name}: the transfer without a cut failed")
+                    figures.clean = _wire(clean_run)
+                    kind.reset()
                     for _ in range(cuts):
                         cut_peer(alpha, beta, server, kind, rng.randrange(1, total), figures,
-                                 expect)  # fmt: skip
+                                 expect, opts)  # fmt: skip
                 summary = figures.summary()
                 summary["seconds"] = round(time.monotonic() - started, 1)
                 results.append(summary)
@@ -350,8 +371,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cuts", type=int, default=5, help="cut points per kind (default 5)")
     parser.add_argument("--seed", type=int, default=18)
-    parser.add_argument("--size", type=float, default=4.0, help="MiB in the full stream")
+    parser.add_argument("--size", type=float, default=8.0, help="MiB in the full stream")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset")
+    parser.add_argument("--chunk", type=int, default=CHUNK_SIZE,
+                        help=f"bytes per frame (default zfleet's {CHUNK_SIZE})")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     kinds = tuple(k for k in args.kinds.split(",") if k)
@@ -360,8 +383,9 @@ def main() -> None:
         parser.error(f"kinds from {KINDS}, 1..10000 cuts, 0.25..256 MiB (unknown: {unknown})")
     os.environ.setdefault("ZFLEET_LOG_LEVEL", "ERROR")
     configure_logging(level="ERROR")
-    print(f"bench/faults.py: {args.cuts} random cuts per kind, seed {args.seed}")
-    results = run(args.cuts, args.seed, int(args.size * MIB), kinds)
+    print(f"bench/faults.py: {args.cuts} random cuts per kind, seed {args.seed}, "
+          f"{args.chunk // 1024} KiB frames, store packs of {STORE_PACK // 1024} KiB")
+    results = run(args.cuts, args.seed, int(args.size * MIB), kinds, args.chunk)
     if args.json:
         print(json.dumps(results, indent=2))
 
