@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from coordinator import engine  # noqa: E402
 from coordinator.jobstore import JobStore  # noqa: E402
-from coordinator.runner import Coordinator, celery_submitter, wait_job  # noqa: E402
+from coordinator.runner import Coordinator, QueueSubmitter, wait_job  # noqa: E402
 from coordinator.syncjob import submit_sync  # noqa: E402
 from protocol.log import configure_logging  # noqa: E402
 from tests.services.fleet import SECRET, running_fleet  # noqa: E402
@@ -82,7 +82,7 @@ def main() -> None:
         store = JobStore(client)
         os.environ["ZFLEET_FLEET_SECRET"] = SECRET
         app = make_app(srv.url)
-        loop = Coordinator(client, celery_submitter(app), block_ms=100,
+        loop = Coordinator(client, QueueSubmitter(client), block_ms=100,
                            grant_secret=SECRET.encode())  # fmt: skip
         stop = threading.Event()
         thread = threading.Thread(target=loop.run, args=(stop,), name="coordinator")

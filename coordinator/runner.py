@@ -3,9 +3,13 @@
 One tick: renew the leader lease; read step events (claiming what a dead coordinator left
 pending) and store their effect together with the XACK; then for every active job apply cancel
 requests, notice steps whose worker went away, run coordinator-side steps (``plan``), take the
-job's dataset locks, and submit ready steps to their host's queue. Each submission is stored
-before it is sent and marked sent after, so a coordinator killed in between re-sends it (the
-worker recognises a step it already did) instead of losing it.
+job's dataset locks, and submit ready steps to their host's queue: all of a job's ready steps
+at once. Through a :class:`QueueSubmitter` (the broker is the coordinator's own Redis) the task
+messages and the steps stored as sent are one transaction, so a coordinator killed at any point
+has either sent and stored them or done neither (they are still pending for the next leader).
+Through any other submitter each submission is stored before it is sent and marked sent after,
+so a coordinator killed in between re-sends it (the worker recognises a step it already did)
+instead of losing it.
 
 Usable in-process: ``Coordinator(...).run(stop_event)`` in a thread, or ``tick()`` by hand.
 """
@@ -16,14 +20,14 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
 import structlog
 
-from bus import keys, records
+from bus import keys, records, taskqueue
 from bus.events import EventConsumer
 from bus.queues import STEP_TASK, queue_for
 from coordinator import engine, jobkinds
@@ -50,12 +54,35 @@ HOUSEKEEPING_EVERY: Final = 60.0
 
 
 def celery_submitter(app: Any) -> Submit:
-    """Send step calls as ``zfleet.step`` tasks to the host's queue."""
+    """Send step calls as ``zfleet.step`` tasks to the host's queue, one ``send_task`` each."""
 
     def submit(host: str, call: StepCall) -> None:
         app.send_task(STEP_TASK, args=[to_dict(call)], queue=queue_for(host))
 
     return submit
+
+
+class QueueSubmitter:
+    """Step calls as ``zfleet.step`` task messages on the host queues of the broker that is
+    ``client``'s Redis, which must be the coordinator's own: it writes a batch's messages in
+    the transaction that stores its steps as sent (:mod:`bus.taskqueue`)."""
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self.client = client
+
+    def messages(self, calls: Iterable[tuple[str, StepCall]]) -> list[tuple[str, bytes]]:
+        """``(queue, message)`` for each ``(host, call)``."""
+        return [
+            (queue_for(host), taskqueue.task_message(
+                STEP_TASK, [to_dict(call)], queue_for(host),
+                argsrepr=f"{call.job_id}/{call.step_id}#{call.attempt}"))
+            for host, call in calls
+        ]  # fmt: skip
+
+    def __call__(self, host: str, call: StepCall) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        taskqueue.push(pipe, self.messages([(host, call)]))
+        pipe.execute()
 
 
 @dataclass
@@ -214,30 +241,43 @@ class Coordinator:
             # a local step (plan) adds steps that may be ready now: do not wait a tick for them
             ready = engine.ready_steps(job, now) if local else []
         if batch:
-            # stored before sending (a crash in between re-sends), marked sent after
-            self.store.save(job, batch)
-            for step in batch:
-                self._send(job, step, save=False)
-            self.store.save(job, batch)
+            self._submit_batch(job, batch)
         if job.done:
             self.store.save(job)
             self._finish(job)
 
-    def _send(self, job: Job, step: Step, *, save: bool = True) -> None:
+    def _submit_batch(self, job: Job, batch: list[Step]) -> None:
+        calls = [(step.host or "", self._call(job, step)) for step in batch]
+        if isinstance(self.submit, QueueSubmitter):
+            messages = self.submit.messages(calls)
+            sent = time.time()
+            for step in batch:
+                step.sent_at = sent
+            # sent and stored as sent together, or neither (then still pending in Redis)
+            pipe = self.r.pipeline(transaction=True)
+            taskqueue.push(pipe, messages)
+            self.store.save(job, batch, pipe)
+            pipe.execute()
+        else:
+            # stored before sending (a crash in between re-sends), marked sent after
+            self.store.save(job, batch)
+            for (host, call), step in zip(calls, batch, strict=True):
+                self.submit(host, call)
+                step.sent_at = time.time()
+            self.store.save(job, batch)
+        for step in batch:
+            self.log.info("step.submitted", job_id=job.id, step_id=step.id, host=step.host,
+                          kind=step.kind, attempt=step.attempt)  # fmt: skip
+
+    def _call(self, job: Job, step: Step) -> StepCall:
         assert step.host is not None
         args = self._with_grants(job, step.id, step.attempt, step.args)
-        call = StepCall(
+        return StepCall(
             job_id=job.id, step_id=step.id, attempt=step.attempt, host=step.host,
             args=args_to_bytes(args), epoch=int(job.options.get("epoch", 0)),
             fence=str(job.options.get("fence", "")),
             time_limit=float(job.options.get("step_time_limit", 0.0)),
         )  # fmt: skip
-        self.submit(step.host, call)
-        step.sent_at = time.time()
-        if save:
-            self.store.save(job, [step])
-        self.log.info("step.submitted", job_id=job.id, step_id=step.id, host=step.host,
-                      kind=step.kind, attempt=step.attempt)  # fmt: skip
 
     def _with_grants(self, job: Job, step_id: str, attempt: int, args: StepArgs) -> StepArgs:
         """A transfer's arguments with a grant per peer, signed for this attempt only, and
@@ -270,10 +310,12 @@ class Coordinator:
                 job = self.store.load(job_id)
             except JobError:
                 continue
-            for step in job.steps.values():
-                if step.status == engine.SUBMITTED and step.sent_at is None and step.host:
-                    self.log.info("step.resend", job_id=job.id, step_id=step.id)
-                    self._send(job, step)
+            unsent = [s for s in job.steps.values()
+                      if s.status == engine.SUBMITTED and s.sent_at is None and s.host]  # fmt: skip
+            for step in unsent:
+                self.log.info("step.resend", job_id=job.id, step_id=step.id)
+            if unsent:
+                self._submit_batch(job, unsent)
 
     def _run_local(self, job: Job, step: Step, now: float) -> None:
         """Run a coordinator-side step (sync's ``plan``) through the job's kind."""

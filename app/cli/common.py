@@ -27,6 +27,7 @@ EXIT_REFUSED: Final = 3  # the plan refused some datasets (diverged targets...)
 EXIT_UNAVAILABLE: Final = 4  # Redis (or the coordinator) cannot be reached
 EXIT_TIMEOUT: Final = 5  # --wait gave up before the job finished
 EXIT_CANCELLED: Final = 6  # the job was cancelled
+EXIT_NO_RUNTIME: Final = 7  # a host has no container runtime (podman) for `zfleet container`
 FLEET_CONFIG_ENV: Final = "ZFLEET_FLEET_CONFIG"
 # The Redis a command connected to, for the message when Redis fails it later on.
 _used_redis_url: list[str] = []

@@ -44,8 +44,7 @@ def coordinator(config_path: Path, lease_ttl: float, *, http: str | None,
     running jobs carry on where they were.
     """
     from coordinator.config import load_config
-    from coordinator.runner import Coordinator, celery_submitter
-    from workers.celery_app import make_app
+    from coordinator.runner import Coordinator, QueueSubmitter
 
     with cli_errors():
         settings = settings_for(config_path)
@@ -53,8 +52,8 @@ def coordinator(config_path: Path, lease_ttl: float, *, http: str | None,
         load_config(config_path)  # refuse a bad file before taking the lease
         client = redis_client(settings)
         secret = settings.fleet_secret.get().encode() if settings.fleet_secret else None
-        app = make_app(settings.redis_url)
-        loop = Coordinator(client, celery_submitter(app), config_path=str(config_path),
+        # the broker is this Redis: submissions go out with the transaction that stores them
+        loop = Coordinator(client, QueueSubmitter(client), config_path=str(config_path),
                            lease_ttl_ms=int(lease_ttl * 1000), grant_secret=secret,
                            job_retention=float(settings.job_retention))  # fmt: skip
         stop = threading.Event()

@@ -107,3 +107,59 @@ def redis_server() -> Iterator[RedisServer]:
     assert binary is not None
     with running_redis(binary) as server:
         yield server
+
+
+
+def _persistent(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@dataclass
+class PersistentRedis(RedisServer):
+    """A redis-server with the deployment's persistence (compose.yaml: append-only file,
+    fsynced every second) that can be SIGKILLed and started again on the same port and data."""
+
+    binary: str = ""
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with self.client() as c:
+                    c.ping()
+                return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    rc = self.process.poll()
+                    raise RuntimeError(f"redis-server did not start (rc={rc})") from None
+                time.sleep(0.05)
+
+    def start(self) -> None:
+        """Start again from the data directory; returns once it answers PING."""
+        self.process = _persistent(self.binary, self.port, self.directory)
+        self.wait_ready()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, what the append-only file holds is what survives."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+@contextlib.contextmanager
+def persistent_redis(binary: str) -> Iterator[PersistentRedis]:
+    """A :class:`PersistentRedis` in a temporary directory, stopped (and reaped) afterwards."""
+    with tempfile.TemporaryDirectory(prefix="zfleet-redis-") as tmp:
+        port = free_port()
+        proc = _persistent(binary, port, Path(tmp))
+        server = PersistentRedis(f"redis://127.0.0.1:{port}/0", port, proc, Path(tmp), binary)
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            stop_process(server.process, 5)

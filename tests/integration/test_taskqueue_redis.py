@@ -1,0 +1,123 @@
+"""Task messages written by bus.taskqueue on a real redis-server: the same bytes Celery would
+push, taken, run and acknowledged by a real `zfleet worker` process, many per round trip."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bus import keys, taskqueue
+from bus.queues import NOOP_TASK, STEP_TASK, queue_for
+from coordinator import engine
+from coordinator.engine import Job, StepPlan, add_steps
+from coordinator.jobstore import JobStore
+from coordinator.runner import Coordinator, QueueSubmitter, wait_job
+from protocol.steps import InventoryArgs
+from tests.services.fleet import running_fleet
+from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
+from workers.celery_app import make_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis[bytes]]:  # noqa: F811
+    c = redis_server.client()
+    c.flushdb()
+    yield c
+    c.close()
+
+
+def _shape(raw: bytes) -> dict[str, Any]:
+    """A stored message with what differs per message (ids, tags, origin, argsrepr) blanked."""
+    msg = json.loads(raw)
+    tid = msg["headers"]["id"]
+    for name in ("id", "root_id", "origin", "argsrepr"):
+        msg["headers"][name] = "-" if msg["headers"][name] else msg["headers"][name]
+    msg["body"] = json.loads(base64.b64decode(msg["body"]))
+    props = msg["properties"]
+    assert props["correlation_id"] == tid
+    for name in ("correlation_id", "delivery_tag"):
+        props[name] = "-"
+    return dict(msg)
+
+
+def test_a_message_is_the_one_celery_would_push(
+    client: redis.Redis[bytes], redis_server: RedisServer  # noqa: F811
+) -> None:
+    args = [{"job_id": "J", "step_id": "s", "attempt": 1, "nested": [1, 2.5, None]}]
+    app = make_app(redis_server.url)
+    app.send_task(STEP_TASK, args=args, queue=queue_for("h"))
+    theirs = client.rpop(queue_for("h"))
+    assert theirs is not None
+    ours = taskqueue.task_message(STEP_TASK, args, queue_for("h"))
+    want = _shape(theirs)
+    want["properties"].pop("reply_to")  # results travel as step events, never by Celery
+    assert _shape(ours) == want
+    # unique delivery tags: the broker acknowledges (acks_late) by tag
+    tags = {json.loads(taskqueue.task_message(STEP_TASK, args, "q"))["properties"]["delivery_tag"]
+            for _ in range(100)}  # fmt: skip
+    assert len(tags) == 100
+
+
+def test_push_keeps_each_queues_order_in_one_command_per_queue(
+    client: redis.Redis[bytes],
+) -> None:
+    pipe = client.pipeline(transaction=False)
+    items = [(f"q{i % 2}", f"m{i}".encode()) for i in range(6)]
+    assert taskqueue.push(pipe, items) == 6
+    assert len(pipe.command_stack) == 2
+    pipe.execute()
+    # workers take from the right end: the oldest first
+    assert [client.rpop("q0") for _ in range(3)] == [b"m0", b"m2", b"m4"]
+    assert [client.rpop("q1") for _ in range(3)] == [b"m1", b"m3", b"m5"]
+
+
+def test_a_real_worker_runs_and_acknowledges_what_was_pushed(
+    tmp_path: Path, redis_server: RedisServer  # noqa: F811
+) -> None:
+    with running_fleet(tmp_path, redis_server, ("alpha",), "") as fleet:
+        fleet.backend("alpha").create_pool("tank")
+        fleet.start_worker("alpha")
+        client = fleet.client()
+        # a task with a result: the worker ran it (Celery's own client reads the result back)
+        app = make_app(redis_server.url)
+        pipe = client.pipeline(transaction=False)
+        tid = "taskqueue-noop-1"
+        taskqueue.push(pipe, [(queue_for("alpha"),
+                               taskqueue.task_message(NOOP_TASK, [41], queue_for("alpha"),
+                                                      task_id=tid))])  # fmt: skip
+        pipe.execute()
+        assert app.AsyncResult(tid).get(timeout=30) == 41
+        # a job's steps through the coordinator's submitter: sent with the transaction that
+        # stores them as sent, each run once and its outcome applied
+        store = JobStore(client)
+        job = Job(id="J", name="j", created=time.time())
+        add_steps(job, [StepPlan(f"inv{i}", "alpha", InventoryArgs(roots=("tank",)))
+                        for i in range(5)])  # fmt: skip
+        store.create(job)
+        loop = Coordinator(client, QueueSubmitter(client), block_ms=50)
+        stop = threading.Event()
+        thread = threading.Thread(target=loop.run, args=(stop,))
+        thread.start()
+        try:
+            done = wait_job(store, "J", timeout=30, poll=0.05)
+        finally:
+            stop.set()
+            thread.join(10)
+        assert done.status == engine.JOB_SUCCEEDED, fleet.logs()
+        assert all(s.attempt == 1 and s.sent_at for s in done.steps.values())
+        # acknowledged late, after the step: nothing left unacked or queued
+        deadline = time.monotonic() + 10
+        while client.hlen("unacked") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.hlen("unacked") == 0 and client.llen(queue_for("alpha")) == 0
+        assert client.exists(keys.worker("alpha"))
