@@ -11,7 +11,7 @@ import pytest
 
 from bench import faults
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # ~25 s idle
 
 
 def test_every_kind_of_cut_transfer_resumes() -> None:
