@@ -91,3 +91,14 @@ def test_kept_packs_nothing_refers_to_are_pruned_after_the_grace(tmp_path: Path)
     again.finish()
     (m,) = restore_chain(reopen(root), "fx/base@s1")
     assert b"".join(restore_stream(reopen(root), m)) == FULL
+
+
+def test_an_upload_that_outlived_its_lease_indexes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_repo(root)
+    stalled = StreamIngest(reopen(root), lease_ttl=0, max_inflight=0)  # its lease is gone at once
+    stalled.write(FULL[: len(FULL) // 2])
+    assert pack_bytes(root) > 0
+    stalled.abort()  # a prune may have run meanwhile: its packs must not become dedup targets
+    assert reopen(root).index.packs() == set()
+    assert list(reopen(root).target.list("index/")) == []

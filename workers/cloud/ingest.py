@@ -229,12 +229,14 @@ class StreamIngest:
             self._flush_segment()
             self._flush_pack()
             self._drain()
+            # before the index names the new packs: an index entry for a pruned pack would let
+            # later uploads deduplicate against data that is gone
+            self._check_lease_held()
             if self._new_packs:
                 seg = write_segment(self._repo.target, self._crypto, self._new_packs)
                 for pack_id, entries in self._new_packs.items():
                     self._index.add(pack_id, entries)
                 self._index.segments.add(seg)
-            self._check_lease_held()
             ref = self._commit_manifest()
         except BaseException:
             self.abort()
@@ -326,7 +328,11 @@ class StreamIngest:
         """One index segment for the packs already stored, so a retry need not send them again."""
         stored = {p: e for p, e in self._new_packs.items() if p in self._stored}
         self._kept = 0
-        if not stored:
+        if not stored or set(stored) <= self._index.packs():
+            return  # nothing stored, or finish() indexed them already
+        if now() >= self._lease.expires:
+            # a prune may have run without seeing this upload: its packs may be gone
+            self._log.warning("upload.packs_not_indexed", packs=len(stored), reason="lease expired")
             return
         try:
             seg = write_segment(self._repo.target, self._crypto, stored)
