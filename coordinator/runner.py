@@ -74,12 +74,13 @@ class QueueSubmitter:
 
     def messages(self, calls: Iterable[tuple[str, StepCall]]) -> list[tuple[str, bytes]]:
         """``(queue, message)`` for each ``(host, call)``."""
-        return [
-            (queue_for(host), taskqueue.task_message(
-                STEP_TASK, [to_dict(call)], queue_for(host),
-                argsrepr=f"{call.job_id}/{call.step_id}#{call.attempt}"))
-            for host, call in calls
-        ]  # fmt: skip
+        return [self.message(host, call) for host, call in calls]
+
+    def message(self, host: str, call: StepCall) -> tuple[str, bytes]:
+        queue = queue_for(host)
+        text = taskqueue.task_message(STEP_TASK, [to_dict(call)], queue,
+                                      argsrepr=f"{call.job_id}/{call.step_id}#{call.attempt}")
+        return queue, text  # fmt: skip
 
     def __call__(self, host: str, call: StepCall) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -94,6 +95,33 @@ class _Config:
 
 
 _IN_FLIGHT: Final = (engine.SUBMITTED, engine.RUNNING)
+# Task messages built ahead per tick at most (each ~0.1-0.3 ms), and how long one stays usable
+# (its grants are signed for GRANT_TTL from when it was built).
+BUILD_AHEAD_PER_TICK: Final = 256
+EARLY_MAX_AGE: Final = 60.0
+
+
+@dataclass(frozen=True)
+class _Early:
+    """A step's task message built before the step was ready (Coordinator._build_ahead)."""
+
+    call: StepCall
+    args: StepArgs
+    built: float
+    message: tuple[str, bytes]
+
+    def fits(self, job: Job, step: Step, attempt: int | None = None) -> bool:
+        """Still the message this step's attempt would get now."""
+        c = self.call
+        return (
+            c.attempt == (step.attempt if attempt is None else attempt)
+            and c.host == step.host
+            and self.args is step.args
+            and c.epoch == int(job.options.get("epoch", 0))
+            and c.fence == str(job.options.get("fence", ""))
+            and c.time_limit == float(job.options.get("step_time_limit", 0.0))
+            and time.monotonic() - self.built < EARLY_MAX_AGE
+        )
 
 
 @dataclass
@@ -165,6 +193,8 @@ class Coordinator:
         self._lost_checked = 0.0
         self._waiting_logged: set[str] = set()
         self._jobs: dict[str, Job] = {}
+        self._early: dict[tuple[str, str], _Early] = {}
+        self._more_ahead = False
         self.log = log.bind(coordinator=self.owner)
 
     # -- the loop --------------------------------------------------------------------------
@@ -178,17 +208,17 @@ class Coordinator:
                         stop.wait(min(1.0, self.lease.ttl_ms / 3000))
                         continue
                     self.log.info("coordinator.leader")
-                    self._jobs.clear()
+                    self._forget()
                     self._renewed = time.monotonic()
                     self.resend_unsent()
                 try:
                     self.tick()
                 except LeaseLost as exc:
                     self.log.warning("coordinator.lease_lost", error=str(exc))
-                    self._jobs.clear()
+                    self._forget()
                 except redis.RedisError as exc:
                     self.log.warning("coordinator.redis_error", error=str(exc))
-                    self._jobs.clear()  # memory may be ahead of what was stored
+                    self._forget()  # memory may be ahead of what was stored
                     stop.wait(1.0)
         finally:
             self.lease.release()
@@ -212,6 +242,7 @@ class Coordinator:
                 self.log.warning("job.unloadable", job_id=job_id, error=str(exc))
                 self.r.srem(keys.JOBS_ACTIVE, job_id)
         self._store(out)
+        self._more_ahead = self._build_ahead()
         self.start_scheduled(t, view.active)
         if time.monotonic() - self._housekept > HOUSEKEEPING_EVERY:
             self._housekept = time.monotonic()
@@ -228,7 +259,9 @@ class Coordinator:
         pipe.smembers(keys.JOBS_ACTIVE)
         for job_id in known:
             pipe.exists(keys.cancel(job_id))
-        replies, deliveries = self.events.read_after(pipe, block_ms=self.block_ms)
+        # with messages still to build ahead, only look for events and come back to them
+        block = 1 if self._more_ahead else self.block_ms
+        replies, deliveries = self.events.read_after(pipe, block_ms=block)
         view = _View(
             active=sorted(m.decode() for m in replies[0]),
             known=set(known),
@@ -251,8 +284,7 @@ class Coordinator:
         queued = isinstance(self.submit, QueueSubmitter)
         pipe = self.r.pipeline(transaction=True)
         if isinstance(self.submit, QueueSubmitter) and out.submit:
-            calls = [(s.host or "", self._call(job, s)) for job, batch in out.submit for s in batch]
-            messages = self.submit.messages(calls)
+            messages = [self._message(job, s) for job, batch in out.submit for s in batch]
             sent = time.time()
             for _, batch in out.submit:
                 for step in batch:
@@ -343,15 +375,57 @@ class Coordinator:
         if job.done:
             out.touch(job)
 
-    def _call(self, job: Job, step: Step) -> StepCall:
+    def _call(self, job: Job, step: Step, attempt: int | None = None) -> StepCall:
+        """The call of ``attempt`` (default: the step's current one)."""
         assert step.host is not None
-        args = self._with_grants(job, step.id, step.attempt, step.args)
+        attempt = step.attempt if attempt is None else attempt
+        args = self._with_grants(job, step.id, attempt, step.args)
         return StepCall(
-            job_id=job.id, step_id=step.id, attempt=step.attempt, host=step.host,
+            job_id=job.id, step_id=step.id, attempt=attempt, host=step.host,
             args=args_to_bytes(args), epoch=int(job.options.get("epoch", 0)),
             fence=str(job.options.get("fence", "")),
             time_limit=float(job.options.get("step_time_limit", 0.0)),
         )  # fmt: skip
+
+    # -- messages built ahead ----------------------------------------------------------------
+    def _message(self, job: Job, step: Step) -> tuple[str, bytes]:
+        """The step's task message: the one built ahead when it still fits, else a new one."""
+        assert isinstance(self.submit, QueueSubmitter)
+        early = self._early.pop((job.id, step.id), None)
+        if early is not None and early.fits(job, step):
+            return early.message
+        return self.submit.message(step.host or "", self._call(job, step))
+
+    def _build_ahead(self, limit: int = BUILD_AHEAD_PER_TICK) -> bool:
+        """Build the task messages of steps the next events may make ready (each dependency
+        succeeded or in flight) while the loop would only wait, so that sending them costs
+        the transaction alone. Returns True when ``limit`` cut the work short."""
+        if not isinstance(self.submit, QueueSubmitter):
+            return False
+        built = 0
+        for job in self._jobs.values():
+            # a coordinator-side step may still change the job's options (a failover's epoch)
+            if job.done or job.cancel_requested or any(
+                st.host is None and st.status not in engine.TERMINAL for st in job.steps.values()
+            ):
+                continue
+            for step in job.steps.values():
+                if step.status != engine.PENDING or step.host is None:
+                    continue
+                early = self._early.get((job.id, step.id))
+                if early is not None and early.fits(job, step, attempt=step.attempt + 1):
+                    continue
+                deps = [job.steps[d].status for d in step.deps]
+                if not deps or not all(d == engine.SUCCEEDED or d in _IN_FLIGHT for d in deps):
+                    continue
+                if built >= limit:
+                    return True
+                call = self._call(job, step, step.attempt + 1)
+                self._early[(job.id, step.id)] = _Early(
+                    call=call, args=step.args, built=time.monotonic(),
+                    message=self.submit.message(step.host, call))  # fmt: skip
+                built += 1
+        return False
 
     def _with_grants(self, job: Job, step_id: str, attempt: int, args: StepArgs) -> StepArgs:
         """A transfer's arguments with a grant per peer, signed for this attempt only, and
@@ -457,6 +531,12 @@ class Coordinator:
                 engine.retry_lost(job, step.id, reason, self.policy, now)
                 out.touch(job)
 
+    def _forget(self) -> None:
+        """Drop what memory holds of the jobs (Redis is read again)."""
+        self._jobs.clear()
+        self._early.clear()
+        self._more_ahead = False
+
     def _job(self, job_id: str) -> Job:
         """The job, from this leader's memory: while it holds the lease it is the only writer
         of running jobs (the CLI only creates them), so Redis is read once per job."""
@@ -468,6 +548,8 @@ class Coordinator:
 
     def _finish(self, job: Job) -> None:
         self._jobs.pop(job.id, None)
+        for key in [k for k in self._early if k[0] == job.id]:
+            del self._early[key]
         if job.options.get("locks"):
             self.locks.release_all(job.id, job.options["locks"])
         self.r.srem(keys.JOBS_ACTIVE, job.id)
