@@ -15,6 +15,7 @@ LEADER: Final = f"{PREFIX}:leader"
 JOBS_ALL: Final = f"{PREFIX}:jobs"  # sorted set: job id by creation time
 JOBS_ACTIVE: Final = f"{PREFIX}:jobs:active"  # set of job ids the coordinator drives
 CONFIG_PREFIX: Final = f"{PREFIX}:config"  # a fleet config text by its SHA-256, shared by jobs
+CONTAINERS: Final = f"{PREFIX}:containers"  # hash: container name -> JSON record (bus/containers)
 
 
 def job(job_id: str) -> str:
@@ -69,6 +70,11 @@ def config(digest: str) -> str:
 def epoch(job_name: str) -> str:
     """A replication job's fencing epoch (an integer, raised by every failover)."""
     return f"{PREFIX}:epoch:{job_name}"
+
+
+def epoch_meta(job_name: str) -> str:
+    """Hash beside a job's epoch: ``primary`` (the host the epoch names), ``at_ms``, ``request``."""
+    return f"{PREFIX}:epoch:{job_name}:meta"
 
 
 def roles(job_name: str) -> str:

@@ -233,6 +233,34 @@ def current_epoch(client: redis.Redis[bytes], scope: str) -> int:
         return 0
 
 
+@dataclass(frozen=True)
+class RoleRecord:
+    """What Redis says of a replication job's roles: its ``epoch``, the ``primary`` that epoch
+    names (None before the first failover or switchover) and the former primaries still ``out``
+    (failed over from, not rejoined)."""
+
+    job: str
+    epoch: int
+    primary: str | None
+    out: frozenset[str]
+
+
+def role_record(client: redis.Redis[bytes], job: str) -> RoleRecord:
+    """The job's epoch, its meta and its roles hash, read in one transaction (a worker reads
+    them at start, to fence what moved away from its host before anything else runs)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.get(keys.epoch(job))
+    pipe.hget(keys.epoch_meta(job), "primary")
+    pipe.hkeys(keys.roles(job))
+    raw, primary, fields = pipe.execute()
+    try:
+        epoch = int(raw) if raw is not None else 0
+    except ValueError:
+        epoch = 0
+    out = frozenset(f.decode()[4:] for f in fields if f.startswith(b"out:"))
+    return RoleRecord(job, epoch, primary.decode() if primary is not None else None, out)
+
+
 # -- large step results ------------------------------------------------------------------------
 # An event carries a few small values; a result with many entries (a diff) is kept here instead,
 # under the job and step, and the event only says it was stored.

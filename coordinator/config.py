@@ -15,6 +15,9 @@ half-way through a job. A minimal file::
     snapshot = "zfleet-%Y%m%dT%H%M%SZ"
     retention = { "zfleet-*" = 24 }
 
+``[kinds.<kind>]`` tables give the policies of dataset kinds (coordinator/kinds.py,
+docs/compartments.md); every job carries them.
+
 With one source, a target names the exact dataset the source lands in; with several sources each
 lands under the target as ``<target>/<last component of the source>``. Replicas are received
 unmounted with ``canmount=noauto`` unless the job says ``mount_targets = true``.
@@ -26,10 +29,11 @@ import re
 import shlex
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from coordinator.kinds import KindPolicies, default_policies, parse_kinds
 from coordinator.roles import FailoverRoles, parse_failover
 from coordinator.schedule import Schedule, parse_schedule
 from protocol.errors import ConfigError
@@ -135,6 +139,9 @@ class JobConfig:
     mount_targets: bool = False
     # [jobs.NAME.failover]: who is primary, who takes over, when (coordinator/roles.py)
     failover: FailoverRoles | None = None
+    # the fleet's [kinds] policies (coordinator/kinds.py); None for a transient job
+    # (`zfleet send`), which copies what it is asked to whatever the kind
+    kinds: KindPolicies | None = None
 
     def target_dataset(self, source: DatasetRef, target: JobTarget, dataset: str) -> str:
         """The dataset on ``target`` that ``dataset`` (at or under ``source``) lands in."""
@@ -153,6 +160,7 @@ class FleetConfig:
     stores: Mapping[str, StoreConfig]
     jobs: Mapping[str, JobConfig]
     source: str = "<string>"
+    kinds: KindPolicies = field(default_factory=default_policies)
 
     def job(self, name: str) -> JobConfig:
         """The job called ``name``, or a ConfigError listing the known ones."""
@@ -245,14 +253,16 @@ def parse_config(text: str, *, source: str = "<string>") -> FleetConfig:
     data = parse_toml(text, source=source)
     w = _Where(text, source)
     # [settings] belongs to protocol/settings.py when both live in one file.
-    _only(w, (), data, {"hosts", "stores", "jobs", "settings"})
+    _only(w, (), data, {"hosts", "stores", "jobs", "settings", "kinds"})
     hosts = {n: _host(w, n, v) for n, v in _table(w, ("hosts",), data.get("hosts", {})).items()}
     stores = {n: _store(w, n, v) for n, v in _table(w, ("stores",), data.get("stores", {})).items()}
+    kinds = parse_kinds(data.get("kinds", {}), hosts=hosts, error=w.error,
+                        retention=lambda path, raw: _retention(w, path, raw))  # fmt: skip
     jobs = {
-        n: _job(w, n, v, hosts, stores)
+        n: _job(w, n, v, hosts, stores, kinds=kinds)
         for n, v in _table(w, ("jobs",), data.get("jobs", {})).items()
     }
-    return FleetConfig(hosts=hosts, stores=stores, jobs=jobs, source=source)
+    return FleetConfig(hosts=hosts, stores=stores, jobs=jobs, source=source, kinds=kinds)
 
 
 # -- sections -------------------------------------------------------------------------------
@@ -323,6 +333,8 @@ def _job(
     raw: Any,
     hosts: Mapping[str, HostConfig],
     stores: Mapping[str, StoreConfig],
+    *,
+    kinds: KindPolicies,
 ) -> JobConfig:
     path = ("jobs", name)
     t = _table(w, path, raw)
@@ -357,11 +369,7 @@ def _job(
     pattern = _opt_str(w, (*path, "snapshot"), t.get("snapshot"))
     if pattern is not None:
         _check_pattern(w, (*path, "snapshot"), pattern)
-    retention = []
-    for pat, keep in _table(w, (*path, "retention"), t.get("retention", {})).items():
-        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-            raise w.error((*path, "retention", pat), f"keep must be an integer >= 1: {keep!r}")
-        retention.append(RetentionRule(pattern=pat, keep=keep))
+    retention = _retention(w, (*path, "retention"), t.get("retention", {}))
     failover = None
     if "failover" in t:
         if len(sources) != 1:
@@ -386,12 +394,23 @@ def _job(
         exclude=tuple(_str_list(w, (*path, "exclude"), t.get("exclude", []))),
         schedule=schedule,
         snapshot_pattern=pattern,
-        retention=tuple(retention),
+        retention=retention,
         force_rollback=_bool(w, (*path, "force_rollback"), t.get("force_rollback", False)),
         incremental="I" if incremental == "I" else "i",
         mount_targets=_bool(w, (*path, "mount_targets"), t.get("mount_targets", False)),
         failover=failover,
+        kinds=kinds,
     )
+
+
+def _retention(w: _Where, path: tuple[str, ...], raw: Any) -> tuple[RetentionRule, ...]:
+    """A retention table (``{ "glob" = keep, ... }``), a job's or a kind's."""
+    rules = []
+    for pat, keep in _table(w, path, raw).items():
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+            raise w.error((*path, pat), f"keep must be an integer >= 1: {keep!r}")
+        rules.append(RetentionRule(pattern=pat, keep=keep))
+    return tuple(rules)
 
 
 # -- value checks ---------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def epoch_key(job: str) -> str:
 
 def meta_key(job: str) -> str:
     """Hash: ``primary`` (host the current epoch names), ``at_ms``, ``request``."""
-    return keys.epoch(job) + ":meta"
+    return keys.epoch_meta(job)
 
 
 @dataclass(frozen=True)

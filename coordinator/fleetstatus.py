@@ -3,11 +3,12 @@ how far each target lags. Read by `zfleet status`, the metrics endpoint and the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from coordinator.config import FleetConfig
 from coordinator.graph import FleetGraph
 from coordinator.jobstore import JobStore
+from coordinator.rolestate import replica_root
 from coordinator.selection import select_datasets
 from coordinator.syncjob import report_objects
 
@@ -21,7 +22,7 @@ def fleet_status(graph: FleetGraph, config: FleetConfig) -> list[dict[str, Any]]
                 snaps = ds.snapshots()
                 entry: dict[str, Any] = {
                     "job": job.name, "host": src.host, "dataset": ds.name,
-                    "origin": ds.origin, "snapshots": [], "targets": [],
+                    "origin": ds.origin, "kind": ds.kind, "snapshots": [], "targets": [],
                 }  # fmt: skip
                 held: dict[int, list[str]] = {s.guid: [src.host] for s in snaps}
                 for tgt in job.targets:
@@ -51,6 +52,41 @@ def fleet_status(graph: FleetGraph, config: FleetConfig) -> list[dict[str, Any]]
                 ]
                 rows.append(entry)
     return rows
+
+
+ASIDE_MARKS: Final = {".diverged-": "diverged", ".replaced-": "replaced"}
+
+
+def aside_datasets(graph: FleetGraph, config: FleetConfig) -> list[dict[str, Any]]:
+    """The datasets a rejoin kept aside, per host: ``DATASET.diverged-ID`` holds what an old
+    primary wrote after the newest common snapshot, ``DATASET.replaced-ID`` the replica line an
+    operator replaced with ``--keep-diverged``. Never destroyed by zfleet: listed so that an
+    operator can look, copy out and destroy them."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for job in sorted(config.jobs.values(), key=lambda j: j.name):
+        if len(job.sources) != 1:
+            continue
+        for host in sorted({job.sources[0].host, *(t.host for t in job.targets if t.host)}):
+            root = replica_root(job, host)
+            if root is None:
+                continue
+            for ds in graph:
+                mark = next((m for m in ASIDE_MARKS if m in ds.name), None)
+                # the root's own aside is its sibling (tank/img.diverged-ID), not its child
+                under = ds.name.startswith(root + "/") or ds.name.startswith(root + ".")
+                if ds.host != host or mark is None or not under or (host, ds.name) in seen:
+                    continue
+                seen.add((host, ds.name))
+                beside, _, tag = ds.name.rpartition(mark)
+                snaps = ds.snapshots()
+                rows.append({
+                    "job": job.name, "host": host, "dataset": ds.name, "kind": ASIDE_MARKS[mark],
+                    "beside": beside, "rejoin": tag.split("/", 1)[0], "origin": ds.origin,
+                    "snapshots": [s.short for s in snaps],
+                    "newest": snaps[-1].creation if snaps else None,
+                })  # fmt: skip
+    return sorted(rows, key=lambda r: (r["job"], r["host"], r["dataset"]))
 
 
 def load_graph(store: JobStore, config: FleetConfig) -> FleetGraph:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from protocol.kinds import KIND_PROPERTY
 from protocol.zfs import ObjType, ZfsObject
 
 _DATASET_TYPES: Final = (ObjType.FILESYSTEM, ObjType.VOLUME)
@@ -40,9 +41,9 @@ class Dataset:
     """A filesystem or volume on one host with its snapshots (oldest first) and bookmarks."""
 
     __slots__ = (
-        "_snap_names", "bm_guids", "bm_names", "bm_txgs", "creation", "guid", "host", "name",
-        "origin", "resume_token", "snap_creation", "snap_guids", "snap_referenced", "snap_txgs",
-        "snap_written", "type", "written",
+        "_snap_names", "bm_guids", "bm_names", "bm_txgs", "creation", "encryption", "guid",
+        "host", "kind", "name", "origin", "resume_token", "snap_creation", "snap_guids",
+        "snap_referenced", "snap_txgs", "snap_written", "type", "written",
     )  # fmt: skip
 
     def __init__(
@@ -56,6 +57,8 @@ class Dataset:
         written: int = 0,
         resume_token: str | None = None,
         creation: int = 0,
+        kind: str | None = None,
+        encryption: str | None = None,
     ) -> None:
         self.host = sys.intern(host)
         self.name = sys.intern(name)
@@ -65,6 +68,9 @@ class Dataset:
         self.written = written
         self.resume_token = resume_token
         self.creation = creation
+        # the zfleet:kind user property as listed (raw: coordinator/kinds.py interprets it)
+        self.kind = sys.intern(kind) if kind else None
+        self.encryption = encryption  # the cipher, or None / "off"
         self._snap_names: list[str] = []
         self.snap_guids = array("Q")
         self.snap_txgs = array("Q")
@@ -74,6 +80,11 @@ class Dataset:
         self.bm_names: list[str] = []
         self.bm_guids = array("Q")
         self.bm_txgs = array("Q")
+
+    @property
+    def encrypted(self) -> bool:
+        """Native ZFS encryption is on: such a dataset replicates as raw sends only."""
+        return self.encryption not in (None, "off")
 
     # -- building ----------------------------------------------------------------------------
     def add_snapshot(
@@ -210,6 +221,8 @@ class FleetGraph:
                     written=obj.written,
                     resume_token=obj.receive_resume_token,
                     creation=obj.creation,
+                    kind=obj.user_props.get(KIND_PROPERTY),
+                    encryption=obj.encryption,
                 )
             else:
                 later.append(obj)

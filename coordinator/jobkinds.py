@@ -37,6 +37,8 @@ BUILTIN: Final[dict[str, str]] = {
     "rejoin": "coordinator.rejoin",
     "switchover": "coordinator.switchover",
     "adhoc": "coordinator.adhoc",
+    "kind": "coordinator.kindjob",
+    "container": "coordinator.containerjob",
     "sync": "coordinator.syncjob",
 }
 

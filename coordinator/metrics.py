@@ -14,6 +14,9 @@ coordinator that is down. Series:
 - ``zfleet_replication_lag_seconds{job_name,dataset,target}`` and
   ``zfleet_replication_snapshots_behind``.
 - ``zfleet_worker_up{host}``, ``zfleet_inventory_age_seconds{host}``.
+- ``zfleet_failovers{job_name,kind,outcome}``: role changes (failover, switchover, rejoin) among
+  the newest jobs by outcome (the job's status); ``zfleet_failover_time_to_writable_seconds`` and
+  ``zfleet_failover_data_loss_window_seconds{job_name,kind}`` of each job's newest one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from bus import keys
 from coordinator.config import FleetConfig, load_config
-from coordinator.engine import Job
+from coordinator.engine import JOB_SUCCEEDED, Job
 from coordinator.graph import FleetGraph
 from coordinator.jobstore import JobStore
 from coordinator.lag import fleet_lag
@@ -45,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 RECENT_JOBS: Final = 200  # jobs counted by status
 TRANSFER_JOBS: Final = 5  # jobs whose transfers get their own series (bounded cardinality)
+ROLE_KINDS: Final = ("failover", "switchover", "rejoin")
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
@@ -86,7 +90,38 @@ def job_metrics(jobs: list[Job], transfer_jobs: int = TRANSFER_JOBS) -> list[Gau
                 secs = s.finished_at - s.started_at
                 t_secs.add_metric(values, secs)
                 t_rate.add_metric(values, moved / secs)
-    return [fam_jobs, fam_steps, fam_err, t_bytes, t_wire, t_secs, t_rate]
+    return [fam_jobs, fam_steps, fam_err, t_bytes, t_wire, t_secs, t_rate, *role_metrics(jobs)]
+
+
+def role_metrics(jobs: list[Job]) -> list[GaugeMetricFamily]:
+    """Failovers, switchovers and rejoins by job and outcome; the newest one's figures."""
+    changes = Counter((j.name, j.kind, j.status) for j in jobs if j.kind in ROLE_KINDS)
+    fam = _gauge("zfleet_failovers",
+                 "Failovers, switchovers and rejoins among the newest jobs, by outcome "
+                 "(the job's status).", ["job_name", "kind", "outcome"])  # fmt: skip
+    for (name, kind, status), n in sorted(changes.items()):
+        fam.add_metric([name, kind, status], n)
+    figures = ["job_name", "kind"]
+    ttw = _gauge("zfleet_failover_time_to_writable_seconds",
+                 "The newest successful failover or switchover of the job: request or alert "
+                 "received to the new primary writable.", figures)  # fmt: skip
+    window = _gauge("zfleet_failover_data_loss_window_seconds",
+                    "The newest successful failover or switchover of the job: age of the newest "
+                    "replicated snapshot when the old primary failed (0: nothing lost).",
+                    figures)  # fmt: skip
+    seen: set[tuple[str, str]] = set()
+    for j in jobs:  # newest first
+        if j.kind not in ("failover", "switchover") or j.status != JOB_SUCCEEDED:
+            continue
+        if (j.name, j.kind) in seen:
+            continue
+        seen.add((j.name, j.kind))
+        took, lost = j.report.get("time_to_writable"), j.report.get("data_loss_window")
+        if isinstance(took, int | float):
+            ttw.add_metric([j.name, j.kind], float(took))
+        if isinstance(lost, int | float):
+            window.add_metric([j.name, j.kind], float(lost))
+    return [fam, ttw, window]
 
 
 class FleetCollector(Collector):

@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from coordinator.config import DatasetRef, JobConfig, JobTarget
+from coordinator.config import DatasetRef, JobConfig, JobTarget, RetentionRule
 from coordinator.engine import StepPlan
 from coordinator.graph import Dataset, FleetGraph, Snap
+from coordinator.kinds import retention_for, route
 from coordinator.retention import select_prune
 from coordinator.selection import order_datasets, select_datasets
 from protocol.errors import PlanRefused
@@ -146,6 +147,8 @@ class _Builder:
         self.protect: dict[tuple[str, str], set[int]] = {}
         self.arriving: dict[tuple[str, str], list[Snap]] = {}
         self.no_prune: set[tuple[str, str]] = set()  # refused targets: leave them as they are
+        # the retention rules of each (host, dataset): its kind's, else the job's (kinds.py)
+        self.rules: dict[tuple[str, str], tuple[RetentionRule, ...]] = {}
 
     # -- per dataset and target ----------------------------------------------------------------
     def pair(
@@ -159,6 +162,8 @@ class _Builder:
         state = _PairState(legs=[])
         self.pairs[(tkey, ds.name)] = state
         pr = _Pair(src, ds, tkey, tname, state)
+        rules = retention_for(ds, self.job.retention, self.job.kinds)
+        self.rules[(src.host, ds.name)] = self.rules[(tkey, tname)] = rules
         if len(ds) == 0:
             self.notes.append(f"{src.host}:{ds.name} has no snapshots yet: nothing to send")
             return
@@ -175,7 +180,7 @@ class _Builder:
         if not state.refused:
             tprotect = self.protect.setdefault((tkey, tname), set())
             tprotect.add(newest.guid)
-            if state.legs and self.job.retention:
+            if state.legs and rules:
                 self.arriving[(tkey, tname)] = [
                     s for s in ds.snapshots() if tds is None or tds.index_of_guid(s.guid) < 0
                 ]
@@ -211,7 +216,7 @@ class _Builder:
             otgt = self._target(tkey)
             otarget = (self.job.target_dataset(src, otgt, origin_src.name) if otgt.dataset
                        else origin_src.name)  # fmt: skip
-            send = SendSpec(snapshot=first.name, from_snap=ds.origin, intermediates=False)
+            send = _spec(ds, first.name, ds.origin)
             key = self._leg(
                 pr, send, guids=(first.guid, origin_src.snap_guids[oi]), estimate=first.written,
                 origin=f"{otarget}@{ds.origin_short}", deps=deps,
@@ -226,7 +231,7 @@ class _Builder:
                     f"{src.host}:{ds.name} is a clone of {ds.origin}, which this job does not "
                     "replicate: it is sent as a full copy"
                 )
-            send = SendSpec(snapshot=first.name, from_snap=None, intermediates=False)
+            send = _spec(ds, first.name, None)
             key = self._leg(
                 pr, send, guids=(first.guid, 0), estimate=first.referenced, deps=deps
             )
@@ -258,6 +263,13 @@ class _Builder:
                 else "no common snapshot with the source: resolve by hand"
             )
             return self._refuse(pr, reason, tsnaps)
+        if ds.encrypted and not tds.encrypted and not is_store(tkey):
+            # a raw incremental cannot land on a plain copy (the key could not be swapped in)
+            return self._refuse(
+                pr, "the source is encrypted but the target holds an unencrypted copy: "
+                "raw sends cannot apply to it; replace it with a raw full copy",
+                (tds.snap(ti).name,),
+            )  # fmt: skip
         extra = tuple(tds.snap(i).name for i in range(ti + 1, len(tds)))
         modified = tds.written > 0
         diverged = bool(extra) or modified
@@ -298,7 +310,7 @@ class _Builder:
                 self.up_to_date.append(f"{tkey}:{tname}")
                 return None
             snap = ds.snap(nxt)
-            send = SendSpec(snapshot=snap.name, from_snap=bookmark.name, intermediates=False)
+            send = _spec(ds, snap.name, bookmark.name)
             key = self._leg(
                 pr, send, guids=(snap.guid, bookmark.guid), estimate=snap.written,
                 force=diverged, deps=self._parent_deps(pr),
@@ -313,7 +325,7 @@ class _Builder:
 
     def _full_over(self, pr: _Pair) -> None:
         first = pr.ds.snap(0)
-        send = SendSpec(snapshot=first.name, from_snap=None, intermediates=False)
+        send = _spec(pr.ds, first.name, None)
         key = self._leg(pr, send, guids=(first.guid, 0), estimate=first.referenced, force=True)
         pr.state.legs.append(key)
         self._chain(pr, 0, force=False)
@@ -331,7 +343,7 @@ class _Builder:
             hops = [(k, k + 1) for k in range(start, end)]
         for a, b in hops:
             base, top = ds.snap(a), ds.snap(b)
-            send = SendSpec(snapshot=top.name, from_snap=base.name, intermediates=b - a > 1)
+            send = _spec(ds, top.name, base.name, intermediates=b - a > 1)
             estimate = sum(ds.snap_written[a + 1 : b + 1])
             deps = {state.legs[-1]} if state.legs else self._parent_deps(pr)
             key = self._leg(
@@ -358,6 +370,14 @@ class _Builder:
             if t.host == tkey or (t.store and store_host(t.store) == tkey):
                 return t
         raise AssertionError(tkey)
+
+    def refuse_pair(self, src: DatasetRef, ds: Dataset, tgt: JobTarget, reason: str) -> None:
+        """Refuse ``ds`` on ``tgt`` before planning anything for it (a kind's policy)."""
+        tkey = tgt.host if tgt.host else store_host(tgt.store or "")
+        tname = self.job.target_dataset(src, tgt, ds.name) if tgt.dataset else ds.name
+        state = _PairState(legs=[])
+        self.pairs[(tkey, ds.name)] = state
+        self._refuse(_Pair(src, ds, tkey, tname, state), reason)
 
     def _refuse(self, pr: _Pair, reason: str, snapshots: Sequence[str] = ()) -> None:
         pr.state.refused = True
@@ -486,7 +506,7 @@ class _Builder:
     def _prunes(
         self, touching: Mapping[str, list[str]], release_ids: Mapping[str, str]
     ) -> list[StepPlan]:
-        if not self.job.retention:
+        if not any(self.rules.values()):
             return []
         origins: set[str] = {d.origin for d in self.graph if d.origin}
         per_host: dict[str, list[tuple[str, int]]] = {}
@@ -496,7 +516,7 @@ class _Builder:
             ds = self.graph.dataset(host, name)
             snaps = (ds.snapshots() if ds else []) + self.arriving.get((host, name), [])
             keep = set(protected) | {s.guid for s in snaps if s.name in origins}
-            doomed = select_prune(snaps, self.job.retention, keep)
+            doomed = select_prune(snaps, self.rules.get((host, name), self.job.retention), keep)
             # names on the target are the target's, with the source's short names
             per_host.setdefault(host, []).extend((f"{name}@{s.short}", s.guid) for s in doomed)
         out = []
@@ -514,6 +534,17 @@ class _Builder:
         return out
 
 
+def _spec(
+    ds: Dataset, snapshot: str, from_snap: str | None, *, intermediates: bool = False
+) -> SendSpec:
+    """The send for one leg. An encrypted dataset always goes raw (``-w``): its blocks travel
+    and land as ciphertext, so a target or store without the key holds nothing readable, and
+    no send needs the source's key loaded."""
+    return SendSpec(
+        snapshot=snapshot, from_snap=from_snap, intermediates=intermediates, raw=ds.encrypted
+    )
+
+
 def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
     """Plan one run of ``job`` against the fleet as ``graph`` shows it."""
     b = _Builder(graph, job, job_id)
@@ -526,6 +557,19 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
             b.notes.append(f"{src} matched no dataset")
         by_name = {d.name: d for d in selected}
         for tgt in job.targets:
+            if job.kinds is None:
+                for ds in selected:
+                    b.pair(src, by_name, ds, tgt)
+                continue
+            # the kinds' policies (coordinator/kinds.py): what this target gets of the selection
+            routing = route(graph, job, src.host, selected, target=tgt, policies=job.kinds)
+            here = {d.name: d for d in routing.kept}  # an origin left out: its clone goes whole
             for ds in selected:
-                b.pair(src, by_name, ds, tgt)
+                if ds.name in routing.skipped:
+                    b.notes.append(f"{src.host}:{ds.name} not sent to {tgt}: "
+                                   f"{routing.skipped[ds.name]}")  # fmt: skip
+                elif ds.name in routing.refused:
+                    b.refuse_pair(src, ds, tgt, routing.refused[ds.name])
+                else:
+                    b.pair(src, here, ds, tgt)
     return b.build()

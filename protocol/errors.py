@@ -48,6 +48,10 @@ never crosses a public API without being wrapped in one of these.
     │   ├── RebaseNoSpace            the pool or a quota ran out while the new clone was written
     │   └── RebaseVerifyError        the rebased tree does not equal the original (``paths``)
     ├── HookFailed                   a configured hook command failed or did not run
+    ├── ContainerError               a container runtime (podman) refused or failed
+    │   ├── RuntimeMissing           no container runtime on this host (podman not installed)
+    │   ├── ContainerNotFound        no such container (or container record)
+    │   └── CheckpointUnsupported    CRIU cannot checkpoint here (``reason``: CRIU's own words)
     ├── LabError                     a lab VM (real OpenZFS in QEMU) failed to build, boot or answer
     └── RetryableError               mixin-style branch: safe to retry with backoff
 
@@ -274,6 +278,30 @@ class RedisUnavailable(JobError, RetryableError):
 
 class HookFailed(ZfleetError):
     """A failover hook (quiesce, promote, demote) exited non-zero, timed out or did not start."""
+
+
+class ContainerError(ZfleetError):
+    """A container runtime refused or failed; ``stderr`` keeps the runtime's own words."""
+
+    def __init__(self, message: str, *, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+class RuntimeMissing(ContainerError):
+    """This host has no container runtime (``podman`` is not installed or cannot run)."""
+
+
+class ContainerNotFound(ContainerError):
+    """No container by that name on the host, or no zfleet record of it."""
+
+
+class CheckpointUnsupported(ContainerError):
+    """CRIU cannot checkpoint on this host; ``reason`` is what ``criu check`` printed."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message, stderr=reason)
+        self.reason = reason
 
 
 class LabError(ZfleetError):

@@ -22,6 +22,7 @@ import difflib
 import hmac
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -30,6 +31,7 @@ from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
 from protocol.errors import ConfigError
+from protocol.redisurl import is_sentinel_url, parse_sentinel_url
 
 ENV_PREFIX: Final = "ZFLEET_"
 CONFIG_ENV: Final = "ZFLEET_CONFIG"
@@ -90,16 +92,29 @@ class Secret:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by the mask."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """``url`` with any password replaced by the mask.
+
+    Everything between ``://`` and the last ``@`` but a leading user name is masked, so that a
+    password holding ``/``, ``?`` or ``@`` unquoted (the URL then does not parse) is masked too,
+    and so is every password of a Sentinel URL's list; so are query parameters such as
+    ``?password=`` (redis-py reads that one).
+    """
+    url = _SECRET_PARAM.sub(lambda m: m.group(1) + MASK, url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return MASK if "@" in url else url
-    if parts.password is None:
+    userinfo, at, tail = rest.rpartition("@")
+    if not at:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+    user = re.match(r"[^:/?#;,]*", userinfo)
+    name = user.group(0) if user else ""
+    if name == userinfo:
+        return url  # a user name and no password
+    return f"{scheme}://{name}:{MASK}@{tail}"
+
+
+_SECRET_PARAM: Final = re.compile(r"([?&][^=&#]*(?:pass|secret|token|auth|key)[^=&#]*=)[^&#]*",
+                                  re.IGNORECASE)  # fmt: skip
 
 
 def parse_hostport(text: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
@@ -217,6 +232,12 @@ def _check_redis_url(value: object, where: str) -> None:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a URL string, got {type(value).__name__}")
     shown = redact_url(value)
+    if is_sentinel_url(value):
+        try:
+            parse_sentinel_url(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: bad URL {shown!r}: {exc}") from None
+        return
     try:
         parts: SplitResult = urlsplit(value)
         port = parts.port
@@ -225,6 +246,7 @@ def _check_redis_url(value: object, where: str) -> None:
     if parts.scheme not in _REDIS_SCHEMES:
         raise ConfigError(
             f"{where}: bad URL {shown!r}: scheme must be one of {', '.join(_REDIS_SCHEMES)}"
+            " or sentinel"
         )
     if parts.scheme == "unix":
         if not parts.path:

@@ -343,3 +343,7 @@ class DestroyArgs(StepArgs):
 
 for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
     register_step(_verb_cls)
+
+# Step kinds of other rooms register themselves: the kinds' set/get-property, containers.
+from protocol import containersteps as _containersteps  # noqa: E402,F401
+from protocol import kindsteps as _kindsteps  # noqa: E402,F401

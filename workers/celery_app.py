@@ -10,11 +10,14 @@ Steps report through the events stream (bus/events.py), not Celery's result back
 from __future__ import annotations
 
 from typing import Any, Final
+from urllib.parse import quote
 
 from celery import Celery, signals
 
+from bus.connect import SENTINEL_TIMEOUT
 from bus.queues import NOOP_TASK, QUEUE_PREFIX, STEP_TASK, queue_for
 from protocol.log import bind_context, clear_context, take_over_celery_logging
+from protocol.redisurl import is_sentinel_url, parse_sentinel_url
 
 __all__ = ["NOOP_TASK", "QUEUE_PREFIX", "STEP_TASK", "connect_signals", "make_app", "queue_for"]
 
@@ -24,10 +27,30 @@ SOFT_TIME_LIMIT: Final = HARD_TIME_LIMIT - 600  # time to abort the receive clea
 VISIBILITY_TIMEOUT: Final = HARD_TIME_LIMIT + 3600
 
 
+def celery_url(redis_url: str) -> tuple[str, dict[str, Any]]:
+    """Celery's broker URL and transport options for zfleet's ``redis_url``.
+
+    A ``sentinel://`` URL becomes kombu's list of sentinels (``sentinel://...;sentinel://...``)
+    with the master's name as the ``master_name`` transport option.
+    """
+    if not is_sentinel_url(redis_url):
+        return redis_url, {}
+    target = parse_sentinel_url(redis_url)
+    auth = ""
+    if target.username or target.password is not None:
+        auth = f"{quote(target.username or '', safe='')}:{quote(target.password or '', safe='')}@"
+    hosts = [f"[{h}]" if ":" in h else h for h, _ in target.sentinels]
+    url = ";".join(f"sentinel://{auth}{h}:{port}/{target.db}"
+                   for h, (_, port) in zip(hosts, target.sentinels, strict=True))  # fmt: skip
+    ask = {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT}
+    return url, {"master_name": target.master, "sentinel_kwargs": ask}
+
+
 def make_app(redis_url: str, *, name: str = "zfleet") -> Celery:
     """A Celery app on ``redis_url`` with zfleet's settings (no task modules imported)."""
-    app = Celery(name, broker=redis_url, backend=redis_url, set_as_current=False)
-    transport = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    broker, options = celery_url(redis_url)
+    app = Celery(name, broker=broker, backend=broker, set_as_current=False)
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT, **options}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -363,6 +363,40 @@ def preserve_divergence(
     return DivergenceReport(dataset, common, True, f"{aside}@{snap}", aside, kept)
 
 
+def has_diverged(backend: ZfsBackend, dataset: str, common_snap: str, tag: str) -> bool:
+    """Whether ``dataset`` changed after ``common_snap`` (newer snapshots or unsnapshotted
+    writes), or a run of :func:`preserve_divergence` with ``tag`` already began splitting it."""
+    zfsnames.validate_component(tag)
+    aside = DIVERGED_ASIDE.format(dataset=dataset, tag=tag)
+    if backend.exists(aside) or not backend.exists(dataset):
+        return True
+    common = _short(dataset, common_snap)
+    shorts = [s.short for s in _snapshots(backend, dataset)]
+    if common not in shorts:
+        raise NoCommonSnapshot(f"{dataset}@{common} does not exist: nothing to rejoin from")
+    return bool(shorts[shorts.index(common) + 1 :]) or _state(backend, dataset).get(
+        "written", "0"
+    ) not in ("0", *_UNSET)
+
+
+def rewind_to_common(backend: ZfsBackend, dataset: str, common_snap: str) -> bool:
+    """Roll ``dataset`` back to ``common_snap`` when that is its newest snapshot; True if done.
+
+    For a rejoining host only, after :func:`preserve_divergence` has split its diverged datasets:
+    a split renames datasets aside and back, which writes mountpoint directories into the trees of
+    their parents and of the split dataset itself (zfs#12580). Nothing else can have written there
+    since the divergence was judged (the host is fenced, readonly=on), so the rollback discards
+    only the split's traces, which would otherwise make the next incremental receive fail with
+    "destination has been modified" wherever the rejoin itself had nothing to send.
+    """
+    common = _short(dataset, common_snap)
+    snaps = _snapshots(backend, dataset)
+    if not snaps or snaps[-1].short != common:
+        return False
+    backend.rollback(f"{dataset}@{common}")
+    return True
+
+
 def keep_diverged(backend: ZfsBackend, dataset: str, tag: str) -> DivergenceReport:
     """The operator keeps the diverged side instead: after :func:`preserve_divergence`, make
     ``DATASET.diverged-TAG`` the main line again under the name ``DATASET`` (``zfs promote``),

@@ -57,15 +57,24 @@ def fence(ctx: StepContext, args: FenceArgs) -> Result:
 
 @handles(PreserveArgs)
 def preserve_divergence(ctx: StepContext, args: PreserveArgs) -> Result:
-    # Deepest first: each dataset's divergence is judged before any split. A parent's split
-    # renames its children aside and back, which rewrites the mountpoint directories inside them
-    # (zfs#12580), so a child judged after it would look changed and be split for nothing.
+    # Every dataset's divergence is judged before any split: a split renames datasets aside and
+    # back, which rewrites mountpoint directories in parents and children (zfs#12580), so a
+    # dataset judged after another's split would look changed and be split for nothing. Then
+    # the splits, deepest first; then every dataset whose main line now ends at its common
+    # snapshot is rolled back to it, clearing what the splits left in its live tree (the host is
+    # fenced: nothing else wrote there), so that the next increment applies even where this
+    # rejoin has nothing to send.
+    order = sorted(args.datasets, key=lambda d: (-d[0].count("/"), d[0]))
+    diverged = {d for d, c in order if roles.has_diverged(ctx.backend, d, c, args.tag)}
     kept: list[str] = []
-    for dataset, common in sorted(args.datasets, key=lambda d: (-d[0].count("/"), d[0])):
-        report = roles.preserve_divergence(ctx.backend, dataset, common, args.tag)
-        if report.aside is not None:
-            kept.append(report.aside)
-    return {"epoch": args.epoch, "diverged": len(kept), "aside": ",".join(kept)}
+    for dataset, common in order:
+        if dataset in diverged:
+            report = roles.preserve_divergence(ctx.backend, dataset, common, args.tag)
+            if report.aside is not None:
+                kept.append(report.aside)
+    rewound = sum(roles.rewind_to_common(ctx.backend, d, c) for d, c in order)
+    return {"epoch": args.epoch, "diverged": len(kept), "aside": ",".join(kept),
+            "rewound": rewound}  # fmt: skip
 
 
 @handles(KeepDivergedArgs)

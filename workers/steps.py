@@ -312,4 +312,6 @@ def is_retryable(exc: ZfleetError) -> bool:
 
 # The role-change and short-verb handlers register themselves (each in its own room).
 from workers import adhoc as _adhoc  # noqa: E402,F401
+from workers import containersteps as _containersteps  # noqa: E402,F401
+from workers import kindsteps as _kindsteps  # noqa: E402,F401
 from workers import rolesteps as _rolesteps  # noqa: E402,F401

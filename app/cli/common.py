@@ -9,13 +9,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote
 
 import click
 import redis
 
+from bus.connect import connect
 from coordinator.config import read_toml
 from protocol.errors import ConfigError, JobError, ZfleetError
-from protocol.settings import Settings, load_settings
+from protocol.settings import Settings, load_settings, redact_url
 
 # Exit codes scripts can rely on.
 EXIT_OK: Final = 0
@@ -25,7 +27,10 @@ EXIT_REFUSED: Final = 3  # the plan refused some datasets (diverged targets...)
 EXIT_UNAVAILABLE: Final = 4  # Redis (or the coordinator) cannot be reached
 EXIT_TIMEOUT: Final = 5  # --wait gave up before the job finished
 EXIT_CANCELLED: Final = 6  # the job was cancelled
+EXIT_NO_RUNTIME: Final = 7  # a host has no container runtime (podman) for `zfleet container`
 FLEET_CONFIG_ENV: Final = "ZFLEET_FLEET_CONFIG"
+# The Redis a command connected to, for the message when Redis fails it later on.
+_used_redis_url: list[str] = []
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,13 +62,35 @@ def settings_for(config_path: Path | None) -> Settings:
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
     """A client for the settings' Redis that has answered a PING."""
-    client: redis.Redis[bytes] = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
+    _used_redis_url.append(settings.redis_url)
     try:
         client.ping()
     except redis.RedisError as exc:
-        where = settings.redacted()["redis_url"]
-        raise Unavailable(f"cannot reach Redis at {where}: {exc}") from exc
+        raise Unavailable(redis_problem(exc, settings.redis_url)) from exc
     return client
+
+
+def redis_problem(exc: redis.RedisError, url: str) -> str:
+    """One line saying what went wrong with Redis at ``url`` (password masked) and what to do."""
+    where = redact_url(url)
+    userinfo, at, _ = url.partition("://")[2].rpartition("@")
+    name, colon, _ = userinfo.partition(":")
+    user, has_password = unquote(name) or "default", bool(at and colon)
+    # AuthenticationError is a ConnectionError: it must be looked at first
+    if isinstance(exc, redis.AuthenticationError):
+        if not has_password:
+            return (f"Redis at {where} wants a password: give it in ZFLEET_REDIS_URL "
+                    "(redis://:PASSWORD@HOST:PORT/DB, or redis://USER:PASSWORD@... "
+                    "for an ACL user)")  # fmt: skip
+        return (f"Redis at {where} refused the credentials of user {user!r} "
+                f"({exc}): check the user and password in ZFLEET_REDIS_URL")  # fmt: skip
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return (f"Redis at {where}: user {user!r} is not allowed this ({exc}); "
+                "docs/operations.md lists the ACL zfleet's user needs")  # fmt: skip
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return f"cannot reach Redis at {where}: {exc} (is redis-server running there?)"
+    return f"Redis at {where} failed: {exc}"
 
 
 class Unavailable(ZfleetError):
@@ -78,7 +105,7 @@ def cli_errors() -> Iterator[None]:
     except Unavailable as exc:
         _die(str(exc), EXIT_UNAVAILABLE)
     except redis.RedisError as exc:
-        _die(f"Redis failed: {exc}", EXIT_UNAVAILABLE)
+        _die(redis_problem(exc, _used_redis_url[-1] if _used_redis_url else ""), EXIT_UNAVAILABLE)
     except ConfigError as exc:
         _die(str(exc), EXIT_CONFIG)
     except JobError as exc:

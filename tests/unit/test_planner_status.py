@@ -26,3 +26,22 @@ def test_snapshots_located_by_guid_and_lag_counted() -> None:
     assert lag["gamma:bk/t"]["seconds_behind"] == 2
     child = {t["target"]: t for t in rows["tank/t/c"]["targets"]}
     assert not child["beta:bk/t/c"]["exists"]
+
+
+def test_rejoin_asides_are_listed_per_host_and_job() -> None:
+    from coordinator.fleetstatus import aside_datasets
+
+    config = parse_config(job_config())
+    g = graph_of(
+        alpha=[dataset("tank/t", ["s1"]),
+               dataset("tank/t.diverged-r1", ["zfleet-diverged-r1"], origin="tank/t@s1"),
+               dataset("tank/t/c.replaced-r2", ["s2"], origin="tank/t/c@s1")],
+        beta=[dataset("bk/t", ["s1"], guid_from="tank/t")],
+        gamma=[dataset("bk/other.diverged-r9", ["x"])],  # outside the job's root: not listed
+    )  # fmt: skip
+    rows = aside_datasets(g, config)
+    assert [(r["host"], r["dataset"], r["kind"], r["beside"], r["rejoin"]) for r in rows] == [
+        ("alpha", "tank/t.diverged-r1", "diverged", "tank/t", "r1"),
+        ("alpha", "tank/t/c.replaced-r2", "replaced", "tank/t/c", "r2"),
+    ]
+    assert rows[0]["snapshots"] == ["zfleet-diverged-r1"] and rows[0]["origin"] == "tank/t@s1"

@@ -165,6 +165,24 @@ class ZfsBackend(abc.ABC):
     @abc.abstractmethod
     def unload_key(self, name: str) -> None: ...
 
+    @abc.abstractmethod
+    def change_key(
+        self,
+        name: str,
+        *,
+        key: bytes | None = None,
+        props: Mapping[str, str] | None = None,
+        inherit: bool = False,
+    ) -> None:
+        """``zfs change-key``: wrap ``name``'s master key under a new wrapping key.
+
+        ``key`` is the new key material (read from stdin, ``keylocation=prompt``); without it
+        the new ``keylocation`` is read. ``props`` may set ``keyformat``, ``keylocation`` and
+        ``pbkdf2iters`` only. ``inherit`` is ``-i``: the encryption root takes its parent's key.
+        The current key must be loaded; clones cannot change keys (they share their origin's).
+        Data is not re-encrypted: the master key stays the same.
+        """
+
     # -- mounts ---------------------------------------------------------------------------
     @abc.abstractmethod
     def mount(self, name: str) -> None:

@@ -159,8 +159,10 @@ RULES: Final[tuple[_Rule, ...]] = (
     _rule(r"more recent snapshots or bookmarks exist", _newer_snapshots),
     _rule(r"has dependent clones", _dependent_clones),
     _rule(r"being held|dataset is busy|pool or dataset is busy|is busy", _zfs(DatasetBusy)),
+    _rule(r"keys must be (un)?loaded for encryption root", _zfs(InvalidOperation)),
     _rule(
-        r"key not loaded|keys must be loaded|encryption key .* (not loaded|unavailable)",
+        r"key not loaded|key must be loaded|key is not currently loaded"
+        r"|encryption key .* (not loaded|unavailable)",
         _zfs(KeyNotLoaded),
     ),
     _rule(

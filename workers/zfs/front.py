@@ -9,7 +9,8 @@ Arguments and names are checked before the backend is touched: a bad one is refu
 rule it broke (exit 2 for usage, 1 for a bad name, as OpenZFS does).
 
 The subset: ``zfs list get set inherit create destroy snapshot hold release holds bookmark
-clone promote rename rollback send receive/recv diff load-key unload-key mount unmount/umount``
+clone promote rename rollback send receive/recv diff load-key unload-key change-key mount
+unmount/umount``
 and ``zpool create destroy list get``. Modules: front_list (list/get), front_send
 (send/receive), front_holds (hold/release/holds), front_mount (mount/unmount), front_pool
 (zpool), front_table (formats), front_errors (messages and exit codes).
@@ -95,6 +96,10 @@ USAGE: Final[dict[str, str]] = {
     "diff": "diff [-FHth] <snapshot> [snapshot|filesystem]",
     "load-key": "load-key [-rn] [-L <keylocation>] <-a | filesystem|volume>",
     "unload-key": "unload-key [-r] <-a | filesystem|volume>",
+    "change-key": "change-key [-l] [-o keyformat=<value>]\n"
+    "\t    [-o keylocation=<value>] [-o pbkdf2iters=<value>]\n"
+    "\t    <filesystem|volume>\n"
+    "\tchange-key -i [-l] <filesystem|volume>",
 }
 USAGE.update(MOUNT_USAGE)
 ALIASES_CMD: Final = {"recv": "receive", "snap": "snapshot", "umount": "unmount"}
@@ -269,6 +274,7 @@ class Front:
             "diff": self.diff,
             "load-key": self.load_key,
             "unload-key": self.unload_key,
+            "change-key": self.change_key,
         }
 
     # -- properties ---------------------------------------------------------------------------
@@ -504,8 +510,11 @@ class Front:
 
     def _key_targets(self, found: dict[str, list[str]], operands: Sequence[str]) -> list[str]:
         if "-a" in found:
+            # keys are loaded and unloaded on encryption roots only
             return [o.name for o in self.backend.list(None) if o.encryption not in (None, "off")
-                    and o.type in (ObjType.FILESYSTEM, ObjType.VOLUME)]  # fmt: skip
+                    and o.type in (ObjType.FILESYSTEM, ObjType.VOLUME)
+                    and self.backend.get(o.name, ["encryptionroot"])["encryptionroot"].value
+                    == o.name]  # fmt: skip
         if len(operands) != 1:
             raise Usage("missing dataset argument")
         rules.validate_dataset(operands[0], existing=True)
@@ -535,6 +544,34 @@ class Front:
         for name in self._key_targets(found, operands):
             self.doing("unload key for", name)
             self.backend.unload_key(name)
+        return 0
+
+    def change_key(self, args: Sequence[str]) -> int:
+        found, operands = opts("change-key", args, "lio:")
+        if len(operands) != 1:
+            raise Usage("missing dataset argument" if not operands else "too many arguments")
+        name = operands[0]
+        rules.validate_dataset(name, existing=True)
+        props = prop_pairs(found.get("-o", []), "change-key")
+        inherit = "-i" in found
+        if inherit and props:
+            raise Usage("Properties not allowed for inheriting")
+        self.doing("change key for", name)
+        if "-l" in found:
+            status = self.backend.get(name, ["keystatus", "encryptionroot"])
+            if status["keystatus"].value == "unavailable":
+                self.backend.load_key(status["encryptionroot"].value)
+        key: bytes | None = None
+        if not inherit:
+            location = props.get("keylocation")
+            if location is None:
+                current = self.backend.get(name, ["keylocation", "encryptionroot"])
+                is_root = current["encryptionroot"].value == name
+                location = current["keylocation"].value if is_root else "prompt"
+            if location == "prompt":
+                # not a terminal here: zfs reads the new key from stdin as it is
+                key = self.stdin.read()
+        self.backend.change_key(name, key=key, props=props, inherit=inherit)
         return 0
 
 

@@ -254,6 +254,8 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
         return f"cannot {ctx.verb} '{subject}': dataset already exists", EXIT_FAILURE
     if isinstance(error, DatasetBusy):
         return f"cannot {ctx.verb} '{subject}': dataset is busy", EXIT_FAILURE
+    if str(error).startswith(("Key load error:", "Key unload error:", "Key change error:")):
+        return str(error), EXIT_FAILURE  # libzfs's own prefix for key commands, no "cannot"
     if isinstance(error, KeyNotLoaded):
         return f"cannot {ctx.verb} '{subject}': encryption key not loaded", EXIT_FAILURE
     if str(error).startswith(("cannot ", "warning: cannot ")):

@@ -408,6 +408,23 @@ class SimBackend(ZfsBackend):
         with self._lock:
             unload_key(self._pool(name), name)
 
+    def change_key(
+        self,
+        name: str,
+        *,
+        key: bytes | None = None,
+        props: Mapping[str, str] | None = None,
+        inherit: bool = False,
+    ) -> None:
+        from .keys import change_key
+
+        zfsnames.validate_dataset(name, existing=True)
+        given = dict(props or {})
+        if key is not None and not inherit:
+            given.setdefault("keylocation", "prompt")  # as the real backend: a key given is typed
+        with self._lock:
+            change_key(self._pool(name), name, key=key, props=given, inherit=inherit)
+
     # -- mounts -----------------------------------------------------------------------------
     def mount(self, name: str) -> None:
         from . import mounts

@@ -79,8 +79,8 @@ def wrapping_key(name: str, keyformat: str, key: bytes, salt: bytes, iters: int)
     return key
 
 
-def new_key(name: str, keyformat: str, key: bytes, iters: int) -> tuple[KeyMaterial, bytes]:
-    """A fresh master key wrapped by the user's key: (material, master key)."""
+def new_key(name: str, keyformat: str, key: bytes, iters: int) -> tuple[KeyMaterial, bytes, bytes]:
+    """A fresh master key wrapped by the user's key: (material, master key, wrapping key)."""
     if keyformat not in ("passphrase", "raw", "hex"):
         raise InvalidOperation(
             f"cannot create '{name}': Keyformat required for new encryption root."
@@ -88,14 +88,23 @@ def new_key(name: str, keyformat: str, key: bytes, iters: int) -> tuple[KeyMater
     salt = os.urandom(8)
     master = os.urandom(KEY_LEN)
     wrap = wrapping_key(name, keyformat, key, salt, iters)
+    return KeyMaterial(keyformat, salt, iters, wrap_master(wrap, master)), master, wrap
+
+
+def wrap_master(wrap: bytes, master: bytes) -> bytes:
+    """The master key sealed under a wrapping key (what ``wrapped`` holds)."""
     nonce = os.urandom(NONCE_LEN)
-    wrapped = nonce + AESGCM(wrap).encrypt(nonce, master, b"zfleet-sim-master")
-    return KeyMaterial(keyformat, salt, iters, wrapped), master
+    return nonce + AESGCM(wrap).encrypt(nonce, master, b"zfleet-sim-master")
 
 
 def unwrap(name: str, material: KeyMaterial, key: bytes) -> bytes:
     """The master key, or OpenZFS's "Incorrect key" refusal."""
     wrap = wrapping_key(name, material.keyformat, key, material.salt, material.iters)
+    return unwrap_with(name, material, wrap)
+
+
+def unwrap_with(name: str, material: KeyMaterial, wrap: bytes) -> bytes:
+    """The master key from an already derived wrapping key."""
     try:
         return AESGCM(wrap).decrypt(
             material.wrapped[:NONCE_LEN], material.wrapped[NONCE_LEN:], b"zfleet-sim-master"

@@ -129,7 +129,7 @@ def _crypt_for_create(
         raise InvalidOperation(
             f"cannot create '{name}': Minimum pbkdf2iters is {crypto.MIN_ITERS}."
         )
-    material, master = crypto.new_key(name, keyformat, key, iters)
+    material, master, wrap = crypto.new_key(name, keyformat, key, iters)
     cipher = crypto.CIPHER if encryption == "on" else encryption
     # Fixed at creation, reported from the key state (source '-'), as OpenZFS does.
     local.pop("encryption", None)
@@ -140,6 +140,7 @@ def _crypt_for_create(
         **material.to_json(),
         "cipher": cipher,
         "loaded": master.hex(),
+        "wkey": wrap.hex(),  # the loaded wrapping key (kernel memory), for change-key -i
         "root": name,
         "sealed": False,
     }

@@ -31,6 +31,7 @@ FREE_TO_END: Final = (1 << 64) - 1
 DRR_FLAGS: Final = 0x4 | 0x8  # FREERECORDS | SPILL_BLOCK, as OpenZFS 2.3 sets them
 RECORD_HEADER: Final = 312
 SEAL_OVERHEAD: Final = crypto.NONCE_LEN + 16
+ZIO_COMPRESS_OFF: Final = 2  # a raw WRITE of an uncompressed block names "off", not inherit
 OT_PLAIN: Final = 19
 OT_DIRECTORY: Final = 20
 OT_ZVOL: Final = 23
@@ -219,14 +220,20 @@ def _emit_object(
             writer.payload(_payload_len(store, sub, node, i, block))
             continue
         data = store.blocks.get(block)
-        if sub.raw and not sub.sealed:
-            assert sub.master is not None
-            payload = crypto.seal(sub.master, data)
-        elif sub.raw:
-            payload = data
-        else:
-            pad = -len(data) % 512 if len(node.blocks) == 1 else RECORD - len(data)
-            payload = data + bytes(pad) if pad else data
+        if sub.raw:
+            sealed = data if sub.sealed else crypto.seal(_master(sub), data)
+            # As a raw WRITE carries a block at its physical size: the payload is padded to 8
+            # bytes (a stream's running fletcher-4 needs whole words), compressiontype "off"
+            # makes compressed_size the payload's length, and logical_size keeps the sealed
+            # length (the simulation's own use of it: the receiver cuts the padding off).
+            writer.write(
+                obj, offset, sealed + bytes(-len(sealed) % 8), type=_object_type(sub, node),
+                checksumtype=7, logical_size=len(sealed), compressiontype=ZIO_COMPRESS_OFF,
+            )  # fmt: skip
+            yield from sink.take()
+            continue
+        pad = -len(data) % 512 if len(node.blocks) == 1 else RECORD - len(data)
+        payload = data + bytes(pad) if pad else data
         writer.write(obj, offset, payload, type=_object_type(sub, node), checksumtype=7)
         yield from sink.take()
     if sink.size:
@@ -236,11 +243,16 @@ def _emit_object(
 def _payload_len(store: Any, sub: Substream, node: Node, index: int, block: bytes) -> int:
     """The WRITE payload size of one record, from metadata alone (see _emit_object)."""
     if sub.raw and sub.sealed:
-        return os.path.getsize(store.blocks.path(block))
+        return -(-os.path.getsize(store.blocks.path(block)) // 8) * 8
     length = node.record_len(index, node.meta.size)
     if sub.raw:
-        return length + SEAL_OVERHEAD
+        return -(-(length + SEAL_OVERHEAD) // 8) * 8
     return -(-length // 512) * 512 if len(node.blocks) == 1 else RECORD
+
+
+def _master(sub: Substream) -> bytes:
+    assert sub.master is not None
+    return sub.master
 
 
 def _runs(objs: Sequence[int]) -> Iterator[tuple[int, int]]:

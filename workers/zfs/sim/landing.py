@@ -221,7 +221,7 @@ def ensure_dataset(
     if where.origin is not None:
         crypt = pool.dataset_by_id(where.origin.dataset).crypt
     elif raw and info.nvlist is not None and "crypt_keydata" in info.nvlist:
-        crypt = _crypt_from_stream(info, where.dataset)
+        crypt = crypt_from_stream(info, where.dataset)
     else:
         parent = pool.find(where.dataset.rpartition("/")[0])
         crypt = parent.crypt if parent is not None else None
@@ -232,7 +232,7 @@ def ensure_dataset(
     return ds
 
 
-def _crypt_from_stream(info: BeginInfo, name: str) -> dict[str, Any]:
+def crypt_from_stream(info: BeginInfo, name: str) -> dict[str, Any]:
     assert info.nvlist is not None
     keydata = info.nvlist["crypt_keydata"]
     try:

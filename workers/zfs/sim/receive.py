@@ -402,6 +402,12 @@ class SimReceiveSink:
                 )
             manifest = applier.manifest()
             ds = ensure_dataset(self.pool, where, info, txg, raw=raw, spec=self.spec)
+            if raw and target_ds is not None and info.nvlist and "crypt_keydata" in info.nvlist:
+                from .keys import update_from_stream
+                from .landing import crypt_from_stream
+
+                update_from_stream(self.pool, ds, crypt_from_stream(info, ds.name))
+                ds = self.pool.dataset_by_id(ds.id)
             snap = record_snapshot(
                 self.pool,
                 ds,
