@@ -18,16 +18,26 @@ receives it) and ``reply_to`` (results travel as step events, never through Cele
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
+import secrets
 import socket
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 # Celery's ``origin`` header: who sent the task (Flower shows it).
 ORIGIN: Final = f"zfleet-coordinator-{os.getpid()}@{socket.gethostname()}"
 _EMBED: Final = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+# Task ids and delivery tags: a random prefix per process and a counter, unique like uuid4 but
+# without a system call each (a 10,000-step fan-out made 20,000 of them).
+_PREFIX: Final = secrets.token_hex(8)
+_COUNTER = itertools.count()
+
+
+def unique_id() -> str:
+    """An id no other message of any process shares (random prefix, process counter)."""
+    return f"{_PREFIX}-{os.getpid():x}-{next(_COUNTER):x}"
 
 
 def _template(name: str) -> str:
@@ -74,12 +84,12 @@ def task_message(
     template = _TEMPLATES.get(name)
     if template is None:
         template = _TEMPLATES[name] = _template(name)
-    tid = json.dumps(task_id or str(uuid.uuid4()))
+    tid = json.dumps(task_id or unique_id())
     body = base64.b64encode(json.dumps([list(args), {}, _EMBED]).encode()).decode()
     values = {
         "body": f'"{body}"', "id": tid, "queue": json.dumps(queue),
         "argsrepr": json.dumps(argsrepr if argsrepr is not None else repr(list(args))),
-        "tag": f'"{uuid.uuid4()}"',
+        "tag": f'"{unique_id()}"',
     }  # fmt: skip
     return (template % values).encode()
 

@@ -283,7 +283,9 @@ def settle(job: Job, now: float | None = None) -> None:
             if any(job.steps[d].status in UNSUCCESSFUL for d in step.deps):
                 finish_step(step, BLOCKED, now, error="a step it depends on did not succeed")
                 changed = True
-    if job.done or not all(s.status in TERMINAL for s in job.steps.values()):
+    # from the end: the last steps (releases, inventories after) finish last, so an unfinished
+    # job is told at once rather than after a scan of every finished step (per event)
+    if job.done or not all(s.status in TERMINAL for s in reversed(job.steps.values())):
         return
     job.finished = now
     if job.cancel_requested:

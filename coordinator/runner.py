@@ -98,6 +98,9 @@ _IN_FLIGHT: Final = (engine.SUBMITTED, engine.RUNNING)
 # Task messages built ahead per tick at most (each ~0.1-0.3 ms), and how long one stays usable
 # (its grants are signed for GRANT_TTL from when it was built).
 BUILD_AHEAD_PER_TICK: Final = 256
+# Steps submitted per tick at most: a wide fan-out goes out over a few ticks, each one short
+# enough to renew the lease and to read events in between.
+SUBMIT_PER_TICK: Final = 1000
 EARLY_MAX_AGE: Final = 60.0
 
 
@@ -143,6 +146,8 @@ class _Writes:
     steps: dict[str, dict[str, Step] | None] = field(default_factory=dict)
     acks: list[bytes] = field(default_factory=list)
     submit: list[tuple[Job, list[Step]]] = field(default_factory=list)
+    sent: int = 0
+    more: bool = False  # ready steps were left for the next tick
 
     def touch(self, job: Job, steps: Iterable[Step] | None = None) -> None:
         """Store ``job``'s meta and ``steps`` (all of them when None)."""
@@ -194,7 +199,7 @@ class Coordinator:
         self._waiting_logged: set[str] = set()
         self._jobs: dict[str, Job] = {}
         self._early: dict[tuple[str, str], _Early] = {}
-        self._more_ahead = False
+        self._hurry = False
         self.log = log.bind(coordinator=self.owner)
 
     # -- the loop --------------------------------------------------------------------------
@@ -228,9 +233,7 @@ class Coordinator:
         """One round of work (the caller must hold the lease): read step events (waiting up to
         ``block_ms`` for the first), apply them and advance every active job in memory, then
         store it all in one transaction: changed steps, event acknowledgements, submissions."""
-        if time.monotonic() - self._renewed > self.lease.ttl_ms / 3000:
-            self.lease.renew()
-            self._renewed = time.monotonic()
+        self._keep_lease()
         view, deliveries = self._read()
         t = time.time() if now is None else now
         out = _Writes()
@@ -242,12 +245,18 @@ class Coordinator:
                 self.log.warning("job.unloadable", job_id=job_id, error=str(exc))
                 self.r.srem(keys.JOBS_ACTIVE, job_id)
         self._store(out)
-        self._more_ahead = self._build_ahead()
+        self._hurry = self._build_ahead() or out.more
         self.start_scheduled(t, view.active)
         if time.monotonic() - self._housekept > HOUSEKEEPING_EVERY:
             self._housekept = time.monotonic()
             self.events.trim_acknowledged()
             self.store.forget_expired()
+
+    def _keep_lease(self) -> None:
+        """Renew the lease when a third of its time has passed; LeaseLost if it is gone."""
+        if time.monotonic() - self._renewed > self.lease.ttl_ms / 3000:
+            self.lease.renew()
+            self._renewed = time.monotonic()
 
     def _read(self) -> tuple[_View, list[Delivery]]:
         """Step events (waiting up to ``block_ms`` for the first), the active jobs and the
@@ -259,8 +268,8 @@ class Coordinator:
         pipe.smembers(keys.JOBS_ACTIVE)
         for job_id in known:
             pipe.exists(keys.cancel(job_id))
-        # with messages still to build ahead, only look for events and come back to them
-        block = 1 if self._more_ahead else self.block_ms
+        # with steps left to send or messages to build ahead: only look for events
+        block = 1 if self._hurry else self.block_ms
         replies, deliveries = self.events.read_after(pipe, block_ms=block)
         view = _View(
             active=sorted(m.decode() for m in replies[0]),
@@ -282,6 +291,7 @@ class Coordinator:
         both are one transaction; otherwise submissions are stored before they are sent and
         marked sent after."""
         queued = isinstance(self.submit, QueueSubmitter)
+        self._keep_lease()  # a long tick must not write once another coordinator leads
         pipe = self.r.pipeline(transaction=True)
         if isinstance(self.submit, QueueSubmitter) and out.submit:
             messages = [self._message(job, s) for job, batch in out.submit for s in batch]
@@ -364,9 +374,12 @@ class Coordinator:
             for step in ready:
                 if step.host is None:
                     self._run_local(job, step, now, out)
+                elif out.sent >= SUBMIT_PER_TICK:
+                    out.more = True  # the rest next tick, at once: a tick stays short
                 elif not step.writes or self._locked(job, view, out):
                     engine.mark_submitted(step, now)
                     batch.append(step)
+                    out.sent += 1
             # a local step (plan) adds steps that may be ready now: do not wait a tick for them
             ready = engine.ready_steps(job, now) if local else []
         if batch:
@@ -535,7 +548,7 @@ class Coordinator:
         """Drop what memory holds of the jobs (Redis is read again)."""
         self._jobs.clear()
         self._early.clear()
-        self._more_ahead = False
+        self._hurry = False
 
     def _job(self, job_id: str) -> Job:
         """The job, from this leader's memory: while it holds the lease it is the only writer

@@ -173,7 +173,30 @@ def test_the_next_leader_sends_what_was_stored_but_never_sent(
         engine.mark_submitted(step, time.time())  # an older coordinator stored, then died
     store.create(job)
     c = Coordinator(client, QueueSubmitter(client), block_ms=20)
+    assert c.lease.acquire()  # as run() does before it resends
     c.resend_unsent()
     assert [(x.step_id, x.attempt) for x in _queued(client, "h")] == [("a", 1)]
     assert [(x.step_id, x.attempt) for x in _queued(client, "g")] == [("b", 1)]
     assert all(s.sent_at for s in store.load("J").steps.values())
+
+
+def test_a_fan_out_wider_than_a_tick_goes_out_over_the_next_ticks(
+    client: redis.Redis[bytes],
+) -> None:
+    from coordinator.runner import SUBMIT_PER_TICK
+
+    store = JobStore(client)
+    job = Job(id="J", name="j", created=time.time())
+    wide = SUBMIT_PER_TICK + 50
+    add_steps(job, [plan_step(f"s{i:05d}", "hold", "h") for i in range(wide)])
+    store.create(job)
+    c = Coordinator(client, QueueSubmitter(client), block_ms=20)
+    assert c.lease.acquire()
+    c.tick()
+    assert client.llen(queue_for("h")) == SUBMIT_PER_TICK
+    t = time.monotonic()
+    c.tick()  # does not wait block_ms for events: steps were left to send
+    assert client.llen(queue_for("h")) == wide
+    assert time.monotonic() - t < 5
+    ids = {(x.step_id, x.attempt) for x in _queued(client, "h")}
+    assert len(ids) == wide and all(a == 1 for _, a in ids)
