@@ -200,6 +200,7 @@ class Coordinator:
         self._jobs: dict[str, Job] = {}
         self._early: dict[tuple[str, str], _Early] = {}
         self._hurry = False
+        self._resend = False
         self.log = log.bind(coordinator=self.owner)
 
     # -- the loop --------------------------------------------------------------------------
@@ -215,8 +216,11 @@ class Coordinator:
                     self.log.info("coordinator.leader")
                     self._forget()
                     self._renewed = time.monotonic()
-                    self.resend_unsent()
+                    self._resend = True
                 try:
+                    if self._resend:
+                        self.resend_unsent()
+                        self._resend = False
                     self.tick()
                 except LeaseLost as exc:
                     self.log.warning("coordinator.lease_lost", error=str(exc))
