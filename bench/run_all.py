@@ -11,6 +11,8 @@ run by the same script), ratio, goal, and whether the goal is met.
 - coordination  bench/coordination.py (50 datasets x 4 rounds, 3 workers): overhead per step,
                 end to end beyond the step's run, small transfers/s; baseline a raw Celery
                 no-op round trip. --big adds a 10,000-dataset round (long: tens of minutes).
+- scale         bench/coordinator_scale.py: the coordinator alone on a 10,000-dataset round,
+                workers scripted (no data moves): what the loop itself costs at that size.
 - transfer      bench/transfer.py (64 MiB, 1 run): 1 peer vs the hand pipeline, mutual TLS vs
                 plain, 3-peer fan-out vs three sequential hand pipelines, CPU per GB.
 - store         bench/store_vs_restic_borg.py (16 MiB, 4 snapshots): ingest and restore vs
@@ -117,6 +119,21 @@ def read_big_round(out: str) -> list[Figure]:
     ]  # fmt: skip
 
 
+def read_scale(out: str) -> list[Figure]:
+    lines = [ln for ln in out.splitlines() if ln.startswith("{") and "baseline_median_ms" in ln]
+    f = json.loads(lines[-1]) if lines else {}
+    base, over = f.get("baseline_median_ms"), f.get("overhead_median_ms")
+    size = f"{f.get('datasets', 10000):,}"
+    return [
+        Figure(1, f"{size}-dataset round, coordinator alone: wall", f.get("wall_s"), "s"),
+        Figure(1, "  its steps/s (scripted workers)", f.get("steps_per_s"), "/s"),
+        Figure(1, "  its overhead per step, median", over, "ms", "scripted round trip", base,
+               _div(over, base)),
+        Figure(1, "  its coordinator CPU per step", f.get("cpu_per_step_ms"), "ms",
+               "scripted round trip", base, _div(f.get("cpu_per_step_ms"), base)),
+    ]  # fmt: skip
+
+
 def _row(name: str, out: str) -> tuple[float | None, float | None, float | None]:
     """MB/s, ratio and CPU s/GB of one row of bench/transfer.py's table."""
     m = re.search(rf"^{re.escape(name)}\s+(\d+)\s+(\S+)\s+([\d.]+)", out, re.MULTILINE)
@@ -216,6 +233,7 @@ def read_planner(out: str) -> list[Figure]:
 BENCHES: tuple[Bench, ...] = (
     Bench("coordination", "coordination.py",
           ("--datasets", "50", "--rounds", "4", "--noops", "100"), 300, read_coordination),
+    Bench("scale", "coordinator_scale.py", ("--datasets", "10000"), 400, read_scale),
     Bench("transfer", "transfer.py", ("--size-mib", "64", "--runs", "1"), 240, read_transfer),
     Bench("store", "store_vs_restic_borg.py", ("--size-mib", "16", "--snapshots", "4"), 300,
           read_store),
@@ -231,7 +249,7 @@ BIG = Bench("big-round", "coordination.py", ("--datasets", "10000", "--rounds", 
 def run(bench: Bench, args: Sequence[str], logs: Path) -> tuple[str, float, str | None]:
     """The script's output, its seconds, and why it failed (None when it did not)."""
     cmd = [sys.executable, str(ROOT / "bench" / bench.script), *args]
-    if bench.read in (read_coordination, read_big_round):
+    if bench.read in (read_coordination, read_big_round, read_scale):
         cmd.append("--json")
     log = logs / f"{bench.name}.log"
     t0 = time.monotonic()
