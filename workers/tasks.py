@@ -282,6 +282,25 @@ def _push_with_cancel(
     return wrapped
 
 
+def execute_patiently(rt: HostRuntime, call: StepCall, patience: float = REPORT_PATIENCE) -> str:
+    """:func:`execute`, again while Redis is unreachable (up to ``patience`` seconds).
+
+    A step whose checks (epoch, attempt, done record, run lease) meet a Redis restart would
+    otherwise end with no event at all, and its job would wait for it; :func:`execute` is
+    idempotent, and once the handler ran its own outcome is reported patiently inside it.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return execute(rt, call)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("step.waiting_for_redis", job_id=call.job_id, step_id=call.step_id,
+                        error=str(exc))  # fmt: skip
+            time.sleep(0.5)
+
+
 def execute(rt: HostRuntime, call: StepCall) -> str:
     """Run one step call to an event; returns what happened (for logs and tests)."""
     bind_context(job_id=call.job_id, step_id=call.step_id, attempt=call.attempt, host=rt.host)
@@ -419,7 +438,7 @@ def make_worker_app(rt: HostRuntime, redis_url: str) -> Celery:
         except MessageError as exc:
             log.error("step.unreadable", error=str(exc))
             return "unreadable"
-        return execute(rt, call)
+        return execute_patiently(rt, call)
 
     # keeps its result: bench/coordination.py times raw round trips with it
     @app.task(name=NOOP_TASK, acks_late=True, ignore_result=False)  # type: ignore[untyped-decorator]
