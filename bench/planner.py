@@ -1,7 +1,7 @@
 """Planning time and memory for a synthetic fleet, against a naive baseline in the same run.
 
     .venv/bin/python bench/planner.py [--hosts 1000] [--datasets 100000] [--snapshots 1000000]
-                                      [--runs 3]
+                                      [--runs 3] [--kinds]
 
 The fleet: half the hosts are sources, half are their replicas. Each source host has its share of
 the datasets (a tenth of them clones of a sibling's snapshot), the replicas hold the same datasets
@@ -14,6 +14,9 @@ Figures (medians of --runs where timed):
 - planning: time to plan every job, per job and per dataset, against a naive planner that finds
   each pair's newest common snapshot by scanning ``ZfsObject`` lists with a guid set;
 - peak RSS of the process.
+
+``--kinds`` also times planning with the default kind policies (what every job of a parsed fleet
+config carries: each dataset routed by its kind, coordinator/kinds.py) against none.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from coordinator.config import DatasetRef, JobConfig, JobTarget  # noqa: E402
 from coordinator.graph import Dataset, FleetGraph, HostInventory  # noqa: E402
+from coordinator.kinds import default_policies  # noqa: E402
 from coordinator.planner import plan_sync  # noqa: E402
 from workers.zfs.base import ObjType, ZfsObject  # noqa: E402
 
@@ -164,6 +169,7 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=100_000)
     ap.add_argument("--snapshots", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--kinds", action="store_true", help="also plan with the kind policies")
     a = ap.parse_args()
     sources, per_host, src_snaps, dst_snaps = shape(a.hosts, a.datasets, a.snapshots)
     n_ds = 2 * sources * per_host
@@ -205,6 +211,17 @@ def main() -> None:
     print(f"naive newest-common scan over ZfsObject rows: {naive_s:.2f} s; "
           f"planner/naive time ratio {plan_s / naive_s:.2f} (the planner also orders clones, "
           f"holds, fans out and builds the DAG)")
+    if a.kinds:
+        # alternated, run for run, so that a busy machine slows both alike
+        policies = default_policies()
+        kinded = [replace(j, kinds=policies) for j in all_jobs]
+        pairs_s = [(timed(plan_all, 1),
+                    timed(lambda: [plan_sync(graph, j, job_id="bench") for j in kinded], 1))
+                   for _ in range(max(a.runs, 5))]  # fmt: skip
+        bare_s = statistics.median(p[0] for p in pairs_s)
+        kinds_s = statistics.median(p[1] for p in pairs_s)
+        print(f"planning with the kind policies: {kinds_s:.2f} s against {bare_s:.2f} s without "
+              f"(x{kinds_s / bare_s:.2f}, medians of {len(pairs_s)} alternated runs)")
     _, _, traced_plan_s = traced(plan_all)
     total = untraced_build_s + plan_s
     print(f"graph build untraced {untraced_build_s:.2f} s + planning {plan_s:.2f} s = "

@@ -84,3 +84,16 @@ def roles(job_name: str) -> str:
 def step_record(job_id: str, step_id: str) -> str:
     """A step's result too large for its event (a ``zfleet diff``'s entries, JSON)."""
     return f"{PREFIX}:record:{job_id}:{step_id}"
+
+
+def host_key(host: str) -> str:
+    """A host's X25519 public key (hex) and when it was registered (bus/keyring.py)."""
+    return f"{PREFIX}:hostkey:{host}"
+
+
+def key_group(group: str) -> str:
+    """Hash of a key group: ``meta`` (JSON) and ``sealed:<version>:<host>`` boxes (base64)."""
+    return f"{PREFIX}:keygroup:{group}"
+
+
+KEY_GROUPS: Final = f"{PREFIX}:keygroups"  # set of every key group's name

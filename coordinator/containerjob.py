@@ -33,7 +33,9 @@ from coordinator.engine import Job, Step, StepPlan, add_steps
 from coordinator.graph import FleetGraph
 from coordinator.jobkinds import JobKind, register
 from coordinator.jobstore import JobStore
+from coordinator.kindjob import mounted_by_policy, replica_roots, with_policy_mounts
 from coordinator.planner import plan_sync
+from coordinator.rolestate import RoleStore, roles_of
 from coordinator.syncjob import new_job_id
 from protocol.addresses import parse_address
 from protocol.containersteps import (
@@ -127,6 +129,9 @@ def new_container_job(
                          log_ds=p.get("log"), command=p.get("command") or (),
                          network=str(p.get("network") or "none"))  # fmt: skip
         roots = tuple(sorted({spec.image_dataset, *(m.dataset for m in spec.mounts)}))
+        if mounted_by_policy(config, name):
+            roots = ()  # the whole host: the plan looks for the datasets its kinds mount in
+
         steps += [StepPlan(id=f"inventory-{host}", host=host, args=InventoryArgs(roots=roots)),
                   StepPlan(id="plan", host=None, args=PlanArgs(), deps=(f"inventory-{host}",))]
     else:
@@ -242,6 +247,11 @@ def _plan_create(store: JobStore, job: Job, spec: ContainerSpec) -> dict[str, Re
                if graph.dataset(host, m.dataset) is None]  # fmt: skip
     if missing:
         raise PlanRefused(f"{host} lacks the datasets to mount: {', '.join(missing)}")
+    config = parse_config(store.config_text(job), source=str(job.options.get("source", "<job>")))
+    if mounted_by_policy(config, spec.name):  # homes and shared data by [kinds] (kindjob.py)
+        spec = with_policy_mounts(spec, graph, config, host, replicas=replica_roots(
+            config, roles_of(config.jobs, RoleStore(store.r))))
+        job.options["spec"] = records.spec_to_data(spec)
     add_steps(job, [
         StepPlan(id="create", host=host, args=ContainerCreateArgs(spec=spec),
                  writes=_writes(host, spec)),

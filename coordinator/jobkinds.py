@@ -37,6 +37,7 @@ BUILTIN: Final[dict[str, str]] = {
     "rejoin": "coordinator.rejoin",
     "switchover": "coordinator.switchover",
     "adhoc": "coordinator.adhoc",
+    "keys": "coordinator.keyjob",
     "kind": "coordinator.kindjob",
     "container": "coordinator.containerjob",
     "rebase": "coordinator.rebasejob",

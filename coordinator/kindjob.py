@@ -12,6 +12,8 @@ A refused request changes nothing and exits 3, as a refused sync does.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 import structlog
@@ -23,8 +25,10 @@ from coordinator.jobkinds import JobKind, register
 from coordinator.jobstore import JobStore
 from coordinator.kinds import layout_problems, mounts_for
 from coordinator.planner import Plan, Refusal, StepPlan
+from coordinator.rolestate import first_primary, replica_root
 from coordinator.syncjob import expand, new_job_id
 from protocol.addresses import Address, parse_address
+from protocol.containersteps import ContainerMount, ContainerSpec
 from protocol.errors import ConfigError, JobError
 from protocol.kinds import KIND_PROPERTY, Kind, parse_kind
 from protocol.kindsteps import GetPropertyArgs, SetPropertyArgs
@@ -145,7 +149,51 @@ def plan_request(
     return Plan(job=name, steps=(step,), notes=tuple(f"{p} (set anyway: --force)" for p in new))
 
 
-def kind_report(config: FleetConfig, graph: FleetGraph, host: str, dataset: str) -> dict[str, Any]:
+def replica_roots(
+    config: FleetConfig, primaries: Mapping[str, str] | None = None
+) -> set[tuple[str, str]]:
+    """Every ``(host, root)`` a job replicates into: for a single-source job each of its hosts
+    but the current primary (``primaries``: job -> host, from the role state; else the config's
+    primary), for a job of several sources each target's roots."""
+    out: set[tuple[str, str]] = set()
+    for job in config.jobs.values():
+        if len(job.sources) == 1:
+            primary = (primaries or {}).get(job.name) or first_primary(job)
+            for host in {job.sources[0].host, *(t.host for t in job.targets if t.host)}:
+                root = replica_root(job, host)
+                if host != primary and root is not None:
+                    out.add((host, root))
+            continue
+        for tgt in job.targets:
+            if tgt.host is not None:
+                out.update((tgt.host, job.target_dataset(src, tgt, src.dataset))
+                           for src in job.sources)  # fmt: skip
+    return out
+
+
+def mounted_by_policy(config: FleetConfig, container: str) -> bool:
+    """Whether some kind's policy mounts datasets into ``container``."""
+    return any(container in p.mounts for p in config.kinds.values())
+
+
+def with_policy_mounts(
+    spec: ContainerSpec, graph: FleetGraph, config: FleetConfig, host: str, *,
+    replicas: Collection[tuple[str, str]] = (),
+) -> ContainerSpec:  # fmt: skip
+    """``spec`` with every dataset on ``host`` that its kinds' policies mount into the container
+    (homes, shared and log datasets: ``kinds.mounts_for``) added to its mounts, after the ones the
+    request named (a dataset named there is not mounted twice)."""
+    named = {m.dataset for m in spec.mounts}
+    extra = tuple(ContainerMount(kind=m.kind.value, dataset=m.dataset, path=m.target)
+                  for m in mounts_for(graph, config.kinds, spec.name, host=host, replicas=replicas)
+                  if m.dataset not in named)  # fmt: skip
+    return replace(spec, mounts=spec.mounts + extra) if extra else spec
+
+
+def kind_report(
+    config: FleetConfig, graph: FleetGraph, host: str, dataset: str, *,
+    replicas: Collection[tuple[str, str]] = (),
+) -> dict[str, Any]:  # fmt: skip
     """What ``zfleet kind show`` prints besides the property: the kind's policy, the containers
     that mount the dataset, and layout problems that name it."""
     ds = graph.dataset(host, dataset)
@@ -157,7 +205,8 @@ def kind_report(config: FleetConfig, graph: FleetGraph, host: str, dataset: str)
     policy = config.kinds[kind].describe() if kind is not None else None
     mounted = sorted(
         c for c in (config.kinds[kind].mounts if kind is not None else ())
-        if any(m.dataset == dataset for m in mounts_for(graph, config.kinds, c, host=host))
+        if any(m.dataset == dataset
+               for m in mounts_for(graph, config.kinds, c, host=host, replicas=replicas))
     )  # fmt: skip
     return {"address": f"{host}:{dataset}", "kind": raw, "valid": raw is None or kind is not None,
             "policy": policy, "mounted_in": mounted,

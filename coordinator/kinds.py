@@ -4,13 +4,15 @@ A dataset's kind is its ``zfleet:kind`` user property (protocol/kinds.py), inher
 user property. A policy says, for every dataset of its kind that a job replicates::
 
     [kinds.home]
-    hosts = ["beta"]            # host targets it goes to (default: every host target of the job)
+    hosts = ["alpha", "beta"]   # hosts it may live on: the job's host targets among them get it
     store = true                # whether it goes to the job's object-store targets
     retention = { "zfleet-*" = 48 }   # replaces the job's retention for this kind
     encryption = "required"     # "required" refuses an unencrypted dataset; default "optional"
     key_group = "team"          # the group key it must be encrypted under (needs "required")
     mounts = ["editor", "browser"]    # containers that mount each dataset of this kind
     mount_path = "/home"        # where: <mount_path>/<the dataset's last component>
+
+Containers mount home, shared and log datasets (default paths /home, /shared, /var/log/zfleet).
 
 ``temp`` never replicates and never goes to a store, whatever the config says (a config that
 asks for it is an error). Pure: the sync planner asks :func:`route` which targets a dataset goes
@@ -20,7 +22,7 @@ to, and :func:`retention_for` which rules prune it; the container runtime asks :
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -35,9 +37,10 @@ ENCRYPTION: Final = ("required", "optional")
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _KEYS: Final = frozenset({"hosts", "store", "retention", "encryption", "key_group", "mounts",
                           "mount_path"})  # fmt: skip
+# the kinds a container mounts, and where by default (as protocol/containersteps.py's
+# DEFAULT_PATHS: a policy's mounts become the container's ContainerMounts)
 MOUNT_PATHS: Final[Mapping[Kind, str]] = {
-    Kind.HOME: "/home", Kind.SHARED: "/srv/shared", Kind.LOG: "/var/log/zfleet",
-    Kind.EPHEMERAL: "/mnt/ephemeral", Kind.TEMP: "/tmp/zfleet",
+    Kind.HOME: "/home", Kind.SHARED: "/shared", Kind.LOG: "/var/log/zfleet",
 }  # fmt: skip
 
 
@@ -142,7 +145,10 @@ def _policy(
     mounts = tuple(_names(t.get("mounts", []), (*path, "mounts"), error))
     if mounts and kind in IMAGE_KINDS:
         raise error((*path, "mounts"), f"a {kind} is cloned into a container's root, never "
-                    "mounted into one: mounts are for home, shared, log, ephemeral, temp")
+                    "mounted into one: mounts are for home, shared and log")
+    if mounts and kind not in MOUNT_PATHS:
+        raise error((*path, "mounts"), f"a container mounts home, shared and log datasets, not "
+                    f"{kind} (an ephemeral layer is mounted by its own command)")
     if len(set(mounts)) != len(mounts):
         raise error((*path, "mounts"), "names a container twice")
     mount_path = t.get("mount_path")
@@ -260,13 +266,19 @@ def retention_for(
     if policies is None:
         return job_rules
     try:
-        kind = dataset_kind(ds)
+        policy = policy_of(ds, policies)
     except ConfigError:
         return ()  # refused by route: nothing is pruned either
-    policy = policies.get(kind) if kind is not None else None
     if policy is None or policy.retention is None:
         return job_rules
     return policy.retention
+
+
+def policy_of(ds: Dataset, policies: KindPolicies) -> KindPolicy | None:
+    """The policy of ``ds``'s kind (its encryption and key group, say), or None without a kind;
+    ConfigError for a value that is no kind."""
+    kind = dataset_kind(ds)
+    return policies.get(kind) if kind is not None else None
 
 
 # -- shared homes: which containers mount what ------------------------------------------------
@@ -287,21 +299,25 @@ class Mount:
 
 
 def mounts_for(
-    graph: FleetGraph, policies: KindPolicies, container: str, *, host: str | None = None
-) -> list[Mount]:
+    graph: FleetGraph, policies: KindPolicies, container: str, *, host: str | None = None,
+    replicas: Collection[tuple[str, str]] = (),
+) -> list[Mount]:  # fmt: skip
     """Every dataset (on ``host``, or on any host) whose kind's policy mounts it into
     ``container``, each at ``<mount_path>/<last component>``. A dataset with children of its
     own kind only groups them (``tank/homes`` above ``tank/homes/alice``): its children are
-    listed, not it. Each host's own datasets are listed; which host's copy a container mounts
-    is the runtime's choice (the primary, where the data is written)."""
+    listed, not it. Datasets at or under a ``(host, root)`` of ``replicas`` (the jobs' replicas,
+    ``kindjob.replica_roots``) are never listed: a container writing into a replica would
+    make it diverge from its primary."""
     out: list[Mount] = []
     for inv in sorted(graph.hosts.values(), key=lambda i: i.host):
         if host is not None and inv.host != host:
             continue
-        kinds = {name: _safe_kind(ds) for name, ds in inv.datasets.items()}
+        roots = [r for h, r in replicas if h == inv.host]
+        kinds = {name: _safe_kind(ds) for name, ds in inv.datasets.items()
+                 if not any(name == r or name.startswith(r + "/") for r in roots)}
         groups = {name.rsplit("/", 1)[0] for name, k in kinds.items()
                   if "/" in name and k is not None and kinds.get(name.rsplit("/", 1)[0]) == k}
-        for name in sorted(inv.datasets):
+        for name in sorted(kinds):
             kind = kinds[name]
             policy = policies.get(kind) if kind is not None else None
             if policy is None or container not in policy.mounts or name in groups:

@@ -10,6 +10,10 @@ clones. A target that changed since its newest common snapshot (``written`` > 0,
 source lacks) is refused and named in the report, unless the job allows ``force_rollback``.
 Transfers with the same stream to several targets become one fan-out step. Bases are held on both
 sides while transfers depend on them, and released afterwards whatever happened.
+
+A job from a parsed fleet config carries the ``[kinds]`` policies: each dataset goes only to the
+targets its kind allows, is pruned by its kind's rules, and its host replicas are given the
+source's ``zfleet:kind`` (``set-property`` after the transfer) so that a failover keeps them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from coordinator.kinds import retention_for, route
 from coordinator.retention import select_prune
 from coordinator.selection import order_datasets, select_datasets
 from protocol.errors import PlanRefused
+from protocol.kinds import KIND_PROPERTY
+from protocol.kindsteps import SetPropertyArgs
 from protocol.steps import (
     HoldArgs,
     InventoryArgs,
@@ -149,6 +155,8 @@ class _Builder:
         self.no_prune: set[tuple[str, str]] = set()  # refused targets: leave them as they are
         # the retention rules of each (host, dataset): its kind's, else the job's (kinds.py)
         self.rules: dict[tuple[str, str], tuple[RetentionRule, ...]] = {}
+        # replicas to give their source's kind: (host, dataset, kind, the pair delivering it)
+        self.labels: list[tuple[str, str, str, _PairState]] = []
 
     # -- per dataset and target ----------------------------------------------------------------
     def pair(
@@ -371,6 +379,36 @@ class _Builder:
                 return t
         raise AssertionError(tkey)
 
+    def label(self, src: DatasetRef, ds: Dataset, tgt: JobTarget) -> None:
+        """Give ``ds``'s replica on a host target the source's kind: a plain send carries no
+        properties, and after a failover the replica is the source its policies are read on.
+        Only where the replica's kind differs and it would not inherit it from its parent."""
+        want = ds.kind
+        if tgt.host is None or want is None:
+            return
+        state = self.pairs.get((tgt.host, ds.name))
+        if state is None or state.refused:
+            return
+        tname = self.job.target_dataset(src, tgt, ds.name)
+        tds = self.graph.dataset(tgt.host, tname)
+        if (tds.kind if tds is not None else None) == want or (tds is None and not state.legs):
+            return
+        above = ds.name.rsplit("/", 1)[0] if "/" in ds.name else None
+        up = self.graph.dataset(src.host, above) if above else None
+        pstate = self.pairs.get((tgt.host, above)) if above else None
+        if tds is None and up is not None and up.kind == want and pstate is not None \
+                and not pstate.refused:  # fmt: skip
+            return  # arrives below its parent's replica, which carries the kind: inherited
+        self.labels.append((tgt.host, tname, want, state))
+
+    def stays_home(self, src: DatasetRef, ds: Dataset) -> None:
+        """A dataset no target gets (its kind's policy) is still snapshotted by the job: prune
+        it on its host by its kind's (or the job's) rules, its newest snapshot kept."""
+        rules = retention_for(ds, self.job.retention, self.job.kinds)
+        if rules and len(ds):
+            self.rules[(src.host, ds.name)] = rules
+            self.protect.setdefault((src.host, ds.name), set()).add(ds.snap(-1).guid)
+
     def refuse_pair(self, src: DatasetRef, ds: Dataset, tgt: JobTarget, reason: str) -> None:
         """Refuse ``ds`` on ``tgt`` before planning anything for it (a kind's policy)."""
         tkey = tgt.host if tgt.host else store_host(tgt.store or "")
@@ -467,6 +505,12 @@ class _Builder:
                     deps=(sid, *touching.get(host, [])), always=True,
                 )
             )  # fmt: skip
+        for i, (host, name, kind, state) in enumerate(self.labels):
+            steps.append(StepPlan(
+                id=f"label{i:04d}", host=host, writes=(f"{host}:{name}",),
+                args=SetPropertyArgs(dataset=name, name=KIND_PROPERTY, value=kind),
+                deps=(ids[state.legs[-1]],) if state.legs else (),
+            ))  # fmt: skip
         steps.extend(self._prunes(touching, release_ids))
         return Plan(
             job=self.job.name,
@@ -556,6 +600,7 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
         if not selected:
             b.notes.append(f"{src} matched no dataset")
         by_name = {d.name: d for d in selected}
+        stays = {d.name for d in selected}  # datasets no target gets (kind temp, say)
         for tgt in job.targets:
             if job.kinds is None:
                 for ds in selected:
@@ -564,6 +609,7 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
             # the kinds' policies (coordinator/kinds.py): what this target gets of the selection
             routing = route(graph, job, src.host, selected, target=tgt, policies=job.kinds)
             here = {d.name: d for d in routing.kept}  # an origin left out: its clone goes whole
+            stays &= set(routing.skipped)
             for ds in selected:
                 if ds.name in routing.skipped:
                     b.notes.append(f"{src.host}:{ds.name} not sent to {tgt}: "
@@ -572,4 +618,8 @@ def plan_sync(graph: FleetGraph, job: JobConfig, *, job_id: str) -> Plan:
                     b.refuse_pair(src, ds, tgt, routing.refused[ds.name])
                 else:
                     b.pair(src, here, ds, tgt)
+                    b.label(src, ds, tgt)
+        for ds in selected:
+            if job.kinds is not None and ds.name in stays:
+                b.stays_home(src, ds)
     return b.build()

@@ -136,15 +136,12 @@ class Coordinator:
         self.log.info("coordinator.started")
         try:
             while not stop.is_set():
-                if not self.lease.held:
-                    if not self.lease.acquire():
+                # Redis may fail anywhere here (down, restarting, a Sentinel failover under way):
+                # a standby or a new leader waits and tries again, it never exits
+                try:
+                    if not self.lease.held and not self._lead():
                         stop.wait(min(1.0, self.lease.ttl_ms / 3000))
                         continue
-                    self.log.info("coordinator.leader")
-                    self._jobs.clear()
-                    self._renewed = time.monotonic()
-                    self.resend_unsent()
-                try:
                     self.tick()
                 except LeaseLost as exc:
                     self.log.warning("coordinator.lease_lost", error=str(exc))
@@ -154,8 +151,25 @@ class Coordinator:
                     self._jobs.clear()  # memory may be ahead of what was stored
                     stop.wait(1.0)
         finally:
-            self.lease.release()
+            try:
+                self.lease.release()
+            except redis.RedisError as exc:  # it expires on its own
+                self.log.warning("coordinator.lease_not_released", error=str(exc))
             self.log.info("coordinator.stopped")
+
+    def _lead(self) -> bool:
+        """Take the lease if it is free; a new leader resends what was stored but never sent."""
+        if not self.lease.acquire():
+            return False
+        self.log.info("coordinator.leader")
+        self._jobs.clear()
+        self._renewed = time.monotonic()
+        try:
+            self.resend_unsent()
+        except redis.RedisError:
+            self.lease.held = False  # lead again next round, resending first
+            raise
+        return True
 
     def tick(self, now: float | None = None) -> None:
         """One round of work (the caller must hold the lease)."""

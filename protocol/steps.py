@@ -344,7 +344,9 @@ class DestroyArgs(StepArgs):
 for _verb_cls in (DiffArgs, CloneArgs, DestroyArgs):
     register_step(_verb_cls)
 
-# Step kinds of other rooms register themselves: the kinds' set/get-property, containers.
+# Step kinds of other rooms register themselves: the kinds' set/get-property, containers,
+# group keys.
 from protocol import containersteps as _containersteps  # noqa: E402,F401
+from protocol import keysteps as _keysteps  # noqa: E402,F401
 from protocol import kindsteps as _kindsteps  # noqa: E402,F401
 from protocol import rebasesteps as _rebasesteps  # noqa: E402,F401

@@ -202,9 +202,20 @@ def checkpoint(ctx: StepContext, args: ContainerCheckpointArgs) -> Result:
     names = [f"{ds}@{args.snapshot}" for ds in spec.datasets]
     ckdir = mountpoint(be, spec.checkpoints)
     if all(be.exists(n) for n in names):
+        # an earlier attempt got this far; it may have died before starting the container again
         done = _read_manifest(rt, ckdir, args.snapshot)
+        resumed = False
+        if (args.leave_running and done.get("was_running")
+                and rt.inspect(spec.name).state is State.STOPPED):  # fmt: skip
+            if done.get("mode") == "criu":
+                rt.restore(spec.name, None)
+            else:
+                rt.start(spec.name)
+            resumed = True
         return {"existed": True, "mode": str(done.get("mode", "cold")),
-                "reason": str(done.get("reason", ""))}  # fmt: skip
+                "reason": str(done.get("reason", "")), "resumed": resumed,
+                "frozen_at_ms": int(done.get("at", 0) * 1000), "was_running": bool(
+                    done.get("was_running"))}  # fmt: skip
     info = rt.inspect(spec.name)
     if not info.exists:
         raise ContainerError(f"{ctx.host} has no container {spec.name!r}")

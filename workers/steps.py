@@ -310,9 +310,11 @@ def run_step(ctx: StepContext, args: StepArgs) -> Result:
 def is_retryable(exc: ZfleetError) -> bool:
     return isinstance(exc, RetryableError)
 
-# The role-change and short-verb handlers register themselves (each in its own room).
+# The role-change, short-verb, container, kind and group-key handlers register themselves
+# (each in its own room).
 from workers import adhoc as _adhoc  # noqa: E402,F401
 from workers import containersteps as _containersteps  # noqa: E402,F401
+from workers import keysteps as _keysteps  # noqa: E402,F401
 from workers import kindsteps as _kindsteps  # noqa: E402,F401
 from workers import rebasesteps as _rebasesteps  # noqa: E402,F401
 from workers import rolesteps as _rolesteps  # noqa: E402,F401

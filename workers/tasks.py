@@ -108,9 +108,36 @@ class HostRuntime:
         return beat.stream
 
 
+REPORT_PATIENCE: Final = 120.0  # seconds a step's report waits for Redis to come back
+
+
+def _patiently(what: str, fn: Callable[[], None], patience: float = REPORT_PATIENCE) -> None:
+    """Run ``fn`` (a write to Redis), again while Redis is unreachable, up to ``patience``
+    seconds: a step that did its work while Redis restarted must still say so, or the job would
+    wait for an outcome that never comes (the step's worker is alive and still holds it)."""
+    deadline = time.monotonic() + patience
+    waited = False
+    while True:
+        try:
+            fn()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if not waited:
+                log.warning("step.report_waiting_for_redis", report=what, error=str(exc))
+                waited = True
+            time.sleep(0.5)
+            continue
+        if waited:
+            log.info("step.report_sent", report=what)
+        return
+
+
 def _emit(rt: HostRuntime, call: StepCall, state: StepState, **kw: Any) -> None:
-    publish(rt.client, StepEvent(job_id=call.job_id, step_id=call.step_id, attempt=call.attempt,
-                                 host=rt.host, state=state, at=time.time(), **kw))  # fmt: skip
+    event = StepEvent(job_id=call.job_id, step_id=call.step_id, attempt=call.attempt,
+                      host=rt.host, state=state, at=time.time(), **kw)  # fmt: skip
+    # a repeated event after a lost reply is harmless: the coordinator reads one per attempt
+    _patiently(f"event {state.value}", lambda: publish(rt.client, event))
 
 
 class _RunLease:
@@ -325,7 +352,8 @@ def _run_watched(rt: HostRuntime, call: StepCall, args: StepArgs) -> str:
         return result
     # how long the work itself took, so coordination overhead can be told apart
     result["run_us"] = int((time.monotonic() - began) * 1e6)
-    records.record_done(rt.client, call.job_id, call.step_id, result)
+    _patiently("done record", lambda: records.record_done(rt.client, call.job_id, call.step_id,
+                                                          result))  # fmt: skip
     _emit(rt, call, StepState.SUCCEEDED, result=result)
     observe_step(args.KIND, "succeeded")
     log.info("step.succeeded", **result)
@@ -359,6 +387,15 @@ def _run(rt: HostRuntime, call: StepCall, args: StepArgs, dog: _Watchdog) -> Res
               retryable=retry)  # fmt: skip
         observe_step(args.KIND, "retrying" if retry else "failed", exc)
         log.warning("step.failed", error=str(exc), error_type=type(exc).__name__, retryable=retry)
+        return "failed"
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis went away under the step (a restart): steps are idempotent, so try it again
+        if dog.abandoned.is_set():
+            return "abandoned"
+        _emit(rt, call, StepState.FAILED, error_type="RedisUnavailable", retryable=True,
+              error_message=f"Redis was unreachable during the step: {exc}")  # fmt: skip
+        observe_step(args.KIND, "retrying")
+        log.warning("step.redis_lost", error=str(exc))
         return "failed"
     except Exception as exc:  # a bug: report it as a failure rather than lose the step
         if dog.abandoned.is_set():

@@ -33,8 +33,9 @@ from coordinator.config import load_config
 from coordinator.engine import Job
 from coordinator.fleetstatus import load_graph
 from coordinator.jobstore import JobStore
-from coordinator.kindjob import kind_report, submit_kind
+from coordinator.kindjob import kind_report, replica_roots, submit_kind
 from coordinator.kinds import mounts_for
+from coordinator.rolestate import RoleStore, roles_of
 from protocol.errors import ConfigError
 from protocol.kinds import DESCRIPTIONS, KIND_PROPERTY, KINDS, Kind
 
@@ -69,7 +70,8 @@ def _run(config_path: Path, action: str, address: str, value: str | None, *, for
             return
         done = follow(store, job.id, timeout=timeout, console=console, bars=False)
         host, _, dataset = str(job.options["address"]).partition(":")
-        shown = kind_report(config, load_graph(store, config), host, dataset)
+        replicas = replica_roots(config, roles_of(config.jobs, RoleStore(client)))
+        shown = kind_report(config, load_graph(store, config), host, dataset, replicas=replicas)
         shown.update(_property(done, action))
         if as_json:
             print_json({**job_detail(done), "kind": shown})
@@ -180,12 +182,16 @@ def kind_mounts(container: str, host: str | None, config_path: Path, as_json: bo
     """The datasets CONTAINER mounts by policy (homes, shared data), from the latest inventories.
 
     Each appears at <mount_path>/<its last component>; a dataset that only groups others of its
-    kind (tank/homes above tank/homes/alice) is not listed itself.
+    kind (tank/homes above tank/homes/alice) is not listed itself, nor is a job's replica (a
+    container writing into it would make it diverge; after a failover the new primary's are).
     """
     with cli_errors():
         config = load_config(config_path)
-        store = JobStore(redis_client(settings_for(config_path)))
-        mounts = mounts_for(load_graph(store, config), config.kinds, container, host=host)
+        client = redis_client(settings_for(config_path))
+        store = JobStore(client)
+        replicas = replica_roots(config, roles_of(config.jobs, RoleStore(client)))
+        mounts = mounts_for(load_graph(store, config), config.kinds, container, host=host,
+                            replicas=replicas)  # fmt: skip
         if as_json:
             print_json({"container": container, "mounts": [m.to_dict() for m in mounts]})
             return

@@ -98,6 +98,7 @@ def worker(  # keyword-only: click passes every option by name
     worker's own metrics (transfers, steps) are served on metrics_port, counted in this process
     (the threads and solo pools).
     """
+    from app.celeryloop import run_celery
     from app.fencing import fence_on_start
     from bus.queues import queue_for
     from protocol.settings import parse_hostport
@@ -156,15 +157,17 @@ def worker(  # keyword-only: click passes every option by name
                     raise ConfigError(f"metrics cannot listen on {metrics_bind}:"
                                       f"{settings.metrics_port}: {exc}") from exc  # fmt: skip
             rt.start_heartbeat()
-            app = make_worker_app(rt, settings.redis_url)
-            app.worker_main([  # --quiet: no banner on stdout, the log stays JSON
+            argv = [  # --quiet: no banner on stdout, the log stays JSON
                 "--quiet", "worker", "-Q", queue_for(host_name), "-P", pool, "-c", str(concurrency),
                 "-n", f"{host_name}@zfleet", "--without-mingle", "--without-gossip", "-E",
                 "-l", settings.log_level,
-            ])  # fmt: skip
+            ]  # fmt: skip
+            # a Celery that dies on its own (a Redis restart mid-step) is started again
+            code = run_celery(lambda: make_worker_app(rt, settings.redis_url), argv)
         finally:
             rt.stop()
             server.stop()
             if endpoint is not None:
                 endpoint.shutdown()
                 endpoint.server_close()
+    raise SystemExit(code)

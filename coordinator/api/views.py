@@ -176,6 +176,7 @@ def status(ctx: ApiContext, req: Request) -> Response:
         row = datasets.setdefault((lag.job, lag.source_host, lag.dataset), {
             "job": lag.job, "host": lag.source_host, "dataset": lag.dataset,
             "origin": src.origin if src is not None else None,
+            "kind": src.kind if src is not None else None,
             "newest": lag.newest.short if lag.newest else None, "targets": [],
         })  # fmt: skip
         where = f"{lag.target_host}:{lag.target_dataset}" if lag.target_dataset else lag.target
@@ -211,7 +212,7 @@ def _datasets(graph: FleetGraph, key: str) -> list[dict[str, Any]]:
     inv = graph.hosts.get(key)
     if inv is None:
         return []
-    return [{"name": d.name, "origin": d.origin, "snapshots": len(d.snap_guids)}
+    return [{"name": d.name, "origin": d.origin, "kind": d.kind, "snapshots": len(d.snap_guids)}
             for d in sorted(inv.datasets.values(), key=lambda d: d.name)]  # fmt: skip
 
 

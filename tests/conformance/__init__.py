@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from _pytest.mark import ParameterSet
 
-from tests.conformance import admin, fidelity, keys, sends
+from tests.conformance import admin, fidelity, keys, kinds, sends
 from tests.conformance.target import Subject
 
 Scenario = Callable[[Subject], None]
@@ -53,12 +53,15 @@ SCENARIOS: tuple[Scenario, ...] = (
     keys.change_key_makes_a_new_encryption_root,
     keys.change_key_refused_on_clones_and_locked_keys,
     keys.raw_incremental_carries_the_new_key,
+    keys.create_with_key_on_stdin,
     admin.promote_moves_origins,
     admin.holds_block_destroy,
     admin.dependent_clones_block_destroy,
     admin.rollback_needs_destroy_newer,
     admin.atomic_recursive_snapshot,
     admin.properties_set_get_inherit,
+    kinds.kind_steps_set_inherit_and_read,
+    kinds.labelled_replica_takes_increments,
     admin.space_shared_by_clones,
     admin.bad_names_refused,
     fidelity.full_stream_onto_existing_refused,

@@ -124,3 +124,19 @@ def raw_incremental_carries_the_new_key(t: Subject) -> None:
     t.backend.load_key(dst, key=new)
     _mount(t, dst)
     assert t.files.read(dst, "b.txt") == b"after\n"
+
+
+def create_with_key_on_stdin(t: Subject) -> None:
+    """A new encryption root whose key is given on stdin (``keylocation=prompt``): no key file
+    exists anywhere, and the key opens it after an unload."""
+    key = hexkey()
+    ds = t.ds("stdin")
+    t.backend.create(ds, props={"encryption": "on", "keyformat": "hex"}, key=key)
+    assert (_prop(t, ds, "keylocation"), _prop(t, ds, "encryptionroot")) == ("prompt", ds)
+    t.files.write(ds, "f", b"typed\n")
+    _lock(t, ds)
+    with pytest.raises(ZfleetError, match="Incorrect key"):
+        t.backend.load_key(ds, key=hexkey())
+    t.backend.load_key(ds, key=key)
+    _mount(t, ds)
+    assert t.files.read(ds, "f") == b"typed\n"

@@ -99,6 +99,7 @@ def populate(server: RedisServer, root: Path) -> None:
     alpha, beta, gamma = (SimBackend(root / h) for h in ("alpha", "beta", "gamma"))
     alpha.create_pool("tank")
     alpha.create("tank/img")
+    alpha.set("tank/img", {"zfleet:kind": "base"})
     alpha.snapshot(["tank/img@s1"])
     time.sleep(1.1)  # one-second creation times: make s2 measurably newer
     alpha.snapshot(["tank/img@s2"])
@@ -238,6 +239,7 @@ def test_status_hosts_graph_and_metrics(api: ApiHandle) -> None:
     status = get_json(api, "/v1/status")
     (row,) = status["datasets"]
     assert (row["host"], row["dataset"], row["newest"]) == ("alpha", "tank/img", "s2")
+    assert row["kind"] == "base"
     lag = {t["target"]: t for t in row["targets"]}
     assert lag["beta:bk/img"]["state"] == "up-to-date"
     assert lag["gamma:bk/img"]["state"] == "behind"
@@ -252,6 +254,7 @@ def test_status_hosts_graph_and_metrics(api: ApiHandle) -> None:
     assert hosts["alpha"]["beat_age_seconds"] < 30
     assert not hosts["beta"]["alive"] and hosts["beta"]["version"] is None
     assert {d["name"] for d in hosts["gamma"]["datasets"]} == {"bk", "bk/img"}
+    assert {d["name"]: d["kind"] for d in hosts["alpha"]["datasets"]}["tank/img"] == "base"
 
     code, headers, body = call(api, "GET", "/v1/graph.svg")
     assert code == 200 and headers["content-type"].startswith("image/svg+xml")

@@ -149,6 +149,9 @@ def test_cold_migration_between_hosts(hosts: dict[str, Host]) -> None:
                                                          leave_running=False))  # fmt: skip
     assert done["mode"] == "cold" and done["was_running"] and not done["resumed"]
     assert alpha.runtime.inspect("web").state is State.STOPPED
+    again = run_step(alpha.ctx(), ContainerCheckpointArgs(spec=s, snapshot="m1", cold=True,
+                                                          leave_running=False))  # fmt: skip
+    assert again["existed"] and not again["resumed"]  # a second attempt changes nothing
     run_step(beta.ctx(), ContainerPrepareArgs(datasets=(
         "tank/images", "tank/zfleet-containers/web", "tank/home", "tank/log")))
     sizes = {"image": move(alpha.backend, beta.backend, SendSpec(snapshot=s.image),

@@ -55,6 +55,7 @@ def sync(fleet: Fleet) -> engine.Job:
     return job
 
 
+@pytest.mark.timeout(300)  # three processes and a sync: slow when the machine is busy
 def test_encrypted_tree_reaches_peer_and_store_as_ciphertext(
     tmp_path: Path,
     redis_server: RedisServer,  # noqa: F811

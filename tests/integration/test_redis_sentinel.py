@@ -24,7 +24,7 @@ from tests.services.fleet import Fleet, running_fleet
 from tests.services.sentinel import SentinelSet, sentinel_set  # noqa: F401  (fixture)
 from workers.zfs.base import ObjType
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]  # ~30 s idle
 
 JOB = """
 [jobs.img]

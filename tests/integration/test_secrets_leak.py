@@ -38,7 +38,7 @@ from tests.services.s3 import S3Server, s3_server  # noqa: F401  (fixture)
 from workers.cloud import crypto
 from workers.cloud.blobstore import open_blob_store
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]  # ~40 s idle
 
 REDIS_PASSWORD = "redis-pass-for-leak-test-4f1c9a7e"
 API_TOKEN = "api-token-for-leak-test-5b8e1d2c77"

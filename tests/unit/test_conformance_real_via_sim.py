@@ -47,7 +47,7 @@ def make_shims(bin_dir: Path, sim_root: Path) -> dict[str, str]:
 # The user properties the scenarios use, fetched in the same `zfs list` call: one process per
 # listing instead of two, which matters at ~0.5 s per Python start. The default (discover every
 # user property with a `zfs get`) is run by test_user_properties_found_without_naming_them.
-USER_PROPS = ("zfleet:role", "zfleet:note")
+USER_PROPS = ("zfleet:role", "zfleet:note", "zfleet:kind")
 
 
 def make_target(tmp_path: Path, user_props: tuple[str, ...]) -> Subject:

@@ -88,3 +88,29 @@ def test_the_property_steps_set_inherit_and_read_once_however_often_run(tmp_path
     with pytest.raises(InvalidOperation, match="'readonly' is not a user property"):
         run_step(ctx, SetPropertyArgs(dataset="tank/homes", name="readonly", value="on"))
     assert backend.get("tank/homes", ["readonly"])["readonly"].value == "off"
+
+
+def test_a_new_container_gets_its_policy_mounts_after_the_named_ones() -> None:
+    from coordinator.containerjob import make_spec
+    from coordinator.kindjob import mounted_by_policy, with_policy_mounts
+
+    config = parse_config(CONFIG + '[kinds.home]\nmounts = ["editor"]\n'
+                          '[kinds.shared]\nmounts = ["editor", "browser"]\n')  # fmt: skip
+    g = graph_of(alpha=[kinded(dataset("tank/homes"), "home"),
+                        kinded(dataset("tank/homes/alice"), "home"),
+                        kinded(dataset("tank/homes/bob"), "home"),
+                        kinded(dataset("tank/team"), "shared")],
+                 beta=[kinded(dataset("bk/team"), "shared")])  # fmt: skip
+    spec = make_spec("editor", "tank/img@v1", home="tank/homes/alice")
+    full = with_policy_mounts(spec, g, config, "alpha")
+    assert [(m.kind, m.dataset, m.path) for m in full.mounts] == [
+        ("home", "tank/homes/alice", "/home"),  # as the request named it
+        ("home", "tank/homes/bob", "/home/bob"), ("shared", "tank/team", "/shared/team")]
+    browser = with_policy_mounts(make_spec("browser", "tank/img@v1"), g, config, "alpha")
+    assert [m.dataset for m in browser.mounts] == ["tank/team"]
+    assert with_policy_mounts(make_spec("other", "tank/img@v1"), g, config, "alpha").mounts == ()
+    # a replica is never mounted
+    shared = with_policy_mounts(make_spec("browser", "bk/img@v1"), g, config, "beta",
+                                replicas={("beta", "bk/team")})  # fmt: skip
+    assert shared.mounts == ()
+    assert mounted_by_policy(config, "browser") and not mounted_by_policy(config, "other")

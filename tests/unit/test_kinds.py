@@ -107,6 +107,7 @@ mounts = ["editor", "browser"]
     ("[kinds.home]\nreplicate = true", r"kinds\.home\.replicate: unknown key \(known: encryption"),
     ("[kinds.home]\nretention = { \"z-*\" = 0 }", r"kinds\.home\.retention\.z-\*: keep must be"),
     ("[kinds.log]\nmounts = [\"a b\"]", r"kinds\.log\.mounts: 'a b' is not a name"),
+    ("[kinds.temp]\nmounts = [\"a\"]", r"kinds\.temp\.mounts: a container mounts home, shared"),
 ])  # fmt: skip
 def test_a_bad_kind_policy_is_refused_naming_the_line_and_key(kinds: str, message: str) -> None:
     text = fleet(kinds)
@@ -133,6 +134,33 @@ def test_temp_never_replicates_and_the_rest_of_the_tree_still_does() -> None:
     # a `zfleet send` (a transient job, no policies) copies what it is asked to
     loose = dataclasses.replace(parse_config(fleet()).job("j"), kinds=None)
     assert "tank/t/scratch" in where(plan_sync(g, loose, job_id="J"))
+
+
+def test_replicas_get_the_source_kind_once_where_they_would_not_inherit_it() -> None:
+    g = graph_of(
+        alpha=[dataset("tank/t", ["s1"]), kinded(dataset("tank/t/homes", ["s1"]), "home"),
+               kinded(dataset("tank/t/homes/alice", ["s1"]), "home"),
+               kinded(dataset("tank/t/logs", ["s1", "s2"]), "log")],
+        beta=[dataset("bk/t", ["s1"], guid_from="tank/t"),
+              dataset("bk/t/logs", ["s1"], guid_from="tank/t/logs")],
+        gamma=[dataset("bk/t", ["s1"], guid_from="tank/t"),
+               kinded(dataset("bk/t/logs", ["s1"], guid_from="tank/t/logs"), "log")],
+    )  # fmt: skip
+    plan = plan_sync(g, parse_config(fleet(targets='["beta:bk/t", "gamma:bk/t"]')).job("j"),
+                     job_id="J")  # fmt: skip
+    labels = {(s.host, s.args.dataset, s.args.value): s for s in plan.steps
+              if s.kind == "set-property"}  # fmt: skip
+    # homes on both (alice inherits it there), logs on beta only (gamma's has it already)
+    assert set(labels) == {("beta", "bk/t/homes", "home"), ("gamma", "bk/t/homes", "home"),
+                           ("beta", "bk/t/logs", "log")}  # fmt: skip
+    steps = {s.id: s for s in plan.steps}
+    for label in labels.values():
+        [dep] = label.deps
+        assert steps[dep].kind == "transfer"
+        assert label.host in {t.host for t in steps[dep].args.targets}
+    # a `zfleet send` (no policies) labels nothing
+    loose = dataclasses.replace(parse_config(fleet()).job("j"), kinds=None)
+    assert not [s for s in plan_sync(g, loose, job_id="J").steps if s.kind == "set-property"]
 
 
 def test_a_kind_goes_only_to_its_hosts_and_to_stores_only_when_allowed() -> None:
@@ -163,6 +191,23 @@ def test_a_kind_retention_replaces_the_job_rules_on_source_and_targets() -> None
         f"{ds}@zfleet-{i}" for ds in ("tank/t", "bk/t") for i in (1, 2)}
     assert {d for d in doomed if "/logs@" in d} == {
         f"{ds}/logs@zfleet-{i}" for ds in ("tank/t", "bk/t") for i in (1, 2, 3, 4)}
+
+
+def test_a_dataset_that_stays_home_is_still_pruned_there() -> None:
+    snaps = [f"zfleet-{i}" for i in range(1, 6)]
+    g = source(dataset("tank/t", snaps), kinded(dataset("tank/t/scratch", snaps), "temp"),
+               kinded(dataset("tank/t/logs", snaps), "log"))  # fmt: skip
+    config = parse_config(fleet('[kinds.log]\nhosts = []\nstore = false\n'
+                                'retention = { "zfleet-*" = 1 }',
+                                job_extra='retention = { "zfleet-*" = 3 }',
+                                targets='["beta:bk/t"]'))  # fmt: skip
+    plan = plan_sync(g, config.job("j"), job_id="J")
+    assert set(where(plan)) == {"tank/t"}
+    doomed = {name for s in plan.steps if s.kind == PRUNE and s.host == "alpha"
+              for name, _ in s.args.destroy}  # fmt: skip
+    assert {d for d in doomed if "scratch" in d} == {"tank/t/scratch@zfleet-1",
+                                                     "tank/t/scratch@zfleet-2"}  # the job's 3
+    assert {d for d in doomed if "logs" in d} == {f"tank/t/logs@zfleet-{i}" for i in range(1, 5)}
 
 
 def test_a_kind_that_requires_encryption_refuses_a_clear_dataset() -> None:
@@ -252,3 +297,39 @@ def test_status_rows_carry_each_dataset_kind() -> None:
     g = source(dataset("tank/t", ["s1"]), kinded(dataset("tank/t/alice", ["s1"]), "home"))
     rows = fleet_status(g, parse_config(fleet(targets='["beta:bk/t"]')))
     assert {r["dataset"]: r["kind"] for r in rows} == {"tank/t": None, "tank/t/alice": "home"}
+
+
+def test_status_groups_by_kind_and_says_what_each_policy_does() -> None:
+    from app.cli.status import NO_KIND, by_kind, policy_line
+
+    g = source(dataset("tank/t", ["s1"]), kinded(dataset("tank/t/alice", ["s1"]), "home"),
+               kinded(dataset("tank/t/tmp", ["s1"]), "temp"),
+               kinded(dataset("tank/t/odd", ["s1"]), "tmep"))  # fmt: skip
+    config = parse_config(fleet('[kinds.home]\nhosts = ["beta"]\nstore = false\n'
+                                'retention = { "zfleet-*" = 4 }\nencryption = "required"\n'
+                                'key_group = "team"\nmounts = ["editor"]'))  # fmt: skip
+    groups = by_kind(fleet_status(g, config))
+    assert list(groups) == ["home", "temp", NO_KIND, "tmep"]
+    assert [r["dataset"] for r in groups[NO_KIND]] == ["tank/t"]
+    assert policy_line(config.kinds[Kind.HOME], "home") == (
+        "to beta; not to stores; keep 4 zfleet-*; encrypted under team; mounted in editor at "
+        "/home")
+    assert policy_line(config.kinds[Kind.TEMP], "temp") == "never replicated"
+    assert policy_line(config.kinds[Kind.IMAGE], "image") == "to every job target; and stores"
+    assert "not a kind" in policy_line(None, "tmep")
+
+
+def test_a_replica_is_never_mounted_and_after_a_failover_the_old_primary_is_one() -> None:
+    from coordinator.kindjob import replica_roots
+
+    config = parse_config(fleet('[kinds.home]\nmounts = ["editor"]',
+                                targets='["beta:bk/t", "store:vault"]'))  # fmt: skip
+    g = graph_of(alpha=[kinded(dataset("tank/t/alice"), "home")],
+                 beta=[kinded(dataset("bk/t/alice"), "home")])  # fmt: skip
+    now = replica_roots(config)
+    assert now == {("beta", "bk/t")}
+    assert [m.host for m in mounts_for(g, config.kinds, "editor", replicas=now)] == ["alpha"]
+    after = replica_roots(config, {"j": "beta"})
+    assert after == {("alpha", "tank/t")}
+    assert [m.dataset for m in mounts_for(g, config.kinds, "editor", replicas=after)] == [
+        "bk/t/alice"]

@@ -5,7 +5,11 @@ memory stays bounded (one incomplete record, one open pack, ``max_inflight`` pac
 small thread pool, or none with ``max_inflight=0``: then each pack is uploaded inline, one
 manifest segment). ``finish()`` commits: packs, then an index segment,
 then the manifest; only the manifest makes the stream visible, so an aborted or crashed upload
-leaves orphan packs (removed by prune after its lease expires) and never a half stream.
+never leaves a half stream. An aborted upload (the sender was cut, the store went away for a
+while) still indexes the packs it did store, so that the retry of the same stream deduplicates
+against them and uploads only the rest; nothing refers to them until a manifest does, and prune
+removes them after its grace period if none ever does. A crashed upload leaves its packs
+unindexed, for prune.
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ class StreamIngest:
         self._writer = PackWriter(self._crypto, self._sealers)
         self._pending: set[bytes] = set()  # blob ids written by this upload
         self._new_packs: dict[str, list[BlobEntry]] = {}
+        self._stored: set[str] = set()  # new packs whose upload completed
+        self._kept = 0  # blob bytes an aborted upload left indexed for its retry
         self._used_packs: set[str] = set()
         self._new_bytes = 0
         self._pool = cf.ThreadPoolExecutor(max_workers=upload_threads, thread_name_prefix="pack-up")
@@ -200,6 +206,7 @@ class StreamIngest:
         # A conflict means same name, same bytes: another upload stored this very pack.
         with contextlib.suppress(StoreConflict):
             self._repo.target.put_parts_if_absent(pack_key(pack_id), parts)
+        self._stored.add(pack_id)
 
     def _drain(self) -> None:
         while self._inflight:
@@ -222,12 +229,14 @@ class StreamIngest:
             self._flush_segment()
             self._flush_pack()
             self._drain()
+            # before the index names the new packs: an index entry for a pruned pack would let
+            # later uploads deduplicate against data that is gone
+            self._check_lease_held()
             if self._new_packs:
                 seg = write_segment(self._repo.target, self._crypto, self._new_packs)
                 for pack_id, entries in self._new_packs.items():
                     self._index.add(pack_id, entries)
                 self._index.segments.add(seg)
-            self._check_lease_held()
             ref = self._commit_manifest()
         except BaseException:
             self.abort()
@@ -307,8 +316,30 @@ class StreamIngest:
             fut.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._sealers.shutdown(wait=True, cancel_futures=True)
+        self._index_stored_packs()  # under the lease still: no prune can run in between
         try:
             self._lease.release()
         except StoreError as e:
             self._log.warning("lease.release_failed", error=str(e))
-        self._log.info("upload.aborted", bytes=self._framer.offset)
+        self._log.info("upload.aborted", bytes=self._framer.offset,
+                       packs_kept=len(self._stored), bytes_kept=self._kept)  # fmt: skip
+
+    def _index_stored_packs(self) -> None:
+        """One index segment for the packs already stored, so a retry need not send them again."""
+        stored = {p: e for p, e in self._new_packs.items() if p in self._stored}
+        self._kept = 0
+        if not stored or set(stored) <= self._index.packs():
+            return  # nothing stored, or finish() indexed them already
+        if now() >= self._lease.expires:
+            # a prune may have run without seeing this upload: its packs may be gone
+            self._log.warning("upload.packs_not_indexed", packs=len(stored), reason="lease expired")
+            return
+        try:
+            seg = write_segment(self._repo.target, self._crypto, stored)
+        except StoreError as e:  # the store may be what failed: prune will take the packs
+            self._log.warning("upload.packs_not_indexed", packs=len(stored), error=str(e))
+            return
+        for pack_id, entries in stored.items():
+            self._index.add(pack_id, entries)
+        self._index.segments.add(seg)
+        self._kept = sum(e.raw_length for es in stored.values() for e in es)

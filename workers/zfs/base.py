@@ -87,7 +87,10 @@ class ZfsBackend(abc.ABC):
         props: Mapping[str, str] | None = None,
         volsize: int | None = None,
         parents: bool = False,
-    ) -> None: ...
+        key: bytes | None = None,
+    ) -> None:
+        """``zfs create``; ``key`` is a new encryption root's key, given on stdin
+        (``keylocation=prompt``) so it is never written to a file."""
 
     @abc.abstractmethod
     def destroy(self, name: str, *, recursive: bool = False, defer: bool = False) -> None: ...

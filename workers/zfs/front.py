@@ -345,7 +345,12 @@ class Front:
             return EXIT_FAILURE
         if "-n" in found:
             return 0
-        self.backend.create(name, props=props or None, volsize=volsize, parents="-p" in found)
+        key = None
+        if "keyformat" in props and props.get("keylocation", "prompt") == "prompt":
+            key = self.stdin.read()  # not a terminal here: zfs reads the new key from stdin
+        self.backend.create(
+            name, props=props or None, volsize=volsize, parents="-p" in found, key=key
+        )
         return 0
 
     def _parent_exists(self, name: str) -> bool:

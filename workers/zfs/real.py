@@ -296,12 +296,19 @@ class RealBackend(ZfsBackend):
         props: Mapping[str, str] | None = None,
         volsize: int | None = None,
         parents: bool = False,
+        key: bytes | None = None,
     ) -> None:
         rules.validate_dataset(name)
-        args = ["create", *(["-p"] if parents else []), *_props_args("-o", props)]
+        given = dict(props or {})
+        if key is not None:
+            # keylocation=prompt reads the new key from stdin when stdin is not a terminal
+            if given.get("keylocation", "prompt") != "prompt":
+                raise ConfigError("a key given on stdin needs keylocation=prompt")
+            given["keylocation"] = "prompt"
+        args = ["create", *(["-p"] if parents else []), *_props_args("-o", given)]
         if volsize is not None:
             args += ["-V", str(volsize)]
-        self._run([*args, name])
+        self._run([*args, name], input_bytes=key)
 
     def destroy(self, name: str, *, recursive: bool = False, defer: bool = False) -> None:
         flags = [flag for on, flag in ((recursive, "-r"), (defer, "-d")) if on]

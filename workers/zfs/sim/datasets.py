@@ -124,6 +124,8 @@ def _crypt_for_create(
         )
     if key is None:
         key = _read_keylocation(name, local.get("keylocation", "prompt"))
+    else:
+        local.setdefault("keylocation", "prompt")  # a key given is a typed one, as zfs has it
     iters = int(local.get("pbkdf2iters", "0")) or crypto.DEFAULT_ITERS
     if keyformat == "passphrase" and iters < crypto.MIN_ITERS:
         raise InvalidOperation(

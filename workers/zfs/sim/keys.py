@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from protocol.errors import InvalidOperation, KeyNotLoaded
@@ -81,7 +81,15 @@ def unload_key(pool: Pool, name: str) -> None:
             raise InvalidOperation(f"Key unload error: Key already unloaded for '{name}'.")
         for member in key_family(pool, ds):
             pool.unmount(member)
-            _store(pool, member, {**(member.crypt or {}), "loaded": None, "wkey": None})
+            fresh = pool.dataset_by_id(member.id)
+            crypt = dict(fresh.crypt or {})
+            if not crypt.get("sealed") and crypt.get("loaded"):
+                # data at rest is ciphertext once the key is gone, as on disk: a raw send of a
+                # locked dataset needs no key, and nothing readable stays behind
+                _transform_all(pool, fresh, bytes.fromhex(str(crypt["loaded"])), seal_manifest)
+                crypt["sealed"] = True
+            _store(pool, fresh, {**crypt, "loaded": None, "wkey": None})
+        pool.collect()
 
 
 def change_key(
@@ -268,21 +276,47 @@ def _read_location(location: str, fail: str) -> bytes:
 
 
 def _unseal_all(pool: Pool, ds: Dataset, master: bytes) -> None:
-    """Turn a raw-received dataset's sealed manifests into plain ones (same guids)."""
+    """Turn a sealed dataset's manifests into plain ones (same guids)."""
+    _transform_all(pool, ds, master, unseal_manifest)
+
+
+def _transform_all(
+    pool: Pool,
+    ds: Dataset,
+    master: bytes,
+    fn: Callable[[Pool, Manifest, bytes, dict[bytes, bytes]], Manifest],
+) -> None:
     cache: dict[bytes, bytes] = {}
     for snap in pool.snapshots(ds.id):
-        plain = unseal_manifest(pool, snap.manifest, master, cache)
+        out = fn(pool, snap.manifest, master, cache)
         pool.conn.execute(
-            "UPDATE snapshots SET manifest=? WHERE id=?", (encode_manifest(plain), snap.id)
+            "UPDATE snapshots SET manifest=? WHERE id=?", (encode_manifest(out), snap.id)
         )
     if ds.head is not None:
-        plain = unseal_manifest(pool, decode_manifest(ds.head), master, cache)
-        pool.conn.execute("UPDATE datasets SET head=? WHERE id=?", (encode_manifest(plain), ds.id))
+        out = fn(pool, decode_manifest(ds.head), master, cache)
+        pool.conn.execute("UPDATE datasets SET head=? WHERE id=?", (encode_manifest(out), ds.id))
     for mark in pool.bookmarks(ds.id):
-        plain = unseal_manifest(pool, mark.manifest, master, cache)
+        out = fn(pool, mark.manifest, master, cache)
         pool.conn.execute(
-            "UPDATE bookmarks SET manifest=? WHERE id=?", (encode_manifest(plain), mark.id)
+            "UPDATE bookmarks SET manifest=? WHERE id=?", (encode_manifest(out), mark.id)
         )
+
+
+def seal_manifest(
+    pool: Pool, manifest: Manifest, master: bytes, done: dict[bytes, bytes]
+) -> Manifest:
+    """Encrypt each node (bonus and records) as a raw send would carry it."""
+    store = pool.objects
+    todo = [d for d in manifest.values() if d not in done]
+    nodes = store.get_many(todo) if todo else {}
+    for digest, node in nodes.items():
+        blocks = tuple(
+            HOLE if b == HOLE else store.blocks.put(crypto.seal(master, store.blocks.get(b)))
+            for b in node.blocks
+        )
+        sealed = Node(crypto.seal(master, node.bonus), blocks)
+        done[digest] = store.put(sealed, node.allocated())
+    return {obj: done[d] for obj, d in manifest.items()}
 
 
 def unseal_manifest(
