@@ -147,8 +147,9 @@ def rebase(  # noqa: PLR0917
     runs JOB, so they receive only each image's delta from the base they hold.
 
     \b
-    Exit codes: 0 done; 1 a rebase failed (rolled back); 2 bad arguments; 3 a conflict
-    stopped a rebase (nothing changed).
+    Exit codes: 0 done; 1 a rebase (or the --sync job) failed, rolled back; 2 bad arguments;
+    3 a conflict stopped a rebase, or the fleet plan refused (nothing changed); 4 Redis
+    unreachable; 5 timed out waiting.
     """
     configure_logging(level=os.environ.get("ZFLEET_LOG_LEVEL", "WARNING"), stream=sys.stderr)
     if optimize and (proposal is not None or onto or undo):
