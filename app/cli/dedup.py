@@ -31,7 +31,8 @@ def dedup() -> None:
     """Find look-alike datasets and what re-basing them on common bases would save."""
 
 
-def _backend(host: str | None, config_path: Path | None) -> ZfsBackend:
+def host_backend(host: str | None, config_path: Path | None) -> ZfsBackend:
+    """The local simulation, or (``host`` with a fleet config) the backend of that host."""
     if host is None:
         from workers.zfs.front import open_sim, sim_root
 
@@ -52,6 +53,20 @@ def _backend(host: str | None, config_path: Path | None) -> ZfsBackend:
     from workers.zfs.real import RealBackend
 
     return RealBackend(found.exec_prefix)
+
+
+def analyze_names(backend: ZfsBackend, names: tuple[str, ...] | list[str], *,
+                  threshold: float = DEFAULT_THRESHOLD) -> Analysis:  # fmt: skip
+    """The analysis `zfleet rebase --optimize` starts from: datasets or a pool, read on
+    ``backend``, clusters from exact record sets or sketches, then read again for exact bases."""
+    from workers.dedup.refine import reread
+    from workers.dedup.sources import expand, read_source
+
+    sources = expand(backend, list(names))
+    items = ((s.dataset, s.snapshot, read_source(backend, s)) for s in sources)
+    summaries = summarize_all(items, method="auto", k=DEFAULT_K, count=len(sources))
+    result = analyze(summaries, threshold=threshold)
+    return reread(result, lambda i: read_source(backend, sources[i]))
 
 
 def _table(analysis: Analysis) -> str:
@@ -149,7 +164,7 @@ def analyze_cmd(
         else:
             from workers.dedup.sources import expand, read_source
 
-            backend = _backend(host, config_path)
+            backend = host_backend(host, config_path)
             sources = expand(backend, names)
             items = ((s.dataset, s.snapshot, read_source(backend, s)) for s in sources)
             count = len(sources)

@@ -83,6 +83,17 @@ def _hook(command: str | None) -> Any:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help='Rebase a collection: JSON {"clusters": [{"base", "members"}]}.',
 )
+@click.option(
+    "--optimize",
+    is_flag=True,
+    help="IMAGES are a collection (datasets or a pool): cluster them, rebase onto medoids.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="--optimize: least similarity to join a base (zfleet dedup analyze's).",
+)
 @click.option("--real", is_flag=True, help="OpenZFS on this host instead of the simulation.")
 @config_option(required=False)
 @click.option("--on", "on_host", metavar="HOST", help="Fleet: the host a --proposal is rebased on.")
@@ -101,6 +112,8 @@ def rebase(  # noqa: PLR0917
     after_cmd: str | None,
     undo: bool,
     proposal: Path | None,
+    optimize: bool,
+    threshold: float | None,
     real: bool,
     config_path: Path | None,
     on_host: str | None,
@@ -122,20 +135,27 @@ def rebase(  # noqa: PLR0917
       zfleet rebase tank/img/web --onto tank/base@2025-06 --prefer image
       zfleet rebase tank/img/a tank/img/b --onto tank/img/web@s1 --keep-content --drop-old
       zfleet rebase --proposal clusters.json --drop-old --json
+      zfleet rebase --optimize tank/img --drop-old     # analyse, then rebase onto medoids
 
     \b
     Across the fleet (a job run by each host's worker; the coordinator must run):
       zfleet rebase alpha:tank/img/web beta:tank/img/db --onto alpha:tank/base@v2 -c fleet.toml
       zfleet rebase alpha:tank/img/app --onto alpha:tank/base@v1 --keep-content --sync nightly
       zfleet rebase --proposal proposal.json --on alpha --sync nightly -c fleet.toml
+      zfleet rebase --optimize tank/img --on alpha --sync nightly -c fleet.toml
     The base is found on each image's host by its guid. --sync JOB sets the replicas aside and
     runs JOB, so they receive only each image's delta from the base they hold.
 
     \b
-    Exit codes: 0 done; 1 a rebase failed (rolled back); 2 bad arguments; 3 a conflict
-    stopped a rebase (nothing changed).
+    Exit codes: 0 done; 1 a rebase (or the --sync job) failed, rolled back; 2 bad arguments;
+    3 a conflict stopped a rebase, or the fleet plan refused (nothing changed); 4 Redis
+    unreachable; 5 timed out waiting.
     """
     configure_logging(level=os.environ.get("ZFLEET_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    if optimize and (proposal is not None or onto or undo):
+        click.echo("zfleet: --optimize takes a collection, no --onto, --proposal or --undo",
+                   err=True)  # fmt: skip
+        sys.exit(EXIT_CONFIG)
     fleet = on_host is not None or any(":" in x for x in (*images, onto or ""))
     if fleet or sync is not None or dry_run:
         if config_path is None:
@@ -148,11 +168,17 @@ def rebase(  # noqa: PLR0917
         from app.cli.rebasefleet import run
 
         run(config_path, images, onto, proposal=proposal, on=on_host, sync=sync,
+            optimize=optimize, threshold=threshold,
             dry_run=dry_run, timeout=timeout, as_json=as_json, prefer=prefer,
             keep_content=keep_content, drop_old=drop_old,
             before=tuple(shlex.split(before_cmd or "")), after=tuple(shlex.split(after_cmd or "")))
         return
     try:
+        if optimize:
+            if not images:
+                raise ConfigError("--optimize needs the collection: datasets or a pool")
+            sys.exit(_optimize(_backend(real), images, threshold, drop_old=drop_old,
+                               hooks=_hooks(before_cmd, after_cmd), as_json=as_json))  # fmt: skip
         if proposal is not None:
             if images or onto or undo:
                 raise ConfigError("--proposal takes no IMAGE, --onto or --undo")
@@ -220,13 +246,41 @@ def _hooks(before_cmd: str | None, after_cmd: str | None) -> Any:
     return Hooks(before=_hook(before_cmd), after=_hook(after_cmd))
 
 
+def _optimize(backend: ZfsBackend, names: tuple[str, ...], threshold: float | None, *,
+              drop_old: bool, hooks: Any, as_json: bool) -> int:  # fmt: skip
+    """Analyse the collection, then rebase each cluster's members onto its medoid."""
+    from app.cli.dedup import analyze_names
+    from app.cli.rebasefleet import analysis_lines, proposal_pairs
+    from workers.rebase.collection import Cluster, Proposal
+
+    kw = {} if threshold is None else {"threshold": threshold}
+    estimate = analyze_names(backend, names, **kw).proposal
+    if not estimate.rebases():
+        click.echo("nothing to rebase: no images alike enough (see zfleet dedup analyze)")
+        return EXIT_OK
+    if not as_json:
+        click.echo("\n".join(analysis_lines(estimate.to_dict())))
+    by_base: dict[str, list[str]] = {}
+    for member, base in proposal_pairs(estimate.to_dict()):
+        by_base.setdefault(base, []).append(member)
+    plan = Proposal(tuple(Cluster(b, tuple(m)) for b, m in by_base.items()))
+    return _run_collection(backend, plan, drop_old, hooks, as_json, estimate=estimate.to_dict())
+
+
 def _collection(backend: ZfsBackend, path: Path, drop_old: bool, hooks: Any, as_json: bool) -> int:
-    from workers.rebase.collection import Proposal, rebase_collection
+    from workers.rebase.collection import Proposal
 
     try:
         plan = Proposal.load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return _run_collection(backend, plan, drop_old, hooks, as_json)
+
+
+def _run_collection(backend: ZfsBackend, plan: Any, drop_old: bool, hooks: Any, as_json: bool,
+                    *, estimate: dict[str, Any] | None = None) -> int:  # fmt: skip
+    from workers.rebase.collection import rebase_collection
+
     try:
         report = rebase_collection(backend, plan, drop_old=drop_old, hooks=hooks)
     except ConfigError:
@@ -235,7 +289,10 @@ def _collection(backend: ZfsBackend, path: Path, drop_old: bool, hooks: Any, as_
         click.echo(f"zfleet: {type(exc).__name__}: {exc}", err=True)
         return EXIT_FAILED
     if as_json:
-        print_json(report.to_json())
+        out = report.to_json()
+        if estimate is not None:
+            out["analysis"] = estimate
+        print_json(out)
     else:
         for r in report.rebased:
             click.echo(

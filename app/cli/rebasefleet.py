@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 
 from app.cli.common import (
@@ -66,6 +67,20 @@ def proposal_pairs(data: Any) -> list[tuple[str, str]]:
     return out
 
 
+def analysis_lines(data: Mapping[str, Any]) -> list[str]:
+    """The analysis's figures before an --optimize rebase: its clusters and what they save."""
+    lines = []
+    for c in data.get("clusters", []):
+        if not c.get("members"):
+            continue
+        members = ", ".join(str(m.get("dataset")) for m in c.get("members", []))
+        lines.append(f"cluster: {members} onto {c.get('base')}")
+    lines.append(f"estimate: {human_bytes(data.get('bytes_now'))} now, "
+                 f"{human_bytes(data.get('bytes_after'))} after, lower bound "
+                 f"{human_bytes(data.get('lower_bound'))}")  # fmt: skip
+    return lines
+
+
 def load_proposal(path: Path) -> list[tuple[str, str]]:
     try:
         return proposal_pairs(json.loads(path.read_text(encoding="utf-8")))
@@ -95,6 +110,8 @@ def run(
     proposal: Path | None,
     on: str | None,
     sync: str | None,
+    optimize: bool = False,
+    threshold: float | None = None,
     dry_run: bool,
     timeout: float,
     as_json: bool,
@@ -104,7 +121,22 @@ def run(
     with cli_errors():
         config = load_config(config_path)
         requests: list[Request]
-        if proposal is not None:
+        estimate: dict[str, Any] | None = None
+        if optimize:
+            if on is None:
+                raise ConfigError("--optimize with a fleet config needs --on HOST")
+            if on not in config.hosts:
+                raise ConfigError(f"--on {on!r}: unknown host (hosts: {', '.join(config.hosts)})")
+            from app.cli.dedup import analyze_names, host_backend
+
+            kw = {} if threshold is None else {"threshold": threshold}
+            estimate = analyze_names(host_backend(on, config_path), list(images), **kw
+                                     ).proposal.to_dict()  # fmt: skip
+            if not any(c["members"] for c in estimate["clusters"]):
+                click.echo("nothing to rebase: no images alike enough (see zfleet dedup analyze)")
+                raise SystemExit(EXIT_OK)
+            requests = requests_from_pairs(config, on, proposal_pairs(estimate))
+        elif proposal is not None:
             if images or onto:
                 raise ConfigError("--proposal takes no IMAGE or --onto")
             if on is None:
@@ -135,10 +167,14 @@ def run(
                 code = EXIT_FAILED
         if as_json:
             out = job_detail(done)
+            if estimate is not None:
+                out["analysis"] = estimate
             if follow is not None:
                 out["sync"] = {**job_detail(follow), "sent_bytes": _sync_bytes(follow)}
             print_json(out)
         else:
+            if estimate is not None:
+                console.print("\n".join(analysis_lines(estimate)))
             _print(console, done, follow)
         raise SystemExit(code)
 

@@ -215,6 +215,13 @@ def test_bad_rebases_through_the_fleet_change_nothing(fleet: Fleet) -> None:
     plan = [(row["kind"], row["deps"]) for row in dry["report"]["plan"]]
     assert plan == [("snapshot", []), ("rebase", ["base-snapshot-1"]),
                     ("snapshot", ["rebase-1"]), ("rebase", ["rebase-1", "base-snapshot-2"])]
+    # --optimize on alpha: the analysis there, then the members planned onto the medoid
+    opt = run(fleet, "rebase", "--optimize", "tank/img/app", "tank/img/base", "tank/img/web",
+              "--on", "alpha", "--keep-content", "--dry-run")  # fmt: skip
+    (cluster,) = [c for c in opt["analysis"]["clusters"] if c["members"]]
+    rebased = sorted(row["args"]["image"] for row in opt["report"]["plan"]
+                     if row["kind"] == "rebase")  # fmt: skip
+    assert rebased == sorted(m["dataset"] for m in cluster["members"]) and len(rebased) == 2
     unchanged()
 
     # an image in use: a process has its working directory in it
