@@ -1,6 +1,6 @@
 """Coordination overhead per step, against raw Celery no-op round trips in the same run.
 
-    .venv/bin/python bench/coordination.py [--datasets 100] [--rounds 10] [--noops 200]
+    .venv/bin/python bench/coordination.py [--datasets 100] [--rounds 10] [--noops 200] [--json]
 
 A real redis-server, three `zfleet worker` processes (simulated hosts alpha, beta, gamma) and the
 coordinator loop (in this process, on a thread). alpha holds --datasets small datasets, first
@@ -16,6 +16,8 @@ Figures:
 - the coordinator thread's CPU time per step (its real cost: it grows with steps, not with waits);
 - baseline: sequential round trips of a no-op Celery task to the same workers (send, run, result
   back through Redis), median ms; and the ratios of the overhead and CPU per step to it.
+
+With --json the last line is every figure as one JSON object (bench/run_all.py reads it).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--noops", type=int, default=200)
+    ap.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     a = ap.parse_args()
     configure_logging(level="WARNING")  # the loop's own log lines would be part of what we time
     binary = redis_binary()
@@ -152,6 +155,17 @@ def main() -> None:
               f"(p90 {pct(rtts, 0.9):.1f} ms, n={len(rtts)})")
         print(f"ratios to the no-op round trip: overhead median {med / base:.2f}x, "
               f"coordinator CPU per step {cpu / steps * 1000 / base:.2f}x")
+        if a.json:
+            print(json.dumps({
+                "datasets": a.datasets, "rounds": a.rounds, "transfers": transfers,
+                "steps": steps, "wall_s": wall, "transfers_per_s": transfers / wall,
+                "overhead_median_ms": med, "overhead_p90_ms": p90,
+                "dispatch_median_ms": statistics.median(parts["dispatch"]),
+                "react_median_ms": statistics.median(parts["react"]),
+                "e2e_median_ms": statistics.median(latencies),
+                "e2e_p90_ms": pct(latencies, 0.9), "cpu_per_step_ms": cpu / steps * 1000,
+                "noop_median_ms": base, "noop_p90_ms": pct(rtts, 0.9),
+            }))  # fmt: skip
 
 
 if __name__ == "__main__":

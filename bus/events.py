@@ -86,6 +86,21 @@ class EventConsumer:
             return []
         return [self._decode(e) for _, entries in reply for e in entries]
 
+    def read_after(
+        self, pipe: Any, block_ms: int = 1000, count: int = 200
+    ) -> tuple[list[Any], list[Delivery]]:
+        """Run the commands queued on ``pipe`` (a non-transactional pipeline) and then the read,
+        in one round trip: their replies (as before the wait) and the new events."""
+        if not self._backlog_done:
+            first = self.read(block_ms=block_ms, count=count)  # claims the backlog first
+            return pipe.execute(), first
+        pipe.xreadgroup(keys.EVENTS_GROUP, self.consumer, {keys.EVENTS: ">"}, count=count,
+                        block=block_ms)  # fmt: skip
+        *replies, reply = pipe.execute()
+        if not reply:
+            return replies, []
+        return replies, [self._decode(e) for _, entries in reply for e in entries]
+
     def ack(self, ids: list[bytes], pipe: Any | None = None) -> None:
         if ids:
             (pipe or self.r).xack(keys.EVENTS, keys.EVENTS_GROUP, *ids)

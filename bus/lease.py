@@ -45,9 +45,15 @@ class Cas:
 
     def swap(self, key: str, expect: str | None, new: str | None, ttl_ms: int = 0) -> bool:
         """Set ``key`` to ``new`` (None deletes it) if its holder is ``expect`` (None: absent)."""
+        return bool(self.queue_swap(self.r, key, expect, new, ttl_ms))
+
+    def queue_swap(
+        self, pipe: Any, key: str, expect: str | None, new: str | None, ttl_ms: int = 0
+    ) -> Any:
+        """:meth:`swap` on ``pipe`` (a pipeline: its reply, 1 or 0, comes with the others)."""
         if (expect is not None and not expect) or (new is not None and not new):
             raise ValueError("a holder must be a non-empty string")
-        return bool(self._script(keys=[key], args=[expect or "", new or "", int(ttl_ms)]))
+        return self._script(keys=[key], args=[expect or "", new or "", int(ttl_ms)], client=pipe)
 
     def take(self, key: str, holder: str, ttl_ms: int = 0) -> bool:
         return self.swap(key, None, holder, ttl_ms)

@@ -223,7 +223,12 @@ def apply_event(job: Job, event: StepEvent, policy: RetryPolicy, now: float) -> 
         step.error, step.error_type = event.error_message, event.error_type
     else:
         finish_step(step, FAILED, now, error=event.error_message, error_type=event.error_type)
-    settle(job, now)
+    if step.status == SUCCEEDED:
+        # a success blocks nothing (the job was settled before it): only the end may be reached;
+        # the blocking pass over every step, per event, made wide jobs quadratic
+        _conclude(job, now)
+    else:
+        settle(job, now)
     return True
 
 
@@ -283,7 +288,14 @@ def settle(job: Job, now: float | None = None) -> None:
             if any(job.steps[d].status in UNSUCCESSFUL for d in step.deps):
                 finish_step(step, BLOCKED, now, error="a step it depends on did not succeed")
                 changed = True
-    if job.done or not all(s.status in TERMINAL for s in job.steps.values()):
+    _conclude(job, now)
+
+
+def _conclude(job: Job, now: float) -> None:
+    """Finish the job when every step is finished."""
+    # from the end: the last steps (releases, inventories after) finish last, so an unfinished
+    # job is told at once rather than after a scan of every finished step (per event)
+    if job.done or not all(s.status in TERMINAL for s in reversed(job.steps.values())):
         return
     job.finished = now
     if job.cancel_requested:

@@ -27,9 +27,14 @@ class DatasetLocks:
         """Lock every resource for ``job_id``; on conflict hold none, return {resource: owner}."""
         taken: list[str] = []
         conflicts: dict[str, str] = {}
-        for res in sorted(set(resources)):
+        wanted = sorted(set(resources))
+        # one round trip for the common case (every lock free); only the others one by one
+        pipe = self.r.pipeline(transaction=False)
+        for res in wanted:
+            self.cas.queue_swap(pipe, keys.dataset_lock(res), None, job_id)
+        for res, free in zip(wanted, pipe.execute() if wanted else [], strict=True):
             key = keys.dataset_lock(res)
-            if self.cas.take(key, job_id):
+            if free:
                 taken.append(res)
                 continue
             owner = self.cas.holder(key) or ""
@@ -44,8 +49,11 @@ class DatasetLocks:
         return conflicts
 
     def release_all(self, job_id: str, resources: Iterable[str]) -> None:
+        pipe = self.r.pipeline(transaction=False)
         for res in set(resources):
-            self.cas.release(keys.dataset_lock(res), job_id)
+            self.cas.queue_swap(pipe, keys.dataset_lock(res), job_id, None)
+        if len(pipe):
+            pipe.execute()
 
     def owner(self, resource: str) -> str | None:
         return self.cas.holder(keys.dataset_lock(resource))

@@ -21,14 +21,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis
 import structlog
 
 from bus import keys, records, taskqueue
-from bus.events import EventConsumer
+from bus.events import Delivery, EventConsumer
 from bus.queues import STEP_TASK, queue_for
 from coordinator import engine, jobkinds
 from coordinator.config import FleetConfig, parse_config, store_ref
@@ -51,6 +51,8 @@ LOST_GRACE: Final = 10.0
 GRANT_TTL: Final = 6 * 3600.0
 # How often the leader trims acknowledged events and forgets expired jobs.
 HOUSEKEEPING_EVERY: Final = 60.0
+# How often it reads the heartbeats of the hosts running steps (a worker beats every 2 s).
+LOST_CHECK_EVERY: Final = 1.0
 
 
 def celery_submitter(app: Any) -> Submit:
@@ -72,12 +74,13 @@ class QueueSubmitter:
 
     def messages(self, calls: Iterable[tuple[str, StepCall]]) -> list[tuple[str, bytes]]:
         """``(queue, message)`` for each ``(host, call)``."""
-        return [
-            (queue_for(host), taskqueue.task_message(
-                STEP_TASK, [to_dict(call)], queue_for(host),
-                argsrepr=f"{call.job_id}/{call.step_id}#{call.attempt}"))
-            for host, call in calls
-        ]  # fmt: skip
+        return [self.message(host, call) for host, call in calls]
+
+    def message(self, host: str, call: StepCall) -> tuple[str, bytes]:
+        queue = queue_for(host)
+        text = taskqueue.task_message(STEP_TASK, [to_dict(call)], queue,
+                                      argsrepr=f"{call.job_id}/{call.step_id}#{call.attempt}")
+        return queue, text  # fmt: skip
 
     def __call__(self, host: str, call: StepCall) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -89,6 +92,72 @@ class QueueSubmitter:
 class _Config:
     text: str
     parsed: FleetConfig
+
+
+_IN_FLIGHT: Final = (engine.SUBMITTED, engine.RUNNING)
+# Task messages built ahead per tick at most (each ~0.1-0.3 ms), and how long one stays usable
+# (its grants are signed for GRANT_TTL from when it was built).
+BUILD_AHEAD_PER_TICK: Final = 256
+# Steps submitted per tick at most: a wide fan-out goes out over a few ticks, each one short
+# enough to renew the lease and to read events in between.
+SUBMIT_PER_TICK: Final = 1000
+EARLY_MAX_AGE: Final = 60.0
+
+
+@dataclass(frozen=True)
+class _Early:
+    """A step's task message built before the step was ready (Coordinator._build_ahead)."""
+
+    call: StepCall
+    args: StepArgs
+    built: float
+    message: tuple[str, bytes]
+
+    def fits(self, job: Job, step: Step, attempt: int | None = None) -> bool:
+        """Still the message this step's attempt would get now."""
+        c = self.call
+        return (
+            c.attempt == (step.attempt if attempt is None else attempt)
+            and c.host == step.host
+            and self.args is step.args
+            and c.epoch == int(job.options.get("epoch", 0))
+            and c.fence == str(job.options.get("fence", ""))
+            and c.time_limit == float(job.options.get("step_time_limit", 0.0))
+            and time.monotonic() - self.built < EARLY_MAX_AGE
+        )
+
+
+@dataclass
+class _View:
+    """What a tick reads of Redis before it acts (one round trip; see Coordinator._view)."""
+
+    active: list[str]
+    known: set[str]  # jobs that were in memory: their cancel flag was read
+    cancels: set[str]
+    # host -> heartbeat hash (empty: gone); None on the ticks that do not look for lost steps
+    beats: dict[str, dict[bytes, bytes]] | None = None
+
+
+@dataclass
+class _Writes:
+    """What a tick stores at its end: steps by job (None: all), acknowledgements, sends."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    steps: dict[str, dict[str, Step] | None] = field(default_factory=dict)
+    acks: list[bytes] = field(default_factory=list)
+    submit: list[tuple[Job, list[Step]]] = field(default_factory=list)
+    sent: int = 0
+    more: bool = False  # ready steps were left for the next tick
+
+    def touch(self, job: Job, steps: Iterable[Step] | None = None) -> None:
+        """Store ``job``'s meta and ``steps`` (all of them when None)."""
+        self.jobs[job.id] = job
+        if steps is None:
+            self.steps[job.id] = None
+            return
+        have = self.steps.setdefault(job.id, {})
+        if have is not None:
+            have.update((s.id, s) for s in steps)
 
 
 class Coordinator:
@@ -126,8 +195,11 @@ class Coordinator:
             self.config = _Config(text, parse_config(text, source=config_path))
         self._renewed = 0.0
         self._housekept = 0.0
+        self._lost_checked = 0.0
         self._waiting_logged: set[str] = set()
         self._jobs: dict[str, Job] = {}
+        self._early: dict[tuple[str, str], _Early] = {}
+        self._hurry = False
         self.log = log.bind(coordinator=self.owner)
 
     # -- the loop --------------------------------------------------------------------------
@@ -145,10 +217,10 @@ class Coordinator:
                     self.tick()
                 except LeaseLost as exc:
                     self.log.warning("coordinator.lease_lost", error=str(exc))
-                    self._jobs.clear()
+                    self._forget()
                 except redis.RedisError as exc:
                     self.log.warning("coordinator.redis_error", error=str(exc))
-                    self._jobs.clear()  # memory may be ahead of what was stored
+                    self._forget()  # memory may be ahead of what was stored
                     stop.wait(1.0)
         finally:
             try:
@@ -162,7 +234,7 @@ class Coordinator:
         if not self.lease.acquire():
             return False
         self.log.info("coordinator.leader")
-        self._jobs.clear()
+        self._forget()
         self._renewed = time.monotonic()
         try:
             self.resend_unsent()
@@ -172,48 +244,117 @@ class Coordinator:
         return True
 
     def tick(self, now: float | None = None) -> None:
-        """One round of work (the caller must hold the lease)."""
-        if time.monotonic() - self._renewed > self.lease.ttl_ms / 3000:
-            self.lease.renew()
-            self._renewed = time.monotonic()
-        self.apply_events()
+        """One round of work (the caller must hold the lease): read step events (waiting up to
+        ``block_ms`` for the first), apply them and advance every active job in memory, then
+        store it all in one transaction: changed steps, event acknowledgements, submissions."""
+        self._keep_lease()
+        view, deliveries = self._read()
         t = time.time() if now is None else now
-        for job_id in self.store.active_ids():
+        out = _Writes()
+        self._apply_events(deliveries, out)
+        for job_id in view.active:
             try:
-                self.advance(job_id, t)
+                self.advance(job_id, t, view, out)
             except JobError as exc:
                 self.log.warning("job.unloadable", job_id=job_id, error=str(exc))
                 self.r.srem(keys.JOBS_ACTIVE, job_id)
-        self.start_scheduled(t)
+        self._store(out)
+        self._hurry = self._build_ahead() or out.more
+        self.start_scheduled(t, view.active)
         if time.monotonic() - self._housekept > HOUSEKEEPING_EVERY:
             self._housekept = time.monotonic()
             self.events.trim_acknowledged()
             self.store.forget_expired()
 
+    def _keep_lease(self) -> None:
+        """Renew the lease when a third of its time has passed; LeaseLost if it is gone."""
+        if time.monotonic() - self._renewed > self.lease.ttl_ms / 3000:
+            self.lease.renew()
+            self._renewed = time.monotonic()
+
+    def _read(self) -> tuple[_View, list[Delivery]]:
+        """Step events (waiting up to ``block_ms`` for the first), the active jobs and the
+        cancel requests of the jobs in memory, in one round trip; every LOST_CHECK_EVERY
+        seconds also the heartbeats of the hosts running their steps, read after the events
+        (a heartbeat read before could predate a restarted worker's step start)."""
+        known = list(self._jobs)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.smembers(keys.JOBS_ACTIVE)
+        for job_id in known:
+            pipe.exists(keys.cancel(job_id))
+        # with steps left to send or messages to build ahead: only look for events
+        block = 1 if self._hurry else self.block_ms
+        replies, deliveries = self.events.read_after(pipe, block_ms=block)
+        view = _View(
+            active=sorted(m.decode() for m in replies[0]),
+            known=set(known),
+            cancels={j for j, flag in zip(known, replies[1:], strict=True) if flag},
+        )
+        if time.monotonic() - self._lost_checked >= LOST_CHECK_EVERY:
+            self._lost_checked = time.monotonic()
+            hosts = sorted({s.host for j in self._jobs.values() for s in j.steps.values()
+                            if s.host and s.status in _IN_FLIGHT})  # fmt: skip
+            pipe = self.r.pipeline(transaction=False)
+            for host in hosts:
+                pipe.hgetall(keys.worker(host))
+            view.beats = dict(zip(hosts, pipe.execute() if hosts else [], strict=True))
+        return view, deliveries
+
+    def _store(self, out: _Writes) -> None:
+        """Write what the tick changed and send what it submitted. Through a QueueSubmitter
+        both are one transaction; otherwise submissions are stored before they are sent and
+        marked sent after."""
+        queued = isinstance(self.submit, QueueSubmitter)
+        self._keep_lease()  # a long tick must not write once another coordinator leads
+        pipe = self.r.pipeline(transaction=True)
+        if isinstance(self.submit, QueueSubmitter) and out.submit:
+            messages = [self._message(job, s) for job, batch in out.submit for s in batch]
+            sent = time.time()
+            for _, batch in out.submit:
+                for step in batch:
+                    step.sent_at = sent
+            taskqueue.push(pipe, messages)
+        for job_id, job in out.jobs.items():
+            steps = out.steps[job_id]
+            self.store.save(job, None if steps is None else steps.values(), pipe)
+        self.events.ack(out.acks, pipe)
+        if len(pipe):
+            pipe.execute()
+        if not queued and out.submit:
+            pipe = self.r.pipeline(transaction=True)
+            for job, batch in out.submit:
+                for step in batch:
+                    self.submit(step.host or "", self._call(job, step))
+                    step.sent_at = time.time()
+                self.store.save(job, batch, pipe)
+            pipe.execute()
+        for job, batch in out.submit:
+            for step in batch:
+                self.log.info("step.submitted", job_id=job.id, step_id=step.id, host=step.host,
+                              kind=step.kind, attempt=step.attempt)  # fmt: skip
+        for job in out.jobs.values():
+            if job.done:
+                self._finish(job)
+
     # -- events ----------------------------------------------------------------------------
-    def apply_events(self) -> None:
-        deliveries = self.events.read(block_ms=self.block_ms)
-        if not deliveries:
-            return
-        by_job: dict[str, list[Any]] = {}
-        junk: list[bytes] = []
+    def _apply_events(self, deliveries: list[Delivery], out: _Writes) -> None:
+        by_job: dict[str, list[Delivery]] = {}
         for d in deliveries:
             if d.event is None:
-                junk.append(d.entry_id)
+                out.acks.append(d.entry_id)
             else:
                 by_job.setdefault(d.event.job_id, []).append(d)
-        self.events.ack(junk)
         for job_id, items in by_job.items():
-            ids = [d.entry_id for d in items]
+            out.acks.extend(d.entry_id for d in items)
             try:
                 job = self._job(job_id)
             except JobError:
-                self.events.ack(ids)
                 continue
             changed: dict[str, Step] = {}
             now = time.time()
             before = {sid: st.status for sid, st in job.steps.items()}
             for d in items:
+                assert d.event is not None
                 if engine.apply_event(job, d.event, self.policy, now):
                     step = job.steps[d.event.step_id]
                     changed[step.id] = step
@@ -222,76 +363,96 @@ class Coordinator:
                                   error=d.event.error_message)  # fmt: skip
             # blocking may have changed other steps too: write every step whose state moved
             changed.update({sid: st for sid, st in job.steps.items() if before[sid] != st.status})
-            pipe = self.r.pipeline(transaction=True)
-            if changed:
-                self.store.save(job, changed.values(), pipe)
-            self.events.ack(ids, pipe)
-            pipe.execute()
-            if job.done:
-                self._finish(job)
+            out.touch(job, changed.values())
 
     # -- jobs ------------------------------------------------------------------------------
-    def advance(self, job_id: str, now: float) -> None:
+    def advance(self, job_id: str, now: float, view: _View, out: _Writes) -> None:
         """Move one job forward: cancel, lost workers, coordinator steps, locks, submissions."""
         job = self._job(job_id)
         if job.done:
-            self._finish(job)
+            out.touch(job)
             return
-        if not job.cancel_requested and self.store.cancel_requested(job.id):
+        if job.id in view.known:
+            cancel = job.id in view.cancels
+        else:
+            cancel = self.store.cancel_requested(job.id)
+        if not job.cancel_requested and cancel:
             engine.cancel(job, now)
             self.log.info("job.cancelling", job_id=job.id)
-            self.store.save(job)
-        self._check_lost(job, now)
+            out.touch(job)
+        self._check_lost(job, now, view, out)
         batch: list[Step] = []
         ready = engine.ready_steps(job, now)
         while ready and not job.done:
             local = [s for s in ready if s.host is None]
             for step in ready:
                 if step.host is None:
-                    self._run_local(job, step, now)
-                elif not step.writes or self._locked(job):
+                    self._run_local(job, step, now, out)
+                elif out.sent >= SUBMIT_PER_TICK:
+                    out.more = True  # the rest next tick, at once: a tick stays short
+                elif not step.writes or self._locked(job, view, out):
                     engine.mark_submitted(step, now)
                     batch.append(step)
+                    out.sent += 1
             # a local step (plan) adds steps that may be ready now: do not wait a tick for them
             ready = engine.ready_steps(job, now) if local else []
         if batch:
-            self._submit_batch(job, batch)
+            out.submit.append((job, batch))
+            out.touch(job, batch)
         if job.done:
-            self.store.save(job)
-            self._finish(job)
+            out.touch(job)
 
-    def _submit_batch(self, job: Job, batch: list[Step]) -> None:
-        calls = [(step.host or "", self._call(job, step)) for step in batch]
-        if isinstance(self.submit, QueueSubmitter):
-            messages = self.submit.messages(calls)
-            sent = time.time()
-            for step in batch:
-                step.sent_at = sent
-            # sent and stored as sent together, or neither (then still pending in Redis)
-            pipe = self.r.pipeline(transaction=True)
-            taskqueue.push(pipe, messages)
-            self.store.save(job, batch, pipe)
-            pipe.execute()
-        else:
-            # stored before sending (a crash in between re-sends), marked sent after
-            self.store.save(job, batch)
-            for (host, call), step in zip(calls, batch, strict=True):
-                self.submit(host, call)
-                step.sent_at = time.time()
-            self.store.save(job, batch)
-        for step in batch:
-            self.log.info("step.submitted", job_id=job.id, step_id=step.id, host=step.host,
-                          kind=step.kind, attempt=step.attempt)  # fmt: skip
-
-    def _call(self, job: Job, step: Step) -> StepCall:
+    def _call(self, job: Job, step: Step, attempt: int | None = None) -> StepCall:
+        """The call of ``attempt`` (default: the step's current one)."""
         assert step.host is not None
-        args = self._with_grants(job, step.id, step.attempt, step.args)
+        attempt = step.attempt if attempt is None else attempt
+        args = self._with_grants(job, step.id, attempt, step.args)
         return StepCall(
-            job_id=job.id, step_id=step.id, attempt=step.attempt, host=step.host,
+            job_id=job.id, step_id=step.id, attempt=attempt, host=step.host,
             args=args_to_bytes(args), epoch=int(job.options.get("epoch", 0)),
             fence=str(job.options.get("fence", "")),
             time_limit=float(job.options.get("step_time_limit", 0.0)),
         )  # fmt: skip
+
+    # -- messages built ahead ----------------------------------------------------------------
+    def _message(self, job: Job, step: Step) -> tuple[str, bytes]:
+        """The step's task message: the one built ahead when it still fits, else a new one."""
+        assert isinstance(self.submit, QueueSubmitter)
+        early = self._early.pop((job.id, step.id), None)
+        if early is not None and early.fits(job, step):
+            return early.message
+        return self.submit.message(step.host or "", self._call(job, step))
+
+    def _build_ahead(self, limit: int = BUILD_AHEAD_PER_TICK) -> bool:
+        """Build the task messages of steps the next events may make ready (each dependency
+        succeeded or in flight) while the loop would only wait, so that sending them costs
+        the transaction alone. Returns True when ``limit`` cut the work short."""
+        if not isinstance(self.submit, QueueSubmitter):
+            return False
+        built = 0
+        for job in self._jobs.values():
+            # a coordinator-side step may still change the job's options (a failover's epoch)
+            if job.done or job.cancel_requested or any(
+                st.host is None and st.status not in engine.TERMINAL for st in job.steps.values()
+            ):
+                continue
+            for step in job.steps.values():
+                if step.status != engine.PENDING or step.host is None:
+                    continue
+                early = self._early.get((job.id, step.id))
+                if early is not None and early.fits(job, step, attempt=step.attempt + 1):
+                    continue
+                deps = [job.steps[d].status for d in step.deps]
+                if not deps or not all(d == engine.SUCCEEDED or d in _IN_FLIGHT for d in deps):
+                    continue
+                if built >= limit:
+                    return True
+                call = self._call(job, step, step.attempt + 1)
+                self._early[(job.id, step.id)] = _Early(
+                    call=call, args=step.args, built=time.monotonic(),
+                    message=self.submit.message(step.host, call))  # fmt: skip
+                built += 1
+        return False
 
     def _with_grants(self, job: Job, step_id: str, attempt: int, args: StepArgs) -> StepArgs:
         """A transfer's arguments with a grant per peer, signed for this attempt only, and
@@ -319,9 +480,10 @@ class Coordinator:
 
     def resend_unsent(self) -> None:
         """After taking the lease: send what a dead coordinator stored but never sent."""
+        out = _Writes()
         for job_id in self.store.active_ids():
             try:
-                job = self.store.load(job_id)
+                job = self._job(job_id)
             except JobError:
                 continue
             unsent = [s for s in job.steps.values()
@@ -329,9 +491,11 @@ class Coordinator:
             for step in unsent:
                 self.log.info("step.resend", job_id=job.id, step_id=step.id)
             if unsent:
-                self._submit_batch(job, unsent)
+                out.submit.append((job, unsent))
+                out.touch(job, unsent)
+        self._store(out)
 
-    def _run_local(self, job: Job, step: Step, now: float) -> None:
+    def _run_local(self, job: Job, step: Step, now: float, out: _Writes) -> None:
         """Run a coordinator-side step (sync's ``plan``) through the job's kind."""
         engine.mark_submitted(step, now)
         try:
@@ -349,13 +513,13 @@ class Coordinator:
                                error=f"internal error: {type(exc).__name__}: {exc}",
                                error_type=type(exc).__name__)  # fmt: skip
         engine.settle(job, time.time())
-        self.store.save(job)
+        out.touch(job)
 
-    def _locked(self, job: Job) -> bool:
+    def _locked(self, job: Job, view: _View, out: _Writes) -> bool:
         if job.options.get("locked"):
             return True
         resources = sorted({w for s in job.steps.values() for w in s.writes})
-        active = set(self.store.active_ids())
+        active = set(view.active)
         conflicts = self.locks.acquire_all(job.id, resources, alive=lambda j: j in active)
         if conflicts:
             if job.id not in self._waiting_logged:
@@ -364,18 +528,19 @@ class Coordinator:
             return False
         job.options["locked"] = True
         job.options["locks"] = resources
-        self.store.save(job, [])
+        out.touch(job, [])
         return True
 
-    def _check_lost(self, job: Job, now: float) -> None:
+    def _check_lost(self, job: Job, now: float, view: _View, out: _Writes) -> None:
         """Give a new attempt to steps whose worker died or restarted while it held them."""
-        beats: dict[str, dict[bytes, bytes]] = {}
+        if view.beats is None:
+            return
         for step in job.steps.values():
-            if step.host is None or step.status not in (engine.SUBMITTED, engine.RUNNING):
+            if step.host is None or step.status not in _IN_FLIGHT:
                 continue
-            if step.host not in beats:
-                beats[step.host] = self.r.hgetall(keys.worker(step.host))
-            beat = beats[step.host]
+            if step.host not in view.beats:  # a job loaded this tick
+                view.beats[step.host] = self.r.hgetall(keys.worker(step.host))
+            beat = view.beats[step.host]
             instance = beat.get(b"instance", b"").decode()
             started = float(beat.get(b"started", b"0"))
             reason = None
@@ -391,7 +556,13 @@ class Coordinator:
             if reason:
                 self.log.warning("step.lost", job_id=job.id, step_id=step.id, reason=reason)
                 engine.retry_lost(job, step.id, reason, self.policy, now)
-                self.store.save(job)
+                out.touch(job)
+
+    def _forget(self) -> None:
+        """Drop what memory holds of the jobs (Redis is read again)."""
+        self._jobs.clear()
+        self._early.clear()
+        self._hurry = False
 
     def _job(self, job_id: str) -> Job:
         """The job, from this leader's memory: while it holds the lease it is the only writer
@@ -404,19 +575,22 @@ class Coordinator:
 
     def _finish(self, job: Job) -> None:
         self._jobs.pop(job.id, None)
+        for key in [k for k in self._early if k[0] == job.id]:
+            del self._early[key]
         if job.options.get("locks"):
             self.locks.release_all(job.id, job.options["locks"])
         self.r.srem(keys.JOBS_ACTIVE, job.id)
         self.log.info("job.finished", job_id=job.id, status=job.status, error=job.error)
 
     # -- schedules -------------------------------------------------------------------------
-    def start_scheduled(self, now: float) -> None:
+    def start_scheduled(self, now: float, active: list[str] | None = None) -> None:
         if self.config is None:
             return
         names = [n for n, j in self.config.parsed.jobs.items() if j.schedule is not None]
         if not names:
             return
-        running = {j.name for j in (self._load_quiet(i) for i in self.store.active_ids()) if j}
+        ids = self.store.active_ids() if active is None else active
+        running = {j.name for j in (self._load_quiet(i) for i in ids) if j}
         last = records.schedule_last_runs(self.r, names)
         starts = jobkinds.get("sync").scheduled
         schedules = {n: j.schedule for n, j in self.config.parsed.jobs.items()}

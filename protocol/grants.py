@@ -16,7 +16,7 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
 from protocol.errors import GrantError
@@ -99,7 +99,8 @@ def sign_grant(secret: bytes, grant: Grant) -> str:
     _check_secret(secret)
     if not grant.nonce:
         grant = replace(grant, nonce=secrets.token_hex(12))
-    claims = {"v": GRANT_VERSION, **asdict(grant)}
+    # every field is a plain value: a shallow copy (asdict's deep copy cost most of a submit)
+    claims = {"v": GRANT_VERSION, **{f.name: getattr(grant, f.name) for f in fields(grant)}}
     body = _b64(json.dumps(claims, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     return f"{body}.{_b64(_mac(secret, body))}"
 

@@ -15,14 +15,17 @@ import pytest
 import redis
 
 from bus import keys, taskqueue
+from bus.events import publish
 from bus.queues import NOOP_TASK, STEP_TASK, queue_for
 from coordinator import engine
 from coordinator.engine import Job, StepPlan, add_steps
 from coordinator.jobstore import JobStore
 from coordinator.runner import Coordinator, QueueSubmitter, wait_job
-from protocol.steps import InventoryArgs
+from protocol.messages import StepCall, StepEvent, StepState, from_dict
+from protocol.steps import InventoryArgs, TransferArgs, args_from_bytes
 from tests.services.fleet import running_fleet
 from tests.services.redis import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.unit.dagfakes import plan_step
 from workers.celery_app import make_app
 
 pytestmark = pytest.mark.integration
@@ -121,3 +124,79 @@ def test_a_real_worker_runs_and_acknowledges_what_was_pushed(
             time.sleep(0.05)
         assert client.hlen("unacked") == 0 and client.llen(queue_for("alpha")) == 0
         assert client.exists(keys.worker("alpha"))
+
+
+def _queued(client: redis.Redis[bytes], host: str) -> list[StepCall]:
+    """The step calls waiting in HOST's queue, oldest first."""
+    raw = client.lrange(queue_for(host), 0, -1)
+    bodies = [json.loads(base64.b64decode(json.loads(m)["body"])) for m in reversed(raw)]
+    return [from_dict(b[0][0], StepCall) for b in bodies]
+
+
+def test_a_tick_acknowledges_events_and_sends_what_they_made_ready_in_one_transaction(
+    client: redis.Redis[bytes],
+) -> None:
+    store = JobStore(client)
+    job = Job(id="J", name="j", created=time.time())
+    add_steps(job, [plan_step("a", "hold", "h"),
+                    plan_step("b", "transfer", "h", deps=("a",)),
+                    plan_step("c", "release", "h", deps=("a",))])  # fmt: skip
+    store.create(job)
+    c = Coordinator(client, QueueSubmitter(client), block_ms=20, grant_secret=b"k" * 32)
+    assert c.lease.acquire()
+    c.tick()
+    (a,) = _queued(client, "h")
+    assert (a.step_id, a.attempt) == ("a", 1)
+    assert store.load("J").steps["a"].sent_at is not None  # stored as sent with the push
+    publish(client, StepEvent(job_id="J", step_id="a", attempt=1, host="h",
+                              state=StepState.SUCCEEDED))  # fmt: skip
+    c.tick()
+    calls = _queued(client, "h")
+    assert [(x.step_id, x.attempt) for x in calls] == [("a", 1), ("b", 1), ("c", 1)]
+    # the transfer carries a grant signed for this attempt
+    transfer = args_from_bytes(calls[1].args)
+    assert isinstance(transfer, TransferArgs) and transfer.targets[0].grant
+    saved = store.load("J")
+    assert saved.steps["a"].status == engine.SUCCEEDED
+    assert all(saved.steps[s].sent_at for s in "bc")
+    pending = client.execute_command("XPENDING", keys.EVENTS, keys.EVENTS_GROUP)
+    assert (pending["pending"] if isinstance(pending, dict) else pending[0]) == 0
+
+
+def test_the_next_leader_sends_what_was_stored_but_never_sent(
+    client: redis.Redis[bytes],
+) -> None:
+    store = JobStore(client)
+    job = Job(id="J", name="j", created=time.time())
+    add_steps(job, [plan_step("a", "hold", "h"), plan_step("b", "hold", "g")])
+    for step in job.steps.values():
+        engine.mark_submitted(step, time.time())  # an older coordinator stored, then died
+    store.create(job)
+    c = Coordinator(client, QueueSubmitter(client), block_ms=20)
+    assert c.lease.acquire()  # as run() does before it resends
+    c.resend_unsent()
+    assert [(x.step_id, x.attempt) for x in _queued(client, "h")] == [("a", 1)]
+    assert [(x.step_id, x.attempt) for x in _queued(client, "g")] == [("b", 1)]
+    assert all(s.sent_at for s in store.load("J").steps.values())
+
+
+def test_a_fan_out_wider_than_a_tick_goes_out_over_the_next_ticks(
+    client: redis.Redis[bytes],
+) -> None:
+    from coordinator.runner import SUBMIT_PER_TICK
+
+    store = JobStore(client)
+    job = Job(id="J", name="j", created=time.time())
+    wide = SUBMIT_PER_TICK + 50
+    add_steps(job, [plan_step(f"s{i:05d}", "hold", "h") for i in range(wide)])
+    store.create(job)
+    c = Coordinator(client, QueueSubmitter(client), block_ms=20)
+    assert c.lease.acquire()
+    c.tick()
+    assert client.llen(queue_for("h")) == SUBMIT_PER_TICK
+    t = time.monotonic()
+    c.tick()  # does not wait block_ms for events: steps were left to send
+    assert client.llen(queue_for("h")) == wide
+    assert time.monotonic() - t < 5
+    ids = {(x.step_id, x.attempt) for x in _queued(client, "h")}
+    assert len(ids) == wide and all(a == 1 for _, a in ids)
