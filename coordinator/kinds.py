@@ -226,7 +226,7 @@ def route(
                                         "kind's policy), so it has nowhere to land")  # fmt: skip
                 left_out.add(ds.name)
                 continue
-        if policy is not None and policy.encryption == "required" and not encrypted(ds):
+        if policy is not None and policy.encryption == "required" and not ds.encrypted:
             out.refused[ds.name] = (f"kind {policy.kind} requires encryption "
                                     f"(kinds.{policy.kind}.encryption) and it is not encrypted")
             left_out.add(ds.name)
@@ -252,10 +252,6 @@ def _ref(job: JobConfig, host: str, dataset: str) -> Any:
         if src.host == host and (dataset == src.dataset or dataset.startswith(src.dataset + "/")):
             return src
     raise AssertionError(f"{host}:{dataset} is under no source of {job.name}")
-
-
-def encrypted(ds: Dataset) -> bool:
-    return ds.encryption not in (None, "", "-", "off")
 
 
 def retention_for(
