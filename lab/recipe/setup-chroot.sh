@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs inside the image's root (chroot) after debootstrap and the rootfs overlay are in place.
-# Installs the kernel, then OpenZFS with DKMS built for *that* kernel, then tidies the root.
+# Installs the kernel, then OpenZFS with DKMS built for *that* kernel, then the container
+# runtime (podman, runc, CRIU), then tidies the root.
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 recipe=/tmp/zfleet-recipe
@@ -35,6 +36,9 @@ fi
 rm /usr/bin/uname
 dpkg-divert --local --rename --remove /usr/bin/uname
 echo "setup: zfs module: $(modinfo -k "$kver" -F version zfs) for $kver"
+# shellcheck disable=SC2046
+apt_install $(pkgs "$recipe/container-packages.txt")
+echo "setup: podman $(dpkg-query -W -f '${Version}' podman), criu $(dpkg-query -W -f '${Version}' criu)"
 
 # Identity that must differ per VM is made at first boot, not baked in.
 : > /etc/machine-id

@@ -271,8 +271,9 @@ class PodmanRuntime(ContainerRuntime):
             self._run(["container", "restore", "--tcp-established", name])
             return
         self.remove(name)
-        self._run(["container", "restore", "--tcp-established", "--import", str(path),
-                   "--name", name])  # fmt: skip
+        # the image keeps the container's name (a send restores it under the same one), and
+        # podman 4.3 refuses --name together with --tcp-established
+        self._run(["container", "restore", "--tcp-established", "--import", str(path)])
 
     def execute(self, name: str, argv: tuple[str, ...], *, timeout: float = 30.0) -> str:
         return self._run(["exec", name, *argv], timeout=timeout).stdout

@@ -30,7 +30,9 @@ from workers.lab.qemu import (
 )
 from workers.lab.recipe import Image
 
-READY_TIMEOUT: Final = 300.0  # seconds; boots take ~30 s alone, longer when VMs share 2 cores
+# seconds; boots take ~30 s alone, longer when VMs share 2 cores (ZFLEET_LAB_READY_TIMEOUT for
+# a machine loaded with other work)
+READY_TIMEOUT: Final = float(os.environ.get("ZFLEET_LAB_READY_TIMEOUT") or 300.0)
 STOP_GRACE: Final = 15.0  # seconds a VM gets to power off before it is killed
 _PORT_ATTEMPTS: Final = 3
 
