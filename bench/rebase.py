@@ -380,9 +380,17 @@ def main() -> None:
     parser.add_argument("--debootstrap", action="store_true",
                         help="the Debian images of bench/debimages.py instead of generated ones")
     parser.add_argument("--only", help="--debootstrap: comma-separated image names")
+    parser.add_argument("--lab", action="store_true",
+                        help="the Debian images on real OpenZFS in two lab VMs: independent, "
+                        "dedup=on, --optimize, bytes to the second VM (slow; the Debian trees)")
     parser.add_argument("--tmp", help="where the simulated pools live (default: $TMPDIR)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    if args.lab:
+        import rebaselab
+
+        rebaselab.main_lab(debimages.ensure(args.only.split(",") if args.only else None))
+        return
     if args.debootstrap and not args.sync:
         main_debootstrap(args)
         return
