@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--tmp", help="where the simulated pools and stores live")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    from app.demo.verify import snapshot_files
     from tests.services.fleet import PASSPHRASE, running_fleet
     from tests.services.redis import redis_binary, running_redis
     from workers.cloud.blobstore import LocalBlobStore
@@ -201,7 +202,7 @@ def main() -> None:
             alpha.create_pool("tank", size=256 << 30)
             beta.create_pool("bk", size=256 << 30)
             t0 = time.perf_counter()
-            build(alpha, trees, args)
+            hashes = build(alpha, trees, args)
             built_s = time.perf_counter() - t0
             for host in ("alpha", "beta"):
                 fleet.start_worker(host)
@@ -230,27 +231,35 @@ def main() -> None:
                     "store": store_bytes(vaults[layout]) - empty_store[layout],
                     "seconds": int(seconds),
                 }  # fmt: skip
-            for app in APPS:  # the replicas hold the same trees
-                got = Path(str(beta.mountpoint(f"bk/desk/apps/{app}")))
-                assert listing(got) == listing(Path(str(beta.mountpoint(f"bk/orth/{app}"))))
             origin = beta.get("bk/desk/apps/web", ["origin"])["origin"].value
-        print(f"desktop: base (Debian minbase) + {len(APPS)} application images "
-              f"({', '.join(APPS)}), 3 homes of {args.home_mib} MiB "
-              f"(used by {', '.join(f'{u}: {len(a)}' for u, a in HOMES.items())} applications), "
-              f"logs {args.log_mib} MiB; built in {built_s:.0f} s")  # fmt: skip
-        shown = ", ".join(f"{m['dataset']} -> {m['target']}" for m in mounts)
-        print(f"web mounts by policy: {shown}"
-              f"; bk/desk/apps/web is a clone of {origin}")  # fmt: skip
-        print(f"{'figure':30s} {'compartments':>14s} {'orthogonal':>14s} {'ratio':>7s}")
-        rows = (("bytes on disk (alpha, used)", "disk"), ("bytes replicated (streams)", "sent"),
-                ("bytes on disk (beta, used)", "beta"),
-                ("bytes in the store", "store"))  # fmt: skip
-        for label, key in rows:
-            d, o = figures["desk"][key], figures["orth"][key]
-            print(f"{label:30s} {d / MIB:10.1f} MiB {o / MIB:10.1f} MiB {d / o:7.3f}")
-        print(f"sync time: compartments {figures['desk']['seconds']} s, orthogonal "
-              f"{figures['orth']['seconds']} s; every image's tree equal in both layouts, "
-              "on alpha and on beta")  # fmt: skip
+            report(args, built_s, mounts, origin, figures)
+            for app in APPS:  # the replicas (unmounted) hold the same trees: their newest snapshots
+                for layout in (f"bk/desk/apps/{app}", f"bk/orth/{app}"):
+                    snaps = [o for o in beta.list(layout) if o.name.startswith(layout + "@")]
+                    newest = max(snaps, key=lambda o: o.createtxg)
+                    with snapshot_files(beta, newest.name, "bk/scratch") as mp:
+                        assert listing(Path(mp)) == hashes[app], f"{layout} differs on beta"
+        print("every image's tree is equal in both layouts, on alpha and on beta")
+
+
+def report(args: argparse.Namespace, built_s: float, mounts: list[dict[str, str]], origin: str,
+           figures: dict[str, dict[str, int]]) -> None:  # fmt: skip
+    print(f"desktop: base (Debian minbase) + {len(APPS)} application images "
+          f"({', '.join(APPS)}), 3 homes of {args.home_mib} MiB "
+          f"(used by {', '.join(f'{u}: {len(a)}' for u, a in HOMES.items())} applications), "
+          f"logs {args.log_mib} MiB; built in {built_s:.0f} s")  # fmt: skip
+    shown = ", ".join(f"{m['dataset']} -> {m['target']}" for m in mounts)
+    print(f"web mounts by policy: {shown}"
+          f"; bk/desk/apps/web is a clone of {origin}")  # fmt: skip
+    print(f"{'figure':30s} {'compartments':>14s} {'orthogonal':>14s} {'ratio':>7s}")
+    rows = (("bytes on disk (alpha, used)", "disk"), ("bytes replicated (streams)", "sent"),
+            ("bytes on disk (beta, used)", "beta"),
+            ("bytes in the store", "store"))  # fmt: skip
+    for label, key in rows:
+        d, o = figures["desk"][key], figures["orth"][key]
+        print(f"{label:30s} {d / MIB:10.1f} MiB {o / MIB:10.1f} MiB {d / o:7.3f}")
+    print(f"sync time: compartments {figures['desk']['seconds']} s, orthogonal "
+          f"{figures['orth']['seconds']} s")
 
 
 if __name__ == "__main__":

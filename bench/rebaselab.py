@@ -12,8 +12,9 @@ lower bound and the simulated backend (which models no compression):
 2. the same trees copied again inside zlab1 into ``tank/dd/<name>`` with ``dedup=on``: the pool's
    allocated bytes for them, the DEDUP ratio, and the DDT: entries and their in-core size from
    ``zpool status -D`` (the RAM the table wants); then ``tank/dd`` is destroyed;
-3. ``zfleet rebase --optimize tank/img --drop-old --real --json`` run inside zlab1 (this project's
-   code and the Python it needs are copied into the VM first): used and allocated after, the
+3. ``zfleet rebase --optimize tank/img/... --drop-old --real --json`` (every image named) run
+   inside zlab1 (this project's code and the Python it needs are copied into the VM first):
+   used and allocated after, the
    analysis's record-level lower bound; every image's tree hash checked against before;
 4. a fresh second host's bytes after: each base whole, each member as the incremental from its
    base's snapshot, received on zlab2 and checked there too.
@@ -199,7 +200,7 @@ def main_lab(trees: dict[str, Path], memory_mb: int = 2048) -> None:
     if stale is not None:
         stale.down()
     t0 = time.perf_counter()
-    lab = Lab.up(image, 2, directory, memory_mb=memory_mb, pool_gb=16)
+    lab = Lab.up(image, 2, directory, memory_mb=memory_mb, pool_gb=16, timeout=1200)
     try:
         _measure(lab, trees, time.perf_counter() - t0)
     finally:
@@ -247,8 +248,8 @@ def _measure(lab: Lab, trees: dict[str, Path], boot_s: float) -> None:
     run(one, f"zfs destroy -r {pool}/dd")
 
     t0 = time.perf_counter()
-    out = run(one, f"{zf} -c 'from app.cli import main; main()' rebase --optimize {pool}/img "
-                   "--drop-old --real --json", timeout=7200)  # fmt: skip
+    out = run(one, f"{zf} -c 'from app.cli import main; main()' rebase --optimize "
+                   f"{' '.join(names)} --drop-old --real --json", timeout=7200)  # fmt: skip
     optimize_s = time.perf_counter() - t0
     report: dict[str, Any] = json.loads(out)
     if report.get("failed"):
