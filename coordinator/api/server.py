@@ -2,11 +2,13 @@
 
 ``http.server.ThreadingHTTPServer`` is enough for an operator API and a page that polls every few
 seconds, and adds no dependency to the coordinator. What the standard library leaves open is
-closed here: every connection has a socket timeout (a stalled client cannot hold a thread), bodies
-are capped and need a Content-Length, at most ``MAX_INFLIGHT`` requests run at once (503 beyond),
-TLS handshakes happen in the connection's thread (a slow handshake cannot block ``accept``), and
-every refusal or failure is a JSON body: a bad request never gets a traceback, a broken handler a
-500 whose details go to the log only.
+closed here: every connection has a socket timeout (a stalled client cannot hold a thread) and
+each request a deadline for its head and body (nor can one trickling a byte at a time), at most
+``MAX_CONNECTIONS`` are open (the one waiting longest for its request is cut to admit another),
+bodies are capped and need a Content-Length, at most ``MAX_INFLIGHT`` requests run at once
+(503 beyond), TLS handshakes happen in the connection's thread (a slow handshake cannot block
+``accept``), and every refusal or failure is a JSON body: a bad request never gets a traceback, a
+broken handler a 500 whose details go to the log only.
 """
 
 from __future__ import annotations
@@ -65,13 +67,15 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], router: Router, auth: TokenAuth,
                  tls: ssl.SSLContext | None = None, *,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:  # fmt: skip
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 request_deadline: float = REQUEST_DEADLINE,
+                 max_connections: int = MAX_CONNECTIONS) -> None:  # fmt: skip
         self.router = router
         self.request_timeout = request_timeout
         self.auth = auth
         self.tls = tls
         self.inflight = threading.BoundedSemaphore(MAX_INFLIGHT)
-        self.watch = _Watch()
+        self.watch = _Watch(request_deadline, max_connections)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -99,29 +103,31 @@ class _Watch:
     """Open connections and the deadline of the request each one is reading.
 
     A socket timeout alone lets a client hold a thread for ever by sending a byte just inside
-    it (slowloris); here a request's head and body must arrive within REQUEST_DEADLINE in all,
-    and a connection over MAX_CONNECTIONS makes room by cutting the one that has waited longest
+    it (slowloris); here a request's head and body must arrive within the deadline in all, and
+    a connection over the limit makes room by cutting the one that has waited longest
     for its request to arrive (a connection whose request is being answered is never cut)."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float, limit: int) -> None:
+        self._deadline = deadline
+        self._limit = limit
         self._lock = threading.Lock()
         self._open: dict[Any, float | None] = {}  # socket -> deadline while reading a request
 
     def admit(self, sock: Any) -> bool:
         with self._lock:
-            if len(self._open) >= MAX_CONNECTIONS:
+            if len(self._open) >= self._limit:
                 reading = [(d, s) for s, d in self._open.items() if d is not None]
                 if not reading:
                     return False
                 _, oldest = min(reading, key=lambda pair: pair[0])
                 self._cut(oldest)
-            self._open[sock] = time.monotonic() + REQUEST_DEADLINE
+            self._open[sock] = time.monotonic() + self._deadline
         return True
 
     def reading(self, sock: Any, reading: bool) -> None:
         with self._lock:
             if sock in self._open:
-                self._open[sock] = time.monotonic() + REQUEST_DEADLINE if reading else None
+                self._open[sock] = time.monotonic() + self._deadline if reading else None
 
     def forget(self, sock: Any) -> None:
         with self._lock:
@@ -289,10 +295,14 @@ class ApiHandle:
 
 def start_server(address: tuple[str, int], router: Router, auth: TokenAuth,
                  tls: ssl.SSLContext | None = None, *,
-                 request_timeout: float = REQUEST_TIMEOUT) -> ApiHandle:  # fmt: skip
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 request_deadline: float = REQUEST_DEADLINE,
+                 max_connections: int = MAX_CONNECTIONS) -> ApiHandle:  # fmt: skip
     """Bind ``address`` (port 0 picks one) and serve ``router`` in a background thread."""
     try:
-        server = ApiServer(address, router, auth, tls, request_timeout=request_timeout)
+        server = ApiServer(address, router, auth, tls, request_timeout=request_timeout,
+                           request_deadline=request_deadline,
+                           max_connections=max_connections)  # fmt: skip
     except OSError as exc:
         where = f"{address[0]}:{address[1]}"
         raise ConfigError(f"cannot listen on {where} for the API: {exc}") from None

@@ -43,7 +43,10 @@ class StreamServer:
     """Listens on ``bind`` and applies streams granted (by ``secret``) to ``host``.
 
     ``ledger_path`` (a file under the worker's data directory) keeps used grants across
-    restarts; without it they are remembered for this process's life only.
+    restarts; without it they are remembered for this process's life only. At most
+    ``max_connections`` are served at once; a connection must send its whole HELLO within
+    ``handshake_timeout`` seconds, and one still waiting for its grant to be checked is cut
+    when the slots are full and another connects (see ``_admit``).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class StreamServer:
         stall_timeout: float = 30.0,
         heartbeat_interval: float = 2.0,
         max_connections: int = 64,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
         ledger_path: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -70,6 +74,7 @@ class StreamServer:
             heartbeat_interval=heartbeat_interval,
             # well inside the sender's patience for our ACCEPT (its stall timeout)
             busy_wait=min(_BUSY_WAIT, stall_timeout / 2),
+            handshake_timeout=handshake_timeout,
             clock=clock,
         )
         self._bind = bind
@@ -181,7 +186,7 @@ class StreamServer:
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
         try:
-            sock.settimeout(HANDSHAKE_TIMEOUT)
+            sock.settimeout(self._ctx.handshake_timeout)
             conn: Transport = sock
             if self._tls is not None:
                 try:
