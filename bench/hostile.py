@@ -97,6 +97,11 @@ class Tally:
     partial: int = 0
     examples: list[str] = field(default_factory=list)
     refused: dict[str, list[int]] = field(default_factory=dict)  # category -> [refused, total]
+    outcomes: dict[str, int] = field(default_factory=dict)  # how the clear cases ended
+
+    def ok(self, outcome: str) -> None:
+        self.clear += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def bad(self, kind: str, case: int, what: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -405,15 +410,15 @@ def family_frames(pair: SimPair, cases: int, seed: int) -> Tally:
             if not whole:
                 tally.bad("partial", n, "RESULT for a dataset that is not the source's copy")
             else:
-                tally.clear += 1
+                tally.ok("applied")
         elif pair.beta.exists(f"{target}@s1") and _files_equal(pair, target):
-            tally.clear += 1  # every byte arrived and verified, only the END frame was damaged
+            tally.ok("applied, END damaged")  # every stream byte arrived, verified
         elif changed and not (after_grant and only_resume_state(pair.beta, target)):
             tally.bad("partial", n, f"refused ({reply.errors}) but beta changed")
         elif not reply.closed:
             tally.bad("crashes", n, "server neither answered nor hung up")
         else:
-            tally.clear += 1
+            tally.ok("refused")
         pair.reset()
         if n % 200 == 199 and not server_alive(pair):
             tally.bad("crashes", n, "a legitimate transfer failed after these cases")
@@ -476,10 +481,8 @@ def family_grants(pair: SimPair, cases: int, seed: int) -> Tally:
             tally.bad("partial", n, f"{category} grant accepted")
         elif sim_state(pair.beta) != before:
             tally.bad("partial", n, f"{category} grant refused but beta changed")
-        elif "GrantError" not in reply.errors and "TransferError" not in reply.errors:
-            tally.clear += 1  # refused for another good reason (e.g. a FrameError)
         else:
-            tally.clear += 1
+            tally.ok(f"{category} refused: " + (",".join(reply.errors) or "hung up"))
         pair.reset()
     if not server_alive(pair):
         tally.bad("crashes", cases, "a legitimate transfer failed at the end")
@@ -579,11 +582,11 @@ def family_streams(cases: int, seed: int, root: Path) -> Tally:
             if sim_state(backend) != before and not kept:
                 tally.bad("partial", n, f"a refused stream changed the pool (-s: {resumable})")
             else:
-                tally.clear += 1
+                tally.ok("refused" + (", resume state kept" if kept else ""))
         except Exception as exc:
             tally.bad("tracebacks", n, f"sim receive {type(exc).__name__}: {exc}")
         else:
-            tally.clear += 1  # harmless mutation (padding, a cut at a record boundary...)
+            tally.ok("accepted")  # harmless mutation (padding, a cut at a record boundary...)
         if backend.exists(target):
             backend.destroy(target, recursive=True)
     return tally
@@ -648,7 +651,7 @@ def family_tokens(cases: int, seed: int, root: Path) -> Tally:
         elif sim_state(backend) != before:
             tally.bad("partial", n, "send -t changed the pool")
         else:
-            tally.clear += 1
+            tally.ok(f"send -t exit {code}")
     return tally
 
 
@@ -756,7 +759,7 @@ def family_configs(cases: int, seed: int, root: Path) -> Tally:
         elif (root / "alpha").exists():
             tally.bad("partial", n, f"{argv[0]} created the sim root of a refused run")
         else:
-            tally.clear += 1
+            tally.ok(f"exit {result.exit_code}")
     return tally
 
 
@@ -810,7 +813,7 @@ def family_messages(cases: int, seed: int) -> Tally:
                 ok = False
                 break
         if ok:
-            tally.clear += 1
+            tally.ok("decoded or MessageError")
     return tally
 
 
@@ -825,6 +828,10 @@ def print_table(tallies: list[Tally], extra: list[str] | None = None) -> None:
         for category, (refused, total) in t.refused.items():
             share = 100.0 * refused / total if total else 0.0
             print(f"grant refusal  {category:<13} {refused}/{total} = {share:.1f} %")
+    for t in tallies:
+        if t.outcomes:
+            shown = sorted(t.outcomes.items(), key=lambda kv: -kv[1])
+            print(f"{t.family} outcomes: " + "; ".join(f"{k} {v}" for k, v in shown[:8]))
     for line in extra or []:
         print(line)
     for t in tallies:

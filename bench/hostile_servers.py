@@ -257,7 +257,7 @@ def _judge_http(srv: Servers, tally: Tally, n: int, raw: bytes) -> None:
         return
     if answer.status is None:
         # a request too broken to answer (the client hung up mid-line): a silent close is fine
-        tally.clear += 1
+        tally.ok("no answer (request too broken)")
         return
     # 501 (a method HTTP does not know) and 503 (busy, Redis away) are answers; 500 is a bug
     if b"Traceback" in answer.body or answer.status == 500 or answer.status > 503:
@@ -270,7 +270,7 @@ def _judge_http(srv: Servers, tally: Tally, n: int, raw: bytes) -> None:
         if raw.split(b" ", 1)[0] != b"HEAD" and not answer.body.startswith(b"{"):
             tally.bad("tracebacks", n, f"{answer.status} not JSON: {answer.body[:100]!r}")
             return
-    tally.clear += 1
+    tally.ok(str(answer.status))
 
 
 # -- webhook --------------------------------------------------------------------------------------
@@ -366,7 +366,7 @@ def family_flood(srv: Servers, count: int) -> tuple[Tally, list[str]]:
         if not ok:
             tally.bad("crashes", 0, f"stream server, {phase}: {why}")
         else:
-            tally.clear += 1
+            tally.ok(phase)
         tally.cases += 1
         probe = request("GET", "/v1/jobs", b"", {"Authorization": f"Bearer {API_TOKEN}"})
         ctx = flood(srv.api, count, b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n") \
@@ -382,7 +382,7 @@ def family_flood(srv: Servers, count: int) -> tuple[Tally, list[str]]:
         if answer.status != 200:
             tally.bad("crashes", 1, f"API, {phase}: {answer.status}")
         else:
-            tally.clear += 1
+            tally.ok(phase)
     if not srv.alive():
         tally.bad("crashes", 2, "a server process died")
     return tally, lines

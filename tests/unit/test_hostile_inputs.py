@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from bench import hostile
+from coordinator.api.auth import TokenAuth
+from coordinator.api.routes import Router, json_response
+from coordinator.api.server import ApiHandle, start_server
 from protocol.frames import Frame, FrameKind, encode_frame
 from workers.dataplane.server import StreamServer
 
@@ -113,3 +116,59 @@ def test_ungranted_connections_filling_every_slot_do_not_keep_a_transfer_out(
             for sock in held:
                 sock.close()
             pair.reset()
+
+
+def _api(**limits: float) -> ApiHandle:
+    router = Router()
+    router.add("GET", "/healthz", lambda req: json_response({"ok": True}), public=True)
+    return start_server(("127.0.0.1", 0), router, TokenAuth("t" * 32), **limits)  # type: ignore[arg-type]
+
+
+def test_a_trickled_http_request_is_cut_at_its_deadline() -> None:
+    api = _api(request_timeout=5.0, request_deadline=1.0)
+    try:
+        with socket.create_connection(api.address, timeout=5) as sock:
+            start = time.monotonic()
+            cut = False
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+                ready, _, _ = select.select([sock], [], [], 0.3)
+                if ready:
+                    cut = True
+                    break
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    cut = True
+                    break
+            took = time.monotonic() - start
+        assert cut, "the trickling request was never cut"
+        assert took < 3.5
+    finally:
+        api.stop()
+
+
+def test_connections_over_the_limit_cut_the_oldest_waiting_one() -> None:
+    api = _api(max_connections=4, request_deadline=60.0)
+    held = [socket.create_connection(api.address, timeout=5) for _ in range(12)]
+    try:
+        for sock in held:
+            sock.send(b"GET /heal")  # started, never finished
+        with socket.create_connection(api.address, timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer
+        # the first ones made room: the server hung up on them (no more than the limit stay)
+        cut = 0
+        for sock in held:
+            sock.settimeout(0.5)
+            try:
+                cut += sock.recv(4096) == b""
+            except OSError:
+                cut += 1
+        assert cut >= len(held) - 4 + 1
+    finally:
+        for sock in held:
+            sock.close()
+        api.stop()
