@@ -62,10 +62,6 @@ def test_mutated_fleet_configs_through_the_cli(tmp_path: Path) -> None:
     _clean(hostile.family_configs(150, hostile.SEED + 4, tmp_path))
 
 
-def test_mutated_fleet_configs_through_the_zfleet_executable(tmp_path: Path) -> None:
-    _clean(hostile.family_configs_cli(8, hostile.SEED + 6, tmp_path))
-
-
 def test_mutated_step_messages_decode_or_are_refused(tmp_path: Path) -> None:
     _clean(hostile.family_messages(1000, hostile.SEED + 5))
 
