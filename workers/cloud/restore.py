@@ -1,7 +1,7 @@
 """Restore: regenerate a stored stream byte for byte, running checksums included.
 
 ``restore_stream`` yields bytes chunks the data plane pipes into ``zfs receive``; memory stays
-bounded by a few batches of records (at most 4 MiB of payload each: the one being laid out, the
+bounded by a few batches of records (at most 2 MiB of payload each: the one being laid out, the
 one read ahead, the chunk held back), one read run and a few cached compression groups.
 The whole stream's keyed digest is checked at the end: a restore never ends "successfully" with
 bytes that differ from what was uploaded. ``restore_chain`` lists the streams, full first, that
@@ -28,9 +28,9 @@ from workers.cloud.repo import Repository
 log = structlog.get_logger(__name__)
 
 BATCH_RECORDS: Final = 512
-BATCH_BYTES: Final = 4 * 1024 * 1024  # payload bytes fetched at once (large blocks: fewer)
+BATCH_BYTES: Final = 2 * 1024 * 1024  # payload bytes fetched at once (large blocks: fewer)
 READ_AHEAD: Final = 1  # batches read while the one before is laid out
-CACHED_GROUPS: Final = 8  # about 8 MiB of decompressed groups
+CACHED_GROUPS: Final = 4  # about 4 MiB of decompressed groups
 MAX_GAP: Final = 1024 * 1024  # unneeded bytes read rather than making another request
 
 
@@ -126,7 +126,9 @@ def _all_batches(repo: Repository, m: mf.Manifest) -> Iterator[list[mf.Entry]]:
 _ZERO_CKSUM: Final = bytes(32)
 
 
-def _assemble(batch: list[mf.Entry], blobs: dict[bytes, bytes], running: Fletcher4) -> bytes:
+def _assemble(
+    batch: list[mf.Entry], blobs: dict[bytes, bytes], running: Fletcher4
+) -> bytearray:
     """The stream bytes of a batch of records, checksums regenerated from ``running``.
 
     The records are laid out with empty checksum fields first; the running checksum at every
@@ -166,10 +168,10 @@ def _assemble(batch: list[mf.Entry], blobs: dict[bytes, bytes], running: Fletche
             pos += next(pieces)[0] * 4
     for piece in pieces:
         running.fold(piece)
-    return bytes(out)
+    return out  # handed out as it is: never changed afterwards
 
 
-def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
+def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes | bytearray]:
     """The original stream of manifest ``m``, as chunks of a few MiB.
 
     Reading runs ahead on a thread (ranged GETs, decryption and decompression release the GIL)
@@ -178,7 +180,7 @@ def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
     reader = BlobReader(repo)
     running = Fletcher4()
     digest = repo.crypto.stream_digest()
-    held: bytes | None = None
+    held: bytearray | None = None
     size = 0
     ahead: deque[tuple[list[mf.Entry], cf.Future[dict[bytes, bytes]]]] = deque()
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-read") as pool:
