@@ -195,8 +195,39 @@ du -sk /bench-tree | cut -f1
 """
 
 
+def make_lab_streams(
+    prefix: list[str], dataset: str, work: Path, size_mib: int, snapshots: int
+) -> tuple[list[Path], list[Path]]:
+    """The full and incremental streams of a changing Debian tree made by real OpenZFS on the
+    lab host behind ``prefix`` (its exec prefix) in ``dataset``, saved under ``work``."""
+    made = subprocess.run(
+        [*prefix, f"bash -s {dataset} {size_mib << 10} {snapshots}"],
+        input=LAB_TREE_SCRIPT.encode(),
+        capture_output=True,
+        timeout=3600,
+        check=False,
+    )
+    if made.returncode:
+        raise SystemExit(f"making the tree on the lab VM failed: {made.stderr.decode()[-500:]}")
+    print(f"dataset (lab): {int(made.stdout.split()[-1]) / 1024:.1f} MiB of the VM's /usr")
+    streams = work / "streams"
+    streams.mkdir()
+
+    def save(args: str, name: str) -> Path:
+        out = streams / name
+        with open(out, "wb") as f:
+            subprocess.run([*prefix, f"zfs send {args}"], stdout=f, timeout=3600, check=True)
+        return out
+
+    fulls = [save(f"{dataset}@s{n}", f"full-s{n}") for n in range(snapshots)]
+    chain = [fulls[0]] + [
+        save(f"-i @s{n - 1} {dataset}@s{n}", f"incr-s{n}") for n in range(1, snapshots)
+    ]
+    return fulls, chain
+
+
 def lab_streams(work: Path, size_mib: int, snapshots: int) -> tuple[str, list[Path], list[Path]]:
-    """Like make_streams, on a lab VM's real OpenZFS (booted here, own ZFLEET_LAB_STATE)."""
+    """make_lab_streams on a lab VM booted for the purpose (own ZFLEET_LAB_STATE), then down."""
     from workers.lab.lab import Lab
     from workers.lab.recipe import find_image
 
@@ -209,34 +240,11 @@ def lab_streams(work: Path, size_mib: int, snapshots: int) -> tuple[str, list[Pa
     lab = Lab.up(image, 1, Path(os.environ["ZFLEET_LAB_STATE"]) / "store-bench")
     try:
         host = lab.hosts[0]
-        prefix = list(host.exec_prefix)
         print(
             f"lab: {host.name} up in {time.perf_counter() - t0:.0f} s, OpenZFS {host.zfs_version}"
         )
         dataset = f"{host.pool}/bench"
-        made = subprocess.run(
-            [*prefix, f"bash -s {dataset} {size_mib << 10} {snapshots}"],
-            input=LAB_TREE_SCRIPT.encode(),
-            capture_output=True,
-            timeout=3600,
-            check=False,
-        )
-        if made.returncode:
-            raise SystemExit(f"making the tree on the lab VM failed: {made.stderr.decode()[-500:]}")
-        print(f"dataset (lab): {int(made.stdout.split()[-1]) / 1024:.1f} MiB of the VM's /usr")
-        streams = work / "streams"
-        streams.mkdir()
-
-        def save(args: str, name: str) -> Path:
-            out = streams / name
-            with open(out, "wb") as f:
-                subprocess.run([*prefix, f"zfs send {args}"], stdout=f, timeout=3600, check=True)
-            return out
-
-        fulls = [save(f"{dataset}@s{n}", f"full-s{n}") for n in range(snapshots)]
-        chain = [fulls[0]] + [
-            save(f"-i @s{n - 1} {dataset}@s{n}", f"incr-s{n}") for n in range(1, snapshots)
-        ]
+        fulls, chain = make_lab_streams(list(host.exec_prefix), dataset, work, size_mib, snapshots)
     finally:
         lab.down()
     return dataset, fulls, chain
