@@ -57,6 +57,19 @@ snapshot = "r-%Y%m%dT%H%M%SZ"
 """
 
 
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes used so far, their reaped children included."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime stime cutime cstime: fields 14-17 of stat, 12-15 after the command's ")"
+        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
@@ -109,6 +122,8 @@ def main() -> None:
                 sys.exit(f"initial replication failed: {done.error}\n{fleet.logs()}")
             cpu_clock = time.pthread_getcpuclockid(thread.ident or 0)
             cpu_before = time.clock_gettime(cpu_clock)
+            worker_pids = [w.pid for w in fleet.workers.values()]
+            workers_before = process_cpu(worker_pids)
             overheads: list[float] = []
             latencies: list[float] = []
             parts: dict[str, list[float]] = {"dispatch": [], "react": []}
@@ -145,6 +160,7 @@ def main() -> None:
                     transfers += s.kind == "transfer"
             wall = time.perf_counter() - started - a.rounds * 1.0
             cpu = time.clock_gettime(cpu_clock) - cpu_before
+            worker_cpu = process_cpu(worker_pids) - workers_before
         finally:
             stop.set()
             thread.join(30)
@@ -167,6 +183,9 @@ def main() -> None:
               f"p90 {pct(latencies, 0.9):.1f} ms")
         print(f"coordinator thread CPU per step: {cpu / steps * 1000:.2f} ms "
               f"({cpu:.2f} s for {steps} steps, {a.rounds} jobs)")
+        print(f"the 3 workers' CPU per transfer (every step of the rounds included): "
+              f"{worker_cpu / transfers * 1000:.1f} ms ({worker_cpu:.1f} s; "
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
         print(f"baseline raw Celery no-op round trip: median {base:.1f} ms "
               f"(p90 {pct(rtts, 0.9):.1f} ms, n={len(rtts)})")
         print(f"ratios to the no-op round trip: overhead median {med / base:.2f}x, "
@@ -184,6 +203,7 @@ def main() -> None:
                 "react_median_ms": statistics.median(parts["react"]),
                 "e2e_median_ms": e2e,
                 "e2e_p90_ms": pct(latencies, 0.9), "cpu_per_step_ms": cpu / steps * 1000,
+                "worker_cpu_per_transfer_ms": worker_cpu / transfers * 1000,
                 "noop_median_ms": base, "noop_p90_ms": pct(rtts, 0.9),
             }))  # fmt: skip
 

@@ -157,6 +157,10 @@ def not_found(name: str) -> DatasetNotFound:
     return DatasetNotFound(f"cannot open '{name}': dataset does not exist")
 
 
+# how many decoded manifests a pool remembers (Pool._digests) before it starts again
+_DIGEST_MEMO = 20_000
+
+
 class Pool:
     """Metadata and data of one pool; every method works on open, committed state."""
 
@@ -165,6 +169,10 @@ class Pool:
         self.dir = root / name
         self._conn: sqlite3.Connection | None = None
         self.blocks = BlockStore(self.dir / "blocks")
+        # the node digests of manifests already decoded, by the manifest's bytes: every
+        # receive and release collects garbage, and decoding every snapshot's manifest each
+        # time made that cost grow with the pool's history
+        self._digests: dict[bytes, frozenset[bytes]] = {}
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -491,13 +499,21 @@ class Pool:
             return True
         return False
 
+    def _manifest_digests(self, blob: bytes) -> frozenset[bytes]:
+        found = self._digests.get(blob)
+        if found is None:
+            if len(self._digests) >= _DIGEST_MEMO:
+                self._digests.clear()
+            found = self._digests[blob] = frozenset(decode_manifest(blob).values())
+        return found
+
     def _reachable(self, *, include_bookmarks: bool) -> set[bytes]:
         reach: set[bytes] = set()
         for (blob,) in self.conn.execute("SELECT manifest FROM snapshots"):
-            reach.update(decode_manifest(blob).values())
+            reach.update(self._manifest_digests(blob))
         if include_bookmarks:
             for (blob,) in self.conn.execute("SELECT manifest FROM bookmarks"):
-                reach.update(decode_manifest(blob).values())
+                reach.update(self._manifest_digests(blob))
         for head, cache in self.conn.execute("SELECT head, scan FROM datasets"):
             if head:
                 reach.update(decode_manifest(head).values())
