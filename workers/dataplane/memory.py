@@ -25,8 +25,9 @@ _M_MMAP_THRESHOLD: Final = -3
 # glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): above every chunk size
 # the sender allows (16 MiB), so stream buffers come from the arenas
 MMAP_THRESHOLD: Final = 32 << 20
-# how much free memory an arena's top may hold before it is given back
-TRIM_THRESHOLD: Final = 128 << 20
+# how much free memory an arena's top may hold before it is given back: several times what one
+# transfer keeps in flight per thread (queues of 256 KiB chunks), small next to a worker's RSS
+TRIM_THRESHOLD: Final = 32 << 20
 
 _lock = threading.Lock()
 _done: list[bool] = []
