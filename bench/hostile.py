@@ -20,10 +20,12 @@ Families (this module: in-process ones; bench/hostile_servers.py: real processes
   reader and the simulation's ``zfs receive``;
 - ``tokens``: mutated resume tokens through the token decoder, the real backend's ``send -t``
   arguments and the simulation's ``zfs send -t``;
-- ``configs``: mutated fleet configs through ``zfleet graph|sync|coordinator -c FILE``;
+- ``configs``: mutated fleet configs through ``zfleet graph|sync|coordinator -c FILE`` (click's
+  runner, in-process); ``configs-cli``: the same through the installed ``zfleet`` executable;
 - ``messages``: mutated msgpack step calls, events and step arguments (protocol/steps).
 
     .venv/bin/python bench/hostile.py                  # defaults: 2,000 cases per family
+                                                       # (configs-cli: --cli-cases, 100)
     .venv/bin/python bench/hostile.py --cases 300      # quicker
     .venv/bin/python bench/hostile.py --servers        # adds the coordinator HTTP API, the
                                                        # webhook and the 200-connection floods
@@ -81,7 +83,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 FIXTURES: Final = ROOT / "tests" / "fixtures" / "zfs-streams"
 SEED: Final = 20261204
 SECRET: Final = b"hostile-bench-fleet-secret-0123456789"
-FAMILIES: Final = ("frames", "grants", "streams", "tokens", "configs", "messages")
+FAMILIES: Final = ("frames", "grants", "streams", "tokens", "configs", "configs-cli", "messages")
 GRANT_CATEGORIES: Final = ("unauthorised", "expired", "replayed", "mismatched")
 
 
@@ -763,6 +765,37 @@ def family_configs(cases: int, seed: int, root: Path) -> Tally:
     return tally
 
 
+def family_configs_cli(cases: int, seed: int, root: Path) -> Tally:
+    """The same configs through the installed ``zfleet`` executable, one process per case (the
+    console entry point, the interpreter's own last-resort traceback printing included)."""
+    import subprocess
+
+    tally = Tally("configs-cli")
+    rng = random.Random(seed)
+    path = root / "fleet.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZFLEET_")}
+    env.update({"ZFLEET_REDIS_URL": "redis://127.0.0.1:9/0", "ZFLEET_LOG_FORMAT": "json"})
+    binary = str(Path(sys.executable).parent / "zfleet")
+    commands = (["graph"], ["sync", "images"], ["coordinator"])
+    for n in range(cases):
+        tally.cases += 1
+        path.write_bytes(mutate_config(rng, root))
+        argv = [binary, *rng.choice(commands), "-c", str(path)]
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            tally.bad("crashes", n, f"{argv[1]} hung past 60 s")
+            continue
+        err = done.stderr.decode(errors="replace") + done.stdout.decode(errors="replace")
+        if "Traceback" in err or done.returncode not in (2, 4) or "zfleet: " not in err:
+            tally.bad("tracebacks", n, f"{argv[1]} exit {done.returncode}: {err[-300:]}")
+        elif (root / "alpha").exists():
+            tally.bad("partial", n, f"{argv[1]} created the sim root of a refused run")
+        else:
+            tally.ok(f"exit {done.returncode}")
+    return tally
+
+
 # -- messages -------------------------------------------------------------------------------------
 def _sample_messages() -> list[bytes]:
     args = [
@@ -842,7 +875,8 @@ def print_table(tallies: list[Tally], extra: list[str] | None = None) -> None:
 Runner = Callable[[int, int, Path], Tally]
 
 
-def run_in_process(families: list[str], cases: int, seed: int, root: Path) -> list[Tally]:
+def run_in_process(families: list[str], cases: int, seed: int, root: Path,
+                   cli_cases: int = 100) -> list[Tally]:  # fmt: skip
     """Every in-process family asked for, each with ``cases`` cases from ``seed``."""
     out: list[Tally] = []
     live = {"frames", "grants"} & set(families)
@@ -863,6 +897,8 @@ def run_in_process(families: list[str], cases: int, seed: int, root: Path) -> li
                 tally = family_configs(cases, family_seed, root / "configs")
             elif name == "messages":
                 tally = family_messages(cases, family_seed)
+            elif name == "configs-cli":
+                tally = family_configs_cli(min(cases, cli_cases), family_seed, root / "configs")
             else:
                 raise SystemExit(f"unknown family {name!r} (families: {', '.join(FAMILIES)})")
             print(f"# {name}: {tally.cases} cases in {time.monotonic() - start:.1f}s",
@@ -880,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", action="store_true",
                         help="also the coordinator HTTP API, the webhook and the floods")
     parser.add_argument("--flood", type=int, default=200, help="connections per flood")
+    parser.add_argument("--cli-cases", type=int, default=100,
+                        help="configs-cli cases (one zfleet process each, about a second)")
     args = parser.parse_args(argv)
     families = [f for f in args.only.split(",") if f]
     extra: list[str] = []
@@ -890,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(level="INFO", fmt="json", stream=log, force=True)
         root = Path(tmp)
         (root / "configs").mkdir()
-        tallies = run_in_process(families, args.cases, args.seed, root)
+        tallies = run_in_process(families, args.cases, args.seed, root, args.cli_cases)
         if args.servers:
             from bench import hostile_servers
 

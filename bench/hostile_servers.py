@@ -312,6 +312,63 @@ def family_webhook(srv: Servers, cases: int, seed: int) -> Tally:
     return tally
 
 
+# -- step events into the coordinator ----------------------------------------------------------
+def family_events(srv: Servers, cases: int, seed: int) -> Tally:
+    """Mutated step events (and garbage entries) on the events stream a real coordinator reads,
+    aimed at the steps of a real job: it must read or drop each one and keep running."""
+    from protocol import messages
+    from protocol.messages import StepEvent, StepState
+
+    tally = Tally("events")
+    rng = random.Random(seed)
+    auth = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
+    made = http(srv.api, request("POST", "/v1/jobs", b'{"job": "img"}', auth))
+    job_id = json.loads(made.body).get("id") if made.status == 202 else None
+    steps: list[tuple[str, int, str]] = [("s0", 1, "alpha")]
+    if job_id:
+        shown = http(srv.api, request("GET", f"/v1/jobs/{job_id}", b"", auth))
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            steps = [(st["id"], int(st.get("attempt", 1)), st.get("host") or "alpha")
+                     for st in json.loads(shown.body)["step_list"]] or steps  # fmt: skip
+    with srv.redis.client() as client:
+        for n in range(cases):
+            tally.cases += 1
+            step_id, attempt, host = rng.choice(steps)
+            event = StepEvent(job_id or "nojob", step_id, attempt + rng.choice([0, 0, 1, -1]),
+                              host, rng.choice(list(StepState)),
+                              error_type=rng.choice([None, "DatasetBusy", "Bogus", ""]),
+                              error_message="x" * rng.choice([0, 10, 10000]),
+                              retryable=rng.random() < 0.5,
+                              result=rng.choice([{}, {"guid": 2**63}, {"bytes": -1}]))  # fmt: skip
+            raw = messages.encode(event)
+            how = rng.random()
+            if how < 0.4:
+                raw = mutate_bytes(rng, raw)
+            elif how < 0.7:
+                import msgpack
+
+                tree = mutate_tree(rng, msgpack.unpackb(raw, raw=False, strict_map_key=False))
+                with contextlib.suppress(Exception):
+                    raw = msgpack.packb(tree, use_bin_type=True)
+            fields = {b"m": raw} if rng.random() < 0.9 else {rng.choice([b"x", b"mm"]): raw}
+            client.xadd(keys.EVENTS, fields)  # type: ignore[arg-type]
+            if n % 50 == 49:
+                time.sleep(0.5)  # let the coordinator read a batch
+                if not srv.alive():
+                    tally.bad("crashes", n, "the coordinator died")
+                    break
+            tally.ok("sent")
+    time.sleep(2)
+    log = (srv.root / "coordinator.log").read_text(errors="replace")
+    tally.outcomes.update({"dropped as unreadable": log.count("events.unreadable"),
+                           "applied to a step": log.count('"step.event"'),
+                           f"job {job_id or 'none'} steps aimed at": len(steps)})  # fmt: skip
+    answer = http(srv.api, request("GET", "/v1/jobs", b"", auth))
+    if not srv.alive() or answer.status != 200:
+        tally.bad("crashes", cases, f"after the events: alive {srv.alive()}, API {answer.status}")
+    return tally
+
+
 # -- floods ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def flood(address: tuple[str, int], count: int, first: bytes) -> Iterator[list[socket.socket]]:
@@ -345,11 +402,46 @@ def flood(address: tuple[str, int], count: int, first: bytes) -> Iterator[list[s
             sock.close()
 
 
-def family_flood(srv: Servers, count: int) -> tuple[Tally, list[str]]:
+def _cut_after(address: tuple[str, int], count: int, first: bytes, wait: float) -> int:
+    """How many of ``count`` held, trickling connections the server has hung up on after
+    ``wait`` seconds."""
+    with flood(address, count, first) as socks:
+        time.sleep(wait)
+        cut = 0
+        for sock in socks:
+            try:
+                while chunk := sock.recv(65536):  # non-blocking: an answer, then the hang-up
+                    del chunk
+                cut += 1
+            except BlockingIOError:
+                pass
+            except OSError:
+                cut += 1
+    return cut
+
+
+def family_flood(srv: Servers, count: int, deadlines: bool = True) -> tuple[Tally, list[str]]:
     """200 held connections against the worker's stream server and the API; a legitimate
-    transfer and a legitimate request go through during the flood and after it."""
+    transfer and a legitimate request go through during the flood and after it. With
+    ``deadlines``, also how many held connections each server has cut once its deadline for a
+    HELLO (10 s) or a request (30 s) has passed."""
     tally = Tally("flood")
     lines: list[str] = []
+    if deadlines:
+        from coordinator.api.server import REQUEST_DEADLINE
+        from workers.dataplane.session import HANDSHAKE_TIMEOUT
+
+        for name, address, first, wait in (
+            ("stream server", srv.stream, encode_frame_hello(), HANDSHAKE_TIMEOUT + 3),
+            ("HTTP API", srv.api, b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n", REQUEST_DEADLINE + 3),
+        ):
+            tally.cases += 1
+            cut = _cut_after(address, count, first, wait)
+            lines.append(f"flood {name}: {cut}/{count} held connections cut after {wait:g}s")
+            if cut < count:
+                tally.bad("crashes", 3, f"{name}: {count - cut} connections outlived the deadline")
+            else:
+                tally.ok("deadline")
     alpha = SimBackend(srv.root / "alpha")
     hello = encode_frame_hello()
     for phase in ("during", "after"):
@@ -406,10 +498,12 @@ def legit_transfer(alpha: SimBackend, srv: Servers) -> tuple[bool, str]:
     return result.outcome is Outcome.OK, str(result.error)
 
 
-def run(cases: int, seed: int, root: Path, flood_count: int) -> tuple[list[Tally], list[str]]:
+def run(cases: int, seed: int, root: Path, flood_count: int,
+        deadlines: bool = True) -> tuple[list[Tally], list[str]]:  # fmt: skip
     with servers(root / "servers") as srv:
-        tallies = [family_http(srv, cases, seed + 11), family_webhook(srv, cases, seed + 12)]
-        tally, lines = family_flood(srv, flood_count)
+        tallies = [family_http(srv, cases, seed + 11), family_webhook(srv, cases, seed + 12),
+                   family_events(srv, cases, seed + 13)]  # fmt: skip
+        tally, lines = family_flood(srv, flood_count, deadlines)
         tallies.append(tally)
         for path in srv.logs:
             text = path.read_text(errors="replace")

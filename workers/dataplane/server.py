@@ -193,7 +193,7 @@ class StreamServer:
             if self._tls is not None:
                 try:
                     # stop() still shuts the plain socket down, which ends the TLS stream too
-                    conn = TlsStream.server(self._tls, sock)
+                    conn = TlsStream.server(self._tls, sock, within=self._ctx.handshake_timeout)
                 except (ssl.SSLError, OSError) as exc:
                     log.warning("stream.tls_refused", peer=peer, error=str(exc))
                     return
