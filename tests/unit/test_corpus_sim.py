@@ -1,0 +1,29 @@
+"""Every scenario of the recorded OpenZFS corpus replayed on the simulation, line by line.
+
+tests/fixtures/zfs-corpus/corpus.txt was recorded on real OpenZFS 2.3.2 in the lab
+(tests/conformance/corpus_record.py); a line the simulation answers differently fails here unless
+tests/fixtures/zfs-corpus/known-differences.txt explains it, and an explanation that no longer
+matches anything fails too (it must leave the list). The agreement figure is printed
+(`pytest -s`), and by `python -m tests.conformance.corpus_sim`.
+"""
+
+from __future__ import annotations
+
+from tests.conformance.corpus import CORPUS_FILE, load, load_known
+from tests.conformance.corpus_sim import explained, replay_all
+
+
+def test_the_simulation_answers_every_recorded_line_as_openzfs() -> None:
+    recordings = load(CORPUS_FILE)
+    assert len(recordings) >= 100, "the corpus holds a few hundred scenarios"
+    known = load_known()
+    agreement, unexplained = replay_all(recordings, known)
+    print(f"\ncorpus agreement: {agreement.summary()}")
+    shown = "\n".join(
+        f"{title}: $ {command}\n  real: {want}\n  sim:  {got}"
+        for title, command, want, got in unexplained[:20]
+    )
+    assert not unexplained, f"{len(unexplained)} lines differ from OpenZFS:\n{shown}"
+    used = {id(explained(known, t, w, g)) for t, _, w, g in agreement.mismatches}
+    stale = [k.reason for k in known if id(k) not in used]
+    assert not stale, f"no longer differ, drop them from known-differences.txt: {stale}"
