@@ -119,7 +119,7 @@ class _Model:
 
     def write(self, fs: str, blob: str | None = None) -> None:
         path = self.pick(("a.txt", "b.bin", "sub/c.txt", "d"))
-        self.add(f"write {fs} {path} {blob or self.pick(BLOBS)}")
+        self.add(f"write {fs} {path} {blob or self.pick(tuple(BLOBS))}")
 
     def snapshot(self, fs: str, recursive: bool = False) -> str:
         self.counter += 1
@@ -453,10 +453,10 @@ def generate(seed: int, count: int) -> list[Scenario]:
         rng = random.Random(f"{seed}-{number}")
         theme = names[(number - 1) % len(names)]
         model = _Model(rng)
-        for _ in range(rng.randint(0, 2)):
+        for _ in range(rng.randint(0, 1)):
             _random_step(model)
         THEMES[theme](model)
-        for _ in range(rng.randint(0, 3)):
+        for _ in range(rng.randint(0, 2)):
             _random_step(model)
         scenarios.append(Scenario(number, theme, tuple(model.steps)))
     return scenarios
@@ -518,14 +518,64 @@ def state_lines(listed: str, props: str, files: Sequence[str], norm: Normalizer)
     return rows
 
 
+def files_by_dataset(listed: str, sums: str) -> list[str]:
+    """``sha256sum`` lines (absolute paths) as ``dataset, path, digest`` rows: each file goes
+    to the mounted filesystem with the deepest mountpoint above it, as `zfs list` showed."""
+    mounts = []
+    for row in listed.splitlines():
+        cells = row.split("\t")
+        if len(cells) > 5 and cells[1] == "filesystem" and cells[4] == "yes":
+            mounts.append((cells[0], cells[5].rstrip("/") + "/"))
+    mounts.sort(key=lambda m: -len(m[1]))
+    found = []
+    for line in sums.splitlines():
+        digest, _, path = line.partition("  ")
+        for name, mount in mounts:
+            if path.startswith(mount):
+                found.append((name, path[len(mount) :], digest[:16]))
+                break
+    order = {name: i for i, (name, _) in enumerate(sorted(mounts))}
+    found.sort(key=lambda f: (order[f[0]], f[1].encode()))
+    return [f"{n}\t{p}\t{d}" for n, p, d in found]
+
+
+_READ_ONLY: Final = frozenset({"list", "get", "holds"})
+_PROP_CHANGES: Final = frozenset(
+    {"set", "inherit", "receive", "recv", "create", "clone", "promote", "rename"}
+)
+
+
+def _verbs(pipe: Pipeline) -> set[str]:
+    return {s[1] for s in pipe.stages if s[0] in ("zfs", "zpool") and len(s) > 1}
+
+
+def observes_state(pipe: Pipeline) -> bool:
+    """Whether a step's state is recorded: not after commands that only read."""
+    verbs = _verbs(pipe)
+    return pipe.stages[0][0] == "write" or not verbs <= _READ_ONLY or not verbs
+
+
+def observes_props(pipe: Pipeline) -> bool:
+    """Whether a step's property sources are recorded: after commands that can change them."""
+    return bool(_verbs(pipe) & _PROP_CHANGES)
+
+
 def step_lines(
-    codes: Sequence[int], stdout: str, stderr: str, state: list[str], previous: list[str] | None
-) -> tuple[list[str], list[str]]:
+    codes: Sequence[int],
+    stdout: str,
+    stderr: str,
+    state: list[str] | None,
+    previous: list[str] | None,
+) -> tuple[list[str], list[str] | None]:
     """The lines of one step; also the state, to say "unchanged" next time."""
     norm = Normalizer()
     lines = ["exit " + " ".join(str(c) for c in codes)]
     lines += [f"> {norm.text(x)}" for x in stdout.splitlines()]
     lines += [f"! {norm.text(x)}" for x in stderr.splitlines()]
+    if state is None:
+        return lines, previous
+    if not any(x.startswith("P ") for x in state) and previous is not None:
+        previous = [x for x in previous if not x.startswith("P ")]
     if previous is not None and state == previous:
         lines.append("state unchanged")
     else:

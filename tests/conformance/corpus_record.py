@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -36,14 +36,17 @@ from tests.conformance.corpus import (
     Scenario,
     Step,
     data_files,
+    files_by_dataset,
     generate,
+    observes_props,
+    observes_state,
     parse_step,
     state_lines,
     step_lines,
 )
 
 SEED: Final = 18
-BATCH: Final = 10
+BATCH: Final = 2
 HEADER: Final = (
     "# OpenZFS behaviour recorded by tests/conformance/corpus_record.py (format: "
     "tests/conformance/corpus.py)\n"
@@ -53,23 +56,20 @@ PRELUDE: Final = rf"""
 set -u
 TAB="$(printf '\t')"
 czwrite() {{
-  [ "$(zfs get -H -o value mounted "$1" 2>/dev/null)" = yes ] || {{
-    echo "write: $1 is not mounted" >&2; return 1; }}
-  m="$(zfs get -H -o value mountpoint "$1")"
-  mkdir -p "$(dirname "$m/$2")" && cp "{DATA_DIR}/$3" "$m/$2"
+  local row m
+  row="$(zfs list -H -o mounted,mountpoint "$1" 2>/dev/null)"
+  [ "${{row%%$TAB*}}" = yes ] || {{ echo "write: $1 is not mounted" >&2; return 1; }}
+  m="${{row#*$TAB}}/$2"
+  mkdir -p "${{m%/*}}" && cp "{DATA_DIR}/$3" "$m"
 }}
+czcat() {{ local l; while IFS= read -r l || [ -n "$l" ]; do printf '%s\n' "$l"; done < "$1"; }}
 czstate() {{
   echo '@@list'; zfs list -H -t all -r -o {LIST_COLUMNS} {ROOT} 2>&1
-  echo '@@props'; zfs get -H -r -t filesystem,volume -o name,property,value,source \
-    {GET_PROPS} {ROOT} 2>&1
-  echo '@@files'
-  zfs list -H -o name,mounted,mountpoint -t filesystem -r {ROOT} 2>/dev/null |
-  while IFS="$TAB" read -r n mo mp; do
-    [ "$mo" = yes ] || continue
-    ( cd "$mp" && find . -xdev -type f -print | LC_ALL=C sort | while read -r f; do
-        printf '%s\t%s\t%s\n' "$n" "${{f#./}}" "$(sha256sum < "$f" | cut -c1-16)"
-      done )
-  done
+  if [ "$1" = props ]; then
+    echo '@@props'; zfs get -H -r -t filesystem,volume -o name,property,value,source \
+      {GET_PROPS} {ROOT} 2>&1
+  fi
+  echo '@@files'; find /{ROOT} -type f -exec sha256sum {{}} + 2>/dev/null
 }}
 czteardown() {{
   zfs list -H -o name,userrefs -t snapshot -r {ROOT} 2>/dev/null | while read -r s refs; do
@@ -102,12 +102,17 @@ def step_script(pipe: Pipeline) -> str:
         stages[0] += " </dev/null"
     stages[-1] += " >/dev/null" if pipe.discard else " >/tmp/cz.o"
     errs = " ".join(f"/tmp/cz.e{i}" for i in pipe.recorded)
+    truncate = "".join(f" : >/tmp/cz.e{i};" for i in pipe.recorded)
+    observe = (
+        "" if not observes_state(pipe) else f"czstate {'props' if observes_props(pipe) else '-'}\n"
+    )
     return (
-        "echo '@@step'; rm -f /tmp/cz.o /tmp/cz.e*; : >/tmp/cz.o\n"
+        f"echo '@@step'; : >/tmp/cz.o;{truncate}\n"
         + " | ".join(stages)
         + '; echo "@@exit ${PIPESTATUS[*]}"\n'
-        + f"echo '@@out'; awk 1 /tmp/cz.o; echo '@@err'; for f in {errs}; do "
-        + '[ -f "$f" ] && awk 1 "$f"; done\nczstate\n'
+        + f"echo '@@out'; czcat /tmp/cz.o; echo '@@err'; for f in {errs}; do "
+        + 'czcat "$f"; done\n'
+        + observe
     )
 
 
@@ -149,8 +154,11 @@ def recording_from(scenario: Scenario, output: str) -> Recording:
         codes = [int(c) for c in parts.get("exit", "255").split()]
         pipe = parse_step(command)
         codes = [codes[i] for i in pipe.recorded if i < len(codes)]
-        files = [f for f in parts.get("files", "").splitlines() if f]
-        state = state_lines(parts.get("list", ""), parts.get("props", ""), files, norm)
+        state = None
+        if observes_state(pipe):
+            listed = parts.get("list", "")
+            files = files_by_dataset(listed, parts.get("files", ""))
+            state = state_lines(listed, parts.get("props", ""), files, norm)
         lines, previous = step_lines(
             codes, parts.get("out", ""), parts.get("err", ""), state, previous
         )
@@ -176,9 +184,14 @@ def upload_data(exec_prefix: Sequence[str]) -> None:
 
 
 def record(
-    exec_prefix: Sequence[str], scenarios: Sequence[Scenario], *, timeout: float = 1800
+    exec_prefix: Sequence[str],
+    scenarios: Sequence[Scenario],
+    *,
+    timeout: float = 1800,
+    progress: Callable[[list[Recording]], None] | None = None,
 ) -> list[Recording]:
-    """Run ``scenarios`` on the host, in batches; their recordings."""
+    """Run ``scenarios`` on the host, in batches; their recordings (also to ``progress`` after
+    each batch, so a long recording keeps what it made)."""
     upload_data(exec_prefix)
     recordings = []
     for start in range(0, len(scenarios), BATCH):
@@ -203,6 +216,8 @@ def record(
             raise RuntimeError(f"batch at {start}: {done.stderr.decode(errors='replace')[-2000:]}")
         for scenario, piece in zip(batch, pieces, strict=True):
             recordings.append(recording_from(scenario, piece))
+        if progress is not None:
+            progress(recordings)
     return recordings
 
 
@@ -214,22 +229,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--first", type=int, default=1)
-    parser.add_argument("--host", type=int, default=0, help="index of the lab host")
+    parser.add_argument("--lab", default="default", help="name of the lab (zfleet lab up --name)")
     parser.add_argument("--out", type=Path, default=CORPUS_FILE)
     args = parser.parse_args(argv)
     from workers.lab.lab import Lab
     from workers.lab.paths import state_root
 
-    lab = Lab.load(state_root())
+    lab = Lab.load(state_root() / args.lab)
     if lab is None:
         print("no lab running in $ZFLEET_LAB_STATE (zfleet lab up 1)", file=sys.stderr)
         return 1
-    host = lab.hosts[args.host]
+    host = lab.hosts[0]
     scenarios = generate(SEED, args.first + args.count - 1)[args.first - 1 :]
     started = time.monotonic()
-    recordings = record(host.exec_prefix, scenarios)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(corpus_text(recordings))
+
+    def save(done: list[Recording]) -> None:
+        args.out.write_text(corpus_text(done))
+
+    recordings = record(host.exec_prefix, scenarios, progress=save)
     took = time.monotonic() - started
     print(f"recorded {len(recordings)} scenarios on {host.name} in {took:.0f} s -> {args.out}")
     return 0

@@ -28,6 +28,7 @@ from typing import Final
 
 from protocol.log import configure_logging
 from tests.conformance.corpus import (
+    CORPUS_FILE,
     DATA_DIR,
     GET_PROPS,
     LIST_COLUMNS,
@@ -42,8 +43,11 @@ from tests.conformance.corpus import (
     Step,
     compare,
     data_files,
+    files_by_dataset,
     load,
     load_known,
+    observes_props,
+    observes_state,
     parse_step,
     state_lines,
     step_lines,
@@ -131,39 +135,26 @@ class SimHost:
         snapshot = [a for a in sender if "@" in a][-1:] or [""]
         return BROKEN_PIPE_EXIT, f"warning: cannot send '{snapshot[0]}': signal received\n"
 
-    def state(self, norm: Normalizer) -> list[str]:
+    def state(self, norm: Normalizer, props: bool) -> list[str]:
         listed = self.zfs(["zfs", "list", "-H", "-t", "all", "-r", "-o", LIST_COLUMNS, ROOT], b"")
-        props = self.zfs(
-            [
-                "zfs",
-                "get",
-                "-H",
-                "-r",
-                "-t",
-                "filesystem,volume",
-                "-o",
-                "name,property,value,source",
-                GET_PROPS,
-                ROOT,
-            ],
-            b"",
-        )
-        text = [self.shown(x[1].decode(errors="replace") + x[2]) for x in (listed, props)]
-        return state_lines(text[0], text[1], self.files(), norm)
+        listing = self.shown(listed[1].decode(errors="replace") + listed[2])
+        got = ""
+        if props:
+            argv = ["zfs", "get", "-H", "-r", "-t", "filesystem,volume"]
+            argv += ["-o", "name,property,value,source", GET_PROPS, ROOT]
+            shown = self.zfs(argv, b"")
+            got = self.shown(shown[1].decode(errors="replace") + shown[2])
+        return state_lines(listing, got, files_by_dataset(listing, self.sums()), norm)
 
-    def files(self) -> list[str]:
-        _, out, _, _ = self.zfs(
-            ["zfs", "list", "-H", "-o", "name,mounted", "-t", "filesystem", "-r", ROOT], b""
-        )
-        mounted = [row.split("\t")[0] for row in out.decode().splitlines() if row.endswith("\tyes")]
-        mounts = {n: self.backend.mountpoint(n) for n in mounted}
-        others = {os.path.realpath(m) for m in mounts.values() if m}
-        rows = []
-        for name in mounted:
-            top = mounts[name]
-            if top is None:
-                continue
-            found = []
+    def sums(self) -> str:
+        """``sha256sum`` lines for the files each mounted filesystem shows (paths as shown)."""
+        argv = ["zfs", "list", "-H", "-o", "name,mounted", "-t", "filesystem", "-r", ROOT]
+        out = self.zfs(argv, b"")[1].decode()
+        mounted = [row.split("\t")[0] for row in out.splitlines() if row.endswith("\tyes")]
+        mounts = [m for n in mounted if (m := self.backend.mountpoint(n)) is not None]
+        others = {os.path.realpath(m) for m in mounts}
+        lines = []
+        for top in mounts:
             for here, dirs, files in os.walk(top):
                 dirs[:] = [
                     d
@@ -172,11 +163,9 @@ class SimHost:
                 ]
                 for file in files:
                     full = os.path.join(here, file)
-                    found.append(os.path.relpath(full, top))
-            for rel in sorted(found, key=lambda p: p.encode()):
-                digest = hashlib.sha256(Path(top, rel).read_bytes()).hexdigest()[:16]
-                rows.append(f"{name}\t{rel}\t{digest}")
-        return rows
+                    digest = hashlib.sha256(Path(full).read_bytes()).hexdigest()
+                    lines.append(f"{digest}  {self.shown(full)}")
+        return "\n".join(lines)
 
 
 def replay(scenario: Scenario, workdir: Path) -> Recording:
@@ -188,8 +177,9 @@ def replay(scenario: Scenario, workdir: Path) -> Recording:
     norm = Normalizer()
     steps, previous = [], None
     for command in scenario.steps:
-        codes, stdout, stderr = host.run(parse_step(command))
-        state = host.state(norm)
+        pipe = parse_step(command)
+        codes, stdout, stderr = host.run(pipe)
+        state = host.state(norm, observes_props(pipe)) if observes_state(pipe) else None
         lines, previous = step_lines(codes, stdout, stderr, state, previous)
         steps.append(Step(command, tuple(lines)))
     return Recording(scenario, tuple(steps))
@@ -220,9 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show every mismatch")
     parser.add_argument("--only", help="scenario numbers, comma-separated")
+    parser.add_argument("--corpus", type=Path, default=CORPUS_FILE, help="the recording")
     args = parser.parse_args(argv)
     configure_logging(level="WARNING", stream=sys.stderr)
-    recordings = load()
+    recordings = load(args.corpus)
     if args.only:
         wanted = {int(x) for x in args.only.split(",")}
         recordings = [r for r in recordings if r.scenario.number in wanted]

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from protocol.errors import InvalidOperation
 from workers.zfs.base import PropertyValue
@@ -186,10 +187,17 @@ def _assemble(
     return out
 
 
+# the settable properties zfs_prop.c registers for snapshots too (ZFS_TYPE_SNAPSHOT); the
+# others (compression, recordsize, atime...) a snapshot shows as "-"
+SNAPSHOT_NATIVE: Final = frozenset(
+    {"devices", "exec", "setuid", "xattr", "primarycache", "secondarycache"}
+)
+
+
 def _applies(name: str, kind: str) -> bool:
     prop = SETTABLE[name]
     if kind == "snapshot":
-        return prop.inherit and name not in ("mountpoint", "readonly", "quota")
+        return name in SNAPSHOT_NATIVE
     if prop.volume_only:
         return kind == "volume"
     return not (prop.filesystem_only and kind == "volume")
