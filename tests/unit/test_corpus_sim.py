@@ -9,13 +9,17 @@ matches anything fails too (it must leave the list). The agreement figure is pri
 
 from __future__ import annotations
 
-from tests.conformance.corpus import CORPUS_FILE, load, load_known
+import pytest
+
+from tests.conformance.corpus import CORPUS_FILE, THEMES, generate, load, load_known
+from tests.conformance.corpus_record import SEED
 from tests.conformance.corpus_sim import explained, replay_all
 
 
+@pytest.mark.timeout(900)  # a few hundred scenarios; about a second each on a busy machine
 def test_the_simulation_answers_every_recorded_line_as_openzfs() -> None:
     recordings = load(CORPUS_FILE)
-    assert len(recordings) >= 100, "the corpus holds a few hundred scenarios"
+    assert {r.scenario.theme for r in recordings} == set(THEMES), "every theme is recorded"
     known = load_known()
     agreement, unexplained = replay_all(recordings, known)
     print(f"\ncorpus agreement: {agreement.summary()}")
@@ -27,3 +31,11 @@ def test_the_simulation_answers_every_recorded_line_as_openzfs() -> None:
     used = {id(explained(known, t, w, g)) for t, _, w, g in agreement.mismatches}
     stale = [k.reason for k in known if id(k) not in used]
     assert not stale, f"no longer differ, drop them from known-differences.txt: {stale}"
+
+
+def test_the_generator_still_makes_the_recorded_scenarios() -> None:
+    """The generator is seeded and deterministic: re-recording makes the same command lines."""
+    recordings = load(CORPUS_FILE)
+    made = generate(SEED, max(r.scenario.number for r in recordings))
+    for recorded in recordings:
+        assert made[recorded.scenario.number - 1] == recorded.scenario

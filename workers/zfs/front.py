@@ -88,9 +88,9 @@ USAGE: Final[dict[str, str]] = {
     "send": "send [-DLPbcehnpsVvw] [-i|-I snapshot] [-R [-X dataset[,dataset]...]] <snapshot>\n"
     "\tsend [-DnVvPLecw] [-i snapshot|bookmark] <filesystem|volume|snapshot>\n"
     "\tsend [-PnVv] -t <receive_resume_token>",
-    "receive": "receive [-vMnsFhu] [-o <property=value>] ... [-x <property>] ...\n"
+    "receive": "receive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ...\n"
     "\t    <filesystem|volume|snapshot>\n"
-    "\treceive [-vMnsFhu] [-o <property=value>] ... [-x <property>] ... \n"
+    "\treceive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ... \n"
     "\t    [-d | -e] <filesystem>\n"
     "\treceive -A <filesystem|volume>",
     "diff": "diff [-FHth] <snapshot> [snapshot|filesystem]",
@@ -390,6 +390,9 @@ class Front:
             return 0
         for name in victims:
             self.doing("destroy", name)
+            if "#" in name and not self.backend.exists(name):
+                self.err(f"bookmark '{name}' does not exist.")  # zfs_do_destroy's own words
+                return EXIT_FAILURE
             if "-R" in found:
                 self._destroy_dependents(name)
             recursive = "-r" in found or "-R" in found
@@ -483,10 +486,18 @@ class Front:
         if mark.startswith("#"):
             mark = source.split("@", 1)[0].split("#", 1)[0] + mark
         self.doing("create bookmark", mark)
-        rules.validate_snapshot(source, existing=True)
+        # the source is a snapshot, or (OpenZFS 2.0 on) another bookmark of the same dataset
+        if "#" in source:
+            rules.validate_bookmark(source)
+        else:
+            rules.validate_snapshot(source, existing=True)
         rules.validate_bookmark(mark)
         if not self.opened(source, "bookmark"):
             return EXIT_USAGE
+        if not self.backend.exists(mark.split("#", 1)[0]):
+            # the ioctl finds the new bookmark's dataset missing (ENOENT) before anything else
+            self.err(f"cannot create bookmark '{mark}': dataset does not exist")
+            return EXIT_FAILURE
         if self.backend.exists(mark):
             self.err(f"cannot create bookmark '{mark}': bookmark exists")
             return EXIT_FAILURE

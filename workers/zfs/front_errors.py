@@ -252,6 +252,8 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
         return f"cannot open '{subject}': dataset does not exist", EXIT_FAILURE
     if isinstance(error, DatasetExists):
         return f"cannot {ctx.verb} '{subject}': dataset already exists", EXIT_FAILURE
+    if isinstance(error, DatasetBusy) and str(error).startswith("cannot destroy snapshot "):
+        return str(error), EXIT_FAILURE  # destroy -r met a held snapshot below: it names it
     if isinstance(error, DatasetBusy):
         return f"cannot {ctx.verb} '{subject}': dataset is busy", EXIT_FAILURE
     if str(error).startswith(("Key load error:", "Key unload error:", "Key change error:")):

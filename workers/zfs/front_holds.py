@@ -92,9 +92,17 @@ def holds(front: Front, args: Sequence[str]) -> int:
     if not operands:
         raise Usage("missing snapshot argument")
     rows = []
-    for snap in snapshots(front, operands, "-r" in found):
+    names = snapshots(front, operands, "-r" in found)
+    for snap in names:
         front.doing("open", snap)
         # the backend contract keeps tags only; the hold's time is not known here
         rows += [[snap, tag, "-"] for tag in front.backend.holds(snap)]
-    front.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted="-H" in found))
+    if "-H" in found:
+        front.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted=True))
+        return 0
+    # print_holds (zfs_main.c) sizes NAME over every snapshot asked about, held or not
+    name_width = max([len("NAME"), *(len(n) for n in names)])
+    tag_width = max([len("TAG"), *(len(r[1]) for r in rows)])
+    for row in [["NAME", "TAG", "TIMESTAMP"], *rows]:
+        front.out(f"{row[0]:<{name_width}}  {row[1]:<{tag_width}}  {row[2]}\n")
     return 0

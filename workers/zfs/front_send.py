@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from protocol import names as rules
 from protocol.errors import StreamFormatError, ZfleetError
 from workers.zfs.base import ReceiveSpec, SendSpec
-from workers.zfs.front_errors import EXIT_FAILURE, EXIT_INTERRUPTED, render
+from workers.zfs.front_errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, render
 from workers.zfs.front_table import nicenum
 
 if TYPE_CHECKING:
@@ -75,6 +75,9 @@ def send(front: Front, args: Sequence[str]) -> int:
     from_snaps = found.get("-i") or found.get("-I")
     from_snap = from_snaps[-1] if from_snaps else None
     snapshot = operands[0] if operands else ""
+    if "-I" in found and from_snap is not None and "#" in from_snap:
+        front.err("Error: multiple snapshots cannot be sent from a bookmark.")  # zfs_main.c
+        return EXIT_FAILURE
     if token is None:
         front.doing("send", snapshot)
         rules.validate_snapshot(snapshot, existing=True)
@@ -182,6 +185,8 @@ def receive(front: Front, args: Sequence[str]) -> int:
     front.doing("receive", target)
     rules.validate_any(target, existing=True)
     if "-A" in found:
+        if not front.opened(target, "receive"):
+            return EXIT_USAGE  # zfs_main.c: zfs_open fails, then usage(B_FALSE)
         front.doing("abort", target)
         front.backend.abort_receive(target)
         return 0

@@ -139,7 +139,8 @@ def dataset_props(
         "available": str(max(0, size - stats.get("used", 0))),
         "referenced": str(stats.get("referenced", 0)),
         "compressratio": "1.00x",
-        "mounted": "yes" if ds.mounted and ds.head is None else "no",
+        # a filesystem only a resumable receive made holds no data yet: never mounted
+        "mounted": "yes" if ds.mounted and ds.head is None and not ds.inconsistent else "no",
         "origin": origin,
         "createtxg": str(ds.createtxg),
         "guid": str(ds.guid),
