@@ -131,6 +131,10 @@ class ZfsBackend(abc.ABC):
     @abc.abstractmethod
     def holds(self, snapshot: str) -> builtins.list[str]: ...
 
+    def hold_times(self, snapshot: str) -> dict[str, int]:
+        """Each hold's tag -> when it was placed (seconds since the epoch; 0 if not known)."""
+        return dict.fromkeys(self.holds(snapshot), 0)
+
     # -- properties -----------------------------------------------------------------------
     @abc.abstractmethod
     def get(self, name: str, props: Sequence[str] | None = None) -> dict[str, PropertyValue]:

@@ -381,9 +381,19 @@ class Front:
         target = operands[0]
         dataset, sep, shorts = target.partition("@")
         victims = [f"{dataset}@{s}" for s in shorts.split(",")] if sep else [target]
+        recursive = "-r" in found or "-R" in found
         for name in victims:
             self.doing("destroy", name)
-            rules.validate_any(name, existing=True)
+            if "%" not in name:
+                rules.validate_any(name, existing=True)
+        if sep:
+            if not self.opened(dataset, ""):
+                return EXIT_FAILURE
+            victims = self._snapshots_to_destroy(dataset, shorts.split(","), recursive)
+            if not victims:
+                # zfs_do_destroy: gather_snapshots found none of the names
+                self.err("could not find any snapshots to destroy; check snapshot names.")
+                return EXIT_FAILURE
         if "-n" in found:
             for name in victims:
                 self.out(f"would destroy {name}\n")
@@ -395,9 +405,40 @@ class Front:
                 return EXIT_FAILURE
             if "-R" in found:
                 self._destroy_dependents(name)
-            recursive = "-r" in found or "-R" in found
+            elif "@" in name and recursive and "-d" not in found:
+                self._name_cloned(name)
             self.backend.destroy(name, recursive=recursive, defer="-d" in found)
         return 0
+
+    def _snapshots_to_destroy(
+        self, dataset: str, parts: Sequence[str], recursive: bool
+    ) -> list[str]:
+        """``ds@a,b%c``: the snapshots named, a range ``b%c`` (either end open) in creation
+        order; with ``-r`` a name counts if a descendant has it."""
+        objects = self.backend.list(dataset)
+        own = [o.name.split("@", 1)[1] for o in objects if o.dataset == dataset and "@" in o.name]
+        present = {o.name.split("@", 1)[1] for o in objects if "@" in o.name}
+        chosen: list[str] = []
+        for part in parts:
+            first, pct, last = part.partition("%")
+            if pct:
+                if (first and first not in own) or (last and last not in own):
+                    continue
+                start = own.index(first) if first else 0
+                end = own.index(last) if last else len(own) - 1
+                chosen += own[start : end + 1]
+            elif part in own or (recursive and part in present):
+                chosen.append(part)
+        return [f"{dataset}@{short}" for short in dict.fromkeys(chosen)]
+
+    def _name_cloned(self, name: str) -> None:
+        """``destroy -r ds@s``: a refusal names the snapshot (maybe a descendant's) with clones."""
+        dataset, short = name.split("@", 1)
+        origins = {o.origin for o in self.backend.list(None) if o.origin}
+        for obj in self.backend.list(dataset):
+            if obj.name.endswith(f"@{short}") and obj.name in origins:
+                self.doing("destroy", obj.name)
+                return
 
     def _destroy_dependents(self, name: str) -> None:
         """``-R``: first destroy the clones of every snapshot being destroyed, recursively."""
@@ -456,7 +497,7 @@ class Front:
         return 0
 
     def rename(self, args: Sequence[str]) -> int:
-        _, operands = opts("rename", args, "fpru")
+        found, operands = opts("rename", args, "fpru")
         if len(operands) != 2:
             raise Usage("missing source dataset argument" if not operands else "wrong arguments")
         old, new = operands
@@ -465,6 +506,13 @@ class Front:
         self.doing("rename to", new)
         rules.validate_any(old, existing=True)
         rules.validate_any(new)
+        if "-r" in found and "@" in old and self.backend.exists(old):
+            # the snapshot of that name on every descendant too (zfs_rename, recursive)
+            dataset, short = old.split("@", 1)
+            fresh = new.split("@", 1)[1]
+            for obj in self.backend.list(dataset):
+                if obj.name.endswith(f"@{short}") and obj.name != old:
+                    self.backend.rename(obj.name, f"{obj.dataset}@{fresh}")
         self.backend.rename(old, new)
         return 0
 

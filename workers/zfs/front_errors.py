@@ -103,11 +103,14 @@ def _dependents(backend: ZfsBackend, snapshot: str) -> list[str]:
         objects = backend.list()
     except ZfleetError:
         return found
-    clones = sorted(
-        o.name
-        for o in objects
-        if o.origin is not None and snapshot in (o.origin, o.origin.split("@", 1)[0])
-    )
+    def depends(origin: str) -> bool:
+        # a snapshot's own clones; a filesystem's: clones of its or its descendants' snapshots
+        of = origin.split("@", 1)[0]
+        return snapshot == origin or (
+            "@" not in snapshot and (of == snapshot or of.startswith(snapshot + "/"))
+        )
+
+    clones = sorted(o.name for o in objects if o.origin is not None and depends(o.origin))
     # in the order zfs would destroy them: a clone's snapshots first, then the clone
     for clone in clones:
         found += [o.name for o in objects if o.dataset == clone and o.name != clone]

@@ -7,6 +7,7 @@ never held is refused in libzfs's words (EZFS_REFTAG_HOLD, EZFS_REFTAG_RELE); ex
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,15 @@ def _hold_or_release(front: Front, command: str, args: Sequence[str]) -> int:
     return EXIT_FAILURE if failed else 0
 
 
+def _when(seconds: int, *, parsable: bool) -> str:
+    """A hold's time as print_holds shows it (local time, or seconds with -p)."""
+    if not seconds:
+        return "-"
+    if parsable:
+        return str(seconds)
+    return time.strftime("%a %b %e %H:%M %Y", time.localtime(seconds))
+
+
 def holds(front: Front, args: Sequence[str]) -> int:
     """``zfs holds [-rH] snapshot...``: a NAME, TAG, TIMESTAMP table."""
     from workers.zfs.front import Usage, opts
@@ -95,8 +105,8 @@ def holds(front: Front, args: Sequence[str]) -> int:
     names = snapshots(front, operands, "-r" in found)
     for snap in names:
         front.doing("open", snap)
-        # the backend contract keeps tags only; the hold's time is not known here
-        rows += [[snap, tag, "-"] for tag in front.backend.holds(snap)]
+        for tag, when in front.backend.hold_times(snap).items():
+            rows.append([snap, tag, _when(when, parsable="-p" in found)])
     if "-H" in found:
         front.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted=True))
         return 0
