@@ -28,7 +28,7 @@ def test_the_simulation_answers_every_recorded_line_as_openzfs() -> None:
         for title, command, want, got in unexplained[:20]
     )
     assert not unexplained, f"{len(unexplained)} lines differ from OpenZFS:\n{shown}"
-    used = {id(explained(known, t, w, g)) for t, _, w, g in agreement.mismatches}
+    used = {id(explained(known, *m)) for m in agreement.mismatches}
     stale = [k.reason for k in known if id(k) not in used]
     assert not stale, f"no longer differ, drop them from known-differences.txt: {stale}"
 

@@ -106,8 +106,9 @@ class ZfsBackend(abc.ABC):
         """Take all the snapshots in ``names`` atomically (one txg)."""
 
     @abc.abstractmethod
-    def clone(self, snapshot: str, target: str, *, props: Mapping[str, str] | None = None) -> None:
-        ...
+    def clone(
+        self, snapshot: str, target: str, *, props: Mapping[str, str] | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     def promote(self, name: str) -> None: ...

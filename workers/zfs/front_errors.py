@@ -103,6 +103,7 @@ def _dependents(backend: ZfsBackend, snapshot: str) -> list[str]:
         objects = backend.list()
     except ZfleetError:
         return found
+
     def depends(origin: str) -> bool:
         # a snapshot's own clones; a filesystem's: clones of its or its descendants' snapshots
         of = origin.split("@", 1)[0]
@@ -158,9 +159,7 @@ def _token_reason(reason: str) -> str:
 
 
 # the offending character, as our rules quote it with repr: '!', "'", '\x01', '\udcff'
-_CHAR: Final = re.compile(
-    r"invalid character ('(?:.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})'|\"'\")"
-)
+_CHAR: Final = re.compile(r"invalid character ('(?:.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})'|\"'\")")
 # protocol.names' rules -> zfs_validate_name's words (lib/libzfs/libzfs_dataset.c), first match
 _NAME_RULES: Final = (
     (re.compile(r"reserved for OpenZFS's temporary names"), "invalid character % in name"),

@@ -480,8 +480,10 @@ def change_key_args(
         if location not in (None, "prompt"):
             raise ConfigError("a key given on stdin needs keylocation=prompt")
         given["keylocation"] = "prompt"
-    elif location is not None and location != "prompt" and not location.startswith(
-        ("file://", "https://", "http://")
+    elif (
+        location is not None
+        and location != "prompt"
+        and not location.startswith(("file://", "https://", "http://"))
     ):
         raise ConfigError(f"invalid keylocation {location!r}")
     args = ["change-key"]

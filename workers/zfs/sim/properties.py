@@ -330,6 +330,25 @@ def _apply(pool: Pool, ds: Dataset, change: Callable[[dict[str, str]], object]) 
             shutil.move(old, new)
         elif new is None:
             pool.unmount(d)
+    for d in family:
+        # changelist_postfix: a filesystem whose mountpoint changed mounts if canmount=on,
+        # also one that was not mounted before (mountpoint=none, then inherited back)
+        fresh = pool.dataset_by_id(d.id)
+        new = pool.mountpoint(fresh)
+        if before[d.id] == new or new is None or fresh.kind != "filesystem":
+            continue
+        if fresh.head is None or fresh.inconsistent or resolve_value(pool, fresh) != "on":
+            continue
+        if fresh.crypt and not fresh.crypt.get("loaded"):
+            continue
+        pool.conn.execute("UPDATE datasets SET mounted=1 WHERE id=?", (fresh.id,))
+        fresh = pool.dataset_by_id(d.id)
+        pool.install(fresh, decode_manifest(fresh.head or b""), mount=True)
+
+
+def resolve_value(pool: Pool, ds: Dataset, name: str = "canmount") -> str:
+    got = resolve(pool, ds, name)
+    return got.value if got is not None else "on"
 
 
 def lookup_kind(pool: Pool, name: str) -> str:
