@@ -539,6 +539,10 @@ class Front:
             rules.validate_bookmark(source)
         else:
             rules.validate_snapshot(source, existing=True)
+        if mark.count("#") + mark.count("@") > 1:
+            # passed to the ioctl as is, which refuses it (EINVAL)
+            self.err(f"cannot create bookmark '{mark}': invalid argument")
+            return EXIT_FAILURE
         rules.validate_bookmark(mark)
         if not self.opened(source, "bookmark"):
             return EXIT_USAGE
