@@ -141,8 +141,29 @@ class TlsStream:
                 continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 return 0  # close_notify, or the TCP stream ended: the frames say if that was early
+            first = int(got)
+            total = first + self._more(buffer, first, size)
             self._flush()
-            return int(got)
+            return total
+
+    def _more(self, buffer: memoryview, start: int, size: int) -> int:
+        """Decrypt the further records already received into ``buffer[start:size]``, without
+        waiting for the socket; the bytes added.
+
+        The engine hands out one record (16 KiB at most) per read: taking every complete one here
+        saves a round through the caller per record (some 40 for a 512 KiB frame).
+        """
+        got = start
+        while got < size and (self._in.pending or self._obj.pending()):
+            try:
+                with buffer[got:size] as rest:
+                    more: Any = self._obj.read(size - got, rest)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break  # a record not yet whole, or the end: the next call says which
+            if not more:
+                break
+            got += int(more)
+        return got - start
 
     def recv(self, size: int) -> bytes:
         buf = bytearray(size)
