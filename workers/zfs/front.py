@@ -199,9 +199,11 @@ class Front:
     def err(self, text: str) -> None:
         self.stderr.write(text if text.endswith("\n") else text + "\n")
 
-    def doing(self, verb: str, subject: str, *, new_stream: bool = True) -> None:
+    def doing(
+        self, verb: str, subject: str, *, new_stream: bool = True, resume: bool = False
+    ) -> None:
         """Say what is being done, for the failure message if it fails."""
-        self.ctx = Context(verb, subject, new_stream)
+        self.ctx = Context(verb, subject, new_stream, resume)
 
     def run(self, program: str, args: Sequence[str]) -> int:
         """Run ``zfs ARGS`` or ``zpool ARGS``; the exit code."""

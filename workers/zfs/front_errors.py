@@ -49,10 +49,11 @@ class Context:
     verb: str
     subject: str
     new_stream: bool = True  # receive only: a full stream (vs. an incremental one)
+    resume: bool = False  # receive only: a stream `zfs send -t` made
 
 
 def _receive_message(error: ZfleetError, ctx: Context) -> str | None:
-    kind = "new filesystem" if ctx.new_stream else "incremental"
+    kind = "resume" if ctx.resume else "new filesystem" if ctx.new_stream else "incremental"
     target = ctx.subject.split("@", 1)[0]  # libzfs names the dataset, even for `receive fs@snap`
     if isinstance(error, DatasetExists | DestinationHasSnapshots) and str(error).startswith(
         "cannot receive"
