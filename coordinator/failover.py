@@ -5,9 +5,10 @@ which builds the fleet graph from them (plus the dead primary's last inventory, 
 behind each replica is), picks the successor with :func:`coordinator.roles.choose_candidate`,
 bumps the job's fencing epoch with the compare-and-set (two racing failovers: one wins, the other
 fails with nothing changed), cancels the job's running syncs (their steps are fenced off anyway)
-and appends ``promote`` on the successor under the new epoch, then the promote hook, then
-``record``, which writes the data-loss window and the time from trigger to writable into the
-job's report.
+and appends ``promote`` on the successor under the new epoch, then ``container-start`` for the
+containers recorded there on the promoted datasets (coordinator/containerhooks.py), then the
+promote hook, then ``record``, which writes the data-loss window and the time from trigger to
+writable into the job's report.
 
 :func:`submit_failover` is the one entry (CLI and the Alertmanager webhook): it checks the host
 really is the job's primary, that its worker heartbeat has expired (unless ``force``), the policy
@@ -25,7 +26,7 @@ from typing import Any, Final
 import structlog
 
 from bus import records
-from coordinator import engine
+from coordinator import containerhooks, engine
 from coordinator.config import FleetConfig, JobConfig, parse_config
 from coordinator.engine import Job, Step, StepPlan, add_steps
 from coordinator.graph import FleetGraph
@@ -255,11 +256,19 @@ def choose(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     promote = PromoteArgs(datasets=tuple(r.replica_dataset for r in decision.replicas),
                           epoch=bump.epoch)  # fmt: skip
     steps = [StepPlan(id="promote", host=decision.chosen, args=promote)]
+    where = {r.primary_dataset: r.replica_dataset for r in decision.replicas}
+    specs, left = containerhooks.moving(containerhooks.running_on(store.r, failed, list(where)),
+                                        where)  # fmt: skip
+    if left:
+        job.report["containers_left_stopped"] = left  # a dataset of theirs is not in the job
+    specs += [r.spec for r in containerhooks.held_on(store.r, decision.chosen, promote.datasets)]
+    starts = containerhooks.start_steps(specs, decision.chosen, deps=("promote",))
+    steps += starts
     if fo.promote_hook:
         steps.append(StepPlan(id="hook-promote", host=decision.chosen, deps=("promote",),
                               args=HookArgs(argv=fo.promote_hook, epoch=bump.epoch)))  # fmt: skip
-    steps.append(StepPlan(id="record", host=None, args=RecordArgs(), deps=("promote",),
-                          always=True))  # fmt: skip
+    steps.append(StepPlan(id="record", host=None, args=RecordArgs(),
+                          deps=("promote", *(s.id for s in starts)), always=True))  # fmt: skip
     add_steps(job, steps, after=step.id)
     log.info("failover.chosen", job_id=job.id, job=job.name, chosen=decision.chosen,
              epoch=bump.epoch, data_loss_window=decision.data_loss_window)  # fmt: skip
@@ -278,7 +287,8 @@ def record(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     job.report.update(primary=promote.host, epoch=job.options["epoch"], writable_at=writable_at,
                       time_to_writable=took,
                       data_loss_window=job.report.get("decision", {}).get("data_loss_window"),
-                      promoted=dict(promote.result))  # fmt: skip
+                      promoted=dict(promote.result),
+                      containers=containerhooks.settle(store.r, job))  # fmt: skip
     log.info("failover.writable", job_id=job.id, job=job.name, host=promote.host,
              time_to_writable=round(took, 3))  # fmt: skip
     return {"time_to_writable_ms": round(took * 1000)}

@@ -11,7 +11,9 @@ HOST``) submits one job of this kind:
    refusal plans nothing. The rebase steps of one host run one after another, bases before their
    dependents; hosts run in parallel;
 3. one ``rebase`` step per image (workers/rebasesteps.py, workers/rebase: checks, hooks, the
-   atomic swap, a rollback on any failure);
+   atomic swap, a rollback on any failure); the containers running on a host's images stop
+   before its first rebase and start after its last, whatever the outcome
+   (coordinator/containerhooks.py);
 4. with ``--sync JOB``: ``plan-sync`` reads each rebase's result and sets every replica of a
    rebased image aside (``rebase-replica``, on the job's target hosts) under the name the
    source's backup got, so the job's next run finds the backup's snapshots on both sides and
@@ -24,11 +26,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import structlog
 
+from coordinator import containerhooks
 from coordinator.config import FleetConfig, parse_config
 from coordinator.engine import Job, Step, StepPlan, add_steps
 from coordinator.graph import FleetGraph
@@ -304,8 +307,9 @@ def run_plan(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
         job.report["plan"] = [plan_row(s) for s in plan.steps]
     if plan.refusals or job.options.get("dry_run") or not plan.steps:
         return {"steps": 0, "refusals": len(plan.refusals)}
-    add_steps(job, plan.steps, after=step.id)
-    rebases = tuple(s.id for s in plan.steps)
+    planned = around_containers(store, plan.steps)
+    add_steps(job, planned, after=step.id)
+    rebases = tuple(s.id for s in planned)
     nxt = StepPlan(id="plan-sync", host=None, args=PlanArgs(), deps=rebases) \
         if job.options.get("sync") else \
         StepPlan(id="record", host=None, args=RecordArgs(), deps=rebases)  # fmt: skip
@@ -315,6 +319,27 @@ def run_plan(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
                  args=job.steps[f"inventory-{h}"].args) for h in hosts)])  # fmt: skip
     log.info("rebase.planned", job_id=job.id, steps=len(plan.steps))
     return {"steps": len(plan.steps), "refusals": 0}
+
+
+def around_containers(store: JobStore, steps: Sequence[StepPlan]) -> list[StepPlan]:
+    """The rebase steps with, per host, ``container-stop`` for each container running on its
+    images before them and ``container-start`` after them (``always``: after a rollback too)."""
+    stops: list[StepPlan] = []
+    starts: list[StepPlan] = []
+    waits: dict[str, tuple[str, ...]] = {}
+    for host in sorted({s.host for s in steps if s.host}):
+        images = [s.args.image for s in steps if s.host == host and isinstance(s.args, RebaseArgs)]
+        recs = containerhooks.running_on(store.r, host, images)
+        if not recs:
+            continue
+        mine = containerhooks.stop_steps(recs, host)
+        stops += mine
+        waits[host] = tuple(s.id for s in mine)
+        after = tuple(s.id for s in steps if s.host == host)
+        starts += containerhooks.start_steps([r.spec for r in recs], host, deps=after,
+                                            always=True)  # fmt: skip
+    gated = [replace(s, deps=(*s.deps, *waits[s.host])) if s.host in waits else s for s in steps]
+    return [*stops, *gated, *starts]
 
 
 def replicas(config: FleetConfig, sync: str, host: str, image: str) -> list[tuple[str, str]]:
@@ -388,6 +413,7 @@ def run_record(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
         if isinstance(s.args, RebaseArgs):
             images.append({"host": s.host, **s.result})
     job.report["images"] = images
+    job.report["containers"] = containerhooks.settle(store.r, job)
     result: dict[str, ResultValue] = {"images": len(images)}
     sync = job.options.get("sync")
     if sync and not job.report.get("sync_job"):

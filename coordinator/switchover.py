@@ -4,12 +4,15 @@ The DAG, in the order that loses nothing::
 
     hook-quiesce (the demote hook, optional) on the old primary
     inventory-old -> demote-plan:   the old primary's datasets, listed
+    container-stop-*                the containers running there on them (coordinator/
+                                    containerhooks.py)
     demote-old                      read-only: from here on nobody writes there
     snapshot-old                    the final snapshot, taken after the last write
     inventory-*  -> plan            the sync planner: the increment to every replica
     handover                        the epoch bumped (compare-and-set), direction reversed
     promote-new                     the new primary writable and mounted (the old one stays
                                     mounted read-only, a replica)
+    container-start-*               the containers recorded on the new primary using them
     hook-promote (optional), record
 
 Every replica received the final snapshot before the hand-over, so the replicas (the old primary
@@ -23,8 +26,9 @@ from typing import Final
 
 import structlog
 
+from bus import containers as container_records
 from bus import records
-from coordinator import engine
+from coordinator import containerhooks, engine
 from coordinator.config import FleetConfig, parse_config
 from coordinator.engine import Job, Step, StepPlan, add_steps
 from coordinator.failover import FailoverRefused, active_job, failover_config
@@ -32,6 +36,7 @@ from coordinator.jobkinds import JobKind, register
 from coordinator.jobstore import JobStore
 from coordinator.rolestate import JobRoles, RoleStore, oriented, placements, replica_root
 from coordinator.syncjob import expand, host_roots, new_job_id, plan_job
+from protocol.containersteps import ContainerStopArgs
 from protocol.errors import PlanRefused, StaleEpoch
 from protocol.messages import ResultValue
 from protocol.steps import (
@@ -124,8 +129,12 @@ def handover(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
         job.options["old_datasets"] = names
         oj = oriented(jc, old, skip=job.options.get("skip", ()))
         snap = str(job.options["final_snapshot"])
+        stops = containerhooks.stop_steps(containerhooks.running_on(store.r, old, names), old)
+        job.options["containers_stopped"] = [s.args.name for s in stops
+                                             if isinstance(s.args, ContainerStopArgs)]
         steps = [
-            StepPlan(id="demote-old", host=old,
+            *stops,
+            StepPlan(id="demote-old", host=old, deps=tuple(s.id for s in stops),
                      args=DemoteArgs(datasets=tuple(names), epoch=epoch)),
             StepPlan(id="snapshot-old", host=old, deps=("demote-old",),
                      args=SnapshotArgs(names=(f"{root}@{snap}",), recursive=jc.recursive)),
@@ -136,7 +145,7 @@ def handover(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
         steps.append(StepPlan(id="plan", host=None, args=PlanArgs(),
                               deps=tuple(s.id for s in inv)))  # fmt: skip
         add_steps(job, steps, after=step.id)
-        return {"datasets": len(names)}
+        return {"datasets": len(names), "containers_stopped": len(stops)}
     # "handover": every replica has the final snapshot
     bump = RoleStore(store.r).hand_over(jc, seen=int(job.options["seen_epoch"]), to=to,
                                         request=job.id, old_out=None)  # fmt: skip
@@ -153,7 +162,16 @@ def handover(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
         StepPlan(id="promote-new", host=to,
                  args=PromoteArgs(datasets=tuple(mapped), epoch=bump.epoch)),
     ]  # fmt: skip
-    last: tuple[str, ...] = ("promote-new",)
+    where = {n: placements(jc, old, names)[n][to] for n in names}
+    got = (container_records.get(store.r, n) for n in job.options.get("containers_stopped", ()))
+    gone = [r for r in got if r is not None]
+    specs, left = containerhooks.moving(gone, where)
+    if left:
+        job.report["containers_left_stopped"] = left  # a dataset of theirs is not in the job
+    specs += [r.spec for r in containerhooks.held_on(store.r, to, mapped)]
+    starts = containerhooks.start_steps(specs, to, deps=("promote-new",))
+    steps += starts
+    last: tuple[str, ...] = ("promote-new", *(s.id for s in starts))
     if fo.promote_hook:
         steps.append(StepPlan(id="hook-promote", host=to, deps=("promote-new",),
                               args=HookArgs(argv=fo.promote_hook, epoch=bump.epoch)))  # fmt: skip
@@ -188,7 +206,8 @@ def record(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
     job.report.update(primary=job.options["to"], old_primary=job.options["old"],
                       epoch=job.options["epoch"], data_loss_window=0.0, final_bytes=moved,
                       final_snapshot=job.options["final_snapshot"],
-                      time_to_writable=took)  # fmt: skip
+                      time_to_writable=took,
+                      containers=containerhooks.settle(store.r, job))  # fmt: skip
     return {"time_to_writable_ms": round(took * 1000), "bytes": moved}
 
 
