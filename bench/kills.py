@@ -309,7 +309,11 @@ class Harness:
         if job is None:
             row.status = "unfinished"
             row.add("stuck", f"unfinished {self.timeout:.0f} s after the restart")
-            self._unstick(job_id)
+            try:
+                self._unstick(job_id)
+            except Wedged as exc:
+                row.problems.append(str(exc))
+                raise Wedged(row) from exc
             return row
         row.status = job.status
         row.rerun_steps = sum(1 for s in job.steps.values() if s.attempt > 1)
@@ -322,10 +326,16 @@ class Harness:
         return row
 
     def _unstick(self, job_id: str) -> None:
-        """Cancel a stuck job so that the next run starts clean (its locks released)."""
+        """Cancel a stuck job so that the next run starts clean (its locks released); one that
+        does not end either wedges the fleet, which is then built again (:class:`Wedged`)."""
         out = self.fleet.cli("job", "cancel", job_id)
         if out.returncode != 0 or self.settle(job_id, 60) is None:
-            raise SystemExit(f"stuck job {job_id} could not be cancelled\n{self.fleet.logs()}")
+            raise Wedged(f"stuck job {job_id} could not be cancelled; logs in "
+                         f"{self.fleet.root / 'logs'}")  # fmt: skip
+
+
+class Wedged(Exception):
+    """A stuck job that cancelling did not end: the next runs need a fresh fleet."""
 
 
 def summary(rows: list[Run], clean: list[float]) -> dict[str, Any]:
@@ -391,17 +401,27 @@ def run(kills: int, seed: int, *, victims: tuple[str, ...] = VICTIMS, layer: int
         progress: Callable[[Run], None] = lambda r: None) -> dict[str, Any]:  # fmt: skip
     """``kills`` runs per victim; the summary (see :func:`summary`)."""
     rng = random.Random(seed)
-    with contextlib.ExitStack() as stack:
+    todo = [(victim, i + 1) for i in range(kills) for victim in victims]
+    rows: list[Run] = []
+    clean: list[float] = []
+    with contextlib.ExitStack() as outer:
         where = work or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="zfleet-kills-")))
-        h = stack.enter_context(harness(where / "fleet", timeout, layer, seed))
-        clean = [h.clean_job(rng) for _ in range(2)]
-        span = statistics.median(clean)
-        rows = []
-        for i in range(kills):
-            for victim in victims:
-                rows.append(h.one(victim, i + 1, rng, span))
-                progress(rows[-1])
+            outer.enter_context(tempfile.TemporaryDirectory(prefix="zfleet-kills-")))
+        for fleet_no in range(1, len(todo) + 1):  # a wedged fleet is built again, once a run
+            with harness(where / f"fleet{fleet_no}", timeout, layer, seed) as h:
+                clean += [h.clean_job(rng) for _ in range(2)]
+                span = statistics.median(clean)
+                try:
+                    while len(rows) < len(todo):
+                        victim, i = todo[len(rows)]
+                        rows.append(h.one(victim, i, rng, span))
+                        progress(rows[-1])
+                except Wedged as wedged:
+                    (row,) = wedged.args
+                    rows.append(row)
+                    progress(row)
+            if len(rows) == len(todo):
+                break
     return summary(rows, clean)
 
 

@@ -37,7 +37,7 @@ from coordinator.jobstore import JobStore
 from coordinator.lease import LeaderLease
 from coordinator.locks import DatasetLocks
 from coordinator.schedule import due
-from protocol.errors import JobError, LeaseLost, ZfleetError
+from protocol.errors import JobError, LeaseLost, RedisUnavailable, ZfleetError
 from protocol.grants import new_grant, sign_grant
 from protocol.messages import StepCall, to_dict
 from protocol.steps import StepArgs, TransferArgs, args_to_bytes
@@ -504,9 +504,13 @@ class Coordinator:
                 raise JobError(f"job kind {job.kind!r} has no coordinator step {step.kind!r}")
             result = handler(self.store, job, step)
             engine.finish_step(step, engine.SUCCEEDED, time.time(), result=result)
+        except RedisUnavailable as exc:
+            raise redis.ConnectionError(str(exc)) from exc  # as below: the tick is lost
         except ZfleetError as exc:
             engine.finish_step(step, engine.FAILED, time.time(), error=str(exc),
                                error_type=type(exc).__name__)  # fmt: skip
+        except redis.RedisError:
+            raise  # Redis lost mid-step: the tick is lost and the step runs again, not failed
         except Exception as exc:  # a planner bug fails this job, not the coordinator
             self.log.exception("local_step.crashed", job_id=job.id, step_id=step.id)
             engine.finish_step(step, engine.FAILED, time.time(),
@@ -559,7 +563,9 @@ class Coordinator:
                 out.touch(job)
 
     def _forget(self) -> None:
-        """Drop what memory holds of the jobs (Redis is read again)."""
+        """Drop what memory holds of the jobs (Redis is read again), and read again the events
+        the lost tick had read: their effects went with it."""
+        self.events.reclaim()
         self._jobs.clear()
         self._early.clear()
         self._hurry = False
