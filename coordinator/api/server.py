@@ -2,11 +2,13 @@
 
 ``http.server.ThreadingHTTPServer`` is enough for an operator API and a page that polls every few
 seconds, and adds no dependency to the coordinator. What the standard library leaves open is
-closed here: every connection has a socket timeout (a stalled client cannot hold a thread), bodies
-are capped and need a Content-Length, at most ``MAX_INFLIGHT`` requests run at once (503 beyond),
-TLS handshakes happen in the connection's thread (a slow handshake cannot block ``accept``), and
-every refusal or failure is a JSON body: a bad request never gets a traceback, a broken handler a
-500 whose details go to the log only.
+closed here: every connection has a socket timeout (a stalled client cannot hold a thread) and
+each request a deadline for its head and body (nor can one trickling a byte at a time), at most
+``MAX_CONNECTIONS`` are open (the one waiting longest for its request is cut to admit another),
+bodies are capped and need a Content-Length, at most ``MAX_INFLIGHT`` requests run at once
+(503 beyond), TLS handshakes happen in the connection's thread (a slow handshake cannot block
+``accept``), and every refusal or failure is a JSON body: a bad request never gets a traceback, a
+broken handler a 500 whose details go to the log only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +44,8 @@ log = structlog.get_logger(__name__)
 MAX_BODY: Final = 64 * 1024  # job submissions and alert webhooks are a few hundred bytes
 REQUEST_TIMEOUT: Final = 15.0  # seconds of socket silence before a connection is dropped
 MAX_INFLIGHT: Final = 32
+MAX_CONNECTIONS: Final = 256  # open connections (each a thread); the oldest idle one makes room
+REQUEST_DEADLINE: Final = 30.0  # seconds a request's head and body may take to arrive in all
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -62,12 +67,15 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], router: Router, auth: TokenAuth,
                  tls: ssl.SSLContext | None = None, *,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:  # fmt: skip
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 request_deadline: float = REQUEST_DEADLINE,
+                 max_connections: int = MAX_CONNECTIONS) -> None:  # fmt: skip
         self.router = router
         self.request_timeout = request_timeout
         self.auth = auth
         self.tls = tls
         self.inflight = threading.BoundedSemaphore(MAX_INFLIGHT)
+        self.watch = _Watch(request_deadline, max_connections)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -75,6 +83,68 @@ class ApiServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver would print a traceback to stderr: a dropped client is one log line
         log.info("api.connection_failed", client=str(client_address[0]))
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.watch.admit(request):
+            log.warning("api.too_many_connections", client=str(client_address[0]))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.watch.forget(request)
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        self.watch.expire()  # serve_forever calls this every poll interval
+
+
+class _Watch:
+    """Open connections and the deadline of the request each one is reading.
+
+    A socket timeout alone lets a client hold a thread for ever by sending a byte just inside
+    it (slowloris); here a request's head and body must arrive within the deadline in all, and
+    a connection over the limit makes room by cutting the one that has waited longest
+    for its request to arrive (a connection whose request is being answered is never cut)."""
+
+    def __init__(self, deadline: float, limit: int) -> None:
+        self._deadline = deadline
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._open: dict[Any, float | None] = {}  # socket -> deadline while reading a request
+
+    def admit(self, sock: Any) -> bool:
+        with self._lock:
+            if len(self._open) >= self._limit:
+                reading = [(d, s) for s, d in self._open.items() if d is not None]
+                if not reading:
+                    return False
+                _, oldest = min(reading, key=lambda pair: pair[0])
+                self._cut(oldest)
+            self._open[sock] = time.monotonic() + self._deadline
+        return True
+
+    def reading(self, sock: Any, reading: bool) -> None:
+        with self._lock:
+            if sock in self._open:
+                self._open[sock] = time.monotonic() + self._deadline if reading else None
+
+    def forget(self, sock: Any) -> None:
+        with self._lock:
+            self._open.pop(sock, None)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for sock, deadline in list(self._open.items()):
+                if deadline is not None and deadline <= now:
+                    self._cut(sock)
+
+    def _cut(self, sock: Any) -> None:
+        # the handler's blocked read ends at once; its thread then closes and forgets the socket
+        self._open.pop(sock, None)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,6 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         # the server's timeout, not a class-wide one; a TLS socket inherits it from the raw one
+        self._raw = self.request
         self.request.settimeout(self.server.request_timeout)
         if self.server.tls is not None:
             self.request = self.server.tls.wrap_socket(self.request, server_side=True)
@@ -95,6 +166,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+
+    def handle_one_request(self) -> None:
+        # the deadline runs from here (waiting for the next request on a kept-alive connection
+        # counts too) until the request's body has arrived
+        self.server.watch.reading(self._raw, True)
+        super().handle_one_request()
 
     def _dispatch(self) -> None:
         if not self.server.inflight.acquire(blocking=False):
@@ -119,6 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not route.public:
                 self.server.auth.check(headers.get("authorization"))
             body = self._body()
+            self.server.watch.reading(self._raw, False)
             req = Request(self.command, url.path, query, headers, body, params)
             return route.handler(req)
         except ApiError as exc:
@@ -217,10 +295,14 @@ class ApiHandle:
 
 def start_server(address: tuple[str, int], router: Router, auth: TokenAuth,
                  tls: ssl.SSLContext | None = None, *,
-                 request_timeout: float = REQUEST_TIMEOUT) -> ApiHandle:  # fmt: skip
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 request_deadline: float = REQUEST_DEADLINE,
+                 max_connections: int = MAX_CONNECTIONS) -> ApiHandle:  # fmt: skip
     """Bind ``address`` (port 0 picks one) and serve ``router`` in a background thread."""
     try:
-        server = ApiServer(address, router, auth, tls, request_timeout=request_timeout)
+        server = ApiServer(address, router, auth, tls, request_timeout=request_timeout,
+                           request_deadline=request_deadline,
+                           max_connections=max_connections)  # fmt: skip
     except OSError as exc:
         where = f"{address[0]}:{address[1]}"
         raise ConfigError(f"cannot listen on {where} for the API: {exc}") from None

@@ -43,7 +43,10 @@ class StreamServer:
     """Listens on ``bind`` and applies streams granted (by ``secret``) to ``host``.
 
     ``ledger_path`` (a file under the worker's data directory) keeps used grants across
-    restarts; without it they are remembered for this process's life only.
+    restarts; without it they are remembered for this process's life only. At most
+    ``max_connections`` are served at once; a connection must send its whole HELLO within
+    ``handshake_timeout`` seconds, and one still waiting for its grant to be checked is cut
+    when the slots are full and another connects (see ``_admit``).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class StreamServer:
         stall_timeout: float = 30.0,
         heartbeat_interval: float = 2.0,
         max_connections: int = 64,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
         ledger_path: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -70,6 +74,7 @@ class StreamServer:
             heartbeat_interval=heartbeat_interval,
             # well inside the sender's patience for our ACCEPT (its stall timeout)
             busy_wait=min(_BUSY_WAIT, stall_timeout / 2),
+            handshake_timeout=handshake_timeout,
             clock=clock,
         )
         self._bind = bind
@@ -80,6 +85,8 @@ class StreamServer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._connections: dict[threading.Thread, socket.socket] = {}
+        # connections whose HELLO has not been granted yet, oldest first (see _admit)
+        self._pending: dict[threading.Thread, socket.socket] = {}
         self._lock = threading.Lock()
 
     @property
@@ -141,23 +148,45 @@ class StreamServer:
                 if not self._stopping.is_set():
                     log.error("stream_server.accept_failed", error=str(exc))
                 return
-            with self._lock:
-                busy = len(self._connections) >= self._max_connections
-            if busy:
-                # refuse at once rather than pile up threads; the sender retries later
-                log.warning("stream_server.busy", peer=f"{peer[0]}:{peer[1]}")
-                sock.close()
-                continue
             thread = context_thread(
                 self._serve, args=(sock, f"{peer[0]}:{peer[1]}"), name="zfleet-stream"
             )
-            with self._lock:
-                self._connections[thread] = sock
+            if not self._admit(thread, sock, f"{peer[0]}:{peer[1]}"):
+                sock.close()
+                continue
             thread.start()
+
+    def _admit(self, thread: threading.Thread, sock: socket.socket, peer: str) -> bool:
+        """Make room for a new connection, or refuse it (False).
+
+        When every slot is taken, the connection that has waited longest for its grant to be
+        checked is cut to make room: a sender with a grant sends its HELLO at once, so a flood of
+        connections that never finish theirs cannot keep it out (it would, were new connections
+        refused instead). Only when every slot holds a granted transfer is the newcomer refused;
+        its sender retries later."""
+        with self._lock:
+            if len(self._connections) >= self._max_connections:
+                if not self._pending:
+                    log.warning("stream_server.busy", peer=peer)
+                    return False
+                oldest = next(iter(self._pending))
+                victim = self._pending.pop(oldest)
+                log.warning("stream_server.handshake_evicted", peer=peer)
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)
+                # its thread leaves _connections when it ends; the new one may go over by the
+                # few being evicted at this moment, never by more
+            self._connections[thread] = sock
+            self._pending[thread] = sock
+        return True
+
+    def _granted(self) -> None:
+        with self._lock:
+            self._pending.pop(threading.current_thread(), None)
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
         try:
-            sock.settimeout(HANDSHAKE_TIMEOUT)
+            sock.settimeout(self._ctx.handshake_timeout)
             conn: Transport = sock
             if self._tls is not None:
                 try:
@@ -168,7 +197,7 @@ class StreamServer:
                     return
             wire = Wire(conn, peer=peer, timeout=self._stall_timeout)
             try:
-                serve_stream(wire, self._ctx)
+                serve_stream(wire, self._ctx, on_granted=self._granted)
             except ZfleetError as exc:  # only when even the ERROR frame could not go out
                 log.warning("stream.dropped", peer=peer, error=str(exc))
             wire.linger(_LINGER)
@@ -178,3 +207,4 @@ class StreamServer:
             finally:
                 with self._lock:
                     self._connections.pop(threading.current_thread(), None)
+                    self._pending.pop(threading.current_thread(), None)

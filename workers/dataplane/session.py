@@ -62,6 +62,7 @@ class ServerContext:
     ledger: GrantLedger
     heartbeat_interval: float
     busy_wait: float = 0.0  # how long a retry waits for the connection it replaces to end
+    handshake_timeout: float = HANDSHAKE_TIMEOUT  # the whole HELLO must arrive within this
     clock: Callable[[], float] = time.time
 
 
@@ -115,19 +116,25 @@ class _StreamReader:
         return data
 
 
-def serve_stream(wire: Wire, ctx: ServerContext) -> None:
+def serve_stream(
+    wire: Wire, ctx: ServerContext, *, on_granted: Callable[[], None] | None = None
+) -> None:
     """Handle one connection to the end; refusals go back to the sender as ERROR frames.
 
-    Every line logged while serving (here, in the backend, in helper threads) carries the host
-    and peer, and once the grant is read its transfer id and target dataset."""
+    The HELLO must arrive whole within ``ctx.handshake_timeout`` (a trickle does not stretch it);
+    ``on_granted`` is called once its grant has been checked. Every line logged while serving
+    (here, in the backend, in helper threads) carries the host and peer, and once the grant is
+    read its transfer id and target dataset."""
     with context(host=ctx.host, peer=wire.peer):
         try:
-            hello = expect(wire.recv(timeout=HANDSHAKE_TIMEOUT), FrameKind.HELLO)
+            hello = expect(wire.recv(timeout=ctx.handshake_timeout), FrameKind.HELLO)
             grant = _check_hello(hello.header, ctx)
         except ZfleetError as exc:
             log.warning("stream.refused", error=str(exc), error_type=type(exc).__name__)
             wire.send_error(exc)
             return
+        if on_granted is not None:
+            on_granted()
         with context(transfer_id=grant.transfer_id, dataset=grant.dataset):
             _serve_granted(wire, ctx, grant, hello.header)
 

@@ -62,6 +62,7 @@ class Wire:
         self.sent_bytes = 0
         self.received_bytes = 0
         self._seq = 0
+        self._deadline: float | None = None  # monotonic time the frame being read must end by
         # mutual TLS authenticates every byte (AEAD): frame digests would check it a second time
         self.authenticated = isinstance(sock, TlsStream)
         self._decoder = FrameDecoder(authenticated_transport=self.authenticated)
@@ -119,9 +120,20 @@ class Wire:
     def _fill(self, view: memoryview) -> int:
         """Read what is there (at least a byte) into ``view``; the peer's close is an interruption
         (it never closes between frames of a conversation still going)."""
+        if self._deadline is not None:
+            # the whole frame within the limit: a peer trickling a byte at a time cannot hold
+            # the connection by staying just inside the timeout of each recv
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise TransferInterrupted(f"peer {self.peer} did not send a whole frame in time")
+            self.sock.settimeout(left)
         try:
             size = self.sock.recv_into(view)
         except TimeoutError as exc:
+            if self._deadline is not None:
+                raise TransferInterrupted(
+                    f"peer {self.peer} did not send a whole frame in time"
+                ) from exc
             raise TransferInterrupted(
                 f"peer {self.peer} stalled: nothing received for {self.timeout:g}s"
             ) from exc
@@ -135,13 +147,17 @@ class Wire:
         return size
 
     def recv(self, timeout: float | None = None) -> Frame:
-        """The next frame; raises TransferInterrupted on a drop or stall, FrameError if corrupt."""
+        """The next frame; raises TransferInterrupted on a drop or stall, FrameError if corrupt.
+
+        With ``timeout`` the whole frame must arrive within that many seconds (not each piece).
+        """
         if timeout is not None:
-            self.sock.settimeout(timeout)
+            self._deadline = time.monotonic() + timeout
         try:
             frame = self._decoder.read_into(self._fill)
         finally:
             if timeout is not None:
+                self._deadline = None
                 self.sock.settimeout(self.timeout)
         if frame is None:
             raise TransferInterrupted(f"connection to {self.peer} closed")

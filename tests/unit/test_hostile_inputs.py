@@ -1,0 +1,174 @@
+"""bench/hostile.py kept small in ordinary CI: a few hundred seeded cases per input family.
+
+Each family drives the real entry point (a live StreamServer on loopback over a sim backend, the
+record reader and the simulation's receive on real OpenZFS streams, the token decoder and
+`zfs send -t`, `zfleet graph|sync|coordinator -c FILE`, the step message decoders). Any
+traceback, crashed server or partial apply fails, and every bad grant must be refused. Then
+the regressions the harness found: trickling connections and the slots of the stream server.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import hostile
+from coordinator.api.auth import TokenAuth
+from coordinator.api.routes import Router, json_response
+from coordinator.api.server import ApiHandle, start_server
+from protocol.frames import Frame, FrameKind, encode_frame
+from workers.dataplane.server import StreamServer
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[hostile.SimPair]:
+    with hostile.sim_pair(tmp_path_factory.mktemp("pair")) as p:
+        yield p
+
+
+def _clean(tally: hostile.Tally) -> None:
+    assert (tally.tracebacks, tally.crashes, tally.partial) == (0, 0, 0), tally.examples
+    assert tally.clear == tally.cases
+
+
+def test_fuzzed_frames_never_crash_the_stream_server_or_half_apply(pair: hostile.SimPair) -> None:
+    _clean(hostile.family_frames(pair, 200, hostile.SEED))
+
+
+def test_every_bad_grant_is_refused_and_changes_nothing(pair: hostile.SimPair) -> None:
+    tally = hostile.family_grants(pair, 80, hostile.SEED + 1)
+    _clean(tally)
+    assert set(tally.refused) == set(hostile.GRANT_CATEGORIES)
+    for category, (refused, total) in tally.refused.items():
+        assert refused == total == 20, category
+
+
+def test_mutated_openzfs_streams_are_refused_clearly(tmp_path: Path) -> None:
+    _clean(hostile.family_streams(300, hostile.SEED + 2, tmp_path))
+
+
+def test_mutated_resume_tokens_are_refused_clearly(tmp_path: Path) -> None:
+    _clean(hostile.family_tokens(300, hostile.SEED + 3, tmp_path))
+
+
+def test_mutated_fleet_configs_through_the_cli(tmp_path: Path) -> None:
+    _clean(hostile.family_configs(150, hostile.SEED + 4, tmp_path))
+
+
+def test_mutated_step_messages_decode_or_are_refused(tmp_path: Path) -> None:
+    _clean(hostile.family_messages(1000, hostile.SEED + 5))
+
+
+# -- regressions --------------------------------------------------------------------------------
+def _hello_prefix() -> bytes:
+    return encode_frame(Frame(FrameKind.HELLO, 0, {"version": 2, "grant": "x" * 200}))[:20]
+
+
+def test_a_trickled_hello_is_cut_at_the_handshake_deadline(pair: hostile.SimPair) -> None:
+    # a byte every 0.3 s stays inside any per-recv timeout, but not inside the HELLO's deadline
+    server = StreamServer(pair.beta, host="beta", bind=("127.0.0.1", 0), secret=hostile.SECRET,
+                          stall_timeout=3.0, heartbeat_interval=0.5,
+                          handshake_timeout=1.0)  # fmt: skip
+    with server, socket.create_connection(server.address, timeout=5) as sock:
+        start = time.monotonic()
+        cut = False
+        for byte in _hello_prefix():  # 20 bytes: 6 s at this pace
+            ready, _, _ = select.select([sock], [], [], 0.3)
+            if ready:  # the server's ERROR, or its hang-up
+                cut = True
+                break
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                cut = True
+                break
+        took = time.monotonic() - start
+    assert cut, "the trickling connection was never cut"
+    assert took < 3.0
+
+
+def test_ungranted_connections_filling_every_slot_do_not_keep_a_transfer_out(
+    pair: hostile.SimPair,
+) -> None:
+    server = StreamServer(pair.beta, host="beta", bind=("127.0.0.1", 0), secret=hostile.SECRET,
+                          stall_timeout=3.0, heartbeat_interval=0.5, max_connections=8,
+                          handshake_timeout=30.0)  # fmt: skip
+    with server:
+        held = [socket.create_connection(server.address, timeout=5) for _ in range(8)]
+        try:
+            for sock in held:
+                sock.send(_hello_prefix()[:5])  # started, never finished
+            time.sleep(0.3)
+            target = "tank/slots"
+            frames = hostile.conversation(pair.grant(target), target, pair.full)
+            reply = hostile.talk(server.address, b"".join(encode_frame(f) for f in frames),
+                                 wait_accept=True)  # fmt: skip
+            assert reply.result, reply
+            assert pair.beta.exists(f"{target}@s1")
+        finally:
+            for sock in held:
+                sock.close()
+            pair.reset()
+
+
+def _api(**limits: float) -> ApiHandle:
+    router = Router()
+    router.add("GET", "/healthz", lambda req: json_response({"ok": True}), public=True)
+    return start_server(("127.0.0.1", 0), router, TokenAuth("t" * 32), **limits)  # type: ignore[arg-type]
+
+
+def test_a_trickled_http_request_is_cut_at_its_deadline() -> None:
+    api = _api(request_timeout=5.0, request_deadline=1.0)
+    try:
+        with socket.create_connection(api.address, timeout=5) as sock:
+            start = time.monotonic()
+            cut = False
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+                ready, _, _ = select.select([sock], [], [], 0.3)
+                if ready:
+                    cut = True
+                    break
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    cut = True
+                    break
+            took = time.monotonic() - start
+        assert cut, "the trickling request was never cut"
+        assert took < 3.5
+    finally:
+        api.stop()
+
+
+def test_connections_over_the_limit_cut_the_oldest_waiting_one() -> None:
+    api = _api(max_connections=4, request_deadline=60.0)
+    held = [socket.create_connection(api.address, timeout=5) for _ in range(12)]
+    try:
+        for sock in held:
+            sock.send(b"GET /heal")  # started, never finished
+        with socket.create_connection(api.address, timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer
+        # the first ones made room: the server hung up on them (no more than the limit stay)
+        cut = 0
+        for sock in held:
+            sock.settimeout(0.5)
+            try:
+                cut += sock.recv(4096) == b""
+            except OSError:
+                cut += 1
+        assert cut >= len(held) - 4 + 1
+    finally:
+        for sock in held:
+            sock.close()
+        api.stop()
