@@ -200,6 +200,8 @@ class Coordinator:
         self._jobs: dict[str, Job] = {}
         self._early: dict[tuple[str, str], _Early] = {}
         self._hurry = False
+        self._redis_run_id = ""  # the Redis process this coordinator last read (INFO run_id)
+        self._redis_restarted: float | None = None  # when it first saw another one
         self.log = log.bind(coordinator=self.owner)
 
     # -- the loop --------------------------------------------------------------------------
@@ -297,8 +299,21 @@ class Coordinator:
             pipe = self.r.pipeline(transaction=False)
             for host in hosts:
                 pipe.hgetall(keys.worker(host))
-            view.beats = dict(zip(hosts, pipe.execute() if hosts else [], strict=True))
+            pipe.info("server")
+            *beats, info = pipe.execute()
+            view.beats = dict(zip(hosts, beats, strict=True))
+            self._note_redis(str(info.get("run_id", "")))
         return view, deliveries
+
+    def _note_redis(self, run_id: str) -> None:
+        """Notice a Redis restart (its run id changes): a task message a worker had popped from
+        its queue but not yet recorded as unacknowledged (two commands in kombu) is gone with
+        the old process, and its step would wait forever (see _check_lost)."""
+        if self._redis_run_id and run_id and run_id != self._redis_run_id:
+            self._redis_restarted = time.time()
+            self.log.warning("coordinator.redis_restarted", run_id=run_id)
+        if run_id:
+            self._redis_run_id = run_id
 
     def _store(self, out: _Writes) -> None:
         """Write what the tick changed and send what it submitted. Through a QueueSubmitter
@@ -557,6 +572,12 @@ class Coordinator:
             elif (beat and step.sent_at is not None and started > step.sent_at
                   and now - started > LOST_GRACE):  # fmt: skip
                 reason = f"worker {step.host} restarted and never picked the step up"
+            elif (step.sent_at is not None and self._redis_restarted is not None
+                  and step.sent_at < self._redis_restarted
+                  and now - self._redis_restarted > LOST_GRACE):  # fmt: skip
+                # its message may have gone with the old Redis; a new attempt is safe, the old
+                # one's message (if it was not lost) is refused by the worker as not current
+                reason = "Redis restarted after the step was sent and no worker picked it up"
             if reason:
                 self.log.warning("step.lost", job_id=job.id, step_id=step.id, reason=reason)
                 engine.retry_lost(job, step.id, reason, self.policy, now)
