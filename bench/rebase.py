@@ -36,19 +36,25 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import blake3
 import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import debimages  # noqa: E402
 
 from workers.rebase.collection import Cluster, Proposal, rebase_collection  # noqa: E402
-from workers.zfs.base import ReceiveSpec, SendSpec  # noqa: E402
+from workers.rebase.tree import fingerprint, tree_hash  # noqa: E402
+from workers.zfs.base import ReceiveSpec, SendSpec, ZfsBackend  # noqa: E402
 from workers.zfs.sim import SimBackend  # noqa: E402
 
 MIB = 1 << 20
@@ -137,16 +143,9 @@ def medoid(sets: dict[str, dict[bytes, int]]) -> str:
     return max(sets, key=lambda n: sum(shared(sets[n], sets[m]) for m in sets if m != n))
 
 
-def listing(root: Path) -> dict[str, tuple[int, int, str]]:
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            with open(full, "rb") as fp:
-                digest = hashlib.sha256(fp.read()).hexdigest()
-            out[os.path.relpath(full, root)] = (st.st_mode, st.st_mtime_ns, digest)
-    return out
+def listing(root: Path) -> str:
+    """One hash of the whole tree: every path's kind, mode, owner, mtime, xattrs, links, bytes."""
+    return tree_hash(fingerprint(root))
 
 
 def send(src: SimBackend, dst: SimBackend, spec: SendSpec, target: str) -> int:
@@ -165,8 +164,33 @@ def used(sim: SimBackend, name: str) -> int:
     return int(sim.get(name, ["used"])["used"].value)
 
 
+def copy_tree(src: Path, dst: Path) -> None:
+    """``src`` into ``dst`` as it is: owners, modes, times, xattrs, links, device nodes."""
+    pack = subprocess.Popen(["tar", "-C", str(src), "--xattrs", "--numeric-owner", "-cf", "-", "."],
+                            stdout=subprocess.PIPE)  # fmt: skip
+    untar = ["tar", "-C", str(dst), "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"]
+    untar.append("-")
+    unpack = subprocess.run(untar, stdin=pack.stdout, check=False)
+    assert pack.stdout is not None
+    pack.stdout.close()
+    if pack.wait() != 0 or unpack.returncode != 0:
+        sys.exit(f"copying {src} into {dst} failed")
+
+
 def build(alpha: SimBackend, args: argparse.Namespace) -> list[str]:
-    """The collection on ``alpha``: ``tank/img/i<N>``, each a full copy with ``@import``."""
+    """The collection on ``alpha``: ``tank/img/<name>``, each a full copy with ``@import``.
+
+    Generated look-alikes, or with ``--debootstrap`` the Debian trees of bench/debimages.py."""
+    if args.debootstrap:
+        trees = debimages.ensure(args.only.split(",") if args.only else None)
+        names = [f"tank/img/{n}" for n in trees]
+        for name, src in zip(names, trees.values(), strict=True):
+            alpha.create(name)
+            where = alpha.mountpoint(name)
+            assert where is not None
+            copy_tree(src, Path(where))
+            alpha.snapshot([f"{name}@import"])
+        return names
     common = common_tree(args.seed, args.common_mib)
     names = [f"tank/img/i{i}" for i in range(args.images)]
     for i, name in enumerate(names):
@@ -176,6 +200,18 @@ def build(alpha: SimBackend, args: argparse.Namespace) -> list[str]:
         write_tree(Path(where), image_tree(args.seed, i, common), args.seed)
         alpha.snapshot([f"{name}@import"])
     return names
+
+
+def optimize_plan(backend: ZfsBackend, names: list[str]) -> tuple[Proposal, dict[str, Any]]:
+    """What ``zfleet rebase --optimize`` does first: the analysis, then a cluster per base."""
+    from app.cli.dedup import analyze_names
+    from app.cli.rebasefleet import proposal_pairs
+
+    estimate = analyze_names(backend, names).proposal.to_dict()
+    by_base: dict[str, list[str]] = {}
+    for member, base in proposal_pairs(estimate):
+        by_base.setdefault(base, []).append(member)
+    return Proposal(tuple(Cluster(b, tuple(m)) for b, m in by_base.items())), estimate
 
 
 SYNC_JOB = """
@@ -252,6 +288,88 @@ def main_sync(args: argparse.Namespace) -> None:
         print("every image on alpha and every replica on beta equals its tree from before")
 
 
+def mib(n: float) -> str:
+    return f"{n / MIB:9.1f} MiB"
+
+
+def send_order(report: Any) -> list[tuple[str, str | None, str]]:
+    """(snapshot, from_snap, target) for a fresh second host: bases whole, members after them."""
+    rebased = {r.image: r for r in report.rebased}
+    out: list[tuple[str, str | None, str]] = []
+    seen: set[str] = set()
+    for r in report.rebased:
+        if r.onto not in seen and r.onto.split("@")[0] not in rebased:
+            out.append((r.onto, None, r.onto.split("@")[0]))
+            seen.add(r.onto)
+    for r in report.rebased:
+        out.append((r.snapshot, r.onto, r.image))
+        seen.add(r.snapshot)
+    return out
+
+
+def main_debootstrap(args: argparse.Namespace) -> None:
+    """The Debian collection on the simulated backend: --optimize, then a fresh second host."""
+    with tempfile.TemporaryDirectory(prefix="zfleet-bench-rebase-", dir=args.tmp) as tmp:
+        alpha = SimBackend(Path(tmp) / "alpha")
+        beta = SimBackend(Path(tmp) / "beta")
+        alpha.create_pool("tank", size=256 << 30)
+        beta.create_pool("rep", size=256 << 30)
+        alpha.create("tank/img")
+        beta.create("rep/img")
+        t0 = time.perf_counter()
+        names = build(alpha, args)
+        built = time.perf_counter() - t0
+        mounts = {n: Path(str(alpha.mountpoint(n))) for n in names}
+        before_trees = {n: listing(mounts[n]) for n in names}
+        full_each = {n: alpha.estimate(SendSpec(f"{n}@import")) for n in names}
+        t0 = time.perf_counter()
+        plan, estimate = optimize_plan(alpha, names)
+        analyse_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        report = rebase_collection(alpha, plan, drop_old=True)
+        rebase_s = time.perf_counter() - t0
+        assert not report.failed, report.failed
+        for n in names:
+            assert listing(mounts[n]) == before_trees[n], f"{n} changed"
+        sent: dict[str, int] = {}
+        for snap, origin, image in send_order(report):
+            target = image.replace("tank/", "rep/")
+            sent[image] = send(alpha, beta, SendSpec(snap, from_snap=origin), target)
+        rebased = {r.image for r in report.rebased}
+        for n in names:
+            if n not in sent:  # in no cluster: sent whole
+                sent[n] = send(alpha, beta, SendSpec(f"{n}@import"), n.replace("tank/", "rep/"))
+            where = beta.mountpoint(n.replace("tank/", "rep/"))
+            assert where is not None and listing(Path(where)) == before_trees[n], f"{n} on beta"
+        full_total = sum(full_each.values())
+        after_total = sum(sent.values())
+        full_members = sum(full_each[n] for n in rebased)
+        sent_members = sum(sent[n] for n in rebased)
+        lower, logical = int(estimate["lower_bound"]), int(estimate.get("logical") or 0)
+        bases = sorted({r.onto for r in report.rebased})
+        print(f"images: {len(names)} Debian {debimages.SUITE} trees by debootstrap (minbase + "
+              f"package sets), loaded in {built:.0f} s; simulated backend")  # fmt: skip
+        for n in names:
+            print(f"  {n:22s} full stream {mib(full_each[n])}  sent after {mib(sent[n])}")
+        print(f"--optimize bases                : {', '.join(bases)} "
+              f"(analysis {analyse_s:.0f} s, rebase {rebase_s:.0f} s)")  # fmt: skip
+        print(f"record-level lower bound        : {mib(lower)}  (each distinct 128 KiB once)")
+        print(f"analysis estimate after         : {mib(int(estimate['bytes_after']))}")
+        print(f"pool allocated  before          : {mib(report.allocated_before)}")
+        print(f"pool allocated  after --optimize: {mib(report.allocated_after)}  ratio "
+              f"{report.allocated_after / report.allocated_before:.3f}  "
+              f"(x{report.allocated_after / lower:.2f} of the lower bound)")  # fmt: skip
+        print(f"images' used    before / after  : {mib(report.used_before)} / "
+              f"{mib(report.used_after)}")  # fmt: skip
+        print(f"second host, fresh: before      : {mib(full_total)}  (a full stream per image)")
+        print(f"second host, fresh: after       : {mib(after_total)}  ratio "
+              f"{after_total / full_total:.3f}  (bases full + incrementals, received, checked)")
+        print(f"second host holding the bases   : {mib(full_members)} -> {mib(sent_members)}  "
+              f"ratio {sent_members / full_members:.3f}")
+        print(f"every image on both hosts equals its tree from before"
+              f"{'' if not logical else f' (logical {mib(logical).strip()})'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--images", type=int, default=8)
@@ -259,8 +377,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--sync", action="store_true",
                         help="through the fleet: sync, rebase job, sync (needs redis-server)")
+    parser.add_argument("--debootstrap", action="store_true",
+                        help="the Debian images of bench/debimages.py instead of generated ones")
+    parser.add_argument("--only", help="--debootstrap: comma-separated image names")
+    parser.add_argument("--lab", action="store_true",
+                        help="the Debian images on real OpenZFS in two lab VMs: independent, "
+                        "dedup=on, --optimize, bytes to the second VM (slow; the Debian trees)")
+    parser.add_argument("--tmp", help="where the simulated pools live (default: $TMPDIR)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    if args.lab:
+        import rebaselab
+
+        rebaselab.main_lab(debimages.ensure(args.only.split(",") if args.only else None))
+        return
+    if args.debootstrap and not args.sync:
+        main_debootstrap(args)
+        return
     if args.sync:
         main_sync(args)
         return

@@ -23,11 +23,16 @@ sender sees) and in-process restore, against borg's CLI rates; and for reference
 borg backing up the files themselves at each snapshot (their natural mode, not stream
 storage). Bounded: one pass, temporary directories.
 
+With ``--lab`` the streams come from real OpenZFS instead: one lab VM is booted (under
+``$ZFLEET_LAB_STATE``, taken down at the end), a Debian tree (the VM's own /usr, up to
+``--size-mib``) is copied into a dataset and changed between snapshots the same way, and its
+``zfs send`` streams are compared (the file-level reference is then skipped).
+
 Python processes get compiled bytecode as an installed package has it (this environment may set
 PYTHONDONTWRITEBYTECODE; Debian's borg ships compiled): the bench points PYTHONPYCACHEPREFIX at
 its work directory, and the fixed-cost runs, first of all, compile it.
 
-    .venv/bin/python bench/store_vs_restic_borg.py [--size-mib 48] [--snapshots 10]
+    .venv/bin/python bench/store_vs_restic_borg.py [--size-mib 48] [--snapshots 10] [--lab]
 """
 
 from __future__ import annotations
@@ -150,6 +155,101 @@ def make_streams(
     return fulls, chain
 
 
+# Run on a lab VM (real OpenZFS): a Debian tree (the VM's own /usr) copied into a dataset up to
+# a budget, then between snapshots about 1 % of its files patched, appended to or deleted and a
+# few created, as make_streams does on the simulator. $1 dataset, $2 budget KiB, $3 snapshots.
+LAB_TREE_SCRIPT = r"""
+set -eu
+ds=$1; budget=$2; snaps=$3
+zfs destroy -r "$ds" 2>/dev/null || true
+zfs create -o mountpoint=/bench-tree -o compression=off "$ds"
+find /usr/lib/python3 /usr/share/doc /usr/bin /usr/lib/x86_64-linux-gnu /usr/share /usr/lib \
+    -xdev -type f -size -8M -printf '%s %p\n' 2>/dev/null \
+  | awk -v budget=$((budget * 1024)) '{ total += $1; if (total > budget) exit;
+                                         print substr($0, index($0, " ") + 1) }' \
+  | tar -cf - --no-recursion -T - 2>/dev/null | tar -xf - -C /bench-tree
+RANDOM=7
+n=0
+while [ "$n" -lt "$snaps" ]; do
+  if [ "$n" -gt 0 ]; then
+    find /bench-tree -type f -size +0 > /tmp/bench-files
+    total=$(wc -l < /tmp/bench-files)
+    pick=$((total / 100 + 1))
+    shuf -n "$pick" --random-source=<(yes "$n") /tmp/bench-files | while read -r f; do
+      case $((RANDOM % 5)) in
+        0|1) size=$(stat -c %s "$f")
+             [ "$size" -gt 8192 ] && dd if=/dev/urandom of="$f" bs=4096 count=1 \
+               seek=$((RANDOM % (size / 4096))) conv=notrunc status=none || echo "# $n" >> "$f" ;;
+        2|3) echo "# change $n $RANDOM" >> "$f" ;;
+        4) rm -f "$f" ;;
+      esac
+    done
+    mkdir -p "/bench-tree/var/step$n"
+    for i in 0 1 2 3 4; do yes "new file $i at step $n" | head -n $((RANDOM % 400 + 10)) \
+      > "/bench-tree/var/step$n/new$i.txt"; done
+  fi
+  zfs snapshot "$ds@s$n"
+  n=$((n + 1))
+done
+du -sk /bench-tree | cut -f1
+"""
+
+
+def make_lab_streams(
+    prefix: list[str], dataset: str, work: Path, size_mib: int, snapshots: int
+) -> tuple[list[Path], list[Path]]:
+    """The full and incremental streams of a changing Debian tree made by real OpenZFS on the
+    lab host behind ``prefix`` (its exec prefix) in ``dataset``, saved under ``work``."""
+    made = subprocess.run(
+        [*prefix, f"bash -s {dataset} {size_mib << 10} {snapshots}"],
+        input=LAB_TREE_SCRIPT.encode(),
+        capture_output=True,
+        timeout=3600,
+        check=False,
+    )
+    if made.returncode:
+        raise SystemExit(f"making the tree on the lab VM failed: {made.stderr.decode()[-500:]}")
+    print(f"dataset (lab): {int(made.stdout.split()[-1]) / 1024:.1f} MiB of the VM's /usr")
+    streams = work / "streams"
+    streams.mkdir()
+
+    def save(args: str, name: str) -> Path:
+        out = streams / name
+        with open(out, "wb") as f:
+            subprocess.run([*prefix, f"zfs send {args}"], stdout=f, timeout=3600, check=True)
+        return out
+
+    fulls = [save(f"{dataset}@s{n}", f"full-s{n}") for n in range(snapshots)]
+    chain = [fulls[0]] + [
+        save(f"-i @s{n - 1} {dataset}@s{n}", f"incr-s{n}") for n in range(1, snapshots)
+    ]
+    return fulls, chain
+
+
+def lab_streams(work: Path, size_mib: int, snapshots: int) -> tuple[str, list[Path], list[Path]]:
+    """make_lab_streams on a lab VM booted for the purpose (own ZFLEET_LAB_STATE), then down."""
+    from workers.lab.lab import Lab
+    from workers.lab.recipe import find_image
+
+    image = find_image()
+    if image is None:
+        raise SystemExit("no lab image: build it first (`zfleet lab build`, as root)")
+    if not os.environ.get("ZFLEET_LAB_STATE"):
+        raise SystemExit("--lab boots its own VM: export ZFLEET_LAB_STATE=/var/lib/zfleet-lab-NAME")
+    t0 = time.perf_counter()
+    lab = Lab.up(image, 1, Path(os.environ["ZFLEET_LAB_STATE"]) / "store-bench")
+    try:
+        host = lab.hosts[0]
+        print(
+            f"lab: {host.name} up in {time.perf_counter() - t0:.0f} s, OpenZFS {host.zfs_version}"
+        )
+        dataset = f"{host.pool}/bench"
+        fulls, chain = make_lab_streams(list(host.exec_prefix), dataset, work, size_mib, snapshots)
+    finally:
+        lab.down()
+    return dataset, fulls, chain
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -238,7 +338,9 @@ def tools(env: dict[str, str]) -> list[Tool]:
     ]
 
 
-def restore_rates(streams: list[Path], work: Path, env: dict[str, str]) -> dict[str, float]:
+def restore_rates(
+    streams: list[Path], work: Path, env: dict[str, str], dataset: str
+) -> dict[str, float]:
     """Median MB/s of restoring each stream to /dev/null, zfleet's CLI against borg's."""
     zfleet = str(VENV_BIN / "zfleet")
     zrepo, brepo = work / "restore-zfleet", work / "restore-borg"
@@ -252,7 +354,7 @@ def restore_rates(streams: list[Path], work: Path, env: dict[str, str]) -> dict[
         mb = stream.stat().st_size / 1e6
         t0 = time.perf_counter()
         run(
-            [zfleet, "cloud", "--repo", str(zrepo), "restore", f"tank/os@s{n}", "--only-last"],
+            [zfleet, "cloud", "--repo", str(zrepo), "restore", f"{dataset}@s{n}", "--only-last"],
             env,
             rss="zfleet restore",
         )
@@ -352,7 +454,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=48)
     ap.add_argument("--snapshots", type=int, default=10)
+    ap.add_argument(
+        "--lab",
+        action="store_true",
+        help="make the streams with real OpenZFS on a lab VM (boots one under $ZFLEET_LAB_STATE)",
+    )
     opts = ap.parse_args()
+    if opts.snapshots < 2 or opts.size_mib < 1:
+        ap.error("--snapshots must be at least 2 and --size-mib at least 1")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="zfleet-bench-") as tmp:
         work = Path(tmp)
@@ -371,8 +480,13 @@ def main() -> None:
             "per-invocation fixed cost (median of 3 puts of a 10 KiB stream): "
             + ", ".join(f"{name} {secs:.2f} s" for name, secs in fixed.items())
         )
-        trees = TreeBackups(work, env)
-        fulls, chain = make_streams(work, opts.size_mib, opts.snapshots, trees)
+        trees: TreeBackups | None = None
+        if opts.lab:
+            dataset, fulls, chain = lab_streams(work, opts.size_mib, opts.snapshots)
+        else:
+            trees = TreeBackups(work, env)
+            dataset = "tank/os"
+            fulls, chain = make_streams(work, opts.size_mib, opts.snapshots, trees)
         fixtures = sorted(FIXTURES.glob("*.zstream"))
         borg_rates: dict[str, float] = {}
         for label, streams in (("fulls", fulls), ("chain", chain), ("fixtures", fixtures)):
@@ -415,7 +529,7 @@ def main() -> None:
                 f"restore median {back:.1f} MB/s (every restore SHA-256 checked)"
             )
             shutil.rmtree(work / f"inproc-{label}")
-        back = restore_rates(fulls, work, env)
+        back = restore_rates(fulls, work, env, dataset)
         print(
             f"\n== restore of the {len(fulls)} full streams to /dev/null, CLI, median MB/s\n"
             f"zfleet {back['zfleet']:.1f}, borg {back['borg']:.1f}: "
@@ -427,7 +541,8 @@ def main() -> None:
         for z, b in (("zfleet put", "borg create"), ("zfleet restore", "borg extract")):
             if z in PEAK_RSS_KIB and b in PEAK_RSS_KIB:
                 print(f"{z} / {b}: {PEAK_RSS_KIB[z] / PEAK_RSS_KIB[b]:.2f}x")
-        trees.report()
+        if trees is not None:
+            trees.report()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any, Final
 import redis
 
 from bus import keys, records
-from coordinator.engine import Job, Step
+from coordinator.engine import JOB_TERMINAL, Job, Step
 from protocol.errors import JobError
 from protocol.zfs import InventoryReport
 
@@ -91,6 +91,18 @@ class JobStore:
             rank = {sid: i for i, sid in enumerate(order)}
             job.steps = dict(sorted(job.steps.items(), key=lambda kv: rank.get(kv[0], len(rank))))
         return job
+
+    def finished(self, job_id: str) -> bool:
+        """Is the job finished? Reads its meta alone (a wide job's steps are many MB); a
+        JobError when there is no such job."""
+        raw = self.r.hget(keys.job(job_id), _META)
+        if raw is None:
+            raise JobError(f"no job {job_id!r}")
+        try:
+            status = json.loads(raw).get("status")
+        except (ValueError, AttributeError) as exc:
+            raise JobError(f"job {job_id!r} is stored damaged: {exc}") from exc
+        return status in JOB_TERMINAL
 
     def active_ids(self) -> list[str]:
         return sorted(m.decode() for m in self.r.smembers(keys.JOBS_ACTIVE))

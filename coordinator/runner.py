@@ -102,6 +102,10 @@ BUILD_AHEAD_PER_TICK: Final = 256
 # enough to renew the lease and to read events in between.
 SUBMIT_PER_TICK: Final = 1000
 EARLY_MAX_AGE: Final = 60.0
+# Long loops of a tick (building messages, advancing jobs) renew the lease every this many
+# items when it is due: on a starved machine a wide tick may outlast the lease's ttl, and a
+# leader that lost it mid-tick loads everything again, and may lose it again, forever.
+LEASE_CHECK_EVERY: Final = 64
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,7 @@ class Coordinator:
         out = _Writes()
         self._apply_events(deliveries, out)
         for job_id in view.active:
+            self._keep_lease()  # a wide job may take a while to load and advance
             try:
                 self.advance(job_id, t, view, out)
             except JobError as exc:
@@ -323,7 +328,13 @@ class Coordinator:
         self._keep_lease()  # a long tick must not write once another coordinator leads
         pipe = self.r.pipeline(transaction=True)
         if isinstance(self.submit, QueueSubmitter) and out.submit:
-            messages = [self._message(job, s) for job, batch in out.submit for s in batch]
+            messages: list[tuple[str, bytes]] = []
+            for job, batch in out.submit:
+                for step in batch:
+                    messages.append(self._message(job, step))
+                    if len(messages) % LEASE_CHECK_EVERY == 0:
+                        self._keep_lease()
+            self._keep_lease()
             sent = time.time()
             for _, batch in out.submit:
                 for step in batch:
@@ -462,6 +473,8 @@ class Coordinator:
                     continue
                 if built >= limit:
                     return True
+                if built % LEASE_CHECK_EVERY == 0:
+                    self._keep_lease()
                 call = self._call(job, step, step.attempt + 1)
                 self._early[(job.id, step.id)] = _Early(
                     call=call, args=step.args, built=time.monotonic(),
@@ -497,6 +510,7 @@ class Coordinator:
         """After taking the lease: send what a dead coordinator stored but never sent."""
         out = _Writes()
         for job_id in self.store.active_ids():
+            self._keep_lease()
             try:
                 job = self._job(job_id)
             except JobError:
@@ -638,9 +652,15 @@ class Coordinator:
 
 def wait_job(store: JobStore, job_id: str, *, timeout: float, poll: float = 0.2,
              on_poll: Callable[[Job], None] | None = None) -> Job:  # fmt: skip
-    """Wait until the job is finished (or ``timeout`` seconds); returns its last state."""
+    """Wait until the job is finished (or ``timeout`` seconds); returns its last state.
+    Without ``on_poll`` each poll reads the job's status alone and the whole job is loaded
+    once, at the end: loading a 10,000-step job five times a second starved the coordinator
+    of the same process."""
     deadline = time.monotonic() + timeout
     while True:
+        if on_poll is None and time.monotonic() < deadline and not store.finished(job_id):
+            time.sleep(poll)
+            continue
         job = store.load(job_id)
         if on_poll is not None:
             on_poll(job)

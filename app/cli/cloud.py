@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,34 @@ class Options:
 
     def open(self) -> Repository:
         return Repository.open(self.target(), self.secret())
+
+    def open_meanwhile(self) -> Callable[[], Repository]:
+        """Start opening the repository on a thread; call the result to wait for it.
+
+        Unlocking derives the key (scrypt, about 0.1 s, which releases the GIL) and an S3
+        target imports boto3: a command that needs heavy imports of its own (the stream codec
+        and numpy for put and restore) makes them meanwhile, so a short `zfleet cloud put` pays
+        the larger of the two rather than their sum. The passphrase is asked for first.
+        """
+        secret = self.secret()
+        box: list[Repository | BaseException] = []
+
+        def run() -> None:
+            try:
+                box.append(Repository.open(self.target(), secret))
+            except BaseException as e:  # handed to the caller's thread
+                box.append(e)
+
+        thread = threading.Thread(target=run, name="repo-open", daemon=True)
+        thread.start()
+
+        def wait() -> Repository:
+            thread.join()
+            if isinstance(box[0], BaseException):
+                raise box[0]
+            return box[0]
+
+        return wait
 
 
 def _errors(fn: F) -> F:
@@ -166,13 +195,14 @@ def put(opts: Options, streams: tuple[BinaryIO, ...], host: str, as_json: bool) 
 
     Several files in one call open the repository (and derive its key) once.
     """
+    opened = opts.open_meanwhile()
     # Imported here: the stream codec pulls in numpy, which ls/verify/prune do not need.
     from workers.cloud.blobstore import LocalBlobStore
     from workers.cloud.heap import bound_heap
     from workers.cloud.ingest import StreamIngest
 
     bound_heap()
-    repo = opts.open()
+    repo = opened()
     # A local pack is written inline (a file write): one pack in memory, not one per upload.
     inflight = {"max_inflight": 0} if isinstance(repo.target, LocalBlobStore) else {}
     for stream in streams or (sys.stdin.buffer,):
@@ -240,11 +270,12 @@ def restore(opts: Options, snapshot: str, out_dir: Path | None, only_last: bool)
 
     Without --out-dir the chain must be a single stream (or --only-last) and goes to stdout.
     """
+    opened = opts.open_meanwhile()
     from workers.cloud.heap import bound_heap
     from workers.cloud.restore import restore_chain, restore_stream
 
     bound_heap()
-    repo = opts.open()
+    repo = opened()
     chain = restore_chain(repo, snapshot)
     if only_last:
         chain = chain[-1:]

@@ -70,7 +70,7 @@ def restore(repo: Repository, snapshot: str, backend: ZfsBackend, target: str) -
         sink = backend.receive(ReceiveSpec(target=target))
         try:
             for chunk in restore_stream(repo, m):
-                sink.write(chunk)
+                sink.write(bytes(chunk))
         except BaseException:
             sink.abort()
             raise

@@ -72,6 +72,24 @@ def test_parallel_compressor_keeps_order_and_round_trips(threads: int) -> None:
             assert prepared.data == raw
 
 
+def test_a_stream_of_one_chunk_is_compressed_without_the_pool() -> None:
+    import threading
+
+    where: list[str] = []
+
+    def compress(b: bytes) -> object:
+        where.append(threading.current_thread().name)
+        return compress_payload(b, 1)
+
+    pool = ParallelCompressor(compress, threads=3)
+    [(raw, _)] = list(pool.map(iter([b"one" * 100])))
+    assert raw == b"one" * 100 and where == [threading.current_thread().name]
+    where.clear()
+    assert [r for r, _ in pool.map(iter([b"a", b"b"]))] == [b"a", b"b"]
+    assert all(name.startswith("zfleet-zstd") for name in where) and len(where) == 2
+    assert list(pool.map(iter([]))) == []
+
+
 def test_incompressible_chunks_go_raw() -> None:
     noise = os.urandom(64 * 1024)
     pool = ParallelCompressor(lambda b: compress_payload(b, 1), threads=2)

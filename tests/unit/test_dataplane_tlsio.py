@@ -155,3 +155,28 @@ def test_batches_keep_every_byte_in_order_and_bound_each_batch() -> None:
         assert b"".join(bytes(v) for batch in batches for v in batch) == b"".join(parts)
         assert all(sum(len(v) for v in batch) <= step for batch in batches)
         assert all(len(v) for batch in batches for v in batch)  # no empty writes
+
+
+def test_one_read_takes_every_whole_record_received_and_leaves_a_partial_one(
+    fleet: Path, sockets: list[socket.socket]
+) -> None:
+    client, server = _pair(sockets, *_contexts(fleet))
+    assert isinstance(server, TlsStream)
+    data = os.urandom(5 * 16384 + 100)  # five full records and a short sixth
+    client.sendall(data)
+    # all of it on the server's side of the socket before the first read
+    raw = bytearray()
+    while len(raw) < len(data) + 6 * 22:  # TLS 1.3: 22 bytes of framing and tag a record
+        chunk = server.raw.recv(1 << 20)
+        assert chunk, "the client's records did not all arrive"
+        raw += chunk
+    cut = len(raw) - 50  # the last record arrives in two pieces
+    server._in.write(bytes(raw[:cut]))
+    buf = bytearray(len(data) + 1000)
+    with memoryview(buf) as view:
+        got = server.recv_into(view)
+        assert got == 5 * 16384, "one read, every whole record (and no wait for the partial one)"
+        server._in.write(bytes(raw[cut:]))
+        with view[got:] as rest:
+            got += server.recv_into(rest)
+    assert bytes(buf[:got]) == data

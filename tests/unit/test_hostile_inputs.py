@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.ca import init_ca, issue_host
 from bench import hostile
 from coordinator.api.auth import TokenAuth
 from coordinator.api.routes import Router, json_response
 from coordinator.api.server import ApiHandle, start_server
 from protocol.frames import Frame, FrameKind, encode_frame
 from workers.dataplane.server import StreamServer
+from workers.tls import TlsConfig
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -172,3 +174,34 @@ def test_connections_over_the_limit_cut_the_oldest_waiting_one() -> None:
         for sock in held:
             sock.close()
         api.stop()
+
+
+def _trickle_until_cut(address: tuple[str, int], data: bytes, pace: float) -> tuple[bool, float]:
+    """Send ``data`` a byte every ``pace`` seconds until the server answers or hangs up."""
+    with socket.create_connection(address, timeout=5) as sock:
+        start = time.monotonic()
+        for byte in data:
+            ready, _, _ = select.select([sock], [], [], pace)
+            if ready:
+                return True, time.monotonic() - start
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return True, time.monotonic() - start
+        return False, time.monotonic() - start
+
+
+def test_a_trickled_tls_handshake_is_cut_at_the_handshake_deadline(
+    pair: hostile.SimPair, tmp_path: Path
+) -> None:
+    init_ca(tmp_path)
+    issue_host(tmp_path, "beta")
+    server = StreamServer(pair.beta, host="beta", bind=("127.0.0.1", 0), secret=hostile.SECRET,
+                          stall_timeout=3.0, heartbeat_interval=0.5, handshake_timeout=1.0,
+                          tls=TlsConfig.for_host(tmp_path, "beta"))  # fmt: skip
+    # the start of a TLS record holding a ClientHello, never finished
+    hello = bytes.fromhex("160301020001") + b"\x00" * 40
+    with server:
+        cut, took = _trickle_until_cut(server.address, hello, 0.3)
+    assert cut, "the trickling TLS handshake was never cut"
+    assert took < 3.0

@@ -110,6 +110,22 @@ def test_full_then_incremental_replica_is_faithful(sim: SimBackend) -> None:
     assert len(incr) < full_size / 2
 
 
+def test_setuid_and_setgid_bits_survive_a_receive_with_other_owners(sim: SimBackend) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving files other owners needs root")
+    src = mnt(sim, "fx/base")
+    for name, mode, gid in (("passwd", 0o4755, 0), ("chage", 0o2755, 42), ("plain", 0o644, 7)):
+        (src / name).write_bytes(b"\x7fELF" * 100)
+        os.chown(src / name, 0, gid)
+        os.chmod(src / name, mode)
+    sim.snapshot(["fx/base@s1"])
+    receive_bytes(sim, send_bytes(sim, SendSpec("fx/base@s1")), "dst/suid")
+    dst = mnt(sim, "dst/suid")
+    got = {n: (os.stat(dst / n).st_mode & 0o7777, os.stat(dst / n).st_gid) for n in
+           ("passwd", "chage", "plain")}  # fmt: skip
+    assert got == {"passwd": (0o4755, 0), "chage": (0o2755, 42), "plain": (0o644, 7)}
+
+
 def test_streams_pass_zstream_dump(sim: SimBackend, tmp_path: Path) -> None:
     zstream = need_binary("zstream")
     populate(mnt(sim, "fx/base"))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 ChecksumMode = Literal["when_required", "when_supported"]
+EPHEMERAL_PREFIX: Final = "leases/"  # objects a local store writes without fsync
 CHECKSUM_MODES: Final[tuple[str, ...]] = ("when_required", "when_supported")
 
 
@@ -119,7 +120,11 @@ class LocalBlobStore:
             for part in (data,) if isinstance(data, bytes) else data:
                 f.write(part)
             f.flush()
-            os.fsync(f.fileno())
+            # A lease only matters while its upload runs (a crash ends the upload, and prune
+            # treats an expired or missing lease alike): it need not survive a power cut, and
+            # it is written at the start of every upload and at each renewal.
+            if not path.relative_to(self.root).as_posix().startswith(EPHEMERAL_PREFIX):
+                os.fsync(f.fileno())
         return Path(tmp)
 
     def put_if_absent(self, key: str, data: bytes) -> str:

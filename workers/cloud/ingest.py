@@ -31,6 +31,7 @@ from protocol.errors import (
     StreamTruncated,
 )
 from protocol.stream import Fletcher4
+from protocol.stream.fletcher4 import piece_sums
 from workers.cloud import manifest as mf
 from workers.cloud.leases import LEASE_TTL, Lease, check_no_prune
 from workers.cloud.packs import BlobEntry, BlobKind, PackWriter, pack_key, write_segment
@@ -38,6 +39,7 @@ from workers.cloud.records import (
     CKSUM_OFFSET,
     CKSUM_SIZE,
     HEADER_SIZE,
+    Batch,
     Begin,
     Drr,
     Framer,
@@ -120,49 +122,81 @@ class StreamIngest:
         if self._closed:
             raise StoreError("write after finish() or abort()")
         self._digest.update(data)
-        for kind, record in self._framer.feed(data):
-            self._record(kind, record)
+        batch = self._framer.split(data)
+        try:
+            self._records(batch)
+        finally:
+            batch.view.release()
+        if batch.error is not None:
+            raise batch.error
         self._lease.renew_if_due()
 
-    def _record(self, kind: int, record: bytes) -> None:
-        view = memoryview(record)
-        header = record[:HEADER_SIZE]
+    def _records(self, batch: Batch) -> None:
+        """Check and store a batch of whole records.
+
+        The running checksum is needed at every record's checksum field (and restarts at each
+        BEGIN): the pieces between those points are summed for the whole batch at once
+        (``piece_sums``), then folded in record order, a few integer operations per record.
+        """
+        view, records = batch.view, batch.records
+        if not records:
+            return
+        # Only whole words have a checksum: stop at the first record whose payload is not (it
+        # is rejected below, after its own checksum, as a record-by-record check would).
+        limit = len(view)
+        cuts: list[int] = []
+        for kind, start, end in records:
+            cuts.append(start)
+            if kind != Drr.BEGIN:
+                cuts.append(start + CKSUM_OFFSET)
+            if (end - start) % 4:
+                limit = end
+                break
+        pieces = iter(piece_sums(view[:limit], cuts))
         running = self._running
-        if kind == Drr.BEGIN:
-            self._begins.append(parse_begin(header, self._framer.offset))
-            # Every (sub)stream restarts its running checksum; BEGIN's own field is toname.
-            running.reset()
-            running.update(view[:HEADER_SIZE])
-            norm, literal = header, None
-            rest = view[HEADER_SIZE:]
-        else:
-            running.update(view[:CKSUM_OFFSET])
-            stored = header[CKSUM_OFFSET:]
+        pos = 0  # bytes of view folded into running
+        for n, (kind, start, end) in enumerate(records):
+            header = bytes(view[start : start + HEADER_SIZE])
+            stop = start if kind == Drr.BEGIN else start + CKSUM_OFFSET
+            while pos < stop:
+                piece = next(pieces)
+                running.fold(piece)
+                pos += piece[0] * 4
             literal = None
-            if stored != pack_cksum(running.value):
-                # libzfs ends compound streams (and their header part) with END records that
-                # carry no checksum; any other mismatch is a damaged stream.
-                if kind != Drr.END or stored != bytes(CKSUM_SIZE):
-                    raise StreamChecksumError(
-                        "record checksum does not match the stream",
-                        offset=self._framer.offset - len(record),
-                        record=self._framer.records - 1,
-                    )
-                literal = stored
-            norm = header[:CKSUM_OFFSET]
-            rest = view[CKSUM_OFFSET:]  # the checksum field and the payload, contiguous
-        if len(rest) % 4:
-            raise StreamFormatError(
-                "payload length is not a multiple of 4", offset=self._framer.offset
+            if kind == Drr.BEGIN:
+                self._begins.append(parse_begin(header, batch.offset + end))
+                # Every (sub)stream restarts its running checksum; BEGIN's own field is toname.
+                running.reset()
+                norm = header
+            else:
+                stored = header[CKSUM_OFFSET:]
+                if stored != pack_cksum(running.value):
+                    # libzfs ends compound streams (and their header part) with END records that
+                    # carry no checksum; any other mismatch is a damaged stream.
+                    if kind != Drr.END or stored != bytes(CKSUM_SIZE):
+                        raise StreamChecksumError(
+                            "record checksum does not match the stream",
+                            offset=batch.offset + start,
+                            record=batch.record + n,
+                        )
+                    literal = stored
+                norm = header[:CKSUM_OFFSET]
+            if (end - start) % 4:
+                raise StreamFormatError(
+                    "payload length is not a multiple of 4", offset=batch.offset + end
+                )
+            blob = (
+                self._blob(view[start + HEADER_SIZE : end], BlobKind.DATA)
+                if end - start > HEADER_SIZE
+                else None
             )
-        running.update(rest)
-        payload = view[HEADER_SIZE:]
-        blob = self._blob(payload, BlobKind.DATA) if len(payload) else None
-        self._last_kind = kind
-        self._entries.append((norm, blob, literal))
-        self._entry_bytes += len(norm) + ENTRY_OVERHEAD
-        if self._entry_bytes >= mf.SEGMENT_BYTES:
-            self._flush_segment()
+            self._last_kind = kind
+            self._entries.append((norm, blob, literal))
+            self._entry_bytes += len(norm) + ENTRY_OVERHEAD
+            if self._entry_bytes >= mf.SEGMENT_BYTES:
+                self._flush_segment()
+        for piece in pieces:
+            running.fold(piece)
 
     def _blob(self, data: bytes | memoryview, kind: BlobKind) -> bytes:
         blob_id = self._crypto.content_id(data)

@@ -36,7 +36,7 @@ _U32: Final = struct.Struct("<I")
 _U64: Final = struct.Struct("<Q")
 
 
-def _u32(h: bytes | bytearray, off: int) -> int:
+def _u32(h: bytes | bytearray | memoryview, off: int) -> int:
     return int(_U32.unpack_from(h, off)[0])
 
 
@@ -86,6 +86,19 @@ def parse_begin(header: bytes, offset: int = 0) -> Begin:
     )
 
 
+@dataclass
+class Batch:
+    """What one :meth:`Framer.split` found: whole records, as ``(type, start, end)`` places in
+    ``view`` (contiguous, one after another from 0); ``offset``/``record``: the stream offset
+    and number of the first; ``error``: what stopped the batch early, if anything."""
+
+    view: memoryview
+    records: list[tuple[int, int, int]]
+    offset: int
+    record: int
+    error: StreamFormatError | None
+
+
 class Framer:
     """A push parser: feed bytes, take whole records out.
 
@@ -98,27 +111,31 @@ class Framer:
         self.records = 0
         self._need: int | None = None  # payload size of the record being assembled
 
-    def feed(self, data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
-        """Add bytes; yields ``(type, record)`` for each record now complete.
+    def split(self, data: bytes | memoryview) -> Batch:
+        """Add bytes; every record now complete, as places in one contiguous buffer.
 
-        ``record`` is the header and its payload, contiguous (312 bytes, then the payload).
-        Records are cut straight out of ``data`` when nothing is pending; only the incomplete
-        tail is kept, so a chunk is never shifted once per record.
+        Records are found in ``data`` itself when nothing is pending (no copy); only the
+        incomplete tail is kept, so a chunk is never shifted once per record. A malformed
+        record ends the batch: the records before it are returned, with the error to raise
+        once they are dealt with (as a record-by-record parser would have).
         """
         if self._buf:
             self._buf += data
             src: bytes | bytearray | memoryview = self._buf
         else:
             src = data
+        base = self.offset
+        first = self.records
         pos = 0
+        found: list[tuple[int, int, int]] = []
+        error: StreamFormatError | None = None
         try:
             while True:
                 avail = len(src) - pos
                 if self._need is None:
                     if avail < HEADER_SIZE:
-                        return
-                    header = bytes(src[pos : pos + HEADER_SIZE])
-                    kind = _u32(header, 0)
+                        break
+                    kind = _u32(src, pos)
                     if self.records == 0 and kind != Drr.BEGIN:
                         raise StreamFormatError(
                             "stream does not start with BEGIN", offset=self.offset
@@ -127,7 +144,7 @@ class Framer:
                         raise StreamFormatError(
                             f"unknown record type {kind}", offset=self.offset, record=self.records
                         )
-                    self._need = payload_size(DrrType(kind), header)
+                    self._need = payload_size(DrrType(kind), bytes(src[pos : pos + HEADER_SIZE]))
                     if self._need > MAX_PAYLOAD:
                         raise StreamFormatError(
                             f"payload of {self._need} bytes is impossible",
@@ -136,15 +153,29 @@ class Framer:
                         )
                 total = HEADER_SIZE + self._need
                 if avail < total:
-                    return
-                record = bytes(src[pos : pos + total])
+                    break
+                found.append((_u32(src, pos), pos, pos + total))
                 pos += total
                 self._need = None
                 self.offset += total
                 self.records += 1
-                yield _u32(record, 0), record
-        finally:
-            self._buf = bytearray(src[pos:])
+        except StreamFormatError as e:
+            error = e
+        view = memoryview(src)[:pos]
+        self._buf = bytearray(src[pos:])
+        return Batch(view, found, base, first, error)
+
+    def feed(self, data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
+        """Add bytes; yields ``(type, record)`` for each record now complete.
+
+        ``record`` is the header and its payload, contiguous (312 bytes, then the payload).
+        """
+        batch = self.split(data)
+        for kind, start, end in batch.records:
+            yield kind, bytes(batch.view[start:end])
+        batch.view.release()
+        if batch.error is not None:
+            raise batch.error
 
     def close(self) -> None:
         """Raise :class:`StreamTruncated` when a record is still incomplete."""

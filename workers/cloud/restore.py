@@ -1,8 +1,8 @@
 """Restore: regenerate a stored stream byte for byte, running checksums included.
 
 ``restore_stream`` yields bytes chunks the data plane pipes into ``zfs receive``; memory stays
-bounded by one batch of records (at most 8 MiB of payload), one read run and a few cached
-compression groups.
+bounded by a few batches of records (at most 2 MiB of payload each: the one being laid out, the
+one read ahead, the chunk held back), one read run and a few cached compression groups.
 The whole stream's keyed digest is checked at the end: a restore never ends "successfully" with
 bytes that differ from what was uploaded. ``restore_chain`` lists the streams, full first, that
 rebuild a snapshot.
@@ -10,7 +10,8 @@ rebuild a snapshot.
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
+import concurrent.futures as cf
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from typing import Final
 
@@ -18,17 +19,18 @@ import structlog
 
 from protocol.errors import StoreCorrupt
 from protocol.stream import Fletcher4
+from protocol.stream.fletcher4 import piece_sums
 from workers.cloud import manifest as mf
 from workers.cloud.packs import BlobEntry, blob_from_group, open_group, pack_key
-from workers.cloud.records import Drr, pack_cksum
+from workers.cloud.records import CKSUM_SIZE, Drr, pack_cksum
 from workers.cloud.repo import Repository
 
 log = structlog.get_logger(__name__)
 
-BATCH_RECORDS: Final = 256
-BATCH_BYTES: Final = 8 * 1024 * 1024  # payload bytes fetched at once (large blocks: fewer)
-CHUNK_BYTES: Final = 1024 * 1024
-CACHED_GROUPS: Final = 16  # about 16 MiB of decompressed groups
+BATCH_RECORDS: Final = 512
+BATCH_BYTES: Final = 2 * 1024 * 1024  # payload bytes fetched at once (large blocks: fewer)
+READ_AHEAD: Final = 1  # batches read while the one before is laid out
+CACHED_GROUPS: Final = 4  # about 4 MiB of decompressed groups
 MAX_GAP: Final = 1024 * 1024  # unneeded bytes read rather than making another request
 
 
@@ -113,52 +115,102 @@ def _batches(repo: Repository, entries: list[mf.Entry]) -> Iterator[list[mf.Entr
         yield batch
 
 
-def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes]:
-    """The original stream of manifest ``m``, as chunks of about 1 MiB."""
+def _all_batches(repo: Repository, m: mf.Manifest) -> Iterator[list[mf.Entry]]:
+    """Every batch of the stream, segment after segment (segments read as they are needed)."""
+    reader = BlobReader(repo, cached_groups=1)
+    for seg_id in m.segments:
+        entries = mf.decode_segment(reader.fetch([seg_id])[seg_id], f"segment of {m.snapshot}")
+        yield from _batches(repo, entries)
+
+
+_ZERO_CKSUM: Final = bytes(32)
+
+
+def _assemble(
+    batch: list[mf.Entry], blobs: dict[bytes, bytes], running: Fletcher4
+) -> bytearray:
+    """The stream bytes of a batch of records, checksums regenerated from ``running``.
+
+    The records are laid out with empty checksum fields first; the running checksum at every
+    field (and its restart at every BEGIN) then comes from one pass of ``piece_sums`` over the
+    whole batch and a few integer operations per record, each field's value folded in as it
+    is filled.
+    """
+    out = bytearray()
+    marks: list[tuple[int, bytes | None]] = []  # checksum field offsets (literal or None)
+    begins: list[int] = []
+    for header, blob, literal in batch:
+        if int.from_bytes(header[:4], "little") == Drr.BEGIN:
+            begins.append(len(out))
+            out += header
+        else:
+            out += header
+            marks.append((len(out), literal))
+            out += _ZERO_CKSUM
+        if blob is not None:
+            out += blobs[blob]
+    cuts = [*begins, *(at for at, _ in marks), *(at + CKSUM_SIZE for at, _ in marks)]
+    pieces = iter(piece_sums(out, cuts))
+    events = sorted([(at, 1, None) for at in begins] + [(at, 2, lit) for at, lit in marks])
+    pos = 0
+    for at, what, literal in events:
+        while pos < at:
+            piece = next(pieces)
+            running.fold(piece)
+            pos += piece[0] * 4
+        if what == 1:  # BEGIN: a new (sub)stream, a new running checksum
+            running.reset()
+            continue
+        value = literal if literal is not None else pack_cksum(running.value)
+        out[at : at + CKSUM_SIZE] = value
+        running.update(value)
+        while pos < at + CKSUM_SIZE:  # the field's own piece(s), summed while it was empty
+            pos += next(pieces)[0] * 4
+    for piece in pieces:
+        running.fold(piece)
+    return out  # handed out as it is: never changed afterwards
+
+
+def restore_stream(repo: Repository, m: mf.Manifest) -> Iterator[bytes | bytearray]:
+    """The original stream of manifest ``m``, as chunks of a few MiB.
+
+    Reading runs ahead on a thread (ranged GETs, decryption and decompression release the GIL)
+    while this one lays out the records of the batch before.
+    """
     reader = BlobReader(repo)
     running = Fletcher4()
     digest = repo.crypto.stream_digest()
-    out = bytearray()
-    held: bytes | None = None
+    held: bytearray | None = None
     size = 0
-    for seg_id in m.segments:
-        what = f"segment of {m.snapshot}"
-        entries = mf.decode_segment(reader.fetch([seg_id])[seg_id], what)
-        for batch in _batches(repo, entries):
-            blobs = reader.fetch(b for _h, b, _c in batch if b is not None)
-            for header, blob, literal in batch:
-                # The bytes after what the checksum must know first (the whole BEGIN; the
-                # header of any other record) are summed in one pass, straight from ``out``.
-                start = len(out)
-                if int.from_bytes(header[:4], "little") == Drr.BEGIN:
-                    running.reset()
-                    out += header
-                else:
-                    running.update(header)
-                    out += header
-                    out += literal if literal is not None else pack_cksum(running.value)
-                    start += len(header)
-                if blob is not None:
-                    out += blobs[blob]
-                with memoryview(out) as view:
-                    running.update(view[start:])
-                if len(out) >= CHUNK_BYTES:
-                    if held is not None:
-                        yield held
-                    held = bytes(out)
-                    out.clear()
-                    digest.update(held)
-                    size += len(held)
-    digest.update(out)
-    size += len(out)
+    ahead: deque[tuple[list[mf.Entry], cf.Future[dict[bytes, bytes]]]] = deque()
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-read") as pool:
+        try:
+            batches = _all_batches(repo, m)
+            while True:
+                while len(ahead) <= READ_AHEAD:
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    ids = [b for _h, b, _c in batch if b is not None]
+                    ahead.append((batch, pool.submit(reader.fetch, ids)))
+                if not ahead:
+                    break
+                batch, fetched = ahead.popleft()
+                chunk = _assemble(batch, fetched.result(), running)
+                digest.update(chunk)
+                size += len(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
+        finally:
+            for _batch, fut in ahead:
+                fut.cancel()
     if size != m.size or digest.digest() != m.digest:
         raise StoreCorrupt(f"restored stream of {m.snapshot} differs from the one uploaded")
     # The last chunk (with the END record) is held back until the digest matched, so that
     # `zfs receive` never commits a stream that differs from the one uploaded.
     if held is not None:
         yield held
-    if out:
-        yield bytes(out)
     log.debug("restore.stream_done", snapshot=m.snapshot, bytes=size)
 
 

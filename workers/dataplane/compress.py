@@ -8,6 +8,7 @@ memory whatever the speed of the reader.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +53,19 @@ class ParallelCompressor(Generic[T]):
             for chunk in chunks:
                 yield chunk, self._compress(chunk)
             return
+        # a stream of one chunk (most small incrementals) is compressed here: starting and
+        # joining the pool's threads would cost more than the chunk itself
+        source = iter(chunks)
+        first = next(source, None)
+        if first is None:
+            return
+        second = next(source, None)
+        if second is None:
+            yield first, self._compress(first)
+            return
+        yield from self._pooled(itertools.chain((first, second), source))
+
+    def _pooled(self, chunks: Iterable[bytes]) -> Iterator[tuple[bytes, T]]:
         # Long-lived workers fed through C queues: per chunk one put and one get, no Future, lock
         # or wrapper object. Every hand-over between threads is a chance for the thread holding
         # the GIL to be switched out with it, and on a busy host that stalls the whole pipeline.

@@ -32,6 +32,13 @@ class GrantLedger:
         self._active: set[str] = set()
         self._done: dict[str, float] = {}
         self._lock = threading.Condition()
+        # group commit: lines wait in _pending (under _lock); whoever holds _io writes and
+        # fsyncs all of them at once, so concurrent receives share one fsync and none holds
+        # _lock (which every new connection's begin needs) during it
+        self._io = threading.Lock()
+        self._pending: list[str] = []
+        self._queued = 0  # lines ever queued
+        self._synced = 0  # of those, how many are on disk (or failed loudly)
         if path is not None:
             self._load(path)
 
@@ -62,25 +69,39 @@ class GrantLedger:
             self._active.add(grant.transfer_id)
 
     def end(self, grant: Grant, *, applied: bool) -> None:
-        """Release the transfer id; once applied, it can never be used again before expiry."""
+        """Release the transfer id; once applied, it can never be used again before expiry.
+        Returns once the use is on disk (with a ``path``)."""
+        mine = 0
         with self._lock:
             self._active.discard(grant.transfer_id)
             if applied:
                 self._done[grant.transfer_id] = grant.expires
-                self._append(grant.transfer_id, grant.expires)
+                if self._path is not None:
+                    self._pending.append(f"{grant.expires!r} {grant.transfer_id}\n")
+                    self._queued += 1
+                    mine = self._queued
             self._lock.notify_all()
+        if mine:
+            self._sync(mine)
 
-    def _append(self, transfer_id: str, expires: float) -> None:
-        if self._path is None:
-            return
-        line = f"{expires!r} {transfer_id}\n"
-        try:
-            with self._path.open("a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:  # the stream is applied already; say so loudly, do not undo it
-            log.error("grant_ledger.write_failed", path=str(self._path), error=str(exc))
+    def _sync(self, upto: int) -> None:
+        """Write and fsync the queued lines, unless another thread's fsync already covered
+        line number ``upto``."""
+        assert self._path is not None
+        with self._io:
+            if self._synced >= upto:
+                return
+            with self._lock:
+                batch, self._pending = self._pending, []
+                last = self._queued
+            try:
+                with self._path.open("a", encoding="utf-8") as fh:
+                    fh.write("".join(batch))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:  # the stream is applied already; say so loudly, do not undo it
+                log.error("grant_ledger.write_failed", path=str(self._path), error=str(exc))
+            self._synced = last
 
     def _load(self, path: Path) -> None:
         now = self._clock()

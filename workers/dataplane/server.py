@@ -21,6 +21,7 @@ import structlog
 from protocol.errors import ConfigError, ZfleetError
 from protocol.log import context_thread
 from workers.dataplane.ledger import GrantLedger
+from workers.dataplane.memory import keep_stream_buffers
 from workers.dataplane.session import (
     HANDSHAKE_TIMEOUT,
     ReceiveBackend,
@@ -99,6 +100,7 @@ class StreamServer:
 
     def start(self) -> None:
         """Bind and start accepting; returns at once."""
+        keep_stream_buffers()
         try:
             family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
             listener = socket.create_server(self._bind, family=family, backlog=_BACKLOG)
@@ -191,7 +193,7 @@ class StreamServer:
             if self._tls is not None:
                 try:
                     # stop() still shuts the plain socket down, which ends the TLS stream too
-                    conn = TlsStream.server(self._tls, sock)
+                    conn = TlsStream.server(self._tls, sock, within=self._ctx.handshake_timeout)
                 except (ssl.SSLError, OSError) as exc:
                     log.warning("stream.tls_refused", peer=peer, error=str(exc))
                     return

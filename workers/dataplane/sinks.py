@@ -66,7 +66,7 @@ class LinkOptions:
     heartbeat_interval: float = 2.0
     stall_timeout: float = 30.0
     connect_timeout: float = 10.0
-    queue_depth: int = 8
+    queue_depth: int = 16  # chunks: 4 MiB of 256 KiB chunks per sink
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_interval < self.stall_timeout:

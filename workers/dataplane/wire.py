@@ -88,15 +88,15 @@ class Wire:
         )
         self._seq += 1
         size = sum(len(part) for part in parts)
-        if throttle is not None:
-            step = min(_SEND_SLICE, max(4096, throttle.rate // 4))
-        else:
-            step = size  # one gathered write; each send waits at most the timeout for room
         try:
-            for batch in _batches(parts, step):
-                if throttle is not None:
+            if throttle is None:
+                # one gathered write; each send waits at most the timeout for room
+                self._send_all([memoryview(part) for part in parts])
+            else:
+                step = min(_SEND_SLICE, max(4096, throttle.rate // 4))
+                for batch in _batches(parts, step):
                     throttle.wait(sum(len(view) for view in batch), stop)
-                self._send_all(batch)
+                    self._send_all(batch)
         except TimeoutError as exc:
             raise TransferInterrupted(
                 f"peer {self.peer} stalled: nothing accepted for {self.timeout:g}s"

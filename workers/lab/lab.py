@@ -100,6 +100,7 @@ class Lab:
         pool: str = DEFAULT_POOL,
         memory_mb: int = 1024,
         cpus: int = 2,
+        pool_gb: int = 4,
         timeout: float = READY_TIMEOUT,
     ) -> Lab:
         """Start ``count`` VMs, wait until each answers with ZFS, create their pools.
@@ -113,7 +114,12 @@ class Lab:
         vms: list[Vm] = []
         try:
             for name in names:
-                vms.append(start_vm(image, name, directory / name, memory_mb=memory_mb, cpus=cpus))
+                vms.append(
+                    start_vm(
+                        image, name, directory / name, memory_mb=memory_mb, cpus=cpus,
+                        pool_gb=pool_gb,
+                    )
+                )  # fmt: skip
             lab = cls(directory, vms, pool, [""] * count, os.getpid())
             lab.save()  # recorded before the wait, so a killed caller's VMs can be found
             with ThreadPoolExecutor(max_workers=count) as pool_exec:

@@ -157,6 +157,10 @@ def not_found(name: str) -> DatasetNotFound:
     return DatasetNotFound(f"cannot open '{name}': dataset does not exist")
 
 
+# how many decoded manifests a pool remembers (Pool._digests) before it starts again
+_DIGEST_MEMO = 20_000
+
+
 class Pool:
     """Metadata and data of one pool; every method works on open, committed state."""
 
@@ -165,6 +169,10 @@ class Pool:
         self.dir = root / name
         self._conn: sqlite3.Connection | None = None
         self.blocks = BlockStore(self.dir / "blocks")
+        # the node digests of manifests already decoded, by the manifest's bytes: every
+        # receive and release collects garbage, and decoding every snapshot's manifest each
+        # time made that cost grow with the pool's history
+        self._digests: dict[bytes, frozenset[bytes]] = {}
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -300,15 +308,48 @@ class Pool:
         return self.dir / "zvol" / (ds.name.replace("/", "%") + ".img")
 
     def exclude(self, ds: Dataset, mnt: Path) -> frozenset[str]:
-        """Mountpoints of other filesystems inside ``mnt``, relative to it."""
+        """Mountpoints of other filesystems inside ``mnt``, relative to it.
+
+        Every filesystem's mountpoint, resolved in memory from one read of the table: asking
+        :meth:`mountpoint` per dataset (a query per ancestor, its props decoded each time) made
+        every snapshot, receive and listing quadratic in the pool's datasets."""
+        rows = self.conn.execute("SELECT id, name, kind, props, received FROM datasets").fetchall()
+        own: dict[str, str | None] = {}  # the mountpoint a dataset sets itself, else None
+        for _, name, _, props, received in rows:
+            value = json.loads(props).get("mountpoint") if '"mountpoint"' in props else None
+            if not value and '"mountpoint"' in received:
+                value = json.loads(received).get("mountpoint")
+            own[name] = value or None
+        resolved: dict[str, str | None] = {}
+        base = str(mnt)
+        prefix = base if base.endswith("/") else base + "/"
         out = set()
-        for other in self.datasets():
-            if other.id == ds.id or other.kind != "filesystem":
+        for ident, name, kind, _, _ in rows:
+            if ident == ds.id or kind != "filesystem":
                 continue
-            theirs = self.mountpoint(other)
-            if theirs is not None and theirs != mnt and theirs.is_relative_to(mnt):
-                out.add(theirs.relative_to(mnt).as_posix())
+            theirs = self._mount_text(name, own, resolved)
+            if theirs is not None and theirs != base and theirs.startswith(prefix):
+                out.add(theirs[len(prefix):])
         return frozenset(out)
+
+    def _mount_text(self, name: str, own: dict[str, str | None],
+                    resolved: dict[str, str | None]) -> str | None:  # fmt: skip
+        """``str(self.mountpoint(...))`` of filesystem ``name`` from each dataset's own value
+        (``own``), remembering every ancestor's in ``resolved``."""
+        if name in resolved:
+            return resolved[name]
+        value = own.get(name)
+        text: str | None
+        if value:
+            text = None if value in ("none", "legacy") else str(Path(value))
+        elif "/" not in name:
+            text = str(self.dir / "mnt")
+        else:
+            parent, _, last = name.rpartition("/")
+            above = self._mount_text(parent, own, resolved)
+            text = None if above is None else f"{above.rstrip('/')}/{last}"
+        resolved[name] = text
+        return text
 
     def capture(self, ds: Dataset) -> tuple[Manifest, Cache, int]:
         """The dataset's current data as a manifest (scans the live data; call inside a txg)."""
@@ -458,13 +499,21 @@ class Pool:
             return True
         return False
 
+    def _manifest_digests(self, blob: bytes) -> frozenset[bytes]:
+        found = self._digests.get(blob)
+        if found is None:
+            if len(self._digests) >= _DIGEST_MEMO:
+                self._digests.clear()
+            found = self._digests[blob] = frozenset(decode_manifest(blob).values())
+        return found
+
     def _reachable(self, *, include_bookmarks: bool) -> set[bytes]:
         reach: set[bytes] = set()
         for (blob,) in self.conn.execute("SELECT manifest FROM snapshots"):
-            reach.update(decode_manifest(blob).values())
+            reach.update(self._manifest_digests(blob))
         if include_bookmarks:
             for (blob,) in self.conn.execute("SELECT manifest FROM bookmarks"):
-                reach.update(decode_manifest(blob).values())
+                reach.update(self._manifest_digests(blob))
         for head, cache in self.conn.execute("SELECT head, scan FROM datasets"):
             if head:
                 reach.update(decode_manifest(head).values())

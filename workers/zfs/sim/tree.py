@@ -376,11 +376,12 @@ def _copy_block(store: ObjectStore, block: bytes, fd: int, offset: int, length: 
 
 
 def _set_meta(full: str, meta: Meta, *, follow: bool = False) -> None:
-    if meta.kind != Kind.SYMLINK:
-        os.chmod(full, meta.mode)
+    # owner first: a chown clears the setuid and setgid bits, so the mode goes on after it
     with contextlib.suppress(PermissionError):
         if os.geteuid() == 0 or (meta.uid, meta.gid) != (os.getuid(), os.getgid()):
             os.lchown(full, meta.uid, meta.gid)
+    if meta.kind != Kind.SYMLINK:
+        os.chmod(full, meta.mode)
     os.utime(full, ns=(meta.mtime_ns, meta.mtime_ns), follow_symlinks=follow)
 
 
