@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from workers.cloud.verify import verify
 
 EXIT_DAMAGED: Final = 3
 READ_CHUNK: Final = 1024 * 1024
+LOCAL_PACK_MIB: Final = 8
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,34 +72,6 @@ class Options:
 
     def open(self) -> Repository:
         return Repository.open(self.target(), self.secret())
-
-    def open_meanwhile(self) -> Callable[[], Repository]:
-        """Start opening the repository on a thread; call the result to wait for it.
-
-        Unlocking derives the key (scrypt, about 0.1 s, which releases the GIL) and an S3
-        target imports boto3: a command that needs heavy imports of its own (the stream codec
-        and numpy for put and restore) makes them meanwhile, so a short `zfleet cloud put` pays
-        the larger of the two rather than their sum. The passphrase is asked for first.
-        """
-        secret = self.secret()
-        box: list[Repository | BaseException] = []
-
-        def run() -> None:
-            try:
-                box.append(Repository.open(self.target(), secret))
-            except BaseException as e:  # handed to the caller's thread
-                box.append(e)
-
-        thread = threading.Thread(target=run, name="repo-open", daemon=True)
-        thread.start()
-
-        def wait() -> Repository:
-            thread.join()
-            if isinstance(box[0], BaseException):
-                raise box[0]
-            return box[0]
-
-        return wait
 
 
 def _errors(fn: F) -> F:
@@ -175,11 +147,19 @@ def cloud(ctx: click.Context, /, **kw: Any) -> None:
 
 
 @cloud.command()
-@click.option("--pack-size-mib", type=click.IntRange(1, 64), default=16, show_default=True)
+@click.option(
+    "--pack-size-mib",
+    type=click.IntRange(1, 64),
+    help=f"Pack target size [default: {LOCAL_PACK_MIB} for a directory, 16 for S3].",
+)
 @pass_options
 @_errors
-def init(opts: Options, pack_size_mib: int) -> None:
+def init(opts: Options, pack_size_mib: int | None) -> None:
     """Create a repository; its key is stored wrapped by your passphrase or key file."""
+    if pack_size_mib is None:
+        # A directory has no cost per object, and an upload holds its open pack in memory:
+        # smaller packs keep a `put` near borg's peak memory. S3 requests are what costs there.
+        pack_size_mib = 16 if opts.repo.startswith("s3://") else LOCAL_PACK_MIB
     repo = Repository.init(opts.target(), opts.secret(confirm=True), pack_size=pack_size_mib << 20)
     click.echo(f"created repository {repo.config.id} at {repo.target.describe()}")
 
@@ -195,14 +175,15 @@ def put(opts: Options, streams: tuple[BinaryIO, ...], host: str, as_json: bool) 
 
     Several files in one call open the repository (and derive its key) once.
     """
-    opened = opts.open_meanwhile()
-    # Imported here: the stream codec pulls in numpy, which ls/verify/prune do not need.
+    # The key first: scrypt's 32 MiB come and go before numpy and the codec are imported (made
+    # side by side on a thread they were the command's peak memory). Imported here: the stream
+    # codec pulls in numpy, which ls/verify/prune do not need.
+    repo = opts.open()
     from workers.cloud.blobstore import LocalBlobStore
     from workers.cloud.heap import bound_heap
     from workers.cloud.ingest import StreamIngest
 
     bound_heap()
-    repo = opened()
     # A local pack is written inline (a file write): one pack in memory, not one per upload.
     inflight = {"max_inflight": 0} if isinstance(repo.target, LocalBlobStore) else {}
     for stream in streams or (sys.stdin.buffer,):
@@ -270,12 +251,11 @@ def restore(opts: Options, snapshot: str, out_dir: Path | None, only_last: bool)
 
     Without --out-dir the chain must be a single stream (or --only-last) and goes to stdout.
     """
-    opened = opts.open_meanwhile()
+    repo = opts.open()  # the key first, as for put
     from workers.cloud.heap import bound_heap
     from workers.cloud.restore import restore_chain, restore_stream
 
     bound_heap()
-    repo = opened()
     chain = restore_chain(repo, snapshot)
     if only_last:
         chain = chain[-1:]

@@ -54,7 +54,7 @@ class BlobKind(enum.IntEnum):
 FLAG_ZSTD: Final = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per blob in the index: no __dict__
 class BlobEntry:
     """Where one blob sits: in which compression group of a pack, and where inside it."""
 
@@ -78,7 +78,7 @@ class BlobEntry:
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per blob in the index: no __dict__
 class Location:
     """Where the repository index says a blob is."""
 

@@ -1,7 +1,7 @@
 """Restore: regenerate a stored stream byte for byte, running checksums included.
 
 ``restore_stream`` yields bytes chunks the data plane pipes into ``zfs receive``; memory stays
-bounded by a few batches of records (at most 2 MiB of payload each: the one being laid out, the
+bounded by a few batches of records (at most 1 MiB of payload each: the one being laid out, the
 one read ahead, the chunk held back), one read run and a few cached compression groups.
 The whole stream's keyed digest is checked at the end: a restore never ends "successfully" with
 bytes that differ from what was uploaded. ``restore_chain`` lists the streams, full first, that
@@ -28,7 +28,7 @@ from workers.cloud.repo import Repository
 log = structlog.get_logger(__name__)
 
 BATCH_RECORDS: Final = 512
-BATCH_BYTES: Final = 2 * 1024 * 1024  # payload bytes fetched at once (large blocks: fewer)
+BATCH_BYTES: Final = 1024 * 1024  # payload bytes fetched at once (large blocks: fewer)
 READ_AHEAD: Final = 1  # batches read while the one before is laid out
 CACHED_GROUPS: Final = 4  # about 4 MiB of decompressed groups
 MAX_GAP: Final = 1024 * 1024  # unneeded bytes read rather than making another request
