@@ -366,9 +366,9 @@ def print_table(out: dict[str, Any]) -> None:
     heads = ("runs", "ok", "lost", "stuck", "failed", "differ", "2x-effect", "left", "in-xfer",
              "reruns", "re-sent", "2x-applied", "s med", "s max")  # fmt: skip
     print(f"clean job: {out['clean_job_seconds']} s (median, submission to finished)")
-    print(f"{'victim':<12}" + "".join(f"{h:>10}" for h in heads))
+    print(f"{'victim':<12}" + "".join(f"{h:>11}" for h in heads))
     for victim, fig in out["victims"].items():
-        print(f"{victim:<12}" + "".join(f"{fig[c]:>10}" for c in cols))
+        print(f"{victim:<12}" + "".join(f"{fig[c]:>11}" for c in cols))
     print("anomalies: lost (a job gone from Redis), stuck, failed, differ (replicas), 2x-effect "
           "(sent twice to a different effect), left (holds, partial state); facts: in-xfer "
           "(struck while a transfer ran), reruns (steps run again), re-sent (whole streams sent "
