@@ -59,7 +59,7 @@ import msgpack
 from protocol import messages
 from protocol.errors import ConfigError, ZfleetError
 from protocol.frames import Frame, FrameDecoder, FrameKind, encode_frame
-from protocol.grants import new_grant, sign_grant
+from protocol.grants import new_grant, read_claims, sign_grant
 from protocol.log import configure_logging
 from protocol.messages import StepCall, StepEvent, StepState
 from protocol.steps import (
@@ -472,7 +472,7 @@ def family_grants(pair: SimPair, cases: int, seed: int) -> Tally:
             token, target, stream, header_target = _mismatched(rng, pair)
         before = sim_state(pair.beta)
         try:
-            reply = talk(pair.address(), _encoded(token, header_target or target, stream),
+            reply = talk(pair.address(), _encoded(token, header_target or target, stream, rng),
                          wait_accept=True)  # fmt: skip
         except OSError as exc:
             tally.bad("crashes", n, f"server unreachable: {exc}")
@@ -491,9 +491,27 @@ def family_grants(pair: SimPair, cases: int, seed: int) -> Tally:
     return tally
 
 
-def _encoded(token: str, target: str, stream: bytes) -> bytes:
+PROPS: Final = "<props>"
+# never a real directory as mountpoint: the simulation empties a non-empty one it is given
+_BAD_PROPS: Final = ({"mountpoint": "<victim>"}, {"readonly": "off"}, {"canmount": "on"},
+                     {"exec": "on", "setuid": "on"}, {"sharenfs": "on"})
+
+
+def _encoded(token: str, target: str, stream: bytes, rng: random.Random | None = None) -> bytes:
     if len(token) > 20_000:  # past what a HELLO header holds: a long one stands for it
         token = token[:20_000]
+    if target == PROPS:
+        granted = read_claims(token).dataset
+        frames = conversation(token, granted, stream)
+        props = dict((rng or random.Random(0)).choice(_BAD_PROPS))
+        if props.get("mountpoint") == "<victim>":
+            victim = Path(tempfile.mkdtemp(prefix="zfleet-hostile-victim-"))
+            (victim / "keep").write_text("mine")
+            props["mountpoint"] = str(victim)
+        spec = ReceiveSpec(granted, set_props=props)
+        frames[0] = Frame(FrameKind.HELLO, 0, {**frames[0].header,
+                                                "receive": messages.to_dict(spec)})  # fmt: skip
+        return b"".join(encode_frame(f) for f in frames)
     return b"".join(encode_frame(f) for f in conversation(token, target, stream))
 
 
@@ -517,8 +535,11 @@ def _unauthorised(rng: random.Random, pair: SimPair, target: str) -> str:
 
 
 def _mismatched(rng: random.Random, pair: SimPair) -> tuple[str, str, bytes, str | None]:
-    """A genuine grant used for something else: (token, granted dataset, stream, HELLO target)."""
-    how = rng.randrange(5)
+    """A genuine grant used for something else: (token, granted dataset, stream, HELLO target);
+    a HELLO target of ``PROPS`` asks for receive properties the grant does not allow."""
+    how = rng.randrange(6)
+    if how == 5:
+        return pair.grant("tank/gz"), "tank/gz", pair.full, PROPS
     if how == 0:  # another host's grant
         return pair.grant("tank/gz", host=rng.choice(["alpha", "gamma", "Beta", ""])), \
             "tank/gz", pair.full, None

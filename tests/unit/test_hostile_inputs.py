@@ -22,7 +22,9 @@ from bench import hostile
 from coordinator.api.auth import TokenAuth
 from coordinator.api.routes import Router, json_response
 from coordinator.api.server import ApiHandle, start_server
+from protocol import messages
 from protocol.frames import Frame, FrameKind, encode_frame
+from protocol.zfs import ReceiveSpec
 from workers.dataplane.server import StreamServer
 from workers.tls import TlsConfig
 
@@ -205,3 +207,41 @@ def test_a_trickled_tls_handshake_is_cut_at_the_handshake_deadline(
         cut, took = _trickle_until_cut(server.address, hello, 0.3)
     assert cut, "the trickling TLS handshake was never cut"
     assert took < 3.0
+
+
+@pytest.mark.parametrize("props", ["mountpoint", {"canmount": "on"}, {"exec": "on"}])
+def test_a_granted_hello_cannot_set_receive_properties_the_grant_does_not_allow(
+    pair: hostile.SimPair, props: dict[str, str] | str, tmp_path: Path
+) -> None:
+    # the grant signs the dataset and -F, not receive options: a sender holding a genuine grant
+    # must not get this host to mount the replica over, say, /etc (OpenZFS would). Never aim
+    # this at a real directory: the simulation empties a non-empty mountpoint it is given.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("mine")
+    if props == "mountpoint":
+        props = {"mountpoint": str(victim)}
+    assert isinstance(props, dict)
+    target = "tank/props"
+    frames = hostile.conversation(pair.grant(target), target, pair.full)
+    spec = ReceiveSpec(target, set_props=props)
+    frames[0] = Frame(FrameKind.HELLO, 0, {**frames[0].header, "receive": messages.to_dict(spec)})
+    before = hostile.sim_state(pair.beta)
+    reply = hostile.talk(pair.address(), b"".join(encode_frame(f) for f in frames),
+                         wait_accept=True)  # fmt: skip
+    assert not reply.result and reply.errors == ["GrantError"], reply
+    assert hostile.sim_state(pair.beta) == before
+    assert [p.name for p in victim.iterdir()] == ["keep"]
+
+
+def test_a_replica_that_does_not_mount_is_still_received(pair: hostile.SimPair) -> None:
+    target = "tank/nomount"
+    frames = hostile.conversation(pair.grant(target), target, pair.full)
+    spec = ReceiveSpec(target, set_props={"canmount": "noauto"})
+    frames[0] = Frame(FrameKind.HELLO, 0, {**frames[0].header, "receive": messages.to_dict(spec)})
+    reply = hostile.talk(pair.address(), b"".join(encode_frame(f) for f in frames),
+                         wait_accept=True)  # fmt: skip
+    try:
+        assert reply.result, reply
+    finally:
+        pair.reset()

@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 HANDSHAKE_TIMEOUT: Final = 10.0
 _MAX_HEADER_RECORDS: Final = 4  # a compound header is BEGIN, END, then the first sub-BEGIN
+# what a sender may ask ``zfs receive -o`` to set here (workers/steps.py asks canmount=noauto)
+_SETTABLE: Final[Mapping[str, tuple[str, ...]]] = {"canmount": ("noauto", "off")}
 
 
 class ReceiveBackend(Protocol):
@@ -199,6 +201,12 @@ def _receive_spec(grant: Grant, header: Mapping[str, Any]) -> ReceiveSpec:
     if asked.target != grant.dataset:
         raise FrameError(f"HELLO asks to receive into {asked.target}, the grant is for "
                          f"{grant.dataset}")  # fmt: skip
+    for prop, value in asked.set_props.items():
+        # the grant does not sign receive options: a sender may only ask for what zfleet's own
+        # senders ask (a replica that does not mount), never e.g. mountpoint=/etc on this host
+        if value not in _SETTABLE.get(prop, ()):
+            raise GrantError(f"HELLO asks to set {prop}={value!r} on receive; a sender may only "
+                             f"set canmount=noauto or off")  # fmt: skip
     return dataclasses.replace(asked, resumable=True, force=grant.force)
 
 
