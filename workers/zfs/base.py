@@ -106,8 +106,9 @@ class ZfsBackend(abc.ABC):
         """Take all the snapshots in ``names`` atomically (one txg)."""
 
     @abc.abstractmethod
-    def clone(self, snapshot: str, target: str, *, props: Mapping[str, str] | None = None) -> None:
-        ...
+    def clone(
+        self, snapshot: str, target: str, *, props: Mapping[str, str] | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     def promote(self, name: str) -> None: ...
@@ -130,6 +131,10 @@ class ZfsBackend(abc.ABC):
 
     @abc.abstractmethod
     def holds(self, snapshot: str) -> builtins.list[str]: ...
+
+    def hold_times(self, snapshot: str) -> dict[str, int]:
+        """Each hold's tag -> when it was placed (seconds since the epoch; 0 if not known)."""
+        return dict.fromkeys(self.holds(snapshot), 0)
 
     # -- properties -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -43,6 +43,7 @@ from workers.zfs.front_errors import (
     render,
 )
 from workers.zfs.front_mount import USAGE as MOUNT_USAGE
+from workers.zfs.front_proptable import PROPERTY_TABLE
 from workers.zfs.front_table import is_property
 
 log = structlog.get_logger(__name__)
@@ -88,9 +89,9 @@ USAGE: Final[dict[str, str]] = {
     "send": "send [-DLPbcehnpsVvw] [-i|-I snapshot] [-R [-X dataset[,dataset]...]] <snapshot>\n"
     "\tsend [-DnVvPLecw] [-i snapshot|bookmark] <filesystem|volume|snapshot>\n"
     "\tsend [-PnVv] -t <receive_resume_token>",
-    "receive": "receive [-vMnsFhu] [-o <property=value>] ... [-x <property>] ...\n"
+    "receive": "receive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ...\n"
     "\t    <filesystem|volume|snapshot>\n"
-    "\treceive [-vMnsFhu] [-o <property=value>] ... [-x <property>] ... \n"
+    "\treceive [-vMnsFhu] [-o <property>=<value>] ... [-x <property>] ... \n"
     "\t    [-d | -e] <filesystem>\n"
     "\treceive -A <filesystem|volume>",
     "diff": "diff [-FHth] <snapshot> [snapshot|filesystem]",
@@ -199,9 +200,11 @@ class Front:
     def err(self, text: str) -> None:
         self.stderr.write(text if text.endswith("\n") else text + "\n")
 
-    def doing(self, verb: str, subject: str, *, new_stream: bool = True) -> None:
+    def doing(
+        self, verb: str, subject: str, *, new_stream: bool = True, resume: bool = False
+    ) -> None:
         """Say what is being done, for the failure message if it fails."""
-        self.ctx = Context(verb, subject, new_stream)
+        self.ctx = Context(verb, subject, new_stream, resume)
 
     def run(self, program: str, args: Sequence[str]) -> int:
         """Run ``zfs ARGS`` or ``zpool ARGS``; the exit code."""
@@ -256,7 +259,9 @@ class Front:
     def usage(self, program: str, command: str, message: str = "") -> None:
         """A refused command line: the reason (if any), then the command's usage, as zfs does."""
         usage = USAGE.get(command, f"{command} ...")
-        trailer = USAGE_TRAILER if program == "zfs" and command not in PROPERTY_USAGE else ""
+        trailer = ""
+        if program == "zfs":
+            trailer = PROPERTY_TABLE if command in PROPERTY_USAGE else USAGE_TRAILER
         self.err(f"{message}\n" * bool(message) + f"usage:\n\t{usage}\n{trailer}")
 
     def zfs_commands(self) -> dict[str, Callable[[Sequence[str]], int]]:
@@ -381,20 +386,64 @@ class Front:
         target = operands[0]
         dataset, sep, shorts = target.partition("@")
         victims = [f"{dataset}@{s}" for s in shorts.split(",")] if sep else [target]
+        recursive = "-r" in found or "-R" in found
         for name in victims:
             self.doing("destroy", name)
-            rules.validate_any(name, existing=True)
+            if "%" not in name:
+                rules.validate_any(name, existing=True)
+        if sep:
+            if not self.opened(dataset, ""):
+                return EXIT_FAILURE
+            victims = self._snapshots_to_destroy(dataset, shorts.split(","), recursive)
+            if not victims:
+                # zfs_do_destroy: gather_snapshots found none of the names
+                self.err("could not find any snapshots to destroy; check snapshot names.")
+                return EXIT_FAILURE
         if "-n" in found:
             for name in victims:
                 self.out(f"would destroy {name}\n")
             return 0
         for name in victims:
             self.doing("destroy", name)
+            if "#" in name and not self.backend.exists(name):
+                self.err(f"bookmark '{name}' does not exist.")  # zfs_do_destroy's own words
+                return EXIT_FAILURE
             if "-R" in found:
                 self._destroy_dependents(name)
-            recursive = "-r" in found or "-R" in found
+            elif "@" in name and recursive and "-d" not in found:
+                self._name_cloned(name)
             self.backend.destroy(name, recursive=recursive, defer="-d" in found)
         return 0
+
+    def _snapshots_to_destroy(
+        self, dataset: str, parts: Sequence[str], recursive: bool
+    ) -> list[str]:
+        """``ds@a,b%c``: the snapshots named, a range ``b%c`` (either end open) in creation
+        order; with ``-r`` a name counts if a descendant has it."""
+        objects = self.backend.list(dataset)
+        own = [o.name.split("@", 1)[1] for o in objects if o.dataset == dataset and "@" in o.name]
+        present = {o.name.split("@", 1)[1] for o in objects if "@" in o.name}
+        chosen: list[str] = []
+        for part in parts:
+            first, pct, last = part.partition("%")
+            if pct:
+                if (first and first not in own) or (last and last not in own):
+                    continue
+                start = own.index(first) if first else 0
+                end = own.index(last) if last else len(own) - 1
+                chosen += own[start : end + 1]
+            elif part in own or (recursive and part in present):
+                chosen.append(part)
+        return [f"{dataset}@{short}" for short in dict.fromkeys(chosen)]
+
+    def _name_cloned(self, name: str) -> None:
+        """``destroy -r ds@s``: a refusal names the snapshot (maybe a descendant's) with clones."""
+        dataset, short = name.split("@", 1)
+        origins = {o.origin for o in self.backend.list(None) if o.origin}
+        for obj in self.backend.list(dataset):
+            if obj.name.endswith(f"@{short}") and obj.name in origins:
+                self.doing("destroy", obj.name)
+                return
 
     def _destroy_dependents(self, name: str) -> None:
         """``-R``: first destroy the clones of every snapshot being destroyed, recursively."""
@@ -453,7 +502,7 @@ class Front:
         return 0
 
     def rename(self, args: Sequence[str]) -> int:
-        _, operands = opts("rename", args, "fpru")
+        found, operands = opts("rename", args, "fpru")
         if len(operands) != 2:
             raise Usage("missing source dataset argument" if not operands else "wrong arguments")
         old, new = operands
@@ -462,6 +511,13 @@ class Front:
         self.doing("rename to", new)
         rules.validate_any(old, existing=True)
         rules.validate_any(new)
+        if "-r" in found and "@" in old and self.backend.exists(old):
+            # the snapshot of that name on every descendant too (zfs_rename, recursive)
+            dataset, short = old.split("@", 1)
+            fresh = new.split("@", 1)[1]
+            for obj in self.backend.list(dataset):
+                if obj.name.endswith(f"@{short}") and obj.name != old:
+                    self.backend.rename(obj.name, f"{obj.dataset}@{fresh}")
         self.backend.rename(old, new)
         return 0
 
@@ -483,10 +539,22 @@ class Front:
         if mark.startswith("#"):
             mark = source.split("@", 1)[0].split("#", 1)[0] + mark
         self.doing("create bookmark", mark)
-        rules.validate_snapshot(source, existing=True)
+        # the source is a snapshot, or (OpenZFS 2.0 on) another bookmark of the same dataset
+        if "#" in source:
+            rules.validate_bookmark(source)
+        else:
+            rules.validate_snapshot(source, existing=True)
+        if mark.count("#") + mark.count("@") > 1:
+            # passed to the ioctl as is, which refuses it (EINVAL)
+            self.err(f"cannot create bookmark '{mark}': invalid argument")
+            return EXIT_FAILURE
         rules.validate_bookmark(mark)
         if not self.opened(source, "bookmark"):
             return EXIT_USAGE
+        if not self.backend.exists(mark.split("#", 1)[0]):
+            # the ioctl finds the new bookmark's dataset missing (ENOENT) before anything else
+            self.err(f"cannot create bookmark '{mark}': dataset does not exist")
+            return EXIT_FAILURE
         if self.backend.exists(mark):
             self.err(f"cannot create bookmark '{mark}': bookmark exists")
             return EXIT_FAILURE

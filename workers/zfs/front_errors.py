@@ -49,10 +49,11 @@ class Context:
     verb: str
     subject: str
     new_stream: bool = True  # receive only: a full stream (vs. an incremental one)
+    resume: bool = False  # receive only: a stream `zfs send -t` made
 
 
 def _receive_message(error: ZfleetError, ctx: Context) -> str | None:
-    kind = "new filesystem" if ctx.new_stream else "incremental"
+    kind = "resume" if ctx.resume else "new filesystem" if ctx.new_stream else "incremental"
     target = ctx.subject.split("@", 1)[0]  # libzfs names the dataset, even for `receive fs@snap`
     if isinstance(error, DatasetExists | DestinationHasSnapshots) and str(error).startswith(
         "cannot receive"
@@ -103,11 +104,15 @@ def _dependents(backend: ZfsBackend, snapshot: str) -> list[str]:
         objects = backend.list()
     except ZfleetError:
         return found
-    clones = sorted(
-        o.name
-        for o in objects
-        if o.origin is not None and snapshot in (o.origin, o.origin.split("@", 1)[0])
-    )
+
+    def depends(origin: str) -> bool:
+        # a snapshot's own clones; a filesystem's: clones of its or its descendants' snapshots
+        of = origin.split("@", 1)[0]
+        return snapshot == origin or (
+            "@" not in snapshot and (of == snapshot or of.startswith(snapshot + "/"))
+        )
+
+    clones = sorted(o.name for o in objects if o.origin is not None and depends(o.origin))
     # in the order zfs would destroy them: a clone's snapshots first, then the clone
     for clone in clones:
         found += [o.name for o in objects if o.dataset == clone and o.name != clone]
@@ -155,9 +160,7 @@ def _token_reason(reason: str) -> str:
 
 
 # the offending character, as our rules quote it with repr: '!', "'", '\x01', '\udcff'
-_CHAR: Final = re.compile(
-    r"invalid character ('(?:.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})'|\"'\")"
-)
+_CHAR: Final = re.compile(r"invalid character ('(?:.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})'|\"'\")")
 # protocol.names' rules -> zfs_validate_name's words (lib/libzfs/libzfs_dataset.c), first match
 _NAME_RULES: Final = (
     (re.compile(r"reserved for OpenZFS's temporary names"), "invalid character % in name"),
@@ -252,6 +255,8 @@ def render(error: ZfleetError, ctx: Context, backend: ZfsBackend) -> tuple[str, 
         return f"cannot open '{subject}': dataset does not exist", EXIT_FAILURE
     if isinstance(error, DatasetExists):
         return f"cannot {ctx.verb} '{subject}': dataset already exists", EXIT_FAILURE
+    if isinstance(error, DatasetBusy) and str(error).startswith("cannot destroy snapshot "):
+        return str(error), EXIT_FAILURE  # destroy -r met a held snapshot below: it names it
     if isinstance(error, DatasetBusy):
         return f"cannot {ctx.verb} '{subject}': dataset is busy", EXIT_FAILURE
     if str(error).startswith(("Key load error:", "Key unload error:", "Key change error:")):

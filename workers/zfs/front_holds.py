@@ -7,6 +7,7 @@ never held is refused in libzfs's words (EZFS_REFTAG_HOLD, EZFS_REFTAG_RELE); ex
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,15 @@ def _hold_or_release(front: Front, command: str, args: Sequence[str]) -> int:
     return EXIT_FAILURE if failed else 0
 
 
+def _when(seconds: int, *, parsable: bool) -> str:
+    """A hold's time as print_holds shows it (local time, or seconds with -p)."""
+    if not seconds:
+        return "-"
+    if parsable:
+        return str(seconds)
+    return time.strftime("%a %b %e %H:%M %Y", time.localtime(seconds))
+
+
 def holds(front: Front, args: Sequence[str]) -> int:
     """``zfs holds [-rH] snapshot...``: a NAME, TAG, TIMESTAMP table."""
     from workers.zfs.front import Usage, opts
@@ -92,9 +102,17 @@ def holds(front: Front, args: Sequence[str]) -> int:
     if not operands:
         raise Usage("missing snapshot argument")
     rows = []
-    for snap in snapshots(front, operands, "-r" in found):
+    names = snapshots(front, operands, "-r" in found)
+    for snap in names:
         front.doing("open", snap)
-        # the backend contract keeps tags only; the hold's time is not known here
-        rows += [[snap, tag, "-"] for tag in front.backend.holds(snap)]
-    front.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted="-H" in found))
+        for tag, when in front.backend.hold_times(snap).items():
+            rows.append([snap, tag, _when(when, parsable="-p" in found)])
+    if "-H" in found:
+        front.out(table(["NAME", "TAG", "TIMESTAMP"], rows, scripted=True))
+        return 0
+    # print_holds (zfs_main.c) sizes NAME over every snapshot asked about, held or not
+    name_width = max([len("NAME"), *(len(n) for n in names)])
+    tag_width = max([len("TAG"), *(len(r[1]) for r in rows)])
+    for row in [["NAME", "TAG", "TIMESTAMP"], *rows]:
+        front.out(f"{row[0]:<{name_width}}  {row[1]:<{tag_width}}  {row[2]}\n")
     return 0

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from protocol import names as rules
 from protocol.errors import StreamFormatError, ZfleetError
 from workers.zfs.base import ReceiveSpec, SendSpec
-from workers.zfs.front_errors import EXIT_FAILURE, EXIT_INTERRUPTED, render
+from workers.zfs.front_errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, render
 from workers.zfs.front_table import nicenum
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ CHUNK: Final = 1 << 20
 # which would add a third of a second to every `zfs` call the front end serves)
 DMU_BACKUP_MAGIC: Final = 0x2F5BACBAC
 BEGIN_SIZE: Final = 312  # one dmu_replay_record
+RESUMING: Final = 1 << 20
+RAW: Final = 1 << 24
 _BEGIN: Final = struct.Struct("<II Q Q Q I I Q Q 256s")
 
 
@@ -37,6 +39,8 @@ class Begin:
 
     toname: str
     incremental: bool
+    resuming: bool = False  # made by `zfs send -t` (DMU_BACKUP_FEATURE_RESUMING)
+    raw: bool = False  # made by `zfs send -w` (DMU_BACKUP_FEATURE_RAW)
 
 
 def peek_begin(head: bytes) -> Begin:
@@ -45,10 +49,12 @@ def peek_begin(head: bytes) -> Begin:
         raise StreamFormatError("stream too short for a BEGIN record", offset=len(head))
     for order in ("<", ">"):
         fields = struct.unpack_from(order + _BEGIN.format[1:], head)
-        drr_type, _, magic, _, _, _, _, _, fromguid, toname = fields
+        drr_type, _, magic, versioninfo, _, _, _, _, fromguid, toname = fields
         if drr_type == 0 and magic == DMU_BACKUP_MAGIC:
             name = toname.split(b"\0", 1)[0].decode(errors="replace")
-            return Begin(toname=name, incremental=fromguid != 0)
+            resuming = bool((versioninfo >> 2) & RESUMING)  # the feature flags are bits 2..31
+            raw = bool((versioninfo >> 2) & RAW)
+            return Begin(toname=name, incremental=fromguid != 0, resuming=resuming, raw=raw)
     raise StreamFormatError("invalid stream (bad magic number)", offset=0)
 
 
@@ -75,6 +81,9 @@ def send(front: Front, args: Sequence[str]) -> int:
     from_snaps = found.get("-i") or found.get("-I")
     from_snap = from_snaps[-1] if from_snaps else None
     snapshot = operands[0] if operands else ""
+    if "-I" in found and from_snap is not None and "#" in from_snap:
+        front.err("Error: multiple snapshots cannot be sent from a bookmark.")  # zfs_main.c
+        return EXIT_FAILURE
     if token is None:
         front.doing("send", snapshot)
         rules.validate_snapshot(snapshot, existing=True)
@@ -171,6 +180,13 @@ def _target_for(target: str, begin: Begin, found: dict[str, list[str]]) -> str:
     return target
 
 
+def _key_unavailable(front: Front, dataset: str) -> bool:
+    if not front.backend.exists(dataset):
+        return False
+    status = front.backend.get(dataset, ["keystatus"]).get("keystatus")
+    return status is not None and status.value == "unavailable"
+
+
 def receive(front: Front, args: Sequence[str]) -> int:
     """``zfs receive``: the stream from stdin into the target."""
     from workers.zfs.front import Usage, opts, prop_pairs
@@ -182,6 +198,8 @@ def receive(front: Front, args: Sequence[str]) -> int:
     front.doing("receive", target)
     rules.validate_any(target, existing=True)
     if "-A" in found:
+        if not front.opened(target, "receive"):
+            return EXIT_USAGE  # zfs_main.c: zfs_open fails, then usage(B_FALSE)
         front.doing("abort", target)
         front.backend.abort_receive(target)
         return 0
@@ -196,7 +214,11 @@ def receive(front: Front, args: Sequence[str]) -> int:
         return EXIT_FAILURE
     begin = peek_begin(head)
     target = _target_for(target, begin, found)
-    front.doing("receive", target, new_stream=not begin.incremental)
+    front.doing("receive", target, new_stream=not begin.incremental, resume=begin.resuming)
+    if begin.incremental and not begin.raw and _key_unavailable(front, target.split("@", 1)[0]):
+        # the data must be decrypted to be written: dmu_recv_begin wants the key (EACCES)
+        front.err("cannot receive incremental stream: inherited key must be loaded")
+        return EXIT_FAILURE
     if "-n" in found:
         while front.stdin.read(CHUNK):
             pass

@@ -156,6 +156,17 @@ def parse_estimate(text: str) -> int:
     raise InvalidOperation(f"zfs send -nP printed no size line: {text.strip()!r}")
 
 
+def parse_hold_times(text: str) -> dict[str, int]:
+    """``zfs holds -Hp snapshot``: each tag -> the hold's time (seconds since the epoch)."""
+    times = {}
+    for line in _lines(text):
+        cells = line.split("\t")
+        if len(cells) != 3 or not cells[2].isdigit():
+            raise _bad("zfs holds", line)
+        times[cells[1]] = int(cells[2])
+    return times
+
+
 def parse_holds(text: str) -> list[str]:
     """``zfs holds -H snapshot``: the tags, one per line (``name\\ttag\\ttimestamp``)."""
     tags = []

@@ -360,6 +360,10 @@ class RealBackend(ZfsBackend):
         rules.validate_snapshot(snapshot, existing=True)
         return parse.parse_holds(self._run(["holds", "-H", snapshot]).stdout)
 
+    def hold_times(self, snapshot: str) -> dict[str, int]:
+        rules.validate_snapshot(snapshot, existing=True)
+        return parse.parse_hold_times(self._run(["holds", "-Hp", snapshot]).stdout)
+
     # -- properties -----------------------------------------------------------------------
     def get(self, name: str, props: Sequence[str] | None = None) -> dict[str, PropertyValue]:
         check_existing(name)
@@ -476,8 +480,10 @@ def change_key_args(
         if location not in (None, "prompt"):
             raise ConfigError("a key given on stdin needs keylocation=prompt")
         given["keylocation"] = "prompt"
-    elif location is not None and location != "prompt" and not location.startswith(
-        ("file://", "https://", "http://")
+    elif (
+        location is not None
+        and location != "prompt"
+        and not location.startswith(("file://", "https://", "http://"))
     ):
         raise ConfigError(f"invalid keylocation {location!r}")
     args = ["change-key"]

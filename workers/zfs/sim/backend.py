@@ -335,6 +335,12 @@ class SimBackend(ZfsBackend):
             pool = self._pool(snapshot)
             return pool.holds(pool.snapshot(snapshot).id)
 
+    def hold_times(self, snapshot: str) -> dict[str, int]:
+        zfsnames.validate_snapshot(snapshot, existing=True)
+        with self._lock:
+            pool = self._pool(snapshot)
+            return pool.hold_times(pool.snapshot(snapshot).id)
+
     # -- properties -------------------------------------------------------------------------
     def get(self, name: str, props: Sequence[str] | None = None) -> dict[str, PropertyValue]:
         zfsnames.validate_any(name, existing=True)

@@ -355,7 +355,8 @@ def rename(pool: Pool, old: str, new: str) -> None:
             )
         parent = parent_name(new)
         if parent is None or pool.find(parent) is None:
-            raise DatasetNotFound(f"cannot rename to '{new}': parent does not exist")
+            # libzfs's check_parents words it as for create, whatever the command
+            raise DatasetNotFound(f"cannot create '{new}': parent does not exist")
         family = [ds, *pool.descendants(old)]
         before = {d.id: pool.mountpoint(d) for d in family}
         for d in family:

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS bookmarks(
 CREATE TABLE IF NOT EXISTS holds(
     snapshot INTEGER NOT NULL,
     tag TEXT NOT NULL,
+    created INTEGER NOT NULL DEFAULT 0, -- when the hold was placed (seconds since the epoch)
     PRIMARY KEY(snapshot, tag)
 ) STRICT;
 CREATE TABLE IF NOT EXISTS nodes(
@@ -97,9 +98,17 @@ def connect(pool_dir: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
+        _upgrade(conn)
     except sqlite3.Error as exc:
         raise ZfsError(f"cannot open pool metadata in {pool_dir}: {exc}") from exc
     return conn
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a pool made by an older zfleet up to the schema (columns added since)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(holds)")}
+    if "created" not in columns:
+        conn.execute("ALTER TABLE holds ADD COLUMN created INTEGER NOT NULL DEFAULT 0")
 
 
 @contextmanager

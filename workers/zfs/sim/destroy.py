@@ -12,7 +12,7 @@ from protocol.errors import DatasetBusy, HasDependentClones, InvalidOperation
 
 from . import db
 from .datasets import drop_snapshot, held_message
-from .pool import Pool, not_found
+from .pool import Dataset, Pool, not_found
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +68,18 @@ def _destroy_snapshots(pool: Pool, name: str, *, recursive: bool, defer: bool) -
             drop_snapshot(pool, snap)
 
 
+def _dependents(pool: Pool, family: list[Dataset]) -> list[str]:
+    """What ``destroy -r`` would take, in zfs_iter_dependents' order: each child's own
+    dependents, then the child, and last the dataset's snapshots."""
+    top = family[0]
+    out: list[str] = []
+    for child in sorted(family[1:], key=lambda d: d.name):
+        if child.name.rpartition("/")[0] == top.name:
+            below = [d for d in family if d.name.startswith(child.name + "/")]
+            out += [*_dependents(pool, [child, *below]), child.name]
+    return out + [s.name for s in pool.snapshots(top.id)]
+
+
 def _destroy_dataset(pool: Pool, name: str, *, recursive: bool) -> None:
     ds = pool.dataset(name)
     if "/" not in name:
@@ -79,7 +91,7 @@ def _destroy_dataset(pool: Pool, name: str, *, recursive: bool) -> None:
     family = [ds, *pool.descendants(name)]
     ids = {d.id for d in family}
     if not recursive:
-        children = [d.name for d in family[1:]] + [s.name for s in pool.snapshots(ds.id)]
+        children = _dependents(pool, family)
         if children:
             raise InvalidOperation(
                 f"cannot destroy '{name}': filesystem has children\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from protocol.errors import DatasetExists, InvalidOperation
@@ -20,7 +21,10 @@ def hold(pool: Pool, tag: str, snapshots: Sequence[str]) -> None:
                 raise DatasetExists(
                     f"cannot hold snapshot '{full}': tag already exists on this dataset"
                 )
-            pool.conn.execute("INSERT INTO holds(snapshot, tag) VALUES(?,?)", (snap.id, tag))
+            pool.conn.execute(
+                "INSERT INTO holds(snapshot, tag, created) VALUES(?,?,?)",
+                (snap.id, tag, int(time.time())),
+            )
 
 
 def release(pool: Pool, tag: str, snapshots: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ from .properties import resolve
 
 def is_mounted(ds: Dataset) -> bool:
     """The data is in its directory (not kept aside as a head manifest)."""
-    return ds.kind == "filesystem" and ds.mounted and ds.head is None
+    return ds.kind == "filesystem" and ds.mounted and ds.head is None and not ds.inconsistent
 
 
 def effective(pool: Pool, ds: Dataset, prop: str) -> str:

@@ -278,6 +278,12 @@ class Pool:
         ).fetchall()
         return [Dataset.from_row(r) for r in rows]
 
+    def hold_times(self, snap_id: int) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT tag, created FROM holds WHERE snapshot=? ORDER BY tag", (snap_id,)
+        ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def holds(self, snap_id: int) -> list[str]:
         rows = self.conn.execute(
             "SELECT tag FROM holds WHERE snapshot=? ORDER BY tag", (snap_id,)

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from protocol.errors import InvalidOperation
 from workers.zfs.base import PropertyValue
@@ -138,7 +139,8 @@ def dataset_props(
         "available": str(max(0, size - stats.get("used", 0))),
         "referenced": str(stats.get("referenced", 0)),
         "compressratio": "1.00x",
-        "mounted": "yes" if ds.mounted and ds.head is None else "no",
+        # a filesystem only a resumable receive made holds no data yet: never mounted
+        "mounted": "yes" if ds.mounted and ds.head is None and not ds.inconsistent else "no",
         "origin": origin,
         "createtxg": str(ds.createtxg),
         "guid": str(ds.guid),
@@ -186,10 +188,17 @@ def _assemble(
     return out
 
 
+# the settable properties zfs_prop.c registers for snapshots too (ZFS_TYPE_SNAPSHOT); the
+# others (compression, recordsize, atime...) a snapshot shows as "-"
+SNAPSHOT_NATIVE: Final = frozenset(
+    {"devices", "exec", "setuid", "xattr", "primarycache", "secondarycache"}
+)
+
+
 def _applies(name: str, kind: str) -> bool:
     prop = SETTABLE[name]
     if kind == "snapshot":
-        return prop.inherit and name not in ("mountpoint", "readonly", "quota")
+        return name in SNAPSHOT_NATIVE
     if prop.volume_only:
         return kind == "volume"
     return not (prop.filesystem_only and kind == "volume")
@@ -321,6 +330,25 @@ def _apply(pool: Pool, ds: Dataset, change: Callable[[dict[str, str]], object]) 
             shutil.move(old, new)
         elif new is None:
             pool.unmount(d)
+    for d in family:
+        # changelist_postfix: a filesystem whose mountpoint changed mounts if canmount=on,
+        # also one that was not mounted before (mountpoint=none, then inherited back)
+        fresh = pool.dataset_by_id(d.id)
+        new = pool.mountpoint(fresh)
+        if before[d.id] == new or new is None or fresh.kind != "filesystem":
+            continue
+        if fresh.head is None or fresh.inconsistent or resolve_value(pool, fresh) != "on":
+            continue
+        if fresh.crypt and not fresh.crypt.get("loaded"):
+            continue
+        pool.conn.execute("UPDATE datasets SET mounted=1 WHERE id=?", (fresh.id,))
+        fresh = pool.dataset_by_id(d.id)
+        pool.install(fresh, decode_manifest(fresh.head or b""), mount=True)
+
+
+def resolve_value(pool: Pool, ds: Dataset, name: str = "canmount") -> str:
+    got = resolve(pool, ds, name)
+    return got.value if got is not None else "on"
 
 
 def lookup_kind(pool: Pool, name: str) -> str:

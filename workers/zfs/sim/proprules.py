@@ -47,6 +47,11 @@ COMPRESSION: Final = (
     "zstd-fast",
     *(f"zstd-{i}" for i in range(1, 20)),
 )
+# how zfs_prop.c words a property's values where it does not list each one
+CHOICES: Final = {
+    "compression": "on | off | lzjb | gzip | gzip-[1-9] | zle | lz4 | zstd | zstd-[1-19] | "
+    "zstd-fast | zstd-fast-[1-10,20,30,40,50,60,70,80,90,100,500,1000]",
+}
 ENCRYPTION: Final = (
     "off",
     "on",
@@ -208,7 +213,8 @@ def normalize(
             raise InvalidOperation(f"{prefix}: 'recordsize' must be power of 2 from 512B to 16M")
         return str(size)
     if prop.values and value not in prop.values:
-        raise InvalidOperation(f"{prefix}: '{name}' must be one of '{' | '.join(prop.values)}'")
+        choices = CHOICES.get(name, " | ".join(prop.values))
+        raise InvalidOperation(f"{prefix}: '{name}' must be one of '{choices}'")
     if name == "mountpoint" and value not in ("none", "legacy") and not value.startswith("/"):
         raise InvalidOperation(
             f"{prefix}: 'mountpoint' must be an absolute path, 'none', or 'legacy'"

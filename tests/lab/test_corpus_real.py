@@ -1,0 +1,40 @@
+"""Re-record part of the OpenZFS corpus on a lab VM and hold it to the committed recording.
+
+tests/fixtures/zfs-corpus/corpus.txt is what OpenZFS answered when it was recorded; if OpenZFS
+(or the lab image) now answers differently, the simulation is being held to stale behaviour.
+A bounded subset (a few scenarios of different themes, spread over the corpus; a scenario takes
+tens of seconds on TCG) is re-recorded on the session's first lab host and must match line for
+line. Re-record the whole corpus with
+`python -m tests.conformance.corpus_record` (see that module) when this fails for a good reason.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pytest
+
+from tests.conformance.corpus import THEMES, Agreement, compare, load
+from tests.conformance.corpus_record import record
+from workers.lab.lab import LabHost
+
+pytestmark = pytest.mark.lab
+
+SUBSET: Final = 3  # scenarios re-recorded: a minute or two on TCG
+
+
+def test_openzfs_still_answers_as_recorded(lab_hosts: list[LabHost]) -> None:
+    committed = load()
+    # scenario n has theme (n - 1) % len(THEMES); take one of each theme, from across the corpus
+    step = max(1, len(committed) // SUBSET)
+    chosen = [committed[min(i * step + i % len(THEMES), len(committed) - 1)] for i in range(SUBSET)]
+    fresh = record(lab_hosts[0].exec_prefix, [r.scenario for r in chosen])
+    agreement = Agreement()
+    for old, new in zip(chosen, fresh, strict=True):
+        compare(old, new, agreement)
+    print(f"\nre-recorded: {agreement.summary()}")
+    shown = "\n".join(
+        f"{title}: $ {command}\n  then: {want}\n  now:  {got}"
+        for title, command, want, got in agreement.mismatches[:20]
+    )
+    assert agreement.identical == agreement.scenarios, shown
