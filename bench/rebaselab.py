@@ -110,7 +110,7 @@ def python_files() -> list[str]:
     libs: set[str] = set()
     for f in [os.path.realpath(sys.executable), *_shared_objects(files)]:
         ldd = subprocess.run(["ldd", f], capture_output=True, text=True, check=False).stdout
-        libs.update(m.group(1) for m in re.finditer(r"=> (/\S+)", ldd))
+        libs.update(os.path.normpath(m.group(1)) for m in re.finditer(r"=> (/\S+)", ldd))
     return sorted(files | libs)
 
 
@@ -120,7 +120,8 @@ def _shared_objects(paths: set[str]) -> list[str]:
         if p.endswith(".so") or ".so." in p:
             out.append(p)
         elif os.path.isdir(p):
-            for d, _dirs, names in os.walk(p):
+            for d, dirs, names in os.walk(p):
+                dirs[:] = [x for x in dirs if x != "site-packages"]  # the interpreter's own
                 out += [os.path.join(d, n) for n in names if n.endswith(".so")]
     return out
 
@@ -131,9 +132,13 @@ def push_zfleet(prefix: Sequence[str]) -> str:
     missing = run(prefix, "for f in " + " ".join(shlex.quote(f) for f in files if "/lib" in f
                   and ".so" in f) + '; do test -e "$f" || echo "$f"; done').split()  # fmt: skip
     keep = [f for f in files if ".so" not in f or "/python3" in f or f in missing]
+    # the interpreter's own site-packages (everything installed beside it) stays behind: the
+    # packages zfleet imports come from the venv's, one by one
+    own_site = os.path.join(str(Path(os.__file__).parent), "site-packages").lstrip("/")
     pack = subprocess.Popen(["tar", "-C", "/", "--exclude=__pycache__", "--exclude=test",
-                             "--exclude=idlelib", "--exclude=tkinter", "-chf", "-",
-                             *[f.lstrip("/") for f in keep]], stdout=subprocess.PIPE)  # fmt: skip
+                             "--exclude=idlelib", "--exclude=tkinter", f"--exclude={own_site}",
+                             "-chf", "-", *[f.lstrip("/") for f in keep]],
+                            stdout=subprocess.PIPE)  # fmt: skip
     done = subprocess.run([*prefix, "tar -C / -xf -"], stdin=pack.stdout, check=False)
     assert pack.stdout is not None
     pack.stdout.close()

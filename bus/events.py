@@ -57,6 +57,12 @@ class EventConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def reclaim(self) -> None:
+        """Read the pending entries again before new ones: a tick that failed (Redis lost mid-way)
+        read events whose effects were never stored; they stay pending, unacknowledged, and
+        ``>`` alone would never deliver them again."""
+        self._backlog_done = False
+
     def claim_pending(self) -> list[Delivery]:
         """Take over every entry other (dead) coordinators read but never acknowledged."""
         out: list[Delivery] = []

@@ -37,7 +37,7 @@ from coordinator.jobstore import JobStore
 from coordinator.lease import LeaderLease
 from coordinator.locks import DatasetLocks
 from coordinator.schedule import due
-from protocol.errors import JobError, LeaseLost, ZfleetError
+from protocol.errors import JobError, LeaseLost, RedisUnavailable, ZfleetError
 from protocol.grants import new_grant, sign_grant
 from protocol.messages import StepCall, to_dict
 from protocol.steps import StepArgs, TransferArgs, args_to_bytes
@@ -204,6 +204,8 @@ class Coordinator:
         self._jobs: dict[str, Job] = {}
         self._early: dict[tuple[str, str], _Early] = {}
         self._hurry = False
+        self._redis_run_id = ""  # the Redis process this coordinator last read (INFO run_id)
+        self._redis_restarted: float | None = None  # when it first saw another one
         self.log = log.bind(coordinator=self.owner)
 
     # -- the loop --------------------------------------------------------------------------
@@ -302,8 +304,21 @@ class Coordinator:
             pipe = self.r.pipeline(transaction=False)
             for host in hosts:
                 pipe.hgetall(keys.worker(host))
-            view.beats = dict(zip(hosts, pipe.execute() if hosts else [], strict=True))
+            pipe.info("server")
+            *beats, info = pipe.execute()
+            view.beats = dict(zip(hosts, beats, strict=True))
+            self._note_redis(str(info.get("run_id", "")))
         return view, deliveries
+
+    def _note_redis(self, run_id: str) -> None:
+        """Notice a Redis restart (its run id changes): a task message a worker had popped from
+        its queue but not yet recorded as unacknowledged (two commands in kombu) is gone with
+        the old process, and its step would wait forever (see _check_lost)."""
+        if self._redis_run_id and run_id and run_id != self._redis_run_id:
+            self._redis_restarted = time.time()
+            self.log.warning("coordinator.redis_restarted", run_id=run_id)
+        if run_id:
+            self._redis_run_id = run_id
 
     def _store(self, out: _Writes) -> None:
         """Write what the tick changed and send what it submitted. Through a QueueSubmitter
@@ -518,9 +533,13 @@ class Coordinator:
                 raise JobError(f"job kind {job.kind!r} has no coordinator step {step.kind!r}")
             result = handler(self.store, job, step)
             engine.finish_step(step, engine.SUCCEEDED, time.time(), result=result)
+        except RedisUnavailable as exc:
+            raise redis.ConnectionError(str(exc)) from exc  # as below: the tick is lost
         except ZfleetError as exc:
             engine.finish_step(step, engine.FAILED, time.time(), error=str(exc),
                                error_type=type(exc).__name__)  # fmt: skip
+        except redis.RedisError:
+            raise  # Redis lost mid-step: the tick is lost and the step runs again, not failed
         except Exception as exc:  # a planner bug fails this job, not the coordinator
             self.log.exception("local_step.crashed", job_id=job.id, step_id=step.id)
             engine.finish_step(step, engine.FAILED, time.time(),
@@ -567,13 +586,21 @@ class Coordinator:
             elif (beat and step.sent_at is not None and started > step.sent_at
                   and now - started > LOST_GRACE):  # fmt: skip
                 reason = f"worker {step.host} restarted and never picked the step up"
+            elif (step.sent_at is not None and self._redis_restarted is not None
+                  and step.sent_at < self._redis_restarted
+                  and now - self._redis_restarted > LOST_GRACE):  # fmt: skip
+                # its message may have gone with the old Redis; a new attempt is safe, the old
+                # one's message (if it was not lost) is refused by the worker as not current
+                reason = "Redis restarted after the step was sent and no worker picked it up"
             if reason:
                 self.log.warning("step.lost", job_id=job.id, step_id=step.id, reason=reason)
                 engine.retry_lost(job, step.id, reason, self.policy, now)
                 out.touch(job)
 
     def _forget(self) -> None:
-        """Drop what memory holds of the jobs (Redis is read again)."""
+        """Drop what memory holds of the jobs (Redis is read again), and read again the events
+        the lost tick had read: their effects went with it."""
+        self.events.reclaim()
         self._jobs.clear()
         self._early.clear()
         self._hurry = False

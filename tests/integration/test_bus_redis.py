@@ -240,3 +240,51 @@ def test_an_unknown_job_kind_fails_its_job_not_the_coordinator(client: redis.Red
     failed = c.store.load("K2")
     assert failed.status == engine.JOB_FAILED
     assert "unknown job kind 'teleport'" in (failed.steps["plan"].error or "")
+
+
+# -- Redis lost in the middle of a tick --------------------------------------------------------
+
+_FLAKY: list[int] = []
+
+
+def _plan_flaky(store: JobStore, job: Job, step: Step) -> dict[str, str | int | bool | None]:
+    """A coordinator step that loses Redis the first time it runs (a restart under way)."""
+    _FLAKY.append(1)
+    if len(_FLAKY) == 1:
+        raise redis.ConnectionError("Connection refused (a restart under way)")
+    return {"runs": len(_FLAKY)}
+
+
+jobkinds.register(JobKind(name="test-flaky-plan", local_steps={"plan": _plan_flaky}))
+
+
+def test_a_tick_that_loses_redis_reads_its_events_again(client: redis.Redis[bytes]) -> None:
+    """The events a lost tick had read are read again, and a coordinator step that met the
+    error runs again instead of failing its job (found by bench/failover.py --faults)."""
+    _FLAKY.clear()
+    calls: list[StepCall] = []
+    c = Coordinator(client, lambda host, call: calls.append(call), block_ms=20,
+                    lease_ttl_ms=2000)  # fmt: skip
+    assert c.lease.acquire()
+    job = Job(id="K3", name="custom", kind="test-flaky-plan", created=time.time())
+    add_steps(job, [StepPlan("hold", "alpha", HoldArgs(tag="t", snapshots=())),
+                    StepPlan("plan", None, PlanArgs(), deps=("hold",))])  # fmt: skip
+    c.store.create(job)
+    c.tick()
+    (call,) = calls
+    for state in (StepState.STARTED, StepState.SUCCEEDED):
+        publish(client, StepEvent(job_id="K3", step_id="hold", attempt=call.attempt,
+                                  host="alpha", state=state))  # fmt: skip
+    stop = threading.Event()
+    loop = threading.Thread(target=c.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not c.store.load("K3").done and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        loop.join(10)
+    done = c.store.load("K3")
+    assert done.status == engine.JOB_SUCCEEDED, (done.status, done.error)
+    assert done.steps["plan"].result["runs"] == 2

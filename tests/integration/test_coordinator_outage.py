@@ -20,7 +20,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from coordinator.engine import Job, StepPlan, add_steps
 from coordinator.runner import Coordinator
+from protocol.messages import StepCall
+from protocol.steps import HoldArgs
 from tests.conftest import need
 from tests.services.process import stop_process
 from tests.services.redis import free_port, redis_binary
@@ -56,7 +59,8 @@ class Restartable:
     def client(self) -> redis.Redis[bytes]:
         # no retries inside the client: every failure reaches the coordinator at once, which
         # must cope whatever the client's retry policy (redis-py's own only hides short gaps)
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=1,
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
+                           socket_connect_timeout=1,
                            retry=Retry(NoBackoff(), 0))  # fmt: skip
 
 
@@ -110,3 +114,31 @@ def test_the_coordinator_survives_redis_restarts_and_leads_again(server: Restart
         stop.set()
         thread.join(15)
     assert not thread.is_alive() and not crashed, crashed
+
+
+def test_a_step_sent_before_a_redis_restart_and_never_picked_up_runs_again(
+    server: Restartable,
+) -> None:
+    """A worker pops a task message, then records it as unacknowledged: Redis killed between the
+    two loses the message, and no worker ever reports the step. Once the coordinator sees Redis
+    restarted, such a step gets a new attempt (found by bench/kills.py, Redis killed mid-job)."""
+    server.start()
+    calls: list[StepCall] = []
+    loop = Coordinator(server.client(), lambda host, call: calls.append(call), block_ms=50,
+                       lease_ttl_ms=2000)  # fmt: skip
+    job = Job(id="R1", name="j", created=time.time())
+    add_steps(job, [StepPlan("hold", "alpha", HoldArgs(tag="t", snapshots=()))])
+    loop.store.create(job)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: len(calls) == 1, 15), "never sent"
+        time.sleep(1.5)  # the coordinator has read this Redis's run id
+        server.stop()  # the message is not popped here: no worker; the step waits all the same
+        server.start()
+        assert wait_for(lambda: any(c.attempt == 2 for c in calls), 40), calls
+    finally:
+        stop.set()
+        thread.join(15)
+    assert [c.attempt for c in calls] == [1, 2]

@@ -16,7 +16,7 @@ from tests.conformance.corpus_record import SEED
 from tests.conformance.corpus_sim import explained, replay_all
 
 
-@pytest.mark.timeout(900)  # a few hundred scenarios; about a second each on a busy machine
+@pytest.mark.timeout(900)  # about a second per scenario on a busy machine
 def test_the_simulation_answers_every_recorded_line_as_openzfs() -> None:
     recordings = load(CORPUS_FILE)
     assert {r.scenario.theme for r in recordings} == set(THEMES), "every theme is recorded"

@@ -3,8 +3,9 @@
 A blob is one payload (a WRITE block, a bonus buffer, a segment of manifest headers...), named by
 its keyed BLAKE3 id. New blobs are gathered into compression groups of about 1 MiB, each group
 zstd-compressed (when that helps) and sealed as one unit; groups are appended to a pack until it
-reaches its target size (16 MiB by default, 64 MiB at most). A pack ends with its own sealed
-header listing its blobs, so it can be read (verify, index rebuild) on its own:
+reaches its target size (16 MiB by default, 8 MiB for a directory, 64 MiB at most). A pack
+ends with its own sealed header listing its blobs, so it can be read (verify, index rebuild) on
+its own:
 
     pack := sealed group* || sealed header || u32 header length (little endian)
 
@@ -377,7 +378,7 @@ def write_segment(target: BlobStore, crypto: Crypto, packs: dict[str, list[BlobE
 
 
 def check_pack_target(size: int) -> int:
-    """A validated pack target size (tests use small packs; production 16-64 MiB)."""
+    """A validated pack target size (tests use small packs; production 8-64 MiB)."""
     if not 4096 <= size <= PACK_MAX:
         raise ConfigError(f"pack size must be between 4 KiB and {PACK_MAX // MIB} MiB")
     return size

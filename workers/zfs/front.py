@@ -43,6 +43,7 @@ from workers.zfs.front_errors import (
     render,
 )
 from workers.zfs.front_mount import USAGE as MOUNT_USAGE
+from workers.zfs.front_proptable import PROPERTY_TABLE
 from workers.zfs.front_table import is_property
 
 log = structlog.get_logger(__name__)
@@ -258,7 +259,9 @@ class Front:
     def usage(self, program: str, command: str, message: str = "") -> None:
         """A refused command line: the reason (if any), then the command's usage, as zfs does."""
         usage = USAGE.get(command, f"{command} ...")
-        trailer = USAGE_TRAILER if program == "zfs" and command not in PROPERTY_USAGE else ""
+        trailer = ""
+        if program == "zfs":
+            trailer = PROPERTY_TABLE if command in PROPERTY_USAGE else USAGE_TRAILER
         self.err(f"{message}\n" * bool(message) + f"usage:\n\t{usage}\n{trailer}")
 
     def zfs_commands(self) -> dict[str, Callable[[Sequence[str]], int]]:

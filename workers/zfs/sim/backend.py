@@ -107,8 +107,9 @@ class SimBackend(ZfsBackend):
             pool = Pool(self.root, name)
         for ds in pool.datasets():
             mnt = pool.mountpoint(ds)
-            if mnt is not None and not mnt.is_relative_to(pool_dir) and mnt.exists():
-                shutil.rmtree(mnt, ignore_errors=True)
+            # only what the pool put there: an unmounted dataset's mountpoint is the user's
+            if mnt is not None and not mnt.is_relative_to(pool_dir) and ds.scan is not None:
+                pool.remove_live(ds)
         pool.close()
         shutil.rmtree(pool_dir, ignore_errors=True)
         log.info("sim.pool.destroyed", pool=name)

@@ -412,13 +412,27 @@ class Pool:
             else:
                 mnt = self.mountpoint(ds)
                 assert mnt is not None
-                cache = materialize(mnt, manifest, cache, self.objects, self.exclude(ds, mnt))
+                inner = self.exclude(ds, mnt)
+                if ds.scan is None and self._foreign_files(mnt, inner):
+                    # OpenZFS would hide them under the mount; the simulation would have to
+                    # replace them, so it refuses, as OpenZFS does with overlay=off
+                    raise ZfsError(f"cannot mount '{mnt}': directory is not empty")
+                cache = materialize(mnt, manifest, cache, self.objects, inner)
         except OSError as exc:
             raise ZfsError(f"cannot mount '{ds.name}': {exc.strerror}") from exc
         self.conn.execute(
             "UPDATE datasets SET head=NULL, scan=?, next_obj=?, mounted=1 WHERE id=?",
             (encode_cache(cache), next_obj, ds.id),
         )
+
+    def _foreign_files(self, mnt: Path, inner: frozenset[str]) -> bool:
+        """Whether ``mnt``, outside this pool's directory, holds anything that is not a
+        mountpoint (or a parent of one) of the pool's other filesystems: files that are not
+        the simulation's to replace."""
+        if mnt.is_relative_to(self.dir):
+            return False
+        parents = {"/".join(e.split("/")[:i]) for e in inner for i in range(1, e.count("/") + 1)}
+        return any(rel and rel not in parents for rel, _st in walk(mnt, inner))
 
     def unmount(self, ds: Dataset) -> None:
         """Keep the live data as a head manifest and empty the mountpoint (call inside a txg)."""
