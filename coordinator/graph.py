@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from protocol.kinds import KIND_PROPERTY
+from protocol.kinds import KEY_GROUP_PROPERTY, KIND_PROPERTY
 from protocol.zfs import ObjType, ZfsObject
 
 _DATASET_TYPES: Final = (ObjType.FILESYSTEM, ObjType.VOLUME)
@@ -42,8 +42,8 @@ class Dataset:
 
     __slots__ = (
         "_snap_names", "bm_guids", "bm_names", "bm_txgs", "creation", "encryption", "guid",
-        "host", "kind", "name", "origin", "resume_token", "snap_creation", "snap_guids",
-        "snap_referenced", "snap_txgs", "snap_written", "type", "written",
+        "host", "key_group", "kind", "name", "origin", "resume_token", "snap_creation",
+        "snap_guids", "snap_referenced", "snap_txgs", "snap_written", "type", "written",
     )  # fmt: skip
 
     def __init__(
@@ -59,6 +59,7 @@ class Dataset:
         creation: int = 0,
         kind: str | None = None,
         encryption: str | None = None,
+        key_group: str | None = None,
     ) -> None:
         self.host = sys.intern(host)
         self.name = sys.intern(name)
@@ -71,6 +72,7 @@ class Dataset:
         # the zfleet:kind user property as listed (raw: coordinator/kinds.py interprets it)
         self.kind = sys.intern(kind) if kind else None
         self.encryption = encryption  # the cipher, or None / "off"
+        self.key_group = key_group  # the zfleet:keygroup user property, if set
         self._snap_names: list[str] = []
         self.snap_guids = array("Q")
         self.snap_txgs = array("Q")
@@ -223,6 +225,7 @@ class FleetGraph:
                     creation=obj.creation,
                     kind=obj.user_props.get(KIND_PROPERTY),
                     encryption=obj.encryption,
+                    key_group=obj.user_props.get(KEY_GROUP_PROPERTY),
                 )
             else:
                 later.append(obj)

@@ -231,6 +231,13 @@ def route(
                                     f"(kinds.{policy.kind}.encryption) and it is not encrypted")
             left_out.add(ds.name)
             continue
+        if policy is not None and policy.key_group and ds.key_group != policy.key_group:
+            held = f"zfleet:keygroup={ds.key_group}" if ds.key_group else "no zfleet:keygroup"
+            out.refused[ds.name] = (f"kind {policy.kind} requires the key of group "
+                                    f"{policy.key_group} (kinds.{policy.kind}.key_group) and "
+                                    f"the dataset has {held}")  # fmt: skip
+            left_out.add(ds.name)
+            continue
         out.kept.append(ds)
     return out
 

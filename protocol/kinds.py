@@ -18,6 +18,8 @@ from typing import Final
 from protocol.errors import ConfigError
 
 KIND_PROPERTY: Final = "zfleet:kind"
+# the group key a dataset is encrypted under (set by zfleet keys/ephemeral; inherited)
+KEY_GROUP_PROPERTY: Final = "zfleet:keygroup"
 
 
 class Kind(enum.StrEnum):

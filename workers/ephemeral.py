@@ -27,6 +27,7 @@ from typing import Final
 import structlog
 
 from protocol.errors import ConfigError, DatasetExists, DatasetNotFound, InvalidOperation
+from protocol.kinds import KEY_GROUP_PROPERTY
 from protocol.names import pool_of, validate_component, validate_snapshot
 from workers import hostfiles
 from workers.zfs.base import ZfsBackend
@@ -92,8 +93,10 @@ def create(
     if be.exists(lay.top):
         raise DatasetExists(f"ephemeral {name} exists ({lay.top}); discard or destroy it first")
     be.get(base, ["guid"])  # DatasetNotFound before anything is made
-    be.create(lay.top, parents=True,
-              props={BASE_PROP: base, KEY_PROP: key_source, KIND_PROP: "ephemeral"})  # fmt: skip
+    props = {BASE_PROP: base, KEY_PROP: key_source, KIND_PROP: "ephemeral"}
+    if key_source.startswith("group:"):  # what a kind's key_group policy checks
+        props[KEY_GROUP_PROPERTY] = key_source.removeprefix("group:")
+    be.create(lay.top, parents=True, props=props)
     _layers(be, lay, base, key, exec_prefix)
     if mount_at is not None:
         mount(be, lay, mount_at, exec_prefix)

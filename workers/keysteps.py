@@ -24,13 +24,14 @@ from protocol.keysteps import (
     Sealed,
     key_context,
 )
+from protocol.kinds import KEY_GROUP_PROPERTY
 from protocol.sealed import KeyPair, SealError, b64, open_box, seal, unb64
 from workers import hostkey
 from workers.steps import Result, StepContext, handles
 
 log = structlog.get_logger(__name__)
 
-GROUP_PROP = "zfleet:keygroup"  # user property naming the group a dataset's key belongs to
+GROUP_PROP = KEY_GROUP_PROPERTY  # user property naming the group a dataset's key belongs to
 ENCRYPTED = {"encryption": "on", "keyformat": "hex", "keylocation": "prompt"}
 
 

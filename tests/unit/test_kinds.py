@@ -13,14 +13,17 @@ from coordinator.graph import FleetGraph
 from coordinator.kinds import layout_problems, mounts_for
 from coordinator.planner import PRUNE, Plan, plan_sync
 from protocol.errors import ConfigError
-from protocol.kinds import KIND_PROPERTY, KINDS, Kind, kind_of, parse_kind
+from protocol.kinds import KEY_GROUP_PROPERTY, KIND_PROPERTY, KINDS, Kind, kind_of, parse_kind
 from tests.unit.fleetfakes import dataset, graph_of
 from workers.zfs.base import ZfsObject
 
 
-def kinded(rows: list[ZfsObject], kind: str, *, encryption: str | None = None) -> list[ZfsObject]:
-    """``rows`` (fleetfakes.dataset) with the dataset's zfleet:kind (and cipher) set."""
-    head = dataclasses.replace(rows[0], user_props={KIND_PROPERTY: kind}, encryption=encryption)
+def kinded(
+    rows: list[ZfsObject], kind: str, *, encryption: str | None = None, group: str | None = None
+) -> list[ZfsObject]:
+    """``rows`` (fleetfakes.dataset) with the dataset's zfleet:kind (cipher, key group) set."""
+    props = {KIND_PROPERTY: kind, **({KEY_GROUP_PROPERTY: group} if group else {})}
+    head = dataclasses.replace(rows[0], user_props=props, encryption=encryption)
     return [head, *rows[1:]]
 
 
@@ -213,7 +216,8 @@ def test_a_dataset_that_stays_home_is_still_pruned_there() -> None:
 def test_a_kind_that_requires_encryption_refuses_a_clear_dataset() -> None:
     g = source(dataset("tank/t", ["s1"]),
                kinded(dataset("tank/t/clear", ["s1"]), "base"),
-               kinded(dataset("tank/t/sealed", ["s1"]), "base", encryption="aes-256-gcm"))
+               kinded(dataset("tank/t/sealed", ["s1"]), "base", encryption="aes-256-gcm",
+                      group="team"))  # fmt: skip
     config = parse_config(fleet('[kinds.base]\nencryption = "required"\nkey_group = "team"',
                                 targets='["beta:bk/t"]'))  # fmt: skip
     plan = plan_sync(g, config.job("j"), job_id="J")
@@ -221,6 +225,24 @@ def test_a_kind_that_requires_encryption_refuses_a_clear_dataset() -> None:
     [refusal] = plan.refusals
     assert refusal.source == "alpha:tank/t/clear" and refusal.target == "beta:bk/t/clear"
     assert "kind base requires encryption" in refusal.reason
+
+
+def test_a_kind_that_names_a_key_group_refuses_a_dataset_under_another_key() -> None:
+    g = source(dataset("tank/t", ["s1"]),
+               kinded(dataset("tank/t/team", ["s1"]), "home", encryption="aes-256-gcm",
+                      group="team"),
+               kinded(dataset("tank/t/ops", ["s1"]), "home", encryption="aes-256-gcm",
+                      group="ops"),
+               kinded(dataset("tank/t/own", ["s1"]), "home", encryption="aes-256-gcm"))  # fmt: skip
+    config = parse_config(fleet('[kinds.home]\nencryption = "required"\nkey_group = "team"',
+                                targets='["beta:bk/t"]'))  # fmt: skip
+    plan = plan_sync(g, config.job("j"), job_id="J")
+    assert set(where(plan)) == {"tank/t", "tank/t/team"}
+    reasons = {r.source: r.reason for r in plan.refusals}
+    assert set(reasons) == {"alpha:tank/t/ops", "alpha:tank/t/own"}
+    assert "requires the key of group team" in reasons["alpha:tank/t/ops"]
+    assert "zfleet:keygroup=ops" in reasons["alpha:tank/t/ops"]
+    assert "no zfleet:keygroup" in reasons["alpha:tank/t/own"]
 
 
 def test_a_value_that_is_no_kind_is_refused_not_guessed() -> None:
