@@ -25,7 +25,7 @@ from app.cli.common import (
     json_option,
     print_json,
 )
-from protocol.errors import ConfigError, RebaseConflict, ZfleetError
+from protocol.errors import ConfigError, DatasetNotFound, RebaseConflict, ZfleetError
 from protocol.log import configure_logging
 from workers.zfs.base import ZfsBackend
 
@@ -193,9 +193,12 @@ def rebase(  # noqa: PLR0917
             raise ConfigError("--onto BASE@SNAP is required")
         hooks = _hooks(before_cmd, after_cmd)
         backend = _backend(real)
-    except ConfigError as exc:
+    except (ConfigError, DatasetNotFound) as exc:
         click.echo(f"zfleet: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    except ZfleetError as exc:  # reading the collection failed (no ZFS here, ...): nothing changed
+        click.echo(f"zfleet: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     from workers.rebase import rebase as do_rebase
     from workers.rebase import undo as do_undo
     from workers.rebase.apply import report_lines

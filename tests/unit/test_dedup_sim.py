@@ -65,6 +65,16 @@ def test_a_parent_tree_leaves_out_child_datasets(tmp_path: Path) -> None:
     assert read_live(sim, "tank/img").records == 1
 
 
+def test_a_dataset_with_children_stands_for_its_leaves_and_a_leaf_for_itself(
+    tmp_path: Path,
+) -> None:
+    sim, _own = _collection(tmp_path)
+    assert [s.dataset for s in expand(sim, ["tank/img"])] == [
+        "tank/img/a", "tank/img/b", "tank/img/c", "tank/img/d"
+    ]  # fmt: skip
+    assert [s.dataset for s in expand(sim, ["tank/img/b"])] == ["tank/img/b"]
+
+
 def test_small_collection_figures_are_exact(tmp_path: Path) -> None:
     sim, _own = _collection(tmp_path)
     sources = expand(sim, ["tank"])

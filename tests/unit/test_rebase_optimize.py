@@ -51,3 +51,14 @@ def test_optimize_rebases_look_alikes_onto_their_medoid(tmp_path: Path) -> None:
     bad = CliRunner().invoke(cli, ["rebase", "--optimize", "tank", "--onto", "tank/a@import"],
                              env=env)  # fmt: skip
     assert bad.exit_code == 2 and "--optimize takes a collection" in bad.output
+
+
+def test_a_collection_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
+    root = tmp_path / "pools"
+    SimBackend(root).create_pool("tank")
+    env = {"ZFLEET_SIM_ROOT": str(root)}
+    done = CliRunner().invoke(cli, ["rebase", "--optimize", "tank/nope"], env=env)
+    assert done.exit_code == 2, done.output
+    assert "zfleet: dataset tank/nope does not exist" in done.output
+    assert "Traceback" not in done.output
+    assert isinstance(done.exception, SystemExit)  # the CLI's own exit, not an escaped error

@@ -145,7 +145,8 @@ def read_live(backend: ZfsBackend, dataset: str) -> RecordSet:
 
 
 def expand(backend: ZfsBackend, names: Sequence[str]) -> list[Source]:
-    """Command-line names as sources: a pool stands for each leaf dataset in it."""
+    """Command-line names as sources: a pool, or a dataset with children (a collection such
+    as ``tank/img``), stands for each leaf dataset in it."""
     out: list[Source] = []
     for name in names:
         if "@" in name:
@@ -158,8 +159,9 @@ def expand(backend: ZfsBackend, names: Sequence[str]) -> list[Source]:
         if "/" in name:
             if not found:
                 raise DatasetNotFound(f"dataset {name} does not exist")
-            out.append(Source(name, None))
-            continue
+            if not any(d.name.startswith(f"{name}/") for d in found):
+                out.append(Source(name, None))
+                continue
         parents = {d.name.rsplit("/", 1)[0] for d in found if "/" in d.name}
         leaves = [
             Source(d.name, None) if _mounted(backend, d) else _latest(backend, d)
