@@ -10,6 +10,7 @@ one line with exit code 4, never with a traceback or the password.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -32,10 +33,13 @@ pytestmark = [pytest.mark.integration]
 ADMIN_PASSWORD = "redis-admin-pass-0c4e9b51"
 ZFLEET_PASSWORD = "zfleet-acl-pass-7d21aa90"
 NOBODY_PASSWORD = "nobody-acl-pass-33e1f0c8"
-# The ACL docs/operations.md gives for zfleet's user, and a user allowed nothing at all.
+STRICT_PASSWORD = "strict-acl-pass-51d0b7e2"
+# The ACL docs/operations.md gives for zfleet's user, the same without INFO (an operator who
+# left out +info), and a user allowed nothing at all.
 ACL = [
     "--requirepass", ADMIN_PASSWORD,
-    "--user", "zfleet", "on", f">{ZFLEET_PASSWORD}", "~*", "&*", "+@all", "-@dangerous",
+    "--user", "zfleet", "on", f">{ZFLEET_PASSWORD}", "~*", "&*", "+@all", "-@dangerous", "+info",
+    "--user", "strict", "on", f">{STRICT_PASSWORD}", "~*", "&*", "+@all", "-@dangerous",
     "--user", "nobody", "on", f">{NOBODY_PASSWORD}", "~*", "-@all",
 ]  # fmt: skip
 JOB = """
@@ -87,6 +91,29 @@ def test_a_fleet_runs_as_the_acl_user_and_is_denied_nothing(
     assert denied == [], denied
     beta = {o.name for o in fleet.backend("beta").list("bk/img")}
     assert any("@zfleet-" in name for name in beta), beta
+
+
+def test_a_user_without_info_still_runs_the_fleet_and_is_told_what_it_misses(
+    tmp_path: Path, acl_redis: RedisServer
+) -> None:
+    url = f"redis://strict:{STRICT_PASSWORD}@127.0.0.1:{acl_redis.port}/0"
+    strict = dataclasses.replace(acl_redis, url=url)
+    with running_fleet(tmp_path, strict, ("alpha", "beta"), JOB) as fleet:
+        alpha = fleet.backend("alpha")
+        alpha.create_pool("tank")
+        alpha.create("tank/img")
+        Path(alpha.mountpoint("tank/img") or "", "f").write_bytes(os.urandom(64 * 1024))
+        fleet.backend("beta").create_pool("bk")
+        for host in ("alpha", "beta"):
+            fleet.start_worker(host)
+        fleet.start_coordinator()
+        out = fleet.cli("sync", "img", "--config", str(fleet.config), "--json")
+        assert out.returncode == 0, out.stderr
+        job = wait_job(JobStore(fleet.client()), json.loads(out.stdout)["id"], timeout=90)
+        assert job.status == engine.JOB_SUCCEEDED, f"{job.error}\n{fleet.logs()}"
+        said = (fleet.root / "logs" / "coordinator.log").read_text(errors="replace")
+    # said once, not on every tick
+    assert said.count("coordinator.redis_restart_watch_off") == 1, said[-4000:]
 
 
 def _url(server: RedisServer, auth: str) -> str:
