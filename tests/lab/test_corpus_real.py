@@ -10,6 +10,7 @@ line. Re-record the whole corpus with
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import pytest
@@ -21,6 +22,9 @@ from workers.lab.lab import LabHost
 pytestmark = pytest.mark.lab
 
 SUBSET: Final = 3  # scenarios re-recorded: a minute or two on TCG
+# lines where OpenZFS itself answers differently from run to run: the snapshot a refused
+# `receive -F` names as an example comes from a ZAP walk hashed with a per-dataset random salt
+VARIES_BY_RUN: Final = re.compile(r"destination has snapshots \(eg\. ")
 
 
 def test_openzfs_still_answers_as_recorded(lab_hosts: list[LabHost]) -> None:
@@ -33,8 +37,10 @@ def test_openzfs_still_answers_as_recorded(lab_hosts: list[LabHost]) -> None:
     for old, new in zip(chosen, fresh, strict=True):
         compare(old, new, agreement)
     print(f"\nre-recorded: {agreement.summary()}")
+    changed = [m for m in agreement.mismatches
+               if not (VARIES_BY_RUN.search(m[2]) and VARIES_BY_RUN.search(m[3]))]  # fmt: skip
     shown = "\n".join(
         f"{title}: $ {command}\n  then: {want}\n  now:  {got}"
-        for title, command, want, got in agreement.mismatches[:20]
+        for title, command, want, got in changed[:20]
     )
-    assert agreement.identical == agreement.scenarios, shown
+    assert not changed, shown
