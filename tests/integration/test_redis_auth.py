@@ -25,7 +25,7 @@ from coordinator import engine
 from coordinator.jobstore import JobStore
 from coordinator.runner import wait_job
 from tests.conftest import need
-from tests.services.fleet import fleet_config, running_fleet, zfleet_binary
+from tests.services.fleet import Fleet, fleet_config, running_fleet, zfleet_binary
 from tests.services.redis import RedisServer, free_port, redis_binary, running_redis
 
 pytestmark = [pytest.mark.integration]
@@ -65,24 +65,29 @@ def admin(server: RedisServer) -> redis.Redis[bytes]:
     return redis.Redis(host="127.0.0.1", port=server.port, password=ADMIN_PASSWORD)
 
 
+def sync_once(fleet: Fleet) -> None:
+    """alpha's tank/img (64 KiB of data) synced to beta by real workers and coordinator."""
+    alpha = fleet.backend("alpha")
+    alpha.create_pool("tank")
+    alpha.create("tank/img")
+    Path(alpha.mountpoint("tank/img") or "", "f").write_bytes(os.urandom(64 * 1024))
+    fleet.backend("beta").create_pool("bk")
+    for host in ("alpha", "beta"):
+        fleet.start_worker(host)
+    fleet.start_coordinator()
+    out = fleet.cli("sync", "img", "--config", str(fleet.config), "--json")
+    assert out.returncode == 0, out.stderr
+    job = wait_job(JobStore(fleet.client()), json.loads(out.stdout)["id"], timeout=90)
+    assert job.status == engine.JOB_SUCCEEDED, f"{job.error}\n{fleet.logs()}"
+
+
 def test_a_fleet_runs_as_the_acl_user_and_is_denied_nothing(
     tmp_path: Path, acl_redis: RedisServer
 ) -> None:
     with admin(acl_redis) as root:
         root.execute_command("ACL", "LOG", "RESET")
     with running_fleet(tmp_path, acl_redis, ("alpha", "beta"), JOB) as fleet:
-        alpha = fleet.backend("alpha")
-        alpha.create_pool("tank")
-        alpha.create("tank/img")
-        Path(alpha.mountpoint("tank/img") or "", "f").write_bytes(os.urandom(64 * 1024))
-        fleet.backend("beta").create_pool("bk")
-        for host in ("alpha", "beta"):
-            fleet.start_worker(host)
-        fleet.start_coordinator()
-        out = fleet.cli("sync", "img", "--config", str(fleet.config), "--json")
-        assert out.returncode == 0, out.stderr
-        job = wait_job(JobStore(fleet.client()), json.loads(out.stdout)["id"], timeout=90)
-        assert job.status == engine.JOB_SUCCEEDED, f"{job.error}\n{fleet.logs()}"
+        sync_once(fleet)
         status = fleet.cli("status", "--config", str(fleet.config))
         assert status.returncode == 0, status.stderr
     # the fleet's processes are stopped: whatever they tried is in the log by now
@@ -99,18 +104,7 @@ def test_a_user_without_info_still_runs_the_fleet_and_is_told_what_it_misses(
     url = f"redis://strict:{STRICT_PASSWORD}@127.0.0.1:{acl_redis.port}/0"
     strict = dataclasses.replace(acl_redis, url=url)
     with running_fleet(tmp_path, strict, ("alpha", "beta"), JOB) as fleet:
-        alpha = fleet.backend("alpha")
-        alpha.create_pool("tank")
-        alpha.create("tank/img")
-        Path(alpha.mountpoint("tank/img") or "", "f").write_bytes(os.urandom(64 * 1024))
-        fleet.backend("beta").create_pool("bk")
-        for host in ("alpha", "beta"):
-            fleet.start_worker(host)
-        fleet.start_coordinator()
-        out = fleet.cli("sync", "img", "--config", str(fleet.config), "--json")
-        assert out.returncode == 0, out.stderr
-        job = wait_job(JobStore(fleet.client()), json.loads(out.stdout)["id"], timeout=90)
-        assert job.status == engine.JOB_SUCCEEDED, f"{job.error}\n{fleet.logs()}"
+        sync_once(fleet)
         said = (fleet.root / "logs" / "coordinator.log").read_text(errors="replace")
     # said once, not on every tick
     assert said.count("coordinator.redis_restart_watch_off") == 1, said[-4000:]
