@@ -16,13 +16,17 @@ does), then, in the same run, measures (medians of --runs):
 
 Every receive verifies every checksum and stores every block in a fresh target pool, removed
 after the run. Prints MB/s of stream bytes, and each figure's ratio to the pipe baseline and to
-the issue's goal (250 MB/s). ``--dir`` picks the filesystem the pools live on (default: the
+the issue's goal (250 MB/s), and for the simulation's rows the CPU seconds per GB this process
+spent (all its threads: on a busy machine MB/s falls with the load, CPU per GB much less).
+``--dir`` picks the filesystem the pools live on (default: the
 system's temporary directory); on a tmpfs the figures are the simulation's own cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -132,6 +136,12 @@ def shell(command: str) -> float:
     return time.perf_counter() - start
 
 
+def cpu_s() -> float:
+    """CPU seconds this process has used, every thread of it."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -152,18 +162,27 @@ def main() -> None:
         size = send_into_file(source, stream)
         copy = work / "copy.zstream"
         rows: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+
+        def sim_row(key: str, fn: Callable[[], float]) -> None:
+            before = cpu_s()
+            rows.setdefault(key, []).append(fn())
+            cpu.setdefault(key, []).append(cpu_s() - before)
+
         for _ in range(args.runs):
             rows.setdefault("pipe", []).append(shell(f"cat '{stream}' | cat > /dev/null"))
             rows.setdefault("write", []).append(shell(f"cat '{stream}' > '{copy}'"))
             copy.unlink()
-            rows.setdefault("send", []).append(timed(lambda: drain(source)))
-            rows.setdefault("receive", []).append(receive_file(stream, work))
-            rows.setdefault("e2e_u", []).append(send_receive(source, work, mount=False))
-            rows.setdefault("e2e_mount", []).append(send_receive(source, work, mount=True))
+            sim_row("send", lambda: timed(lambda: drain(source)))
+            sim_row("receive", lambda: receive_file(stream, work))
+            sim_row("e2e_u", lambda: send_receive(source, work, mount=False))
+            sim_row("e2e_mount", lambda: send_receive(source, work, mount=True))
     mbs = {key: size / 1e6 / statistics.median(values) for key, values in rows.items()}
+    load = os.getloadavg()[0]
     print(
         f"stream: {size / 1e6:.1f} MB from {args.size_mib} MiB of mixed files; pools in "
-        f"{args.dir or tempfile.gettempdir()}; medians of {args.runs} runs"
+        f"{args.dir or tempfile.gettempdir()}; medians of {args.runs} runs; load {load:.1f} on "
+        f"{os.cpu_count()} cores"
     )
     labels = {
         "pipe": "cat | cat > /dev/null (baseline)",
@@ -174,9 +193,12 @@ def main() -> None:
         "e2e_mount": "sim send -> sim receive, mounted",
     }
     for key, label in labels.items():
+        per_gb = ""
+        if key in cpu:
+            per_gb = f"   {statistics.median(cpu[key]) / (size / 1e9):.2f} CPU s/GB"
         print(
             f"  {label:<34} {mbs[key]:8.0f} MB/s   x{mbs[key] / mbs['pipe']:.3f} of the pipe"
-            f"   x{mbs[key] / GOAL_MBS:.2f} of the {GOAL_MBS:.0f} MB/s goal"
+            f"   x{mbs[key] / GOAL_MBS:.2f} of the {GOAL_MBS:.0f} MB/s goal{per_gb}"
         )
 
 
