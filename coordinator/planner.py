@@ -13,12 +13,13 @@ sides while transfers depend on them, and released afterwards whatever happened.
 
 A job from a parsed fleet config carries the ``[kinds]`` policies: each dataset goes only to the
 targets its kind allows, is pruned by its kind's rules, and its host replicas are given the
-source's ``zfleet:kind`` (``set-property`` after the transfer) so that a failover keeps them.
+source's ``zfleet:kind`` and ``zfleet:keygroup`` (``set-property`` after the transfer) so that a
+failover keeps them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -29,7 +30,7 @@ from coordinator.kinds import retention_for, route
 from coordinator.retention import select_prune
 from coordinator.selection import order_datasets, select_datasets
 from protocol.errors import PlanRefused
-from protocol.kinds import KIND_PROPERTY
+from protocol.kinds import KEY_GROUP_PROPERTY, KIND_PROPERTY
 from protocol.kindsteps import SetPropertyArgs
 from protocol.steps import (
     HoldArgs,
@@ -156,7 +157,7 @@ class _Builder:
         # the retention rules of each (host, dataset): its kind's, else the job's (kinds.py)
         self.rules: dict[tuple[str, str], tuple[RetentionRule, ...]] = {}
         # replicas to give their source's kind: (host, dataset, kind, the pair delivering it)
-        self.labels: list[tuple[str, str, str, _PairState]] = []
+        self.labels: list[tuple[str, str, str, str, _PairState]] = []
 
     # -- per dataset and target ----------------------------------------------------------------
     def pair(
@@ -380,26 +381,30 @@ class _Builder:
         raise AssertionError(tkey)
 
     def label(self, src: DatasetRef, ds: Dataset, tgt: JobTarget) -> None:
-        """Give ``ds``'s replica on a host target the source's kind: a plain send carries no
-        properties, and after a failover the replica is the source its policies are read on.
-        Only where the replica's kind differs and it would not inherit it from its parent."""
-        want = ds.kind
-        if tgt.host is None or want is None:
+        """Give ``ds``'s replica on a host target the source's kind and key group: a plain send
+        carries no properties, and after a failover the replica is the source its policies are
+        read on (a kind with ``key_group`` refuses a dataset without ``zfleet:keygroup``).
+        Only where the replica's value differs and it would not inherit it from its parent."""
+        if tgt.host is None or (ds.kind is None and ds.key_group is None):
             return
         state = self.pairs.get((tgt.host, ds.name))
         if state is None or state.refused:
             return
         tname = self.job.target_dataset(src, tgt, ds.name)
         tds = self.graph.dataset(tgt.host, tname)
-        if (tds.kind if tds is not None else None) == want or (tds is None and not state.legs):
+        if tds is None and not state.legs:
             return
         above = ds.name.rsplit("/", 1)[0] if "/" in ds.name else None
         up = self.graph.dataset(src.host, above) if above else None
         pstate = self.pairs.get((tgt.host, above)) if above else None
-        if tds is None and up is not None and up.kind == want and pstate is not None \
-                and not pstate.refused:  # fmt: skip
-            return  # arrives below its parent's replica, which carries the kind: inherited
-        self.labels.append((tgt.host, tname, want, state))
+        parent_arrives = up is not None and pstate is not None and not pstate.refused
+        for prop, read in _LABELS:
+            want = read(ds)
+            if want is None or (tds is not None and read(tds) == want):
+                continue
+            if tds is None and parent_arrives and up is not None and read(up) == want:
+                continue  # arrives below its parent's replica, which carries it: inherited
+            self.labels.append((tgt.host, tname, prop, want, state))
 
     def stays_home(self, src: DatasetRef, ds: Dataset) -> None:
         """A dataset no target gets (its kind's policy) is still snapshotted by the job: prune
@@ -505,10 +510,10 @@ class _Builder:
                     deps=(sid, *touching.get(host, [])), always=True,
                 )
             )  # fmt: skip
-        for i, (host, name, kind, state) in enumerate(self.labels):
+        for i, (host, name, prop, value, state) in enumerate(self.labels):
             steps.append(StepPlan(
                 id=f"label{i:04d}", host=host, writes=(f"{host}:{name}",),
-                args=SetPropertyArgs(dataset=name, name=KIND_PROPERTY, value=kind),
+                args=SetPropertyArgs(dataset=name, name=prop, value=value),
                 deps=(ids[state.legs[-1]],) if state.legs else (),
             ))  # fmt: skip
         steps.extend(self._prunes(touching, release_ids))
@@ -576,6 +581,13 @@ class _Builder:
                 )
             )  # fmt: skip
         return out
+
+
+# the user properties a replica gets from its source after the transfer (Builder.label)
+_LABELS: Final[tuple[tuple[str, Callable[[Dataset], str | None]], ...]] = (
+    (KIND_PROPERTY, lambda d: d.kind),
+    (KEY_GROUP_PROPERTY, lambda d: d.key_group),
+)
 
 
 def _spec(

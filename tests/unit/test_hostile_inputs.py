@@ -24,7 +24,7 @@ from coordinator.api.routes import Router, json_response
 from coordinator.api.server import ApiHandle, start_server
 from protocol import messages
 from protocol.frames import Frame, FrameKind, encode_frame
-from protocol.zfs import ReceiveSpec
+from protocol.zfs import ReceiveSpec, SendSpec
 from workers.dataplane.server import StreamServer
 from workers.tls import TlsConfig
 
@@ -239,6 +239,61 @@ def test_a_replica_that_does_not_mount_is_still_received(pair: hostile.SimPair) 
     frames = hostile.conversation(pair.grant(target), target, pair.full)
     spec = ReceiveSpec(target, set_props={"canmount": "noauto"})
     frames[0] = Frame(FrameKind.HELLO, 0, {**frames[0].header, "receive": messages.to_dict(spec)})
+    reply = hostile.talk(pair.address(), b"".join(encode_frame(f) for f in frames),
+                         wait_accept=True)  # fmt: skip
+    try:
+        assert reply.result, reply
+    finally:
+        pair.reset()
+
+
+def _package(pair: hostile.SimPair, spec: SendSpec) -> bytes:
+    stream = pair.alpha.send(spec)
+    try:
+        return b"".join(iter(lambda: stream.read(1 << 20), b""))
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("how", ["props", "snapprops", "children"])
+def test_a_granted_stream_cannot_bring_properties_or_datasets_the_grant_does_not_name(
+    pair: hostile.SimPair, how: str, tmp_path: Path
+) -> None:
+    # a sender with a genuine grant crafts a `zfs send -p` package whose properties would have
+    # this host mount the replica over a directory of its own (OpenZFS would, at the latest on
+    # failover), or a -R package that creates children nobody granted
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    source = f"tank/pkg-{how}"
+    # the source never mounts there (canmount=off): the directory stays this host's own
+    props = {"canmount": "off", "mountpoint": str(victim)} if how == "props" else {}
+    pair.alpha.create(source, props=props)
+    (victim / "keep").write_text("mine")
+    if how == "children":
+        pair.alpha.create(f"{source}/child")
+    pair.alpha.snapshot([f"{source}@p1"], recursive=how == "children")
+    if how == "snapprops":
+        pair.alpha.set(f"{source}@p1", {"zfleet:note": "hello"})
+    guid = int(pair.alpha.get(f"{source}@p1", ["guid"])["guid"].value)
+    stream = _package(pair, SendSpec(f"{source}@p1", props=True, replicate=how == "children"))
+    target = "tank/pkg"
+    frames = hostile.conversation(pair.grant(target, toguid=guid), target, stream)
+    before = hostile.sim_state(pair.beta)
+    reply = hostile.talk(pair.address(), b"".join(encode_frame(f) for f in frames),
+                         wait_accept=True)  # fmt: skip
+    assert not reply.result and reply.errors == ["GrantError"], reply
+    assert hostile.sim_state(pair.beta) == before
+    assert [p.name for p in victim.iterdir()] == ["keep"]
+
+
+def test_a_props_package_without_properties_is_still_received(pair: hostile.SimPair) -> None:
+    source = "tank/pkg-plain"
+    pair.alpha.create(source)
+    pair.alpha.snapshot([f"{source}@p1"])
+    guid = int(pair.alpha.get(f"{source}@p1", ["guid"])["guid"].value)
+    stream = _package(pair, SendSpec(f"{source}@p1", props=True))
+    target = "tank/pkgplain"
+    frames = hostile.conversation(pair.grant(target, toguid=guid), target, stream)
     reply = hostile.talk(pair.address(), b"".join(encode_frame(f) for f in frames),
                          wait_accept=True)  # fmt: skip
     try:

@@ -355,3 +355,24 @@ def test_a_replica_is_never_mounted_and_after_a_failover_the_old_primary_is_one(
     assert after == {("alpha", "tank/t")}
     assert [m.dataset for m in mounts_for(g, config.kinds, "editor", replicas=after)] == [
         "bk/t/alice"]
+
+
+def test_replicas_get_the_source_key_group_so_a_failover_keeps_the_policy() -> None:
+    g = graph_of(
+        alpha=[dataset("tank/t", ["s1"]),
+               kinded(dataset("tank/t/vault", ["s1"]), "home", encryption="aes-256-gcm",
+                      group="ops")],
+        beta=[dataset("bk/t", ["s1"], guid_from="tank/t")],
+        gamma=[dataset("bk/t", ["s1"], guid_from="tank/t"),
+               kinded(dataset("bk/t/vault", ["s1"], guid_from="tank/t/vault"), "home",
+                      encryption="aes-256-gcm", group="ops")],
+    )  # fmt: skip
+    kinds = '[kinds.home]\nencryption = "required"\nkey_group = "ops"\n'
+    plan = plan_sync(g, parse_config(fleet(kinds, targets='["beta:bk/t", "gamma:bk/t"]')).job("j"),
+                     job_id="J")  # fmt: skip
+    labels = {(s.host, s.args.dataset, s.args.name, s.args.value) for s in plan.steps
+              if s.kind == "set-property"}  # fmt: skip
+    # gamma's replica holds both already; beta's new one gets the kind and the key group
+    assert labels == {("beta", "bk/t/vault", KIND_PROPERTY, "home"),
+                      ("beta", "bk/t/vault", KEY_GROUP_PROPERTY, "ops")}  # fmt: skip
+    assert plan.refusals == ()  # the source holds its group: nothing refused on the way out

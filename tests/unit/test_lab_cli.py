@@ -11,10 +11,11 @@ from click.testing import CliRunner
 from app.cli import cli
 from app.cli.lab import fleet_config
 from coordinator.config import parse_config
+from protocol.errors import LabError
 from workers.lab.lab import Lab, LabHost
 from workers.lab.qemu import VmSpec
 from workers.lab.ssh import exec_prefix
-from workers.lab.vm import Vm
+from workers.lab.vm import Vm, ready_timeout
 
 
 @pytest.fixture
@@ -83,3 +84,19 @@ def test_printed_fleet_config_gives_the_hosts_exec_prefixes(tmp_path: Path) -> N
         parsed = config.hosts[host.name]
         assert parsed.backend == "real"
         assert parsed.exec_prefix == host.exec_prefix
+
+
+@pytest.mark.parametrize("raw", ["ten", "-5", "0", "nan", "inf", "1e9"])
+def test_a_bad_ready_timeout_is_a_clear_error_not_an_import_failure(
+    raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZFLEET_LAB_READY_TIMEOUT", raw)
+    with pytest.raises(LabError, match="ZFLEET_LAB_READY_TIMEOUT must be a number"):
+        ready_timeout()
+
+
+def test_the_ready_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZFLEET_LAB_READY_TIMEOUT", raising=False)
+    assert ready_timeout() == 300.0
+    monkeypatch.setenv("ZFLEET_LAB_READY_TIMEOUT", " 900 ")
+    assert ready_timeout() == 900.0

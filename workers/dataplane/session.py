@@ -300,7 +300,9 @@ def _check_begin(records: Iterator[Record], grant: Grant) -> None:
         next(records, None)
         _match(grant, begin.fromguid, begin.toguid)
         return
-    listed = _listed_guids(begin.nvlist.to_python() if begin.nvlist is not None else {})
+    header = begin.nvlist.to_python() if begin.nvlist is not None else {}
+    _refuse_package(header, grant)
+    listed = _listed_guids(header)
     wanted = {grant.toguid} | ({grant.fromguid} if grant.fromguid else set())
     if listed and not wanted <= listed:
         raise GrantError(
@@ -325,6 +327,44 @@ def _match(grant: Grant, fromguid: int, toguid: int) -> None:
         raise GrantError(
             f"stream does not match its grant: BEGIN is {fromguid:#x} -> {toguid:#x}, "
             f"grant allows {grant.fromguid:#x} -> {grant.toguid:#x}"
+        )
+
+
+def _refuse_package(nvlist: Mapping[str, Any], grant: Grant) -> None:
+    """Refuse a ``zfs send -p`` / ``-R`` package that would set properties here or receive more
+    datasets than the one granted.
+
+    zfleet's senders never send such packages (the planner's sends carry no -p or -R). The
+    grant signs a dataset and its guids, not properties: a stream that brought
+    ``mountpoint=/etc`` or ``sharenfs=on`` with it would have this host mount or export the
+    replica wherever the sender chose (at the latest when a failover promotes it), and a -R
+    package would create children the grant never named. An empty property list (``-p`` of a
+    dataset without local properties) changes nothing and passes.
+    """
+    fss = nvlist.get("fss")
+    if not isinstance(fss, dict):
+        return
+    if len(fss) > 1:
+        raise GrantError(
+            f"the stream is a package of {len(fss)} datasets (zfs send -R); the grant is for "
+            f"{grant.dataset} alone"
+        )
+    carried: set[str] = set()
+    for fs in fss.values():
+        if not isinstance(fs, dict):
+            continue
+        props = fs.get("props")
+        if isinstance(props, dict):
+            carried.update(str(k) for k in props)
+        snapprops = fs.get("snapprops")
+        if isinstance(snapprops, dict):
+            for each in snapprops.values():
+                if isinstance(each, dict):
+                    carried.update(f"{k} (of a snapshot)" for k in each)
+    if carried:
+        raise GrantError(
+            f"the stream carries properties ({', '.join(sorted(carried))}): a sender may not set "
+            f"properties on this host (zfs send -p/-R); send without them"
         )
 
 

@@ -22,7 +22,7 @@ from protocol.errors import LabError
 from workers.lab import ssh
 from workers.lab.qemu import POOL_DEVICE, VmSpec
 from workers.lab.recipe import Image
-from workers.lab.vm import READY_TIMEOUT, Vm, start_vm
+from workers.lab.vm import Vm, ready_timeout, start_vm
 
 DEFAULT_POOL: Final = "tank"
 STATE_FILE: Final = "lab.json"
@@ -101,13 +101,14 @@ class Lab:
         memory_mb: int = 1024,
         cpus: int = 2,
         pool_gb: int = 4,
-        timeout: float = READY_TIMEOUT,
+        timeout: float | None = None,
     ) -> Lab:
         """Start ``count`` VMs, wait until each answers with ZFS, create their pools.
 
         On any failure every VM already started is stopped before the error propagates.
         """
         names = host_names(count)
+        wait = ready_timeout() if timeout is None else timeout  # a bad setting fails before a boot
         if (directory / STATE_FILE).exists():
             raise LabError(f"a lab is already recorded in {directory}; take it down first")
         directory.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,7 @@ class Lab:
             lab = cls(directory, vms, pool, [""] * count, os.getpid())
             lab.save()  # recorded before the wait, so a killed caller's VMs can be found
             with ThreadPoolExecutor(max_workers=count) as pool_exec:
-                versions = list(pool_exec.map(lambda vm: vm.wait_ready(timeout), vms))
+                versions = list(pool_exec.map(lambda vm: vm.wait_ready(wait), vms))
             for vm in vms:
                 ssh.run(vm.exec_prefix, pool_command(pool), timeout=120)
         except BaseException:

@@ -32,9 +32,25 @@ from workers.lab.recipe import Image
 
 # seconds; boots take ~30 s alone, longer when VMs share 2 cores (ZFLEET_LAB_READY_TIMEOUT for
 # a machine loaded with other work)
-READY_TIMEOUT: Final = float(os.environ.get("ZFLEET_LAB_READY_TIMEOUT") or 300.0)
+READY_TIMEOUT: Final = 300.0
 STOP_GRACE: Final = 15.0  # seconds a VM gets to power off before it is killed
 _PORT_ATTEMPTS: Final = 3
+
+
+def ready_timeout() -> float:
+    """How long a VM may take to answer: ``$ZFLEET_LAB_READY_TIMEOUT`` seconds, else 300."""
+    raw = os.environ.get("ZFLEET_LAB_READY_TIMEOUT", "").strip()
+    if not raw:
+        return READY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86_400:
+        raise LabError(
+            f"ZFLEET_LAB_READY_TIMEOUT must be a number of seconds (0 < s < 86400), not {raw!r}"
+        )
+    return value
 
 
 def free_port() -> int:
@@ -92,12 +108,12 @@ class Vm:
             return self.process.poll() is None
         return self.pid is not None and is_our_qemu(self.pid, self.spec.pidfile)
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:
+    def wait_ready(self, timeout: float | None = None) -> str:
         """Wait until ssh answers and ``zfs version`` works; return its first line.
 
         Raises :class:`LabError` (with the end of the serial log) if QEMU dies or time runs out.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (ready_timeout() if timeout is None else timeout)
         probe = [*self.exec_prefix[:-1], "-o", "ConnectTimeout=5", self.exec_prefix[-1]]
         while time.monotonic() < deadline:
             if not self.alive():
