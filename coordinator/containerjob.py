@@ -14,7 +14,8 @@ which container uses which datasets (``bus/containers.py``) is written by its la
   ``freeze`` (a CRIU checkpoint, or a stop when CRIU cannot work, said in the report), fresh
   inventories and ``plan-final``, which sends only the increments since the pre-copy, then
   ``adopt`` restores the CRIU image (or starts cold). ``record`` reports the frozen time (from
-  the freeze to the target running) and the bytes moved while frozen.
+  the freeze to the target running: the downtime), its parts (the checkpoint on the source,
+  the restore on the target) and the bytes moved while frozen.
 """
 
 from __future__ import annotations
@@ -391,6 +392,8 @@ def run_record(store: JobStore, job: Job, step: Step) -> dict[str, ResultValue]:
         "mode": mode, "frozen_ms": frozen_ms, "freeze_bytes": _moved(job, "final-"),
         "precopy_bytes": _moved(job, "pre-"), "live": bool(p.get("live")), "from": host,
         "to": dst, "restored": str(adopt.get("mode")),
+        "checkpoint_ms": int(freeze.get("frozen_ms") or 0),
+        "restore_ms": int(adopt.get("restore_ms") or 0),
     }  # fmt: skip
     if p.get("live") and mode != "criu":
         job.report.setdefault("notes", []).append(

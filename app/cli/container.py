@@ -194,7 +194,9 @@ def send(name: str, to: str, stop_source: bool, live: bool, **kw: Any) -> None:
         return
     r = done.report.get("container", {})
     click.echo(f"{name} runs on {to} ({r.get('restored')}); frozen {int(r.get('frozen_ms', 0))} ms"
-               f", {human_bytes(r.get('freeze_bytes'))} moved while frozen"
+               f" (checkpoint {int(r.get('checkpoint_ms', 0))} ms, restore "
+               f"{int(r.get('restore_ms', 0))} ms), {human_bytes(r.get('freeze_bytes'))} moved "
+               "while frozen"
                + (f", {human_bytes(r.get('precopy_bytes'))} pre-copied" if live else ""))
 
 

@@ -21,6 +21,7 @@ from protocol.errors import (
     StreamFormatError,
     StreamIncomplete,
     TokenError,
+    ZfsError,
 )
 from protocol.stream import DrrType, decode_resume_token, parse_begin, read_records
 from tests.conftest import ZFS_STREAMS, need_binary
@@ -512,3 +513,27 @@ def test_receive_props_exclude_and_explicit_origin(sim: SimBackend) -> None:
     receive_bytes(sim, clone_stream, "dst/app", origin="dst/copy@s1")
     assert sim.list("dst/app")[0].origin == "dst/copy@s1"
     assert (mnt(sim, "dst/app") / "f").read_text() == "base"
+
+
+def test_a_block_store_that_cannot_write_fails_the_receive_and_keeps_nothing(
+    sim: SimBackend,
+) -> None:
+    """Blocks are written on a thread of the receive's own: a failure there still fails the
+    receive before anything is committed, with the pool's own message."""
+    (mnt(sim, "fx/base") / "data").write_bytes(os.urandom(2 << 20))
+    sim.snapshot(["fx/base@s1"])
+    full = send_bytes(sim, SendSpec("fx/base@s1"))
+    blocks = Path(sim.pool("dst").blocks.root)
+    blocks.mkdir(parents=True, exist_ok=True)
+    assert not any(blocks.iterdir())
+    for first in range(256):  # a file where each block directory would go: no block fits
+        (blocks / f"{first:02x}").write_bytes(b"")
+    with pytest.raises(ZfsError, match="cannot write block"):
+        receive_bytes(sim, full, "dst/copy")
+    assert not sim.exists("dst/copy")
+    for entry in blocks.iterdir():
+        entry.unlink()
+    assert receive_bytes(sim, full, "dst/copy") == "dst/copy@s1"
+    assert (mnt(sim, "dst/copy") / "data").read_bytes() == (
+        mnt(sim, "fx/base") / "data"
+    ).read_bytes()

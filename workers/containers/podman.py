@@ -13,9 +13,18 @@ CI runners allow, and runc then fails with "error setting rlimit type 7". The ru
 allowed.
 
 Checkpoints are ``podman container checkpoint --export`` (one tar with the CRIU image, podman's
-config and the container's spec) and ``podman container restore --import``. Whether CRIU works
-is asked once, with ``criu check``: when it fails, its message is the reason every checkpoint
-refusal gives.
+config and the container's spec). Whether CRIU works is asked once, with ``criu check``: when it
+fails, its message is the reason every checkpoint refusal gives.
+
+An image is not brought back with ``podman container restore --import``: podman 4.3 (Debian
+bookworm's) pulls the image the container was made from before it recreates the container
+(pkg/checkpoint/checkpoint_restore.go, ``Pull(ctx, ctrConfig.RootfsImageName, ...)``), and a
+``--rootfs`` container has none: the pull of an empty name fails with "repository name must have
+at least one component". So the container is made again from its spec (the same root and mounts,
+which ZFS brought over), ``podman init`` writes its OCI bundle (runc creates it, the command never
+runs), ``podman stop`` leaves it exited, the image's files are unpacked into the bundle, and a
+plain ``podman container restore NAME`` finds the checkpoint there as if it had been taken on
+this host.
 
 On a host reached through an exec prefix (``ssh root@host``, as the real ZFS backend is) every
 command goes through the prefix, shell-quoted; podman's own default limits are kept there (a
@@ -170,6 +179,19 @@ class PodmanRuntime(ContainerRuntime):
         return done
 
     # -- files on the containers' host ------------------------------------------------------
+    def _host(self, argv: Sequence[str]) -> None:
+        """``argv`` run on the containers' host (through the prefix, or here)."""
+        try:
+            done = (self._remote(argv) if self.exec_prefix else
+                    subprocess.run(list(argv), capture_output=True, text=True,
+                                   timeout=self.timeout, check=False))  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise ContainerError(f"{argv[0]} did not finish in {exc.timeout:.0f} s") from exc
+        except OSError as exc:
+            raise ContainerError(f"{argv[0]} cannot run: {exc}") from exc
+        if done.returncode != 0:
+            raise ContainerError(f"{' '.join(argv)}: {(done.stderr or done.stdout).strip()}")
+
     def read_text(self, path: Path) -> str | None:
         if not self.exec_prefix:
             return super().read_text(path)
@@ -265,15 +287,24 @@ class PodmanRuntime(ContainerRuntime):
         return CheckpointImage(path=path, size=self.file_size(path) or 0,
                                seconds=time.monotonic() - started)  # fmt: skip
 
-    def restore(self, name: str, path: Path | None) -> None:
+    def restore(self, name: str) -> None:
         self.require_checkpoints()
-        if path is None:
-            self._run(["container", "restore", "--tcp-established", name])
-            return
-        self.remove(name)
-        # the image keeps the container's name (a send restores it under the same one), and
-        # podman 4.3 refuses --name together with --tcp-established
-        self._run(["container", "restore", "--tcp-established", "--import", str(path)])
+        self._run(["container", "restore", "--tcp-established", name])
+
+    def restore_image(self, spec: RunSpec, path: Path) -> None:
+        """See the module: a container made from ``spec``, the image unpacked into its bundle."""
+        self.require_checkpoints()
+        self.remove(spec.name)
+        self.create(spec)
+        self._run(["init", spec.name])
+        self._run(["stop", "--time", "0", spec.name])
+        bundle = self._run(["inspect", "--type", "container", "--format", "{{.StaticDir}}",
+                            spec.name]).stdout.strip()  # fmt: skip
+        if not bundle.startswith("/"):
+            raise ContainerError(f"podman inspect {spec.name}: no bundle directory ({bundle!r})")
+        self._host(["tar", "-xf", str(path), "-C", bundle])  # tar finds the compression itself
+        self._run(["container", "restore", "--tcp-established", spec.name])
+        log.info("container.restored_image", container=spec.name, image=str(path))
 
     def execute(self, name: str, argv: tuple[str, ...], *, timeout: float = 30.0) -> str:
         return self._run(["exec", name, *argv], timeout=timeout).stdout

@@ -3,9 +3,10 @@
 The step handlers (workers/containersteps.py) speak only this interface. A runtime runs a
 container whose root file system is a directory zfleet owns (a dataset clone's mountpoint) with
 other directories bind-mounted in, and can checkpoint a running container to one file and bring it
-back from that file, on this host or another. Every failure is a :class:`ContainerError` from the
-one error tree (protocol/errors.py); a host without the runtime raises :class:`RuntimeMissing`,
-and a host where CRIU cannot work raises :class:`CheckpointUnsupported` with CRIU's own words.
+back from that file, on this host or another, into a container made from the same spec. Every
+failure is a :class:`ContainerError` from the one error tree (protocol/errors.py); a host without
+the runtime raises :class:`RuntimeMissing`, and a host where CRIU cannot work raises
+:class:`CheckpointUnsupported` with CRIU's own words.
 """
 
 from __future__ import annotations
@@ -112,9 +113,15 @@ class ContainerRuntime(abc.ABC):
         """Dump the running container (memory, processes, open files) into ``path``."""
 
     @abc.abstractmethod
-    def restore(self, name: str, path: Path | None) -> None:
-        """Bring the container back from ``path`` (an image made here or elsewhere), or, with
-        None, from its own last checkpoint on this host."""
+    def restore(self, name: str) -> None:
+        """Bring the container back from its own last checkpoint on this host (it was stopped
+        by that checkpoint and still exists)."""
+
+    @abc.abstractmethod
+    def restore_image(self, spec: RunSpec, path: Path) -> None:
+        """Replace any container named ``spec.name`` by one made from ``spec`` and bring it back
+        from the image at ``path`` (made here or on another host); the root and the mounts hold
+        the files as they were when the image was made."""
 
     @abc.abstractmethod
     def execute(self, name: str, argv: tuple[str, ...], *, timeout: float = 30.0) -> str:

@@ -65,7 +65,12 @@ class Chunks:
 
 class BytePipe:
     """One writer, one reader; :meth:`close` is the writer's end of input, :meth:`stop` the
-    reader's going away (later writes are refused, so the writer stops sending)."""
+    reader's going away (later writes are refused, so the writer stops sending).
+
+    Each side wakes the other only when it waits and can now go on (a reader taking a 312-byte
+    header from a full pipe must not wake a writer that would find it still full): a stream of
+    small records then costs no thread switch per record.
+    """
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self._cond = threading.Condition()
@@ -74,18 +79,26 @@ class BytePipe:
         self._limit = limit
         self._eof = False
         self._stopped = False
+        self._reader_waits = False
+        self._writer_waits = False
+
+    def _room(self) -> bool:
+        return self._chunks.size < max(self._limit, self._want)
 
     def write(self, data: bytes) -> bool:
         """Buffer ``data``, waiting for room; False when the reader has stopped."""
         chunk = bytes(data)
         with self._cond:
-            while self._chunks.size >= max(self._limit, self._want) and not self._stopped:
+            while not self._room() and not self._stopped:
+                self._writer_waits = True
                 self._cond.wait()
+            self._writer_waits = False
             if self._stopped:
                 return False
             if chunk:
                 self._chunks.append(chunk)
-                self._cond.notify_all()
+                if self._reader_waits and self._chunks.size >= self._want:
+                    self._cond.notify_all()
             return True
 
     def close(self) -> None:
@@ -104,10 +117,16 @@ class BytePipe:
     def read(self, n: int) -> bytes:
         """``n`` bytes, fewer only at end of input."""
         with self._cond:
-            self._want = n
-            while self._chunks.size < n and not self._eof:
-                self._cond.wait()
-            self._want = 0
+            if self._chunks.size < n and not self._eof:
+                self._want = n
+                if self._writer_waits and self._room():
+                    self._cond.notify_all()  # a big payload: the writer may fill past limit
+                while self._chunks.size < n and not self._eof:
+                    self._reader_waits = True
+                    self._cond.wait()
+                self._reader_waits = False
+                self._want = 0
             out = self._chunks.take(n)
-            self._cond.notify_all()
+            if self._writer_waits and self._room():
+                self._cond.notify_all()
             return out

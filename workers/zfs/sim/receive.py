@@ -47,13 +47,13 @@ from protocol.stream import (
 from workers.zfs.base import ReceiveResult, ReceiveSink, ReceiveSpec
 
 from . import crypto, db
-from .blocks import HOLE
+from .blocks import HOLE, BlockWriter
 from .datasets import record_snapshot
 from .landing import Landing, ensure_dataset, plan_target, resume_state
 from .nodes import RECORD, Manifest, Meta, Node
 from .partial import PartialObject, PartialState
 from .pipe import BytePipe
-from .pool import Pool
+from .pool import Dataset, Pool
 from .replicate_recv import CompoundReceiver
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ class _Apply:
         self.master = master
         self.sealed = sealed_target  # store ciphertext as it came (raw, key not loaded)
         self.base_nodes: dict[bytes, Node] = {}
+        self.blocks = BlockWriter(pool.blocks)  # flushed before anything names the blocks
 
     def _base_node(self, obj: int) -> Node | None:
         digest = self.base.get(obj)
@@ -184,7 +185,7 @@ class _Apply:
         part = self._object(obj)
         index = offset // RECORD
         data = payload[:logical]
-        store = self.pool.blocks
+        store = self.blocks
         if self.state.raw and self.sealed:
             block = store.put(data)
         else:
@@ -204,7 +205,9 @@ class _Apply:
         self.state.object, self.state.offset = obj, offset + logical
 
     def manifest(self) -> Manifest:
-        """The base manifest with this stream's objects applied (stores the new nodes)."""
+        """The base manifest with this stream's objects applied (stores the new nodes; the
+        blocks are on disk by then)."""
+        self.blocks.flush()
         out = {o: d for o, d in self.base.items() if o not in self.state.freed}
         for obj, part in self.state.objects.items():
             node = Node(part.bonus, tuple(part.blocks))
@@ -373,6 +376,24 @@ class SimReceiveSink:
             master = bytes.fromhex(crypt["loaded"]) if crypt and crypt.get("loaded") else None
             sealed = master is None
         applier = _Apply(self.pool, state, base_manifest, master, sealed, lock=self.lock)
+        try:
+            return self._apply(records, info, (target, first), where, applier, target_ds=target_ds)
+        finally:
+            applier.blocks.close()
+
+    def _apply(
+        self,
+        records: Iterator[Record],
+        info: BeginInfo,
+        at: tuple[str, Record],
+        where: Landing,
+        applier: _Apply,
+        *,
+        target_ds: Dataset | None,
+    ) -> str:
+        """The records of one substream, then its END's txg (see :meth:`_substream`)."""
+        (target, first), ds_name, state = at, where.dataset, applier.state
+        raw = info.has(Feature.RAW)
         kind = "incremental" if info.fromguid else "new filesystem"
         position = first.offset + first.size
         try:
@@ -389,11 +410,14 @@ class SimReceiveSink:
                 raise StreamChecksumError(
                     f"cannot receive {kind} stream: checksum mismatch"
                 ) from exc
+            if self.spec.resumable:
+                applier.blocks.flush()  # the saved state names them
             return self._cut(where, info, state, kind)
         except ProtocolError as exc:
             raise StreamFormatError(
                 f"cannot receive {kind} stream: invalid stream ({exc})"
             ) from exc
+        applier.blocks.flush()  # before the lock: other work goes on while the files are made
         with self.lock, db.txg(self.pool.conn) as txg:
             if _plan_key(self._plan_target(info, target)) != _plan_key(where):
                 raise InvalidOperation(
