@@ -142,11 +142,14 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-def compress_payload(data: bytes, level: int = DEFAULT_LEVEL) -> Prepared:
+def compress_payload(data: bytes, level: int = DEFAULT_LEVEL, *, digest: bool = True) -> Prepared:
     """``data`` zstd-compressed at ``level``, or raw when compression does not make it smaller,
     with the digest of what goes on the wire (computed here, once for every peer).
 
-    Thread-safe; zstd and BLAKE3 release the GIL, so several threads compress in parallel.
+    ``digest=False`` leaves the digest out, for payloads that go only where frames carry none
+    (mutual TLS) or as raw bytes (files, the object store); a frame that does need one computes
+    it when encoded. Thread-safe; zstd and BLAKE3 release the GIL, so several threads compress in
+    parallel.
     """
     if len(data) > MAX_PAYLOAD:
         raise FrameError(f"payload is too large ({len(data)} > {MAX_PAYLOAD} bytes)")
@@ -155,9 +158,11 @@ def compress_payload(data: bytes, level: int = DEFAULT_LEVEL) -> Prepared:
     if data:
         packed = _compressor(level).compress(data)
         if len(packed) < len(data):
-            return Prepared(packed, Codec.ZSTD, len(data), payload_digest(packed))
+            return Prepared(
+                packed, Codec.ZSTD, len(data), payload_digest(packed) if digest else None
+            )
     raw = bytes(data)
-    return Prepared(raw, Codec.RAW, len(raw), payload_digest(raw))
+    return Prepared(raw, Codec.RAW, len(raw), payload_digest(raw) if digest else None)
 
 
 def encode_frame_parts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -15,7 +16,7 @@ import pytest
 from app.cli.ca import init_ca, issue_host
 from protocol.errors import FrameError, TransferInterrupted
 from protocol.frames import PREAMBLE_SIZE, FrameKind, compress_payload
-from workers.dataplane.tlsio import TlsStream
+from workers.dataplane.tlsio import RECORD_SIZE, TlsStream
 from workers.dataplane.wire import Wire, _batches
 from workers.tls import TlsConfig, client_context, server_context
 
@@ -180,3 +181,45 @@ def test_one_read_takes_every_whole_record_received_and_leaves_a_partial_one(
         with view[got:] as rest:
             got += server.recv_into(rest)
     assert bytes(buf[:got]) == data
+
+
+def _records(raw: bytes) -> list[int]:
+    """The lengths of the TLS records in ``raw`` (5-byte header: type, version, length)."""
+    lengths, pos = [], 0
+    while pos < len(raw):
+        size = int.from_bytes(raw[pos + 3 : pos + 5], "big")
+        lengths.append(size)
+        pos += 5 + size
+    assert pos == len(raw), "the bytes end inside a record"
+    return lengths
+
+
+def test_a_frames_small_parts_ride_in_full_records(
+    fleet: Path, sockets: list[socket.socket]
+) -> None:
+    client, server = _pair(sockets, *_contexts(fleet))
+    assert isinstance(server, TlsStream)
+    parts = [b"p" * PREAMBLE_SIZE, b"h" * 3, os.urandom(5 * RECORD_SIZE + 10), b"t" * 2]
+    client._flush()  # nothing pending from the handshake
+    with contextlib.ExitStack() as stack:
+        views = [stack.enter_context(memoryview(part)) for part in parts]
+        assert client.sendmsg(views) == sum(map(len, parts))
+    total = sum(map(len, parts))
+    raw = bytearray()
+    # TLS 1.3: a record carries its content type and a 16-byte tag beyond the plaintext
+    want = -(-total // RECORD_SIZE)
+    while len(raw) < total + want * 22:
+        chunk = server.raw.recv(1 << 20)
+        assert chunk, "the client's records did not all arrive"
+        raw += chunk
+    assert [size - 17 for size in _records(bytes(raw))] == [RECORD_SIZE] * (want - 1) + [
+        total - (want - 1) * RECORD_SIZE
+    ]
+    server._in.write(bytes(raw))
+    buf = bytearray(total)
+    with memoryview(buf) as view:
+        got = 0
+        while got < total:
+            with view[got:] as rest:
+                got += server.recv_into(rest)
+    assert bytes(buf) == b"".join(parts)
